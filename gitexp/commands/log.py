@@ -1,0 +1,124 @@
+"""``git exp log``: one row per experiment, as a table, CSV or JSON."""
+from __future__ import annotations
+
+import csv
+import socket
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+import click
+from tabulate import tabulate
+
+from ..config import closest
+from ..errors import BadInput
+from ..experiments import effective_status
+from ..notes import Experiment
+from ..query import known_keys, parse_filter, sort_experiments
+from ..units import format_duration
+from .common import fmt_time, fmt_value, open_store, output_format, print_json
+
+
+@click.command()
+@click.option("--metric", "-m", "metric_names", multiple=True, help="Show this metric: best by its goal and last (repeatable).")
+@click.option("--sort", "sort_key", help="Sort by a param or metric (metrics best-first; '-name' reverses).")
+@click.option("--filter", "-f", "filters", multiple=True, help="Keep rows matching e.g. 'lr<0.01', status=finished (repeatable, all must hold).")
+@click.option("--group", "-g", help="Only this group (e.g. a sweep).")
+@click.option("-n", "limit", type=click.IntRange(min=1), help="Show at most N rows.")
+@output_format("table", "csv", "json")
+def log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[str, ...],
+        group: Optional[str], limit: Optional[int], fmt: str) -> None:
+    """List experiments with their params, status and metrics."""
+    repo, store = open_store()
+    exps = store.experiments()
+    parsed = [parse_filter(text) for text in filters]
+    keys = known_keys(exps)
+    for name in [f.key for f in parsed] + list(metric_names) + ([sort_key.lstrip("-")] if sort_key else []):
+        if exps and name not in keys and not (name.endswith(".last") and name[:-5] in keys):
+            raise BadInput(f"unknown param or metric {name!r}", closest(name, keys))
+    host = socket.gethostname()
+    statuses = {e.sha: effective_status(repo, e, host) for e in exps}
+    if group:
+        exps = [e for e in exps if e.summary.get("group") == group]
+    exps = [e for e in exps if all(f.matches(e, statuses[e.sha]) for f in parsed)]
+    exps = sort_experiments(exps, sort_key)
+    if limit:
+        exps = exps[:limit]
+    metrics = list(metric_names) or _default_metrics(exps)
+    show_last = bool(metric_names)
+    if fmt == "json":
+        print_json([record(e, statuses[e.sha]) for e in exps])
+    elif fmt == "csv":
+        _write_csv(exps, statuses, metrics)
+    else:
+        _print_table(exps, statuses, metrics, show_last)
+
+
+def _default_metrics(exps: List[Experiment]) -> List[str]:
+    names: Dict[str, None] = {}
+    for exp in exps:
+        for name in exp.summary.get("goals") or {}:
+            names.setdefault(name, None)
+    return list(names)[:2]
+
+
+def record(exp: Experiment, status: str) -> Dict[str, Any]:
+    s = exp.summary
+    return {
+        "id": exp.sha, "name": exp.name, "group": s.get("group"), "status": status,
+        "params": s.get("params") or {}, "metrics": s.get("metrics") or {},
+        "created": s.get("created"), "started": s.get("started"), "ended": s.get("ended"),
+        "duration": s.get("duration"), "exit_code": s.get("exit_code"), "host": s.get("host"),
+        "runner": s.get("runner"), "parent": s.get("parent"), "reason": s.get("reason"),
+    }
+
+
+def _metric_cells(exp: Experiment, name: str) -> Tuple[Any, Any]:
+    entry = (exp.summary.get("metrics") or {}).get(name) or {}
+    return entry.get("best"), entry.get("last")
+
+
+def _print_table(exps: List[Experiment], statuses: Dict[str, str], metrics: List[str], show_last: bool) -> None:
+    if not exps:
+        click.echo("no experiments yet (git exp run config.yaml)", err=True)
+        return
+    headers = ["id", "name", "status", "params"]
+    for name in metrics:
+        headers += [f"{name} best", f"{name} last"] if show_last else [name]
+    headers += ["duration", "when"]
+    rows = []
+    for exp in exps:
+        s = exp.summary
+        params = " ".join(f"{k}={fmt_value(v)}" for k, v in (s.get("params") or {}).items())
+        row = [exp.sha[:8], exp.name, statuses[exp.sha], params]
+        for name in metrics:
+            best, last = _metric_cells(exp, name)
+            row += [fmt_value(best), fmt_value(last)] if show_last else [fmt_value(best if best is not None else last)]
+        duration = s.get("duration")
+        row += [format_duration(duration) if duration is not None else "", fmt_time(s.get("created"))]
+        rows.append(row)
+    click.echo(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+
+
+def _write_csv(exps: List[Experiment], statuses: Dict[str, str], metrics: List[str]) -> None:
+    params: Dict[str, None] = {}
+    for exp in exps:
+        for key in exp.summary.get("params") or {}:
+            params.setdefault(key, None)
+    writer = csv.writer(sys.stdout)
+    header = ["id", "name", "group", "status"] + list(params)
+    for name in metrics:
+        header += [f"{name}_best", f"{name}_last"]
+    header += ["duration_s", "created", "exit_code", "host"]
+    writer.writerow(header)
+    for exp in exps:
+        s = exp.summary
+        row = [exp.sha, exp.name, s.get("group") or "", statuses[exp.sha]]
+        row += [_csv(s.get("params", {}).get(k)) for k in params]
+        for name in metrics:
+            row += [_csv(v) for v in _metric_cells(exp, name)]
+        row += [_csv(s.get("duration")), fmt_time(s.get("created")), _csv(s.get("exit_code")), s.get("host") or ""]
+        writer.writerow(row)
+
+
+def _csv(value: Any) -> str:
+    return "" if value is None else str(value)

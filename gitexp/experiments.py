@@ -1,0 +1,158 @@
+"""Experiments as commits: make them from a config, and tell their live status.
+
+An experiment commit holds the working tree as it is now (tracked and untracked,
+non-ignored files, uncommitted edits included) plus the resolved config at
+``.gitexp/experiment.yaml``; its parent is ``HEAD``. It is built with a temporary index and
+written without touching the user's index, working tree, ``HEAD`` or branches.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+import psutil
+import yaml
+
+from .config import ExperimentConfig
+from .errors import BadInput
+from .notes import CONFIG_PATH, EXP_PREFIX, Experiment, Store
+from .paths import run_paths
+from .repo import RefUpdate, Repo
+
+HEARTBEAT_SECONDS = 15.0
+ACTIVE = ("running",)
+
+
+@dataclass
+class Snapshot:
+    """What every experiment made from the current working tree shares."""
+
+    head: str
+    tree: str
+    dirty: bool
+
+
+def take_snapshot(repo: Repo) -> Snapshot:
+    head = repo.head()
+    return Snapshot(head=head, tree=repo.snapshot_tree(), dirty=repo.is_dirty())
+
+
+def check_files(repo: Repo, config: ExperimentConfig) -> None:
+    for path in config.files:
+        full = path if os.path.isabs(path) else os.path.join(repo.root, path)
+        if not os.path.exists(full):
+            raise BadInput(f"{config.where('files')}: file listed under 'files' does not exist: {path}",
+                           "fix the path (relative to the repository root)")
+
+
+def commit_message(config: ExperimentConfig) -> str:
+    lines = [f"exp: {config.name}", ""]
+    lines += [f"{k} = {v}" for k, v in config.params.items()]
+    lines += ["", f"Gitexp-Config-Hash: {config.config_hash()}"]
+    return "\n".join(lines) + "\n"
+
+
+def make_commit(repo: Repo, snap: Snapshot, config: ExperimentConfig) -> str:
+    resolved = config.to_dict()
+    resolved["source_root"] = repo.root
+    text = yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False)
+    blob = repo.hash_blob(text.encode())
+    tree = repo.build_tree(snap.tree, {CONFIG_PATH: blob})
+    return repo.commit_tree(tree, [snap.head], commit_message(config))
+
+
+def initial_summary(config: ExperimentConfig, snap: Snapshot, status: str) -> Dict[str, Any]:
+    return {
+        "schema": 1,
+        "name": config.name,
+        "group": config.group,
+        "description": config.description,
+        "params": config.params,
+        "config_hash": config.config_hash(),
+        "goals": {n: m.goal for n, m in config.metrics.items()},
+        "status": status,
+        "created": time.time(),
+        "parent": snap.head,
+        "parent_dirty": snap.dirty,
+    }
+
+
+def create(repo: Repo, store: Store, config: ExperimentConfig, status: str = "created",
+           snap: Optional[Snapshot] = None, extra_refs: Sequence[RefUpdate] = ()) -> Experiment:
+    """Commit the experiment and record it under ``refs/exps/<name>`` with its first note."""
+    check_files(repo, config)
+    snap = snap or take_snapshot(repo)
+    sha = make_commit(repo, snap, config)
+    summary = initial_summary(config, snap, status)
+    name = store.create(config.name, sha, summary, extra_refs)
+    return Experiment(sha, name, summary)
+
+
+def create_many(repo: Repo, store: Store, configs: List[ExperimentConfig], status: str,
+                extra_refs_for: Any = None) -> List[Experiment]:
+    """Many experiments in one notes commit and one ref transaction (sweeps)."""
+    for config in configs:
+        check_files(repo, config)
+    snap = take_snapshot(repo)
+    taken = set(store.experiment_refs())
+    exps = []
+    for config in configs:
+        name = config.name
+        n = 1
+        while name in taken:
+            n += 1
+            name = f"{config.name}-{n}"
+        taken.add(name)
+        config = config.with_params({}, name=name)
+        sha = make_commit(repo, snap, config)
+        exps.append(Experiment(sha, name, initial_summary(config, snap, status)))
+    store.create_batch(exps, extra_refs_for)
+    return exps
+
+
+# -- live status ------------------------------------------------------------------------------
+def read_exec_info(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+def process_alive(pid: Optional[int], started: Optional[float]) -> bool:
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(int(pid))
+        if started is not None and abs(proc.create_time() - float(started)) > 2.0:
+            return False  # the pid was reused by another process
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
+
+
+def effective_status(repo: Repo, exp: Experiment, host: Optional[str] = None) -> str:
+    """The recorded status, except that a run whose executor died silently is ``lost``."""
+    status = exp.status
+    if status not in ACTIVE:
+        return status
+    summary = exp.summary
+    if summary.get("runner") not in (None, "local"):
+        return status  # remote or Slurm runs are judged by their runner
+    host = host or socket.gethostname()
+    if summary.get("host") == host:
+        return status if process_alive(summary.get("pid"), summary.get("pid_started")) else "lost"
+    info_path = run_paths(repo, exp.sha).exec_info
+    try:
+        age = time.time() - os.path.getmtime(info_path)
+    except OSError:
+        return status
+    return status if age < 4 * HEARTBEAT_SECONDS else "lost"
+
+
+def ref_of(name: str) -> str:
+    return EXP_PREFIX + name

@@ -1,0 +1,69 @@
+"""Facts about the machine and environment an experiment ran in."""
+from __future__ import annotations
+
+import getpass
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+from typing import Any, Dict, List
+
+import psutil
+
+
+def gpu_models() -> List[str]:
+    """Names of NVIDIA GPUs, from nvidia-ml-py when installed, else ``nvidia-smi -L``; [] if none."""
+    try:
+        import pynvml  # type: ignore[import-not-found]
+
+        pynvml.nvmlInit()
+        try:
+            names = []
+            for i in range(pynvml.nvmlDeviceGetCount()):
+                name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
+                names.append(name.decode() if isinstance(name, bytes) else str(name))
+            return names
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no library, no driver, no GPU: all mean "none seen here"
+        pass
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10)
+            return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+        except (OSError, subprocess.SubprocessError):
+            return []
+    return []
+
+
+def installed_packages() -> List[str]:
+    from importlib import metadata
+
+    seen = {}
+    for dist in metadata.distributions():
+        name = dist.metadata.get("Name")
+        if name:
+            seen[name.lower()] = f"{name}=={dist.version}"
+    return sorted(seen.values(), key=str.lower)
+
+
+def collect(git_version: str) -> Dict[str, Any]:
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        user = str(os.getuid())
+    return {
+        "hostname": socket.gethostname(),
+        "user": user,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "python_executable": sys.executable,
+        "git": git_version,
+        "cpus": os.cpu_count(),
+        "ram": psutil.virtual_memory().total,
+        "gpus": gpu_models(),
+        "packages": installed_packages(),
+    }

@@ -1,0 +1,290 @@
+"""All reads and writes of experiment refs and notes: batched reads, atomic CAS writes.
+
+Namespaces (each declared once, here):
+
+* ``refs/exps/<name>``        the experiment's branch; its tip is the run commit.
+* ``refs/notes/exps``         summary note per run commit (small JSON: status, params,
+                              metric summaries, times); the only thing ``log`` reads.
+* ``refs/notes/exps-metrics`` metric history per run commit (JSON lines, one per point).
+* ``refs/notes/exps-details`` facts about the environment, log tail, batch script (JSON).
+* ``refs/exps-queue/<sha>``   a queued experiment (its value is the run commit).
+
+Notes trees use git's 2/38 fan-out, so ``git notes --ref=exps show <sha>`` reads them.  A write
+builds the new notes commits from the current ones and applies every ref change in one
+``update-ref --stdin`` transaction with old values; if another writer got there first, the
+write is rebuilt on top of theirs and retried, so concurrent writers never lose a note.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from .errors import BadInput, RefConflict
+from .repo import RefUpdate, Repo
+
+EXP_PREFIX = "refs/exps/"
+QUEUE_PREFIX = "refs/exps-queue/"
+SUMMARY_REF = "refs/notes/exps"
+METRICS_REF = "refs/notes/exps-metrics"
+DETAILS_REF = "refs/notes/exps-details"
+NOTES_REFS = (SUMMARY_REF, METRICS_REF, DETAILS_REF)
+CONFIG_PATH = ".gitexp/experiment.yaml"
+MAX_ATTEMPTS = 60
+
+
+@dataclass
+class Experiment:
+    sha: str
+    name: str
+    summary: Dict[str, Any]
+
+    @property
+    def ref(self) -> str:
+        return EXP_PREFIX + self.name
+
+    @property
+    def status(self) -> str:
+        return str(self.summary.get("status", "created"))
+
+
+def _note_paths(sha: str) -> Tuple[str, ...]:
+    """Every path git may have stored a note for ``sha`` under (fan-out 0, 1 or 2)."""
+    return (f"{sha[:2]}/{sha[2:]}", sha, f"{sha[:2]}/{sha[2:4]}/{sha[4:]}")
+
+
+def _sha_from_path(path: str) -> str:
+    return path.replace("/", "")
+
+
+class Store:
+    """The experiment database: refs and notes of one repository."""
+
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+
+    # -- reads ----------------------------------------------------------------------------
+    def experiment_refs(self) -> Dict[str, str]:
+        """name -> run commit sha, from one ``for-each-ref``."""
+        return {ref[len(EXP_PREFIX):]: sha for ref, sha in self.repo.refs(EXP_PREFIX).items()}
+
+    def notes_index(self, notes_ref: str) -> Dict[str, str]:
+        """annotated sha -> note blob sha, from one ``ls-tree`` of the notes commit."""
+        if not self.repo.resolve(notes_ref):
+            return {}
+        return {_sha_from_path(e.path): e.sha for e in self.repo.ls_tree(notes_ref) if e.kind == "blob"}
+
+    def experiments(self) -> List[Experiment]:
+        """Every experiment with its summary: three git processes whatever the count."""
+        names = self.experiment_refs()
+        index = self.notes_index(SUMMARY_REF)
+        blobs = self.repo.cat_blobs(index[sha] for sha in names.values() if sha in index)
+        result = []
+        for name, sha in names.items():
+            blob = blobs.get(index.get(sha, ""))
+            result.append(Experiment(sha, name, _load_json(blob)))
+        return result
+
+    def read_notes(self, notes_ref: str, shas: Sequence[str]) -> Dict[str, bytes]:
+        """Notes of ``shas`` under ``notes_ref`` (absent ones left out), one cat-file call."""
+        tip = self.repo.resolve(notes_ref)
+        if not tip:
+            return {}
+        keys = {f"{tip}:{p}": sha for sha in shas for p in _note_paths(sha)}
+        found = self.repo.cat_blobs(keys)
+        out: Dict[str, bytes] = {}
+        for key, data in found.items():
+            out.setdefault(keys[key], data)
+        return out
+
+    def summary(self, sha: str) -> Dict[str, Any]:
+        return _load_json(self.read_notes(SUMMARY_REF, [sha]).get(sha))
+
+    def details(self, sha: str) -> Dict[str, Any]:
+        return _load_json(self.read_notes(DETAILS_REF, [sha]).get(sha))
+
+    def history(self, sha: str) -> List[Dict[str, Any]]:
+        data = self.read_notes(METRICS_REF, [sha]).get(sha, b"")
+        return parse_jsonl(data)
+
+    def config_of(self, sha: str) -> Dict[str, Any]:
+        import yaml
+
+        raw = self.repo.show_file(sha, CONFIG_PATH)
+        return yaml.safe_load(raw) if raw else {}
+
+    def find(self, ident: str) -> Experiment:
+        """An experiment by name, or by an unambiguous prefix of its run commit's sha."""
+        names = self.experiment_refs()
+        if ident in names:
+            sha = names[ident]
+            return Experiment(sha, ident, self.summary(sha))
+        matches = {(n, s) for n, s in names.items() if len(ident) >= 4 and s.startswith(ident.lower())}
+        if len({s for _, s in matches}) == 1:
+            name, sha = sorted(matches)[0]
+            return Experiment(sha, name, self.summary(sha))
+        if matches:
+            listed = ", ".join(sorted(n for n, _ in matches)[:5])
+            raise BadInput(f"id {ident!r} is ambiguous: it matches {listed}", "give more characters of the sha")
+        hint = "see `git exp log` for ids and names"
+        if 0 < len(ident) < 4:
+            hint = "give at least 4 characters of the sha, or the name"
+        raise BadInput(f"no experiment {ident!r} in {self.repo.root}", hint)
+
+    # -- writes ---------------------------------------------------------------------------
+    def write(
+        self,
+        notes: Mapping[Tuple[str, str], Optional[bytes]],
+        refs: Sequence[RefUpdate] = (),
+        message: str = "gitexp",
+    ) -> None:
+        """Set (bytes) or remove (None) notes, plus ref updates, in one atomic transaction."""
+
+        def attempt() -> Optional[List[RefUpdate]]:
+            return self._notes_updates(notes, message)
+
+        self._commit_with_retry(attempt, refs, message)
+
+    def update_summary(
+        self,
+        sha: str,
+        change: Callable[[Dict[str, Any]], Optional[Dict[str, Any]]],
+        extra: Optional[Mapping[Tuple[str, str], Optional[bytes]]] = None,
+        refs: Sequence[RefUpdate] = (),
+        message: str = "gitexp: update",
+    ) -> Dict[str, Any]:
+        """Read-modify-write of one summary note under CAS; ``change`` may return None to abort."""
+        result: Dict[str, Any] = {}
+
+        def attempt() -> Optional[List[RefUpdate]]:
+            current = self.summary(sha)
+            new = change(dict(current))
+            if new is None:
+                return None
+            result.clear()
+            result.update(new)
+            notes: Dict[Tuple[str, str], Optional[bytes]] = {(SUMMARY_REF, sha): dump_json(new)}
+            notes.update(extra or {})
+            return self._notes_updates(notes, message)
+
+        self._commit_with_retry(attempt, refs, message)
+        return result
+
+    def create(self, base_name: str, sha: str, summary: Dict[str, Any],
+               extra_refs: Sequence[RefUpdate] = ()) -> str:
+        """Record a new experiment under ``refs/exps/<name>``; a taken name gets -2, -3, ..."""
+        taken = set(self.experiment_refs())
+        n, attempts = 1, 0
+        while attempts < MAX_ATTEMPTS:
+            name = base_name if n == 1 else f"{base_name}-{n}"
+            if name in taken:
+                n += 1
+                continue
+            summary["name"] = name
+            notes = {(SUMMARY_REF, sha): dump_json(summary)}
+            updates = self._notes_updates(notes, f"gitexp: create {name}")
+            refs = [RefUpdate(EXP_PREFIX + name, sha, None), *extra_refs]
+            if self.repo.update_refs(updates + refs, f"gitexp: create {name}"):
+                return name
+            attempts += 1
+            taken = set(self.experiment_refs())  # lost a race: for the name, or for the notes ref
+            time.sleep(random.uniform(0.001, 0.02) * min(attempts, 8))
+        raise RefConflict(f"could not find a free name for {base_name}")
+
+    def create_batch(self, exps: Sequence[Experiment],
+                     extra_refs_for: Optional[Callable[[Experiment], List[RefUpdate]]] = None) -> None:
+        """Record many new experiments (names already chosen) in one atomic transaction."""
+        refs: List[RefUpdate] = []
+        for exp in exps:
+            exp.summary["name"] = exp.name
+            refs.append(RefUpdate(exp.ref, exp.sha, None))
+            if extra_refs_for:
+                refs.extend(extra_refs_for(exp))
+        notes = {(SUMMARY_REF, e.sha): dump_json(e.summary) for e in exps}
+        for attempt in range(MAX_ATTEMPTS):
+            updates = self._notes_updates(notes, f"gitexp: create {len(exps)} experiments")
+            if self.repo.update_refs(updates + refs, "gitexp: create experiments"):
+                return
+            taken = set(self.experiment_refs()) & {e.name for e in exps}
+            if taken:
+                raise RefConflict(f"experiment names were taken while writing: {', '.join(sorted(taken))}",
+                                  "nothing was recorded; run the command again")
+            time.sleep(random.uniform(0.005, 0.05) * min(attempt + 1, 8))
+        raise RefConflict(f"gave up recording {len(exps)} experiments after {MAX_ATTEMPTS} attempts")
+
+    def remove(self, exp: Experiment, extra_refs: Sequence[RefUpdate] = ()) -> None:
+        notes = {(ref, exp.sha): None for ref in NOTES_REFS}
+        self.write(notes, [RefUpdate(exp.ref, None, exp.sha), *extra_refs], f"gitexp: rm {exp.name}")
+
+    def _notes_updates(self, notes: Mapping[Tuple[str, str], Optional[bytes]], message: str) -> List[RefUpdate]:
+        """New commits for each touched notes ref, as CAS updates from their current tips."""
+        by_ref: Dict[str, Dict[str, Optional[bytes]]] = {}
+        for (notes_ref, sha), data in notes.items():
+            by_ref.setdefault(notes_ref, {})[sha] = data
+        tips = self.repo.refs(*by_ref)
+        updates = []
+        for notes_ref, items in by_ref.items():
+            old = tips.get(notes_ref)
+            changes: Dict[str, Optional[str]] = {}
+            for sha, data in items.items():
+                for path in _note_paths(sha):
+                    changes[path] = None
+                if data is not None:
+                    changes[_note_paths(sha)[0]] = self.repo.hash_blob(data)
+            tree = self.repo.build_tree(old, changes)
+            commit = self.repo.commit_tree(tree, [old] if old else [], message)
+            updates.append(RefUpdate(notes_ref, commit, old))
+        return updates
+
+    def _commit_with_retry(
+        self, attempt: Callable[[], Optional[List[RefUpdate]]], refs: Sequence[RefUpdate], message: str
+    ) -> None:
+        for n in range(MAX_ATTEMPTS):
+            updates = attempt()
+            if updates is None:
+                return
+            if self.repo.update_refs(updates + list(refs), message):
+                return
+            if refs and not self._refs_at(refs):
+                raise RefConflict(f"{refs[0].ref} changed while writing; nothing was written", "retry the command")
+            time.sleep(random.uniform(0.005, 0.05) * min(n + 1, 8))
+        raise RefConflict(f"gave up writing notes after {MAX_ATTEMPTS} attempts under contention")
+
+    def _refs_at(self, refs: Sequence[RefUpdate]) -> bool:
+        current = self.repo.refs(*(r.ref for r in refs))
+        return all(current.get(r.ref) == r.old for r in refs)
+
+
+def dump_json(data: Any) -> bytes:
+    return (json.dumps(data, sort_keys=True, indent=1, default=str) + "\n").encode()
+
+
+def _load_json(data: Optional[bytes]) -> Dict[str, Any]:
+    if not data:
+        return {}
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def parse_jsonl(data: bytes) -> List[Dict[str, Any]]:
+    """Records of a JSON-lines blob; a torn last line (a crash mid-write) is skipped."""
+    out = []
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
+def jsonl(records: Iterable[Mapping[str, Any]]) -> bytes:
+    return "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records).encode()

@@ -1,0 +1,56 @@
+"""Where an experiment's files live on this machine, outside any throwaway worktree.
+
+``<runs root>/<sha>/`` holds ``output.log``, ``metrics.jsonl`` (the Python API's points),
+``checkpoints.jsonl``, ``exec.json`` (pid, host, heartbeat), the throwaway worktree ``wt/``
+and the persistent output directory ``out/`` (``{outdir}``, ``GITEXP_OUTPUT_DIR``).
+The root is ``<git common dir>/gitexp/runs`` unless ``GITEXP_RUNS_DIR`` or git config
+``exp.runsDir`` say otherwise.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .repo import Repo
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: str
+
+    @property
+    def log(self) -> str:
+        return os.path.join(self.root, "output.log")
+
+    @property
+    def metrics(self) -> str:
+        return os.path.join(self.root, "metrics.jsonl")
+
+    @property
+    def checkpoints(self) -> str:
+        return os.path.join(self.root, "checkpoints.jsonl")
+
+    @property
+    def exec_info(self) -> str:
+        return os.path.join(self.root, "exec.json")
+
+    @property
+    def worktree(self) -> str:
+        return os.path.join(self.root, "wt")
+
+    @property
+    def outdir(self) -> str:
+        return os.path.join(self.root, "out")
+
+
+def runs_root(repo: Repo) -> str:
+    configured = os.environ.get("GITEXP_RUNS_DIR")
+    if not configured:
+        configured = repo.run(["config", "exp.runsDir"], check=False).stdout.decode().strip()
+    if configured:
+        return os.path.abspath(os.path.expanduser(configured))
+    return os.path.join(repo.common_dir, "gitexp", "runs")
+
+
+def run_paths(repo: Repo, sha: str) -> RunPaths:
+    return RunPaths(os.path.join(runs_root(repo), sha))

@@ -1,0 +1,126 @@
+"""Listing experiments: filters (``lr<0.01``), sorting by params or metrics, rows for output."""
+from __future__ import annotations
+
+import math
+import operator
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from .errors import BadInput
+from .metrics import is_number
+from .notes import Experiment
+
+_OPS: Dict[str, Callable[[Any, Any], bool]] = {
+    "<=": operator.le, ">=": operator.ge, "!=": operator.ne, "==": operator.eq,
+    "<": operator.lt, ">": operator.gt, "=": operator.eq, "~": lambda a, b: re.search(str(b), str(a)) is not None,
+}
+_FILTER_RE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(<=|>=|!=|==|<|>|=|~)\s*(.*?)\s*$")
+FIELDS = ("status", "name", "group", "host", "exit_code", "id")
+
+
+def field_value(exp: Experiment, key: str, status: Optional[str] = None) -> Any:
+    """A param, a metric (its best by goal, else its last), or a recorded field."""
+    summary = exp.summary
+    if key in (summary.get("params") or {}):
+        return summary["params"][key]
+    metric = (summary.get("metrics") or {}).get(key)
+    if key.endswith(".last") and key[:-5] in (summary.get("metrics") or {}):
+        return summary["metrics"][key[:-5]].get("last")
+    if metric is not None:
+        return metric.get("best", metric.get("last"))
+    if key == "status":
+        return status or exp.status
+    if key == "id":
+        return exp.sha
+    if key == "name":
+        return exp.name
+    if key == "duration":
+        return summary.get("duration")
+    return summary.get(key)
+
+
+@dataclass
+class Filter:
+    key: str
+    op: str
+    value: Any
+
+    def matches(self, exp: Experiment, status: str) -> bool:
+        actual = field_value(exp, self.key, status)
+        if actual is None:
+            return False
+        if self.op == "~":
+            return _OPS["~"](actual, self.value)
+        wanted = self.value
+        if is_number(actual) and not is_number(wanted):
+            return False
+        if not is_number(actual):
+            actual, wanted = str(actual), str(wanted)
+        try:
+            return bool(_OPS[self.op](actual, wanted))
+        except TypeError:
+            return False
+
+
+def parse_filter(text: str) -> Filter:
+    match = _FILTER_RE.match(text)
+    if not match or not match.group(3):
+        raise BadInput(f"--filter {text!r}: expected NAME OP VALUE with OP one of < <= > >= = != ~",
+                       "e.g. --filter 'lr<0.01' or --filter status=finished")
+    key, op, raw = match.groups()
+    value: Any = raw
+    try:
+        value = float(raw) if re.match(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$", raw) else raw
+    except ValueError:
+        pass
+    if isinstance(value, float) and value.is_integer() and "." not in raw and "e" not in raw.lower():
+        value = int(value)
+    if op == "~":
+        try:
+            re.compile(raw)
+        except re.error as exc:
+            raise BadInput(f"--filter {text!r}: bad regular expression: {exc}")
+    return Filter(key, op, value)
+
+
+def goal_of(exps: Sequence[Experiment], key: str) -> Optional[str]:
+    for exp in exps:
+        goal = ((exp.summary.get("metrics") or {}).get(key) or {}).get("goal") or (exp.summary.get("goals") or {}).get(key)
+        if goal:
+            return goal
+    return None
+
+
+def sort_experiments(exps: List[Experiment], key: Optional[str]) -> List[Experiment]:
+    """Newest first by default; by a metric best-first (by its goal); by a param ascending.
+
+    A leading '-' reverses. Experiments without the value go last.
+    """
+    if not key:
+        return sorted(exps, key=lambda e: e.summary.get("created") or 0, reverse=True)
+    reverse = key.startswith("-")
+    key = key.lstrip("-")
+    if goal_of(exps, key) == "maximize":
+        reverse = not reverse
+    present = [e for e in exps if _sortable(field_value(e, key)) is not None]
+    missing = [e for e in exps if _sortable(field_value(e, key)) is None]
+    present.sort(key=lambda e: _sortable(field_value(e, key)), reverse=reverse)  # type: ignore[arg-type,return-value]
+    return present + missing
+
+
+def _sortable(value: Any) -> Any:
+    if is_number(value):
+        return (0, float(value), "") if not math.isnan(value) else None
+    if value is None:
+        return None
+    return (1, 0.0, str(value))
+
+
+def known_keys(exps: Sequence[Experiment]) -> List[str]:
+    keys = set(FIELDS) | {"duration"}
+    for exp in exps:
+        keys |= set(exp.summary.get("params") or {})
+        keys |= set(exp.summary.get("metrics") or {})
+        keys |= set(exp.summary.get("goals") or {})
+    return sorted(keys)

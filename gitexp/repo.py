@@ -1,0 +1,311 @@
+"""The one door to git: every git process gitexp starts is started here.
+
+Higher layers (``notes.py`` for refs and notes, ``experiments.py`` for experiment commits) call
+these typed helpers; nothing else in the package runs git or touches the object store.
+Objects gitexp makes itself (note blobs, notes trees and commits, experiment commits) are
+written in process with dulwich, so a sweep of 1,000 points does not start 1,000 processes.  Reads are batched (one
+``for-each-ref``, one ``ls-tree``, one ``cat-file --batch`` for many objects) and every ref
+write goes through :meth:`Repo.update_refs`, a single atomic ``update-ref --stdin``
+transaction whose lines carry the old value (compare-and-swap).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from dulwich.object_store import DiskObjectStore
+from dulwich.objects import Blob, Commit, Tree
+
+from .errors import BadInput, GitFailed
+
+ZERO_SHA = "0" * 40
+
+
+@dataclass(frozen=True)
+class RefUpdate:
+    """One line of a ref transaction. ``old`` None = must not exist; ``new`` None = delete."""
+
+    ref: str
+    new: Optional[str]
+    old: Optional[str]
+
+    def line(self) -> str:
+        old = self.old or ZERO_SHA
+        if self.new is None:
+            return f"delete {self.ref} {old}\n"
+        return f"update {self.ref} {self.new} {old}\n"
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    mode: str
+    kind: str
+    sha: str
+    path: str
+
+
+def _clean_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    env = dict(os.environ)
+    # A hook or the user's shell may export these; our plumbing must not inherit them.
+    for key in ("GIT_INDEX_FILE", "GIT_WORK_TREE", "GIT_PREFIX"):
+        env.pop(key, None)
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    if extra:
+        env.update(extra)
+    return env
+
+
+class Repo:
+    """A git repository found from a directory inside its working tree."""
+
+    def __init__(self, root: str, git_dir: str, common_dir: str) -> None:
+        self.root = root
+        self.git_dir = git_dir
+        self.common_dir = common_dir
+        self._odb: Optional[DiskObjectStore] = None
+        self._ident: Optional[Tuple[bytes, Optional[int], int]] = None
+
+    # -- discovery -------------------------------------------------------------------
+    @classmethod
+    def discover(cls, path: str = ".") -> "Repo":
+        path = os.path.abspath(path)
+        try:
+            proc = subprocess.run(
+                ["git", "rev-parse", "--show-toplevel", "--absolute-git-dir", "--git-common-dir"],
+                cwd=path, env=_clean_env(), capture_output=True, text=True,
+            )
+        except FileNotFoundError:
+            raise BadInput("git is not installed or not on PATH", "install git and retry")
+        if proc.returncode != 0:
+            raise BadInput(
+                f"not a git repository: {path}",
+                "run gitexp inside a git repository (git init, then commit your code)",
+            )
+        lines = proc.stdout.splitlines()
+        if len(lines) < 3:
+            raise BadInput(f"not inside a git working tree: {path}", "run gitexp from a checkout, not a bare repository")
+        root, git_dir, common = lines[0], lines[1], lines[2]
+        if not os.path.isabs(common):
+            common = os.path.normpath(os.path.join(path, common))
+        return cls(root, git_dir, common)
+
+    # -- process plumbing -------------------------------------------------------------
+    def run(
+        self,
+        args: Sequence[str],
+        input: Optional[bytes] = None,
+        env: Optional[Mapping[str, str]] = None,
+        check: bool = True,
+        cwd: Optional[str] = None,
+    ) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            ["git", *args], cwd=cwd or self.root, env=_clean_env(env), input=input,
+            capture_output=True,
+        )
+        if check and proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace").strip()
+            raise GitFailed(f"git {' '.join(args[:3])} failed: {err}")
+        return proc
+
+    def out(self, args: Sequence[str], **kw: object) -> str:
+        return self.run(args, **kw).stdout.decode(errors="replace")  # type: ignore[arg-type]
+
+    # -- reads ------------------------------------------------------------------------
+    def head(self) -> str:
+        proc = self.run(["rev-parse", "--verify", "-q", "HEAD^{commit}"], check=False)
+        if proc.returncode != 0:
+            raise BadInput(
+                f"the repository {self.root} has no commits yet",
+                "commit your code first (git add -A && git commit -m init)",
+            )
+        return proc.stdout.decode().strip()
+
+    def is_dirty(self) -> bool:
+        return bool(self.out(["status", "--porcelain", "--untracked-files=normal"]).strip())
+
+    def resolve(self, rev: str) -> Optional[str]:
+        proc = self.run(["rev-parse", "--verify", "-q", f"{rev}^{{commit}}"], check=False)
+        return proc.stdout.decode().strip() if proc.returncode == 0 else None
+
+    def refs(self, *patterns: str) -> Dict[str, str]:
+        """Map of ref name to the sha it points at, for refs under the given prefixes."""
+        text = self.out(["for-each-ref", "--format=%(objectname) %(refname)", *patterns])
+        result: Dict[str, str] = {}
+        for line in text.splitlines():
+            sha, _, ref = line.partition(" ")
+            result[ref] = sha
+        return result
+
+    def ls_tree(self, treeish: str, recursive: bool = True) -> List[TreeEntry]:
+        args = ["ls-tree", "-z", "--full-tree"] + (["-r"] if recursive else []) + [treeish]
+        raw = self.run(args).stdout.decode(errors="replace")
+        entries = []
+        for item in raw.split("\0"):
+            if not item:
+                continue
+            meta, _, path = item.partition("\t")
+            mode, kind, sha = meta.split(" ")
+            entries.append(TreeEntry(mode, kind, sha, path))
+        return entries
+
+    def cat_blobs(self, shas: Iterable[str]) -> Dict[str, bytes]:
+        """Read many objects with one ``git cat-file --batch`` process."""
+        wanted = list(dict.fromkeys(shas))
+        if not wanted:
+            return {}
+        data = self.run(["cat-file", "--batch"], input="".join(s + "\n" for s in wanted).encode()).stdout
+        result: Dict[str, bytes] = {}
+        pos = 0
+        for sha in wanted:
+            end = data.index(b"\n", pos)
+            header = data[pos:end].split()
+            pos = end + 1
+            if len(header) < 3 or header[1] == b"missing":
+                continue
+            size = int(header[2])
+            result[sha] = data[pos:pos + size]
+            pos += size + 1
+        return result
+
+    def show_file(self, rev: str, path: str) -> Optional[bytes]:
+        proc = self.run(["cat-file", "blob", f"{rev}:{path}"], check=False)
+        return proc.stdout if proc.returncode == 0 else None
+
+    # -- object writes (in process, with dulwich: no process per object) ------------------
+    @property
+    def odb(self) -> DiskObjectStore:
+        if self._odb is None:
+            self._odb = DiskObjectStore(os.path.join(self.common_dir, "objects"))
+        return self._odb
+
+    def hash_blob(self, data: bytes) -> str:
+        blob = Blob.from_string(data)
+        self.odb.add_object(blob)
+        return blob.id.decode()
+
+    def build_tree(self, base: Optional[str], changes: Mapping[str, Optional[str]]) -> str:
+        """A tree equal to ``base`` (a tree or commit sha; None: empty) with ``changes`` applied.
+
+        ``changes`` maps a path to a blob sha, or to None to remove it (absent paths are
+        fine). Only the subtrees on changed paths are rewritten, so a note written into a
+        notes tree of 10,000 entries costs a few small objects.
+        """
+        encoded = {p.encode(): (s.encode() if s else None) for p, s in changes.items()}
+        base_id = base.encode() if base else None
+        if base_id is not None:
+            obj = self.odb[base_id]
+            if isinstance(obj, Commit):
+                base_id = obj.tree
+        tree = self._edit_tree(base_id, encoded)
+        if tree is None:
+            empty = Tree()
+            self.odb.add_object(empty)
+            return empty.id.decode()
+        return tree.decode()
+
+    def _edit_tree(self, base: Optional[bytes], changes: Dict[bytes, Optional[bytes]]) -> Optional[bytes]:
+        tree = Tree()
+        if base:
+            for entry in self.odb[base].items():  # type: ignore[union-attr]
+                tree.add(entry.path, entry.mode, entry.sha)
+        nested: Dict[bytes, Dict[bytes, Optional[bytes]]] = {}
+        for path, sha in changes.items():
+            head, sep, rest = path.partition(b"/")
+            if sep:
+                nested.setdefault(head, {})[rest] = sha
+            elif sha is None:
+                if head in tree:
+                    del tree[head]
+            else:
+                tree[head] = (0o100644, sha)
+        for head, sub in nested.items():
+            current = tree[head] if head in tree else None
+            sub_base = current[1] if current and current[0] == 0o040000 else None
+            if sub_base is None and all(v is None for v in sub.values()):
+                continue
+            child = self._edit_tree(sub_base, sub)
+            if child is None:
+                if head in tree:
+                    del tree[head]
+            else:
+                tree[head] = (0o040000, child)
+        if not tree.items():
+            return None
+        self.odb.add_object(tree)
+        return tree.id
+
+    def tree_of(self, commit: str) -> str:
+        return self.odb[commit.encode()].tree.decode()  # type: ignore[union-attr]
+
+    def snapshot_tree(self) -> str:
+        """Tree of the working tree as it is now: tracked and untracked, non-ignored files.
+
+        Starts from a copy of the user's index for speed (its stat data lets ``git add`` skip
+        unchanged files); the copy is written, the user's index is not.
+        """
+        fd, index = tempfile.mkstemp(prefix="gitexp-index-", dir=self.git_dir)
+        os.close(fd)
+        env = {"GIT_INDEX_FILE": index}
+        try:
+            user_index = os.path.join(self.git_dir, "index")
+            if os.path.exists(user_index):
+                shutil.copyfile(user_index, index)
+            else:
+                os.unlink(index)
+            self.run(["add", "-A", "--", "."], env=env)
+            return self.out(["write-tree"], env=env).strip()
+        finally:
+            if os.path.exists(index):
+                os.unlink(index)
+
+    def commit_tree(self, tree: str, parents: Sequence[str], message: str) -> str:
+        commit = Commit()
+        commit.tree = tree.encode()
+        commit.parents = [p.encode() for p in parents]
+        ident, when, tz = self._identity()
+        commit.author = commit.committer = ident
+        commit.author_time = commit.commit_time = int(time.time()) if when is None else when
+        commit.author_timezone = commit.commit_timezone = tz
+        commit.encoding = b"UTF-8"
+        commit.message = message.encode()
+        self.odb.add_object(commit)
+        return commit.id.decode()
+
+    def _identity(self) -> Tuple[bytes, Optional[int], int]:
+        """The committer git would use (``git var``), or a fixed one on a bare machine."""
+        if self._ident is None:
+            proc = self.run(["var", "GIT_COMMITTER_IDENT"], check=False)
+            text = proc.stdout.decode().strip()
+            match = re.match(r"^(.*>) (\d+) ([+-]\d{4})$", text)
+            if proc.returncode == 0 and match:
+                sign = -1 if match.group(3)[0] == "-" else 1
+                tz = sign * (int(match.group(3)[1:3]) * 3600 + int(match.group(3)[3:5]) * 60)
+                fixed = "GIT_COMMITTER_DATE" in os.environ
+                self._ident = (match.group(1).encode(), int(match.group(2)) if fixed else None, tz)
+            else:
+                self._ident = (b"gitexp <gitexp@localhost>", None, 0)
+        return self._ident
+
+    # -- ref writes ---------------------------------------------------------------------
+    def update_refs(self, updates: Sequence[RefUpdate], message: str = "gitexp") -> bool:
+        """Apply all updates atomically; False if any ref was not at its expected old value."""
+        body = "start\n" + "".join(u.line() for u in updates) + "prepare\ncommit\n"
+        proc = self.run(["update-ref", "-m", message, "--stdin"], input=body.encode(), check=False)
+        if proc.returncode == 0:
+            return True
+        err = proc.stderr.decode(errors="replace")
+        lost_race = ("but expected" in err or "cannot lock ref" in err or "reference already exists" in err
+                     or "unable to resolve reference" in err or "is at" in err)
+        if lost_race:
+            return False
+        raise GitFailed(f"git update-ref failed: {err.strip()}")
+
+    def version(self) -> str:
+        return self.out(["--version"]).strip()
+
