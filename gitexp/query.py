@@ -15,7 +15,7 @@ _OPS: Dict[str, Callable[[Any, Any], bool]] = {
     "<=": operator.le, ">=": operator.ge, "!=": operator.ne, "==": operator.eq,
     "<": operator.lt, ">": operator.gt, "=": operator.eq, "~": lambda a, b: re.search(str(b), str(a)) is not None,
 }
-_FILTER_RE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(<=|>=|!=|==|<|>|=|~)\s*(.*?)\s*$")
+_FILTER_RE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(<=|>=|!=|==|<|>|=|~)\s*([^<>=!~\s].*?)\s*$")
 FIELDS = ("status", "name", "group", "host", "exit_code", "id")
 
 

@@ -1,0 +1,115 @@
+"""Hermetic fixtures: a temp HOME, no system git config, fresh real repositories, the real CLI."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TRAIN_PY = textwrap.dedent('''
+    import sys, time
+    import gitexp
+    lr = float(sys.argv[1]); steps = int(sys.argv[2])
+    for step in range(1, steps + 1):
+        val_err = 1.0 / (1 + lr * step)
+        gitexp.log(step=step, val_err=val_err, loss=2 * val_err)
+        print(f"step {step} acc={1 - val_err:.4f}", flush=True)
+    print("done")
+''')
+
+CONFIG = textwrap.dedent('''
+    name: toy
+    group: g1
+    command: python train.py {lr} {steps}
+    params:
+      lr: 0.5
+      steps: 5
+    metrics:
+      val_err: {goal: minimize}
+      loss: {goal: minimize}
+      acc: {regex: 'acc=([0-9.]+)', goal: maximize}
+''')
+
+
+@pytest.fixture(autouse=True)
+def hermetic_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "Test")
+    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "test@example.com")
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "Test")
+    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "test@example.com")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("GITEXP_KILL_GRACE", "3")
+    for var in ("GITEXP_METRICS_FILE", "GITEXP_RUNS_DIR", "GITEXP_NOTES_INTERVAL", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def git(cwd: Path, *args: str, check: bool = True) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"git {args} failed: {proc.stderr}")
+    return proc.stdout
+
+
+def gitexp(cwd: Path, *args: str, check: bool = True, timeout: float = 120,
+           env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "gitexp", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=full_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"git exp {args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def log_json(cwd: Path, *args: str) -> List[Dict[str, Any]]:
+    return json.loads(gitexp(cwd, "log", "--format", "json", *args).stdout)
+
+
+def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.2) -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+
+
+def make_repo(path: Path, files: Optional[Dict[str, str]] = None) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    for name, text in (files or {"train.py": TRAIN_PY, "config.yaml": CONFIG}).items():
+        target = path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "init")
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo")
+
+
+def all_refs(cwd: Path) -> str:
+    return git(cwd, "for-each-ref", "--format=%(refname) %(objectname)")
+
+
+def assert_fsck_clean(cwd: Path) -> None:
+    """No corruption: exit 0 and nothing but 'dangling' notices (garbage git gc collects)."""
+    proc = subprocess.run(["git", "fsck", "--strict", "--no-progress"], cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    bad = [line for line in (proc.stdout + proc.stderr).splitlines() if line and not line.startswith("dangling ")]
+    assert not bad, bad
