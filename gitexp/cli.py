@@ -5,24 +5,46 @@ that turns those into ``error: ...`` and an exit code (2 for bad input).
 """
 from __future__ import annotations
 
+import importlib
 import sys
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 import click
 
-from .commands import exec_cmd, inspect, log, manage, run
 from .errors import GitExpError
 
+# command name -> (module under gitexp.commands, attribute). Imported on use, so that
+# `git exp log` does not pay for the executor's imports.
+COMMANDS: Dict[str, tuple] = {
+    "run": ("run", "run"),
+    "log": ("log", "log"),
+    "show": ("inspect", "show"),
+    "logs": ("inspect", "logs"),
+    "metrics": ("inspect", "metrics"),
+    "rm": ("manage", "rm"),
+    "branch": ("manage", "branch"),
+    "diff": ("manage", "diff"),
+    "apply": ("manage", "apply"),
+    "_exec": ("exec_cmd", "exec_"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> List[str]:
+        return [name for name in COMMANDS if not name.startswith("_")]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[cmd_name]
+        command: Any = getattr(importlib.import_module(f"gitexp.commands.{module}"), attr)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gitexp", message="gitexp %(version)s")
 def cli() -> None:
     """Run and track experiments as git commits: results in git notes, runs anywhere."""
-
-
-for command in (run.run, log.log, inspect.show, inspect.logs, inspect.metrics, manage.rm,
-                manage.branch, manage.diff, manage.apply, exec_cmd.exec_):
-    cli.add_command(command)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -109,6 +109,7 @@ class Executor:
         status = self._status_for(code)
         self._finish_summary(status, code, started=started)
         shutil.rmtree(self.paths.worktree, ignore_errors=True)
+        self.repo.maintain()
         if code < 0:
             return 128 - code
         return code

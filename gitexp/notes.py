@@ -81,11 +81,8 @@ class Store:
         names = self.experiment_refs()
         index = self.notes_index(SUMMARY_REF)
         blobs = self.repo.cat_blobs(index[sha] for sha in names.values() if sha in index)
-        result = []
-        for name, sha in names.items():
-            blob = blobs.get(index.get(sha, ""))
-            result.append(Experiment(sha, name, _load_json(blob)))
-        return result
+        summaries = _load_many([blobs.get(index.get(sha, ""), b"") for sha in names.values()])
+        return [Experiment(sha, name, summary) for (name, sha), summary in zip(names.items(), summaries)]
 
     def read_notes(self, notes_ref: str, shas: Sequence[str]) -> Dict[str, bytes]:
         """Notes of ``shas`` under ``notes_ref`` (absent ones left out), one cat-file call."""
@@ -206,6 +203,7 @@ class Store:
         for attempt in range(MAX_ATTEMPTS):
             updates = self._notes_updates(notes, f"gitexp: create {len(exps)} experiments")
             if self.repo.update_refs(updates + refs, "gitexp: create experiments"):
+                self.repo.maintain()
                 return
             taken = set(self.experiment_refs()) & {e.name for e in exps}
             if taken:
@@ -258,7 +256,7 @@ class Store:
 
 
 def dump_json(data: Any) -> bytes:
-    return (json.dumps(data, sort_keys=True, indent=1, default=str) + "\n").encode()
+    return (json.dumps(data, sort_keys=True, separators=(",", ":"), default=str) + "\n").encode()
 
 
 def _load_json(data: Optional[bytes]) -> Dict[str, Any]:
@@ -269,6 +267,17 @@ def _load_json(data: Optional[bytes]) -> Dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _load_many(blobs: List[bytes]) -> List[Dict[str, Any]]:
+    """Parse many JSON notes with one decoder call; fall back one by one if any is damaged."""
+    try:
+        values = json.loads(b"[" + b",".join(b.strip() or b"{}" for b in blobs) + b"]")
+        if len(values) == len(blobs) and all(isinstance(v, dict) for v in values):
+            return values
+    except ValueError:
+        pass
+    return [_load_json(b) for b in blobs]
 
 
 def parse_jsonl(data: bytes) -> List[Dict[str, Any]]:

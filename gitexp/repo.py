@@ -306,6 +306,15 @@ class Repo:
             return False
         raise GitFailed(f"git update-ref failed: {err.strip()}")
 
+    def maintain(self) -> None:
+        """Let git pack loose objects and refs when there are many (``git gc --auto``).
+
+        Thousands of experiments leave thousands of loose notes blobs and ref files; packed,
+        ``git exp log`` reads them several times faster. git decides if anything is due and
+        runs it in the background.
+        """
+        self.run(["gc", "--auto", "--quiet"], check=False)
+
     def version(self) -> str:
         return self.out(["--version"]).strip()
 

@@ -7,7 +7,6 @@ import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 import click
-from tabulate import tabulate
 
 from ..config import closest
 from ..errors import BadInput
@@ -15,7 +14,7 @@ from ..experiments import effective_status
 from ..notes import Experiment
 from ..query import known_keys, parse_filter, sort_experiments
 from ..units import format_duration
-from .common import fmt_time, fmt_value, open_store, output_format, print_json
+from .common import fmt_time, fmt_value, open_store, output_format, print_json, render_table
 
 
 @click.command()
@@ -96,7 +95,7 @@ def _print_table(exps: List[Experiment], statuses: Dict[str, str], metrics: List
         duration = s.get("duration")
         row += [format_duration(duration) if duration is not None else "", fmt_time(s.get("created"))]
         rows.append(row)
-    click.echo(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+    click.echo(render_table(headers, rows))
 
 
 def _write_csv(exps: List[Experiment], statuses: Dict[str, str], metrics: List[str]) -> None:
