@@ -61,6 +61,8 @@ def format_size(n: float) -> str:
 
 
 def format_duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f}s"
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds}s"
