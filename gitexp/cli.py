@@ -25,6 +25,9 @@ COMMANDS: Dict[str, tuple] = {
     "branch": ("manage", "branch"),
     "diff": ("manage", "diff"),
     "apply": ("manage", "apply"),
+    "queue": ("queue_cmd", "queue"),
+    "worker": ("queue_cmd", "worker"),
+    "cancel": ("queue_cmd", "cancel"),
     "_exec": ("exec_cmd", "exec_"),
 }
 

@@ -138,9 +138,14 @@ def process_alive(pid: Optional[int], started: Optional[float]) -> bool:
 def effective_status(repo: Repo, exp: Experiment, host: Optional[str] = None) -> str:
     """The recorded status, except that a run whose executor died silently is ``lost``."""
     status = exp.status
+    summary = exp.summary
+    if status == "starting":  # claimed by a queue worker, executor not yet running
+        worker = summary.get("worker") or {}
+        if worker.get("host") == (host or socket.gethostname()):
+            return status if process_alive(worker.get("pid"), worker.get("pid_started")) else "lost"
+        return status
     if status not in ACTIVE:
         return status
-    summary = exp.summary
     if summary.get("runner") not in (None, "local"):
         return status  # remote or Slurm runs are judged by their runner
     host = host or socket.gethostname()

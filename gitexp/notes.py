@@ -96,6 +96,9 @@ class Store:
             out.setdefault(keys[key], data)
         return out
 
+    def read_notes_json(self, shas: Sequence[str], notes_ref: str = SUMMARY_REF) -> Dict[str, Dict[str, Any]]:
+        return {sha: _load_json(data) for sha, data in self.read_notes(notes_ref, shas).items()}
+
     def summary(self, sha: str) -> Dict[str, Any]:
         return _load_json(self.read_notes(SUMMARY_REF, [sha]).get(sha))
 

@@ -1,40 +1,128 @@
-"""``git exp run``: make the experiment commit, then run it here (or detached)."""
+"""``git exp run``: make experiment commits from a config (one, or a sweep), then run or queue them."""
 from __future__ import annotations
 
-import os
-import sys
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import click
 
 from .. import experiments
-from ..config import load_config, parse_override
+from ..config import ExperimentConfig, load_config, parse_override
 from ..errors import BadInput, NotReady
+from ..notes import Store
 from ..paths import runs_root
+from ..queue import Queue
+from ..repo import Repo
 from ..resources import check as check_requires
+from ..runners.base import Transport, gitexp_argv
 from ..runners.local import LocalRunner
+from ..sweep import add_cli_sweeps, expand, parse_spec
 from ..units import format_duration
-from .common import fmt_value, open_store
+from ..worker import Worker
+from .common import fmt_value, open_store, render_table
 
 
 @click.command()
 @click.argument("config_path", metavar="CONFIG")
 @click.option("-p", "--param", "overrides", multiple=True, metavar="NAME=VALUE",
               help="Override a param of the config (repeatable).")
+@click.option("--sweep", "sweeps", multiple=True, metavar="NAME=V1,V2,...",
+              help="Sweep a param over values (repeatable; crossed as a grid unless --zip).")
+@click.option("--zip", "zipped", is_flag=True, help="Vary the --sweep params together instead of crossing them.")
 @click.option("--name", help="Experiment name (default: the config's name).")
-@click.option("--group", help="Group to file the experiment under.")
-@click.option("--detach", "-d", is_flag=True, help="Start in the background; print its id and return.")
-def run(config_path: str, overrides: Tuple[str, ...], name: Optional[str], group: Optional[str],
-        detach: bool) -> int:
-    """Record CONFIG as an experiment commit and run it on this machine."""
+@click.option("--group", help="Group to file the experiments under (default for a sweep: a new sweep id).")
+@click.option("--detach", "-d", is_flag=True, help="Start in the background; print the ids and return.")
+@click.option("--queue", "to_queue", is_flag=True, help="Queue instead of running now (see git exp worker).")
+@click.option("--priority", type=int, default=0, show_default=True, help="Queue priority: higher runs first.")
+@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="For a sweep run now: how many at once.")
+@click.option("--dry-run", is_flag=True, help="Print the experiments that would be made; record nothing.")
+@click.option("--skip-done", is_flag=True, help="Skip points whose exact config already finished.")
+def run(config_path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], zipped: bool,
+        name: Optional[str], group: Optional[str], detach: bool, to_queue: bool, priority: int,
+        jobs: int, dry_run: bool, skip_done: bool) -> int:
+    """Record CONFIG as experiment commits and run them on this machine (or queue them)."""
     repo, store = open_store()
-    config = load_config(config_path)
+    if jobs < 1:
+        raise BadInput(f"--jobs {jobs}: must be at least 1")
+    configs, is_sweep = _configs(config_path, overrides, sweeps, zipped, name, group)
+    if dry_run:
+        _print_points(configs)
+        return 0
+    repo.head()  # a repository with no commits is bad input, before anything is written
+    for config in configs:
+        experiments.check_files(repo, config)
+    if skip_done:
+        configs = _skip_done(store, configs)
+        if not configs:
+            click.echo("gitexp: every point already finished; nothing to do", err=True)
+            return 0
+    if to_queue or is_sweep:
+        return _queue_or_sweep(repo, store, configs, to_queue, detach, priority, jobs)
+    return _run_one(repo, store, configs[0], detach)
+
+
+def _configs(path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], zipped: bool,
+             name: Optional[str], group: Optional[str]) -> Tuple[List[ExperimentConfig], bool]:
+    config = load_config(path)
     values = dict(parse_override(text, config) for text in overrides)
+    spec = parse_spec(config)
+    spec = add_cli_sweeps(config, spec, sweeps, zipped)
     config = config.with_params(values, name=name)
     if group:
         config.group = group
-    repo.head()  # a repository with no commits is bad input, before anything is written
-    experiments.check_files(repo, config)
+    if spec.is_empty():
+        return [config], False
+    for key in values:
+        if key in spec.varied():
+            raise BadInput(f"-p {key}: '{key}' is also swept", "drop one of -p and --sweep for it")
+    return expand(config, spec, group), True
+
+
+def _print_points(configs: List[ExperimentConfig]) -> None:
+    rows = [[c.name, " ".join(f"{k}={fmt_value(v)}" for k, v in c.params.items()), c.group or ""] for c in configs]
+    click.echo(render_table(["name", "params", "group"], rows))
+    click.echo(f"{len(configs)} experiment(s); nothing recorded (--dry-run)", err=True)
+
+
+def _skip_done(store: Store, configs: List[ExperimentConfig]) -> List[ExperimentConfig]:
+    done = {e.summary.get("config_hash") for e in store.experiments() if e.status == "finished"}
+    kept = [c for c in configs if c.config_hash() not in done]
+    if len(kept) < len(configs):
+        click.echo(f"gitexp: skipping {len(configs) - len(kept)} point(s) already finished", err=True)
+    return kept
+
+
+def _queue_or_sweep(repo: Repo, store: Store, configs: List[ExperimentConfig], to_queue: bool,
+                    detach: bool, priority: int, jobs: int) -> int:
+    exps = Queue(repo, store).enqueue(configs, priority)
+    group = exps[0].summary.get("group")
+    if to_queue:
+        for exp in exps:
+            click.echo(exp.sha)
+        click.echo(f"gitexp: queued {len(exps)} experiment(s)" + (f" in group {group}" if group else "")
+                   + "; run them with: git exp worker", err=True)
+        return 0
+    if detach:
+        argv = gitexp_argv("worker", "--until-empty", "--jobs", str(jobs), "--group", str(group))
+        Transport().spawn(argv, cwd=repo.root, log_path=f"{runs_root(repo)}/worker-{group}.log")
+        for exp in exps:
+            click.echo(exp.sha)
+        click.echo(f"gitexp: sweep {group} ({len(exps)} experiments) runs in the background; "
+                   f"see git exp log --group {group}", err=True)
+        return 0
+    click.echo(f"gitexp: sweep {group}: {len(exps)} experiments, {jobs} at a time", err=True)
+    code = Worker(repo, store, jobs=jobs, until_empty=True, only={e.sha for e in exps}, echo=jobs == 1).run()
+    statuses: Dict[str, int] = {}
+    for exp in exps:
+        status = store.summary(exp.sha).get("status", "?")
+        statuses[status] = statuses.get(status, 0) + 1
+    click.echo("gitexp: sweep " + str(group) + ": " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+               + f"; see git exp log --group {group}", err=True)
+    if code:
+        return code
+    return 0 if set(statuses) == {"finished"} else 1
+
+
+def _run_one(repo: Repo, store: Store, config: ExperimentConfig, detach: bool) -> int:
     problems = check_requires(config.requires, runs_root(repo))
     if problems:
         raise NotReady("not started: " + "; ".join(problems), "free resources or lower 'requires'")
@@ -48,8 +136,7 @@ def run(config_path: str, overrides: Tuple[str, ...], name: Optional[str], group
         return 0
     click.echo(f"gitexp: experiment {exp.name} ({exp.sha[:10]})", err=True)
     code = runner.run_foreground(exp)
-    summary = store.summary(exp.sha)
-    click.echo(_closing_line(exp.name, summary), err=True)
+    click.echo(_closing_line(exp.name, store.summary(exp.sha)), err=True)
     return code
 
 
@@ -59,10 +146,8 @@ def _closing_line(name: str, summary: dict) -> str:
         parts.append(f"in {format_duration(summary['duration'])}")
     if summary.get("status") == "failed" and summary.get("reason"):
         parts.append(f"({summary['reason']})")
-    best = []
-    for metric, entry in sorted((summary.get("metrics") or {}).items()):
-        if entry.get("best") is not None:
-            best.append(f"{metric}={fmt_value(entry['best'])}")
+    best = [f"{m}={fmt_value(e['best'])}" for m, e in sorted((summary.get("metrics") or {}).items())
+            if e.get("best") is not None]
     if best:
         parts.append("best " + " ".join(best))
     return " ".join(parts)

@@ -40,9 +40,14 @@ class Transport:
         return proc.pid
 
 
+def gitexp_argv(*args: str) -> List[str]:
+    """A gitexp command line, with this interpreter (the one gitexp is installed in)."""
+    return [sys.executable, "-m", "gitexp", *args]
+
+
 def exec_argv(sha: str, extra: Sequence[str] = ()) -> List[str]:
-    """The executor's command line, with this interpreter (the one gitexp is installed in)."""
-    return [sys.executable, "-m", "gitexp", "_exec", sha, *extra]
+    """The executor's command line."""
+    return gitexp_argv("_exec", sha, *extra)
 
 
 @dataclass

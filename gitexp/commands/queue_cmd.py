@@ -1,0 +1,175 @@
+"""``git exp queue``, ``git exp worker`` and ``git exp cancel``: the durable local queue."""
+from __future__ import annotations
+
+import socket
+import time
+from typing import List, Optional, Tuple
+
+import click
+
+from ..errors import BadInput, GitExpError
+from ..experiments import effective_status
+from ..facts import gpu_models
+from ..notes import Experiment
+from ..queue import CLAIMED, QUEUED, Queue, order_key
+from ..runners.local import LocalRunner
+from ..worker import Worker
+from .common import fmt_time, fmt_value, open_store, output_format, print_json, render_table
+
+ACTIVE = ("starting", "running")
+RETRYABLE = ("lost", "failed", "killed", "cancelled", "timeout")
+
+
+@click.group(name="queue", invoke_without_command=True)
+@click.option("--all", "show_all", is_flag=True, help="Also list every finished experiment, not just the last 10.")
+@click.option("--retry-lost", is_flag=True, help="Queue again every experiment whose run was lost.")
+@output_format("table", "json")
+@click.pass_context
+def queue(ctx: click.Context, show_all: bool, retry_lost: bool, fmt: str) -> None:
+    """What is queued (in the order it will run), running, and recently done."""
+    if ctx.invoked_subcommand is not None:
+        return
+    repo, store = open_store()
+    if retry_lost:
+        _retry(ctx, (), lost=True)
+        return
+    host = socket.gethostname()
+    exps = store.experiments()
+    statuses = {e.sha: effective_status(repo, e, host) for e in exps}
+    queued = Queue(repo, store).items(exps)
+    active = [e for e in exps if statuses[e.sha] in ACTIVE]
+    done = sorted((e for e in exps if statuses[e.sha] not in ACTIVE + (QUEUED, "created")),
+                  key=lambda e: e.summary.get("ended") or e.summary.get("created") or 0, reverse=True)
+    if not show_all:
+        done = done[:10]
+    if fmt == "json":
+        print_json({"queued": [_item(e, statuses[e.sha], i + 1) for i, e in enumerate(queued)],
+                    "running": [_item(e, statuses[e.sha]) for e in active],
+                    "done": [_item(e, statuses[e.sha]) for e in done]})
+        return
+    rows = [_row(e, statuses[e.sha], str(i + 1)) for i, e in enumerate(queued)]
+    rows += [_row(e, statuses[e.sha], "") for e in active + done]
+    if not rows:
+        click.echo("the queue is empty (git exp run config.yaml --queue)", err=True)
+        return
+    click.echo(render_table(["#", "id", "name", "status", "prio", "params", "where / why"], rows))
+
+
+def _item(exp: Experiment, status: str, position: Optional[int] = None) -> dict:
+    s = exp.summary
+    return {"position": position, "id": exp.sha, "name": exp.name, "status": status,
+            "priority": (s.get("queue") or {}).get("priority", 0), "params": s.get("params") or {},
+            "wait_reason": s.get("wait_reason"), "host": s.get("host"), "reason": s.get("reason"),
+            "enqueued": (s.get("queue") or {}).get("enqueued"), "group": s.get("group")}
+
+
+def _row(exp: Experiment, status: str, position: str) -> List[str]:
+    s = exp.summary
+    params = " ".join(f"{k}={fmt_value(v)}" for k, v in (s.get("params") or {}).items())
+    if status == QUEUED:
+        why = s.get("wait_reason") or f"queued {fmt_time((s.get('queue') or {}).get('enqueued'))}"
+    elif status in ACTIVE:
+        why = f"{s.get('host') or (s.get('worker') or {}).get('host', '')} since {fmt_time(s.get('started') or s.get('claimed'))}"
+    else:
+        why = s.get("reason") or fmt_time(s.get("ended"))
+    return [position, exp.sha[:8], exp.name, status, str((s.get("queue") or {}).get("priority", "")), params, why or ""]
+
+
+@queue.command(name="retry")
+@click.argument("idents", metavar="[ID]...", nargs=-1)
+@click.option("--lost", is_flag=True, help="Every experiment whose run was lost.")
+@click.option("--priority", type=int, help="Queue them with this priority.")
+@click.pass_context
+def retry(ctx: click.Context, idents: Tuple[str, ...], lost: bool, priority: Optional[int]) -> None:
+    """Queue ended experiments again (lost, failed, killed, cancelled): the same commit runs."""
+    _retry(ctx, idents, lost, priority)
+
+
+def _retry(ctx: click.Context, idents: Tuple[str, ...], lost: bool, priority: Optional[int] = None) -> None:
+    repo, store = open_store()
+    if not idents and not lost:
+        raise BadInput("name the experiments to retry, or pass --lost", "e.g. git exp queue retry --lost")
+    host = socket.gethostname()
+    targets = [store.find(i) for i in idents]
+    if lost:
+        targets += [e for e in store.experiments() if effective_status(repo, e, host) == "lost"]
+    for exp in targets:
+        status = effective_status(repo, exp, host)
+        if status not in RETRYABLE:
+            raise BadInput(f"{exp.name} is {status}; only {', '.join(RETRYABLE)} experiments can be retried")
+    q = Queue(repo, store)
+    for exp in targets:
+        q.requeue(exp, priority)
+        click.echo(f"queued {exp.name} ({exp.sha[:10]}) again")
+    if not targets:
+        click.echo("no lost experiments", err=True)
+
+
+def parse_gpus(text: Optional[str]) -> Optional[List[int]]:
+    if text is None:
+        return None
+    try:
+        ids = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise BadInput(f"--gpus {text!r}: expected GPU indices like 0,1")
+    if not ids or any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        raise BadInput(f"--gpus {text!r}: expected distinct GPU indices like 0,1")
+    present = gpu_models()
+    if present:
+        missing = [i for i in ids if i >= len(present)]
+        if missing:
+            raise BadInput(f"--gpus {text}: no GPU {missing[0]} on this machine; it has {len(present)} "
+                           f"(0-{len(present) - 1}: {', '.join(present)})")
+    else:
+        click.echo("gitexp worker: no NVIDIA GPU can be listed here; using --gpus as given", err=True)
+    return ids
+
+
+@click.command()
+@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="How many experiments at once.")
+@click.option("--gpus", help="GPU indices to use, one per running experiment (sets CUDA_VISIBLE_DEVICES).")
+@click.option("--until-empty", is_flag=True, help="Exit once nothing is queued or running (for scripts and CI).")
+@click.option("--group", help="Only run experiments of this group (e.g. one sweep).")
+def worker(jobs: int, gpus: Optional[str], until_empty: bool, group: Optional[str]) -> int:
+    """Run the queue on this machine: at most --jobs at a time, one GPU each with --gpus."""
+    if jobs < 1:
+        raise BadInput(f"--jobs {jobs}: must be at least 1", "e.g. --jobs 2")
+    gpu_ids = parse_gpus(gpus)
+    repo, store = open_store()
+    w = Worker(repo, store, jobs=jobs, gpus=gpu_ids, until_empty=until_empty, group=group)
+    click.echo(f"gitexp worker: pid {w.identity['pid']}, {w.jobs} at a time"
+               + (f", GPUs {gpus}" if gpu_ids else ""), err=True)
+    code = w.run()
+    click.echo(f"gitexp worker: exiting; started {w.started} experiment(s)", err=True)
+    return code
+
+
+@click.command()
+@click.argument("idents", metavar="ID...", nargs=-1, required=True)
+def cancel(idents: Tuple[str, ...]) -> None:
+    """Drop queued experiments; stop running ones (recorded killed)."""
+    repo, store = open_store()
+    exps = [store.find(i) for i in idents]
+    q = Queue(repo, store)
+    for exp in exps:
+        click.echo(_cancel_one(repo, store, q, exp))
+
+
+def _cancel_one(repo, store, q: Queue, exp: Experiment) -> str:  # type: ignore[no-untyped-def]
+    status = effective_status(repo, exp)
+    if status == QUEUED and q.cancel_queued(exp):
+        return f"cancelled {exp.name} (was queued)"
+    deadline = time.time() + 10
+    while status in (QUEUED, CLAIMED) and time.time() < deadline:  # a worker is just starting it
+        time.sleep(0.2)
+        exp.summary = store.summary(exp.sha)
+        status = effective_status(repo, exp)
+    if status != "running":
+        raise BadInput(f"{exp.name} is {status}, not queued or running: nothing to cancel")
+    if not LocalRunner(repo, store).cancel(exp):
+        raise GitExpError(f"{exp.name} runs on {exp.summary.get('host')}, not here; cancel it there")
+    for _ in range(100):
+        if store.summary(exp.sha).get("status") != "running":
+            break
+        time.sleep(0.1)
+    return f"stopped {exp.name} ({store.summary(exp.sha).get('status')})"

@@ -1,0 +1,124 @@
+"""The durable queue: ``refs/exps-queue/<sha>`` per queued experiment, order in its note.
+
+A queued experiment is the exact commit that will run. It survives reboots (it is a ref),
+every worker on the machine sees it, and a worker claims it by deleting the queue ref with
+compare-and-swap in the same transaction that records the claim: two workers can never
+start the same experiment.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import psutil
+
+from .config import ExperimentConfig
+from .errors import BadInput, RefConflict
+from .experiments import create_many
+from .notes import QUEUE_PREFIX, Experiment, Store
+from .repo import RefUpdate, Repo
+
+QUEUED = "queued"
+CLAIMED = "starting"
+
+
+def queue_ref(sha: str) -> str:
+    return QUEUE_PREFIX + sha
+
+
+def order_key(exp: Experiment) -> Any:
+    queue = exp.summary.get("queue") or {}
+    return (-int(queue.get("priority", 0)), float(queue.get("enqueued", 0)), int(queue.get("seq", 0)), exp.name)
+
+
+class Queue:
+    def __init__(self, repo: Repo, store: Store) -> None:
+        self.repo = repo
+        self.store = store
+
+    def enqueue(self, configs: List[ExperimentConfig], priority: int = 0) -> List[Experiment]:
+        """Record the experiments and queue them in one transaction: all or nothing."""
+        now = time.time()
+        counter = iter(range(len(configs)))
+
+        def queue_refs(exp: Experiment) -> List[RefUpdate]:
+            exp.summary["queue"] = {"priority": priority, "enqueued": now, "seq": next(counter)}
+            return [RefUpdate(queue_ref(exp.sha), exp.sha, None)]
+
+        return create_many(self.repo, self.store, configs, QUEUED, queue_refs)
+
+    def queued_shas(self) -> List[str]:
+        return [ref[len(QUEUE_PREFIX):] for ref in self.repo.refs(QUEUE_PREFIX)]
+
+    def items(self, exps: Optional[Sequence[Experiment]] = None) -> List[Experiment]:
+        """Queued experiments in the order workers take them: priority, then first in first out."""
+        queued = set(self.queued_shas())
+        if not queued:
+            return []
+        if exps is None:
+            names = {sha: name for name, sha in self.store.experiment_refs().items()}
+            notes = self.store.read_notes_json(list(queued))
+            exps = [Experiment(sha, names.get(sha, sha[:10]), notes.get(sha, {})) for sha in queued]
+        return sorted((e for e in exps if e.sha in queued), key=order_key)
+
+    def claim(self, exp: Experiment, worker: Dict[str, Any]) -> bool:
+        """Take a queued experiment for this worker; False if another worker took it first."""
+        def change(s: Dict[str, Any]) -> Dict[str, Any]:
+            return {**s, "status": CLAIMED, "worker": worker, "wait_reason": None, "claimed": time.time()}
+
+        try:
+            self.store.update_summary(exp.sha, change, refs=[RefUpdate(queue_ref(exp.sha), None, exp.sha)],
+                                      message=f"gitexp: claim {exp.name}")
+        except RefConflict:
+            return False
+        return True
+
+    def note_waiting(self, exp: Experiment, reason: str) -> None:
+        """Show why a queued experiment does not start yet (written only when it changes)."""
+        if exp.summary.get("wait_reason") == reason:
+            return
+        exp.summary["wait_reason"] = reason
+
+        def change(s: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+            if s.get("status") != QUEUED:
+                return None
+            return {**s, "wait_reason": reason}
+
+        self.store.update_summary(exp.sha, change, message="gitexp: waiting")
+
+    def cancel_queued(self, exp: Experiment) -> bool:
+        def change(s: Dict[str, Any]) -> Dict[str, Any]:
+            return {**s, "status": "cancelled", "ended": time.time(), "reason": "cancelled while queued"}
+
+        try:
+            self.store.update_summary(exp.sha, change, refs=[RefUpdate(queue_ref(exp.sha), None, exp.sha)],
+                                      message=f"gitexp: cancel {exp.name}")
+        except RefConflict:
+            return False  # a worker claimed it meanwhile
+        return True
+
+    def requeue(self, exp: Experiment, priority: Optional[int] = None) -> None:
+        """Queue an experiment that ended (lost, failed, killed) again: the same commit runs."""
+        now = time.time()
+
+        def change(s: Dict[str, Any]) -> Dict[str, Any]:
+            queue = dict(s.get("queue") or {})
+            queue["enqueued"] = now
+            if priority is not None:
+                queue["priority"] = priority
+            return {**s, "status": QUEUED, "queue": queue, "attempts": int(s.get("attempts", 1)) + 1,
+                    "previous_status": s.get("status"), "reason": None, "wait_reason": None,
+                    "exit_code": None, "ended": None, "worker": None}
+
+        try:
+            self.store.update_summary(exp.sha, change, refs=[RefUpdate(queue_ref(exp.sha), exp.sha, None)],
+                                      message=f"gitexp: requeue {exp.name}")
+        except RefConflict:
+            raise BadInput(f"{exp.name} is already queued")
+
+
+def worker_identity() -> Dict[str, Any]:
+    me = psutil.Process()
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": me.create_time()}

@@ -1,0 +1,159 @@
+"""The local queue worker: runs queued experiments N at a time, one GPU each.
+
+Each experiment is claimed by compare-and-swap (see ``queue.py``) and run by the one executor
+(``git exp _exec <sha>``) in a process of its own session. SIGINT/SIGTERM stop the worker:
+it stops claiming, passes SIGTERM to its running executors (recorded ``killed``) and exits.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Set
+
+from .errors import GitExpError
+from .executor import load_experiment_config
+from .notes import Experiment, Store
+from .paths import run_paths, runs_root
+from .queue import CLAIMED, Queue, worker_identity
+from .repo import Repo
+from .resources import check as check_requires
+from .runners.base import exec_argv
+
+
+@dataclass
+class Running:
+    exp: Experiment
+    proc: subprocess.Popen
+    gpu: Optional[int]
+
+
+class Worker:
+    def __init__(self, repo: Repo, store: Store, jobs: int = 1, gpus: Optional[List[int]] = None,
+                 until_empty: bool = False, only: Optional[Set[str]] = None, group: Optional[str] = None,
+                 echo: bool = False,
+                 poll: float = 0.5, say: Any = None) -> None:
+        self.repo = repo
+        self.store = store
+        self.queue = Queue(repo, store)
+        self.gpus = gpus
+        self.jobs = min(jobs, len(gpus)) if gpus else jobs
+        self.until_empty = until_empty
+        self.only = only
+        self.group = group
+        self.echo = echo
+        self.poll = poll
+        self.running: List[Running] = []
+        self.stopping = False
+        self.identity = worker_identity()
+        self.say = say or (lambda text: print(text, file=sys.stderr, flush=True))
+        self.started = 0
+
+    def run(self) -> int:
+        old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while True:
+                self._reap()
+                waiting = [] if self.stopping else self._candidates()
+                if waiting and len(self.running) < self.jobs:
+                    self._fill(waiting)
+                if not self.running and (self.stopping or (self.until_empty and not waiting)):
+                    break
+                time.sleep(self.poll if not self.running else min(self.poll, 0.1))
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+        return 130 if self.stopping else 0
+
+    # -- scheduling ----------------------------------------------------------------------------
+    def _candidates(self) -> List[Experiment]:
+        items = self.queue.items()
+        if self.only is not None:
+            items = [e for e in items if e.sha in self.only]
+        if self.group is not None:
+            items = [e for e in items if e.summary.get("group") == self.group]
+        return items
+
+    def _free_gpus(self) -> List[int]:
+        busy = {r.gpu for r in self.running}
+        return [g for g in (self.gpus or []) if g not in busy]
+
+    def _fill(self, waiting: List[Experiment]) -> None:
+        root = runs_root(self.repo)
+        for exp in waiting:
+            if len(self.running) >= self.jobs or self.stopping:
+                return
+            gpu = self._free_gpus()[0] if self.gpus else None
+            try:
+                requires = load_experiment_config(self.repo, exp.sha).requires
+            except GitExpError as exc:
+                self.queue.note_waiting(exp, f"cannot read its config: {exc}")
+                continue
+            problems = check_requires(requires, root, [gpu] if gpu is not None else None)
+            if problems:
+                self.queue.note_waiting(exp, "; ".join(problems))
+                continue
+            if not self.queue.claim(exp, self.identity):
+                continue  # another worker took it
+            self._start(exp, gpu)
+
+    def _start(self, exp: Experiment, gpu: Optional[int]) -> None:
+        env = dict(os.environ)
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        paths = run_paths(self.repo, exp.sha)
+        os.makedirs(paths.root, exist_ok=True)
+        argv = exec_argv(exp.sha, ["--runner", "local"] + (["--echo"] if self.echo else []))
+        with open(os.path.join(paths.root, "executor.log"), "ab") as log:
+            proc = subprocess.Popen(argv, cwd=self.repo.root, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=None if self.echo else subprocess.DEVNULL, stderr=log,
+                                    start_new_session=True)
+        self.running.append(Running(exp, proc, gpu))
+        self.started += 1
+        where = f" on GPU {gpu}" if gpu is not None else ""
+        self.say(f"gitexp worker: started {exp.name} ({exp.sha[:10]}){where}")
+
+    def _reap(self) -> None:
+        for item in list(self.running):
+            code = item.proc.poll()
+            if code is None:
+                continue
+            self.running.remove(item)
+            summary = self.store.summary(item.exp.sha)
+            if summary.get("status") == CLAIMED:  # the executor died before it could start
+                self._mark_failed(item.exp, code)
+                summary = self.store.summary(item.exp.sha)
+            self.say(f"gitexp worker: {item.exp.name} {summary.get('status', '?')}")
+
+    def _mark_failed(self, exp: Experiment, code: int) -> None:
+        log = os.path.join(run_paths(self.repo, exp.sha).root, "executor.log")
+        reason = f"executor exited with code {code} before starting the program; see {log}"
+
+        def change(s: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+            if s.get("status") != CLAIMED:
+                return None
+            return {**s, "status": "failed", "exit_code": code, "reason": reason, "ended": time.time()}
+
+        self.store.update_summary(exp.sha, change, message="gitexp: executor failed")
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.stopping:
+            for item in self.running:
+                _kill_group(item.proc, signal.SIGKILL)
+            return
+        self.stopping = True
+        self.say(f"gitexp worker: stopping; {len(self.running)} running experiment(s) will be recorded killed")
+        for item in self.running:
+            _kill_group(item.proc, signal.SIGTERM)
+
+
+def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.kill(proc.pid, sig)
+    except ProcessLookupError:
+        pass
