@@ -40,6 +40,35 @@ def gpu_models() -> List[str]:
 
 
 def installed_packages() -> List[str]:
+    """name==version of every distribution importable here, cached until site-packages change.
+
+    The cache key holds the mtime of every sys.path directory, which changes whenever a
+    package is installed or removed there.
+    """
+    import hashlib
+    import json
+
+    stamp = [sys.executable] + [f"{p}:{os.stat(p).st_mtime_ns}" for p in sys.path if p and os.path.isdir(p)]
+    key = hashlib.sha1("\n".join(stamp).encode()).hexdigest()[:16]
+    cache = os.path.join(os.path.expanduser("~"), ".cache", "gitexp", f"packages-{key}.json")
+    try:
+        with open(cache, encoding="utf-8") as handle:
+            return list(json.load(handle))
+    except (OSError, ValueError):
+        pass
+    packages = _scan_packages()
+    try:
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        tmp = f"{cache}.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(packages, handle)
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    return packages
+
+
+def _scan_packages() -> List[str]:
     from importlib import metadata
 
     seen = {}

@@ -24,10 +24,64 @@ from .resources import check as check_requires
 from .runners.base import exec_argv
 
 
+class ForkedExecutor:
+    """The executor in a forked child: no interpreter start or imports per experiment.
+
+    Quacks like the parts of ``subprocess.Popen`` the worker uses (pid, poll).
+    """
+
+    def __init__(self, repo: Repo, sha: str, env: Dict[str, str], log_path: str, echo: bool) -> None:
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = 1
+            try:
+                os.setsid()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, signal.SIG_DFL)
+                os.dup2(log_fd, 2)
+                if not echo:
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(devnull, 1)
+                os.environ.clear()
+                os.environ.update(env)
+                from .executor import Executor
+                from .notes import Store
+
+                fresh = Repo(repo.root, repo.git_dir, repo.common_dir)
+                code = Executor(fresh, Store(fresh), sha, echo=echo).execute()
+            except BaseException as exc:  # noqa: BLE001 - report anything, then exit the child
+                try:
+                    os.write(2, f"gitexp executor: {exc!r}\n".encode())
+                except OSError:
+                    pass
+            finally:
+                try:
+                    sys.stdout.flush()
+                except Exception:  # noqa: BLE001
+                    pass
+                os._exit(code)
+        os.close(log_fd)
+        self.pid = pid
+        self.returncode: Optional[int] = None
+
+    def poll(self) -> Optional[int]:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") \
+                    else (os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status))
+        return self.returncode
+
+
 @dataclass
 class Running:
     exp: Experiment
-    proc: subprocess.Popen
+    proc: Any
     gpu: Optional[int]
 
 
@@ -62,7 +116,7 @@ class Worker:
                     self._fill(waiting)
                 if not self.running and (self.stopping or (self.until_empty and not waiting)):
                     break
-                time.sleep(self.poll if not self.running else min(self.poll, 0.1))
+                time.sleep(self.poll if not self.running else min(self.poll, 0.02))
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
@@ -106,11 +160,18 @@ class Worker:
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
         paths = run_paths(self.repo, exp.sha)
         os.makedirs(paths.root, exist_ok=True)
-        argv = exec_argv(exp.sha, ["--runner", "local"] + (["--echo"] if self.echo else []))
-        with open(os.path.join(paths.root, "executor.log"), "ab") as log:
-            proc = subprocess.Popen(argv, cwd=self.repo.root, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=None if self.echo else subprocess.DEVNULL, stderr=log,
-                                    start_new_session=True)
+        log_path = os.path.join(paths.root, "executor.log")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        proc: Any
+        if hasattr(os, "fork"):
+            proc = ForkedExecutor(self.repo, exp.sha, env, log_path, self.echo)
+        else:
+            argv = exec_argv(exp.sha, ["--runner", "local"] + (["--echo"] if self.echo else []))
+            with open(log_path, "ab") as log:
+                proc = subprocess.Popen(argv, cwd=self.repo.root, env=env, stdin=subprocess.DEVNULL,
+                                        stdout=None if self.echo else subprocess.DEVNULL, stderr=log,
+                                        start_new_session=True)
         self.running.append(Running(exp, proc, gpu))
         self.started += 1
         where = f" on GPU {gpu}" if gpu is not None else ""
@@ -150,7 +211,7 @@ class Worker:
             _kill_group(item.proc, signal.SIGTERM)
 
 
-def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+def _kill_group(proc: Any, sig: int) -> None:
     if proc.poll() is not None:
         return
     try:
