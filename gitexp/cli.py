@@ -28,6 +28,7 @@ COMMANDS: Dict[str, tuple] = {
     "queue": ("queue_cmd", "queue"),
     "worker": ("queue_cmd", "worker"),
     "cancel": ("queue_cmd", "cancel"),
+    "remote": ("remote_cmd", "remote"),
     "_exec": ("exec_cmd", "exec_"),
 }
 

@@ -59,8 +59,12 @@ class Requires:
     gpus: Optional[int] = None
     cpus: Optional[int] = None
 
-    def to_dict(self) -> Dict[str, int]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain values that parse back to the same: sizes in bytes, time as e.g. '3600s'."""
+        out: Dict[str, Any] = {k: v for k, v in self.__dict__.items() if v is not None}
+        if self.time is not None:
+            out["time"] = f"{self.time}s"
+        return out
 
 
 @dataclass

@@ -71,6 +71,7 @@ class Executor:
         self.proc: Optional[subprocess.Popen] = None
         self.stop_reason: Optional[str] = None
         self.signals_seen = 0
+        self.saw_warning = False
         self.facts: Dict[str, Any] = {}
         self.tail: List[str] = []
         self.lock = threading.Lock()
@@ -89,6 +90,7 @@ class Executor:
         self._start_program()
         assert self.proc is not None
         me = psutil.Process()
+        self.details_base = self.store.details(self.sha)
         self.store.update_summary(self.sha, lambda s: {
             **s, "status": "running", "started": started, "host": socket.gethostname(),
             "pid": me.pid, "pid_started": me.create_time(), "runner": self.runner,
@@ -115,6 +117,10 @@ class Executor:
         return code
 
     def _status_for(self, code: int) -> str:
+        if self.stop_reason == "killed" and self.runner == "slurm":
+            from .runners.slurm import stop_reason  # time limit, preemption or scancel?
+
+            self.stop_reason = stop_reason(self.store.summary(self.sha), self.saw_warning)
         if self.stop_reason:
             return self.stop_reason
         return "finished" if code == 0 else "failed"
@@ -146,6 +152,7 @@ class Executor:
             "GITEXP_METRICS_FILE": self.paths.metrics,
             "GITEXP_CHECKPOINTS_FILE": self.paths.checkpoints,
             "GITEXP_PARAMS": json.dumps(self.config.params),
+            "GITEXP_STOP_FILE": self.paths.stop_file,
             "PYTHONUNBUFFERED": env.get("PYTHONUNBUFFERED", "1"),
         })
         env.update(self.extra_env)
@@ -155,7 +162,7 @@ class Executor:
         builtins = {"outdir": self.paths.outdir, "name": self.config.name, "run_dir": self.paths.root}
         command = self.config.render_command(builtins)
         argv = command if isinstance(command, list) else [shutil.which("bash") or "/bin/sh", "-c", command]
-        for stale in (self.paths.metrics, self.paths.checkpoints):
+        for stale in (self.paths.metrics, self.paths.checkpoints, self.paths.stop_file):
             if os.path.exists(stale):
                 os.unlink(stale)
         self.log = open(self.paths.log, "ab")
@@ -266,7 +273,12 @@ class Executor:
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if signum in TIMEOUT_SIGNALS:
+            self.saw_warning = True
             self.stop_reason = "timeout"
+            try:
+                open(self.paths.stop_file, "a").close()
+            except OSError:
+                pass
             self._signal_program(signum)
             return
         if self.stop_reason is None:
@@ -299,7 +311,7 @@ class Executor:
     def _details(self) -> Dict[str, Any]:
         with self.lock:
             tail = "\n".join(self.tail)
-        return {"facts": self.facts, "log_tail": tail}
+        return {**getattr(self, "details_base", {}), "facts": self.facts, "log_tail": tail}
 
     def _finish_summary(self, status: str, code: Optional[int], started: Optional[float] = None,
                         reason: Optional[str] = None) -> None:

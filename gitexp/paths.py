@@ -35,6 +35,11 @@ class RunPaths:
         return os.path.join(self.root, "exec.json")
 
     @property
+    def stop_file(self) -> str:
+        """Created when the runner warns that the time limit is near (GITEXP_STOP_FILE)."""
+        return os.path.join(self.root, "stop-requested")
+
+    @property
     def worktree(self) -> str:
         return os.path.join(self.root, "wt")
 

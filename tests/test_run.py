@@ -190,3 +190,12 @@ def test_progress_notes_are_written_while_running(repo: Path) -> None:
     finally:
         proc.wait(timeout=60)
     assert log_json(repo)[0]["metrics"]["val_err"]["count"] == 40
+
+
+def test_requires_survive_the_round_trip_through_the_commit(repo: Path) -> None:
+    (repo / "req.yaml").write_text("command: echo ok\nrequires: {time: 2h, ram: 1MB, disk: 1MB, cpus: 1}\n")
+    gitexp(repo, "run", "req.yaml")
+    [row] = log_json(repo)
+    assert row["status"] == "finished"
+    stored = json.loads(gitexp(repo, "show", "req", "--format", "json").stdout)["config"]["requires"]
+    assert stored == {"time": "7200s", "ram": 1000000, "disk": 1000000, "cpus": 1}

@@ -11,7 +11,7 @@ import click
 import yaml
 from tabulate import tabulate
 
-from ..experiments import effective_status
+from ..status import live_status
 from ..notes import Experiment, Store
 from ..paths import run_paths
 from ..repo import Repo
@@ -27,7 +27,9 @@ def show(ident: str, fmt: str) -> None:
     """Everything about one experiment: config, facts, metric summaries, outputs, log tail."""
     repo, store = open_store()
     exp = store.find(ident)
-    status = effective_status(repo, exp)
+    status, why = live_status(repo, exp)
+    if why:
+        exp.summary["reason"] = why
     details = store.details(exp.sha)
     config = store.config_of(exp.sha)
     outputs = _list_outputs(exp.summary.get("outdir") or run_paths(repo, exp.sha).outdir)
@@ -56,6 +58,10 @@ def _print_show(exp: Experiment, status: str, config: Dict[str, Any], details: D
         echo(f"started    {fmt_time(s.get('started'))} on {s.get('host', '?')} ({s.get('runner', 'local')})")
     if s.get("duration") is not None:
         echo(f"duration   {format_duration(s['duration'])}")
+    if s.get("slurm"):
+        slurm = s["slurm"]
+        task = f"_{slurm['task']}" if slurm.get("task") is not None else ""
+        echo(f"slurm      job {slurm.get('job')}{task} on remote {slurm.get('remote')}; script {slurm.get('script')}")
     echo("\nconfig:")
     echo("  " + yaml.safe_dump(config, sort_keys=False).rstrip().replace("\n", "\n  "))
     metrics = s.get("metrics") or {}
@@ -137,7 +143,7 @@ def logs(ident: str, follow: bool) -> None:
 
 def _still_running(repo: Repo, store: Store, exp: Experiment) -> bool:
     exp.summary = store.summary(exp.sha)
-    return effective_status(repo, exp) in ("running", "created", "queued", "starting")
+    return live_status(repo, exp)[0] in ("running", "created", "queued", "starting", "pending")
 
 
 @click.command()

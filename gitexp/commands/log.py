@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import socket
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -10,7 +9,7 @@ import click
 
 from ..config import closest
 from ..errors import BadInput
-from ..experiments import effective_status
+from ..status import live_statuses
 from ..notes import Experiment
 from ..query import known_keys, parse_filter, sort_experiments
 from ..units import format_duration
@@ -34,8 +33,8 @@ def log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[s
     for name in [f.key for f in parsed] + list(metric_names) + ([sort_key.lstrip("-")] if sort_key else []):
         if exps and name not in keys and not (name.endswith(".last") and name[:-5] in keys):
             raise BadInput(f"unknown param or metric {name!r}", closest(name, keys))
-    host = socket.gethostname()
-    statuses = {e.sha: effective_status(repo, e, host) for e in exps}
+    live = live_statuses(repo, exps)
+    statuses = {sha: status for sha, (status, _why) in live.items()}
     if group:
         exps = [e for e in exps if e.summary.get("group") == group]
     exps = [e for e in exps if all(f.matches(e, statuses[e.sha]) for f in parsed)]

@@ -1,14 +1,18 @@
 """``git exp queue``, ``git exp worker`` and ``git exp cancel``: the durable local queue."""
 from __future__ import annotations
 
-import socket
 import time
 from typing import List, Optional, Tuple
 
 import click
 
 from ..errors import BadInput, GitExpError
-from ..experiments import effective_status
+from ..remotes import get_remote
+from ..notes import Store
+from ..remotes import Remote
+from ..repo import Repo
+from ..runners.slurm import SlurmRunner
+from ..status import live_status, live_statuses
 from ..facts import gpu_models
 from ..notes import Experiment
 from ..queue import CLAIMED, QUEUED, Queue, order_key
@@ -16,16 +20,17 @@ from ..runners.local import LocalRunner
 from ..worker import Worker
 from .common import fmt_time, fmt_value, open_store, output_format, print_json, render_table
 
-ACTIVE = ("starting", "running")
+ACTIVE = ("pending", "starting", "running")
 RETRYABLE = ("lost", "failed", "killed", "cancelled", "timeout")
 
 
 @click.group(name="queue", invoke_without_command=True)
 @click.option("--all", "show_all", is_flag=True, help="Also list every finished experiment, not just the last 10.")
 @click.option("--retry-lost", is_flag=True, help="Queue again every experiment whose run was lost.")
+@click.option("--on", help="Only experiments submitted to this remote, with its scheduler's state.")
 @output_format("table", "json")
 @click.pass_context
-def queue(ctx: click.Context, show_all: bool, retry_lost: bool, fmt: str) -> None:
+def queue(ctx: click.Context, show_all: bool, retry_lost: bool, on: Optional[str], fmt: str) -> None:
     """What is queued (in the order it will run), running, and recently done."""
     if ctx.invoked_subcommand is not None:
         return
@@ -33,9 +38,16 @@ def queue(ctx: click.Context, show_all: bool, retry_lost: bool, fmt: str) -> Non
     if retry_lost:
         _retry(ctx, (), lost=True)
         return
-    host = socket.gethostname()
+    if on:
+        get_remote(repo, on)
     exps = store.experiments()
-    statuses = {e.sha: effective_status(repo, e, host) for e in exps}
+    if on:
+        exps = [e for e in exps if (e.summary.get("slurm") or {}).get("remote") == on]
+    live = live_statuses(repo, exps)
+    statuses = {sha: status for sha, (status, _w) in live.items()}
+    for exp in exps:
+        if live[exp.sha][1]:
+            exp.summary["reason"] = live[exp.sha][1]
     queued = Queue(repo, store).items(exps)
     active = [e for e in exps if statuses[e.sha] in ACTIVE]
     done = sorted((e for e in exps if statuses[e.sha] not in ACTIVE + (QUEUED, "created")),
@@ -68,6 +80,8 @@ def _row(exp: Experiment, status: str, position: str) -> List[str]:
     params = " ".join(f"{k}={fmt_value(v)}" for k, v in (s.get("params") or {}).items())
     if status == QUEUED:
         why = s.get("wait_reason") or f"queued {fmt_time((s.get('queue') or {}).get('enqueued'))}"
+    elif status in ACTIVE and s.get("runner") == "slurm":
+        why = s.get("reason") or ""
     elif status in ACTIVE:
         why = f"{s.get('host') or (s.get('worker') or {}).get('host', '')} since {fmt_time(s.get('started') or s.get('claimed'))}"
     else:
@@ -89,14 +103,19 @@ def _retry(ctx: click.Context, idents: Tuple[str, ...], lost: bool, priority: Op
     repo, store = open_store()
     if not idents and not lost:
         raise BadInput("name the experiments to retry, or pass --lost", "e.g. git exp queue retry --lost")
-    host = socket.gethostname()
     targets = [store.find(i) for i in idents]
     if lost:
-        targets += [e for e in store.experiments() if effective_status(repo, e, host) == "lost"]
+        everything = store.experiments()
+        live = live_statuses(repo, everything)
+        targets += [e for e in everything if live[e.sha][0] == "lost" and e.summary.get("runner") != "slurm"]
+    live = live_statuses(repo, targets)
     for exp in targets:
-        status = effective_status(repo, exp, host)
+        status = live[exp.sha][0]
         if status not in RETRYABLE:
             raise BadInput(f"{exp.name} is {status}; only {', '.join(RETRYABLE)} experiments can be retried")
+        if exp.summary.get("runner") == "slurm":
+            raise BadInput(f"{exp.name} ran on Slurm; the local queue does not take it",
+                           "submit its config again with git exp run ... --on <remote>")
     q = Queue(repo, store)
     for exp in targets:
         q.requeue(exp, priority)
@@ -155,15 +174,25 @@ def cancel(idents: Tuple[str, ...]) -> None:
         click.echo(_cancel_one(repo, store, q, exp))
 
 
-def _cancel_one(repo, store, q: Queue, exp: Experiment) -> str:  # type: ignore[no-untyped-def]
-    status = effective_status(repo, exp)
+def _cancel_one(repo: Repo, store: Store, q: Queue, exp: Experiment) -> str:
+    status = live_status(repo, exp)[0]
+    if exp.summary.get("runner") == "slurm":
+        if status not in ("pending", "starting", "running"):
+            raise BadInput(f"{exp.name} is {status}, not pending or running: nothing to cancel")
+        remote_name = (exp.summary.get("slurm") or {}).get("remote", "slurm")
+        SlurmRunner(repo, store, Remote(remote_name, "slurm")).cancel(exp)
+        for _ in range(100):
+            if store.summary(exp.sha).get("status") not in ("pending", "running"):
+                break
+            time.sleep(0.1)
+        return f"cancelled {exp.name} (scancel; {store.summary(exp.sha).get('status')})"
     if status == QUEUED and q.cancel_queued(exp):
         return f"cancelled {exp.name} (was queued)"
     deadline = time.time() + 10
     while status in (QUEUED, CLAIMED) and time.time() < deadline:  # a worker is just starting it
         time.sleep(0.2)
         exp.summary = store.summary(exp.sha)
-        status = effective_status(repo, exp)
+        status = live_status(repo, exp)[0]
     if status != "running":
         raise BadInput(f"{exp.name} is {status}, not queued or running: nothing to cancel")
     if not LocalRunner(repo, store).cancel(exp):

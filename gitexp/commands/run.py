@@ -14,7 +14,9 @@ from ..queue import Queue
 from ..repo import Repo
 from ..resources import check as check_requires
 from ..runners.base import Transport, gitexp_argv
+from ..remotes import Remote, get_remote
 from ..runners.local import LocalRunner
+from ..runners.slurm import SlurmRunner, filesystem_warning
 from ..sweep import add_cli_sweeps, expand, parse_spec
 from ..units import format_duration
 from ..worker import Worker
@@ -34,16 +36,22 @@ from .common import fmt_value, open_store, render_table
 @click.option("--queue", "to_queue", is_flag=True, help="Queue instead of running now (see git exp worker).")
 @click.option("--priority", type=int, default=0, show_default=True, help="Queue priority: higher runs first.")
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="For a sweep run now: how many at once.")
+@click.option("--on", "on", metavar="REMOTE", help="Run on a remote (git exp remote list), e.g. a Slurm cluster.")
 @click.option("--dry-run", is_flag=True, help="Print the experiments that would be made; record nothing.")
 @click.option("--skip-done", is_flag=True, help="Skip points whose exact config already finished.")
 def run(config_path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], zipped: bool,
         name: Optional[str], group: Optional[str], detach: bool, to_queue: bool, priority: int,
-        jobs: int, dry_run: bool, skip_done: bool) -> int:
+        jobs: int, on: Optional[str], dry_run: bool, skip_done: bool) -> int:
     """Record CONFIG as experiment commits and run them on this machine (or queue them)."""
     repo, store = open_store()
     if jobs < 1:
         raise BadInput(f"--jobs {jobs}: must be at least 1")
-    configs, is_sweep = _configs(config_path, overrides, sweeps, zipped, name, group)
+    configs, is_sweep, max_parallel = _configs(config_path, overrides, sweeps, zipped, name, group)
+    remote = get_remote(repo, on) if on else None
+    if remote is not None and remote.runner == "local":
+        remote = None
+    if remote is not None and to_queue:
+        raise BadInput(f"--queue with --on {on}: Slurm queues the jobs itself", "drop --queue")
     if dry_run:
         _print_points(configs)
         return 0
@@ -55,13 +63,15 @@ def run(config_path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], z
         if not configs:
             click.echo("gitexp: every point already finished; nothing to do", err=True)
             return 0
+    if remote is not None:
+        return _submit(repo, store, remote, configs, max_parallel)
     if to_queue or is_sweep:
         return _queue_or_sweep(repo, store, configs, to_queue, detach, priority, jobs)
     return _run_one(repo, store, configs[0], detach)
 
 
 def _configs(path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], zipped: bool,
-             name: Optional[str], group: Optional[str]) -> Tuple[List[ExperimentConfig], bool]:
+             name: Optional[str], group: Optional[str]) -> Tuple[List[ExperimentConfig], bool, Optional[int]]:
     config = load_config(path)
     values = dict(parse_override(text, config) for text in overrides)
     spec = parse_spec(config)
@@ -70,11 +80,11 @@ def _configs(path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], zip
     if group:
         config.group = group
     if spec.is_empty():
-        return [config], False
+        return [config], False, None
     for key in values:
         if key in spec.varied():
             raise BadInput(f"-p {key}: '{key}' is also swept", "drop one of -p and --sweep for it")
-    return expand(config, spec, group), True
+    return expand(config, spec, group), True, spec.max_parallel
 
 
 def _print_points(configs: List[ExperimentConfig]) -> None:
@@ -120,6 +130,22 @@ def _queue_or_sweep(repo: Repo, store: Store, configs: List[ExperimentConfig], t
     if code:
         return code
     return 0 if set(statuses) == {"finished"} else 1
+
+
+def _submit(repo: Repo, store: Store, remote: Remote, configs: List[ExperimentConfig],
+            max_parallel: Optional[int]) -> int:
+    runner = SlurmRunner(repo, store, remote)
+    warning = filesystem_warning(repo.root)
+    exps = runner.submit_configs(configs, max_parallel)
+    if warning:
+        click.echo(f"gitexp: {warning}", err=True)
+    for exp in exps:
+        click.echo(exp.sha)
+    jobs = sorted({(exp.summary.get("slurm") or {}).get("job") for exp in exps})
+    kind = "job array" if len(exps) > 1 else "job"
+    click.echo(f"gitexp: submitted {len(exps)} experiment(s) to {remote.name} as Slurm {kind} {', '.join(jobs)}; "
+               f"see git exp queue --on {remote.name}", err=True)
+    return 0
 
 
 def _run_one(repo: Repo, store: Store, config: ExperimentConfig, detach: bool) -> int:
