@@ -80,8 +80,6 @@ def parse_spec(config: ExperimentConfig) -> SweepSpec:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise BadInput(f"{config.where('sweep.max_parallel')}: max_parallel must be a whole number >= 1")
         spec.max_parallel = value
-    if spec.is_empty():
-        raise BadInput(f"{where}: the sweep is empty", "give each swept param a list of values")
     _check_overlap(config, spec)
     return spec
 
@@ -164,6 +162,12 @@ def _check_overlap(config: ExperimentConfig, spec: SweepSpec) -> None:
             if name in seen:
                 raise BadInput(f"{config.where('sweep')}: '{name}' is swept twice (in {seen[name]} and {part})")
             seen[name] = part
+
+
+def check_not_empty(config: ExperimentConfig, spec: SweepSpec) -> None:
+    """A ``sweep:`` section (e.g. only max_parallel) that, with --sweep, still varies nothing."""
+    if config.sweep is not None and spec.is_empty():
+        raise BadInput(f"{config.where('sweep')}: the sweep is empty", "give each swept param a list of values")
 
 
 def add_cli_sweeps(config: ExperimentConfig, spec: SweepSpec, texts: Sequence[str], zipped: bool) -> SweepSpec:

@@ -17,7 +17,7 @@ from ..runners.base import Transport, gitexp_argv
 from ..remotes import Remote, get_remote
 from ..runners.local import LocalRunner
 from ..runners.slurm import SlurmRunner, filesystem_warning
-from ..sweep import add_cli_sweeps, expand, parse_spec
+from ..sweep import add_cli_sweeps, check_not_empty, expand, parse_spec
 from ..units import format_duration
 from ..worker import Worker
 from .common import fmt_value, open_store, render_table
@@ -76,6 +76,7 @@ def _configs(path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], zip
     values = dict(parse_override(text, config) for text in overrides)
     spec = parse_spec(config)
     spec = add_cli_sweeps(config, spec, sweeps, zipped)
+    check_not_empty(config, spec)
     config = config.with_params(values, name=name)
     if group:
         config.group = group
