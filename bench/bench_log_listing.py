@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
-from common import ROOT, gitexp_argv, median_of, scratch_repo  # noqa: E402
+from common import ROOT, gitexp_argv, median_of, scratch_repo, wait_for_gc  # noqa: E402
 
 from gitexp.config import parse_config  # noqa: E402
 from gitexp.experiments import initial_summary, make_commit, take_snapshot  # noqa: E402
@@ -48,7 +48,8 @@ def main() -> None:
     print("experiments  log_s  per_1000_s")
     for size in sizes:
         add_experiments(repo, store, have, size - have)
-        # what gitexp's own `git gc --auto` does after writes, run in the foreground here
+        # gitexp runs `git gc --auto` in the background after writes; let it finish before timing
+        wait_for_gc()
         subprocess.run(["git", "-c", "gc.autoDetach=false", "gc", "--auto", "--quiet"], cwd=path, check=True)
         have = size
         seconds = median_of(3, lambda: subprocess.run(gitexp_argv("log", "--metric", "val_err"), cwd=path,

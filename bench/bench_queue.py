@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from common import ROOT, gitexp_argv, scratch_repo
+from common import ROOT, gitexp_argv, wait_for_gc, scratch_repo
 
 
 def main() -> None:
@@ -20,6 +20,7 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     repo = scratch_repo({"c.yaml": 'command: "true"\nparams: {i: 0}\n', "train.py": "print(1)\n"})
     sweep = "i=" + ",".join(str(i) for i in range(points))
+    wait_for_gc()
     start = time.perf_counter()
     subprocess.run(gitexp_argv("run", "c.yaml", "--queue", "--sweep", sweep), cwd=repo, env=env, check=True,
                    capture_output=True)
@@ -32,6 +33,7 @@ def main() -> None:
     sweep = "i=" + ",".join(str(i) for i in range(n_run))
     subprocess.run(gitexp_argv("run", "c.yaml", "--queue", "--sweep", sweep), cwd=repo2, env=env, check=True,
                    capture_output=True)
+    wait_for_gc()
     start = time.perf_counter()
     subprocess.run(gitexp_argv("worker", "--until-empty", "--jobs", "1"), cwd=repo2, env=env, check=True,
                    capture_output=True)

@@ -8,13 +8,14 @@ import os
 import subprocess
 import sys
 
-from common import ROOT, gitexp_argv, median_of, scratch_repo
+from common import ROOT, gitexp_argv, wait_for_gc, median_of, scratch_repo
 
 
 def main() -> None:
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     repo = scratch_repo({"c.yaml": 'command: "true"\n', "train.py": "print('x')\n" * 50})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    wait_for_gc()
     direct = median_of(repeats, lambda: subprocess.run(["bash", "-c", "true"], check=True))
     gitexp = median_of(repeats, lambda: subprocess.run(gitexp_argv("run", "c.yaml"), cwd=repo, check=True,
                                                        env=env, capture_output=True))

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from common import ROOT, gitexp_argv, median_of, scratch_repo
+from common import ROOT, gitexp_argv, wait_for_gc, median_of, scratch_repo
 
 
 def main() -> None:
@@ -31,6 +31,7 @@ def main() -> None:
     wrapper.write_text(f"#!/bin/sh\necho call >> {calls_log}\nexec {shutil.which('sbatch')} \"$@\"\n")
     wrapper.chmod(0o755)
     env_counted = {**env, "PATH": f"{wrapper_dir}:{env['PATH']}"}
+    wait_for_gc()
     start = time.perf_counter()
     out = subprocess.run(gitexp_argv("run", "c.yaml", "--on", "bench", "--sweep", sweep), cwd=repo,
                          env=env_counted, check=True, capture_output=True, text=True)

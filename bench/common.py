@@ -45,3 +45,12 @@ def median_of(n: int, fn: Callable[[], None]) -> float:
         times.append(time.perf_counter() - start)
     times.sort()
     return times[len(times) // 2]
+
+
+def wait_for_gc() -> None:
+    """Wait until no `git gc` runs (gitexp starts it detached after writes; it skews timings)."""
+    import psutil
+
+    while any("gc" in (p.info["cmdline"] or [])[1:3] and "git" in (p.info["name"] or "")
+              for p in psutil.process_iter(["name", "cmdline"])):
+        time.sleep(0.2)

@@ -91,7 +91,12 @@ class SlurmRunner(Runner):
         """Commit, submit held, record, release: all of it or nothing."""
         sbatch = self._tool("sbatch")
         snap = take_snapshot(self.repo)
-        exps = self._make_experiments(snap, configs)
+        with self.repo.batch():
+            exps = self._make_experiments(snap, configs)
+            return self._submit(sbatch, exps, configs, max_parallel)
+
+    def _submit(self, sbatch: str, exps: List[Experiment], configs: List[ExperimentConfig],
+                max_parallel: Optional[int]) -> List[Experiment]:
         limit = max(1, self.max_array_size() - 1)
         chunks = [exps[i:i + limit] for i in range(0, len(exps), limit)] if len(exps) > 1 else [exps]
         folder = os.path.join(runs_root(self.repo), "slurm")
