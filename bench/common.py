@@ -28,15 +28,6 @@ def gitexp_argv(*args: str) -> List[str]:
     return [sys.executable, "-m", "gitexp", *args]
 
 
-def best_of(n: int, fn: Callable[[], None]) -> float:
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def median_of(n: int, fn: Callable[[], None]) -> float:
     times = []
     for _ in range(n):
