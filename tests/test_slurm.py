@@ -155,3 +155,40 @@ def test_slurm_bad_input_records_nothing(case: str, cluster_repo: Path, tmp_path
     assert len(lines) == 1 and expected in lines[0], proc.stderr
     assert all_refs(cluster_repo) == before
     assert _no_held_jobs()
+
+
+def test_remote_settings_shared_file_and_user_override(cluster_repo: Path) -> None:
+    git(cluster_repo, "config", "exp.remote.triton.account", "my-project")
+    listed = json.loads(gitexp(cluster_repo, "remote", "list", "--format", "json").stdout)
+    assert listed["triton"] == {"runner": "slurm", "partition": "debug", "account": "my-project"}
+    assert "account" not in (cluster_repo / ".gitexp.yaml").read_text()
+    gitexp(cluster_repo, "remote", "remove", "triton")
+    assert "triton" not in json.loads(gitexp(cluster_repo, "remote", "list", "--format", "json").stdout)
+
+
+def test_sweep_larger_than_max_array_size_is_split(cluster_repo: Path) -> None:
+    """Drives SlurmRunner in process with MaxArraySize pretended to be 4: 7 points, 3 arrays."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from gitexp.config import load_config
+    from gitexp.notes import Store
+    from gitexp.remotes import get_remote
+    from gitexp.repo import Repo
+    from gitexp.runners.slurm import SlurmRunner
+    from gitexp.sweep import SweepSpec, expand
+
+    repo = Repo.discover(str(cluster_repo))
+    runner = SlurmRunner(repo, Store(repo), get_remote(repo, "triton"))
+    runner.max_array_size = lambda: 4  # type: ignore[method-assign]
+    configs = expand(load_config(str(cluster_repo / "config.yaml")), SweepSpec(grid={"steps": [1, 2, 3, 4, 5, 6, 7]}))
+    cwd = os.getcwd()
+    os.chdir(cluster_repo)
+    try:
+        exps = runner.submit_configs(configs)
+    finally:
+        os.chdir(cwd)
+    jobs = [e.summary["slurm"]["job"] for e in exps]
+    assert len(set(jobs)) == 3 and [e.summary["slurm"]["task"] for e in exps] == [0, 1, 2, 0, 1, 2, None]
+    rows = finished(cluster_repo, 7)
+    assert {r["status"] for r in rows} == {"finished"}

@@ -117,7 +117,7 @@ class SlurmRunner(Runner):
                 job = out.strip().split(";")[0]
                 held.append(job)
                 for index, exp in enumerate(chunk):
-                    exp.summary["slurm"] = {"job": job, "task": index if len(exps) > 1 else None,
+                    exp.summary["slurm"] = {"job": job, "task": index if len(chunk) > 1 else None,
                                             "remote": self.remote.name, "script": path}
                     scripts[exp.sha] = script
             self.store.create_batch(exps)
