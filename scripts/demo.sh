@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: a small real training sweep recorded by gitexp on this machine.
-# Copies examples/mlp into a fresh git repository, runs the NumPy MLP with four
-# learning rates, and ends with `git exp log`.
+# Copies examples/mlp (a NumPy MLP on a generated spiral dataset) into a fresh git
+# repository, runs a 4 x 2 sweep over learning rate and depth, two at a time, and ends
+# with `git exp log`. Pass a directory to reuse it: scripts/demo.sh /tmp/demo
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 "$here/scripts/bootstrap.sh"
@@ -15,12 +16,14 @@ if [ ! -d .git ]; then
   git -c user.name=demo -c user.email=demo@localhost commit -q -m "MLP example"
 fi
 echo "== demo repository: $demo"
-for lr in 0.001 0.01 0.1 0.5; do
-  echo "== git exp run config.yaml -p lr=$lr"
-  git exp run config.yaml -p lr=$lr 2>&1 | tail -n 3
-done
+echo "== git exp run config.yaml --sweep lr=0.001,0.01,0.1,0.5 --sweep layers=1,2 --jobs 2"
+git exp run config.yaml --sweep lr=0.001,0.01,0.1,0.5 --sweep layers=1,2 --jobs 2 2>&1 | grep '^gitexp'
+echo
 echo "== git exp log --metric val_err --sort val_err"
 git exp log --metric val_err --sort val_err
 best=$(git exp log --sort val_err -n 1 --format csv | tail -n 1 | cut -d, -f1)
-echo "== git exp show ${best:0:10}"
-git exp show "${best:0:10}" | head -n 30
+echo
+echo "== git exp show ${best:0:10}   (the best run)"
+git exp show "${best:0:10}" | sed -n '1,8p;/^metrics:/,/^$/p'
+echo "== git exp metrics ${best:0:10} | head -4   (its whole curve, one row per epoch)"
+git exp metrics "${best:0:10}" | head -n 4
