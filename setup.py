@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.9",
     install_requires=[
         "dulwich>=0.20",
-        "click>=7.1",
+        "click>=8.0",
         "PyYAML>=5.3",
         "psutil>=5.6",
         "tabulate>=0.8",

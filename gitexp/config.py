@@ -30,6 +30,39 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
 Scalar = Union[str, int, float, bool, None]
 
 
+class Loader(yaml.SafeLoader):
+    """Safe YAML with the number rules people expect (as in YAML 1.2, not PyYAML's 1.1).
+
+    ``1e-4`` is a float (1.1 reads it as a string) and ``12:00:00`` stays a string (1.1
+    reads it as the base-60 integer 43200).
+    """
+
+
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+Loader.add_implicit_resolver(_INT, re.compile(r"^(?:[-+]?[1-9][0-9_]*|[-+]?0|0x[0-9a-fA-F_]+)$"),
+                             list("-+0123456789"))
+Loader.add_implicit_resolver(
+    _FLOAT, re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?|[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+                       r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
+
+
+def check_name(name: str) -> Optional[str]:
+    """Why ``name`` cannot be an experiment name (a ref name under refs/exps/), or None."""
+    if not _NAME_RE.match(name):
+        return "use letters, digits and . _ - = , + (starting with a letter or digit)"
+    if ".." in name or name.endswith((".", ".lock")):
+        return "it may not contain '..' or end with '.' or '.lock'"
+    return None
+
+
 @dataclass
 class MetricSpec:
     name: str
@@ -120,6 +153,14 @@ class ExperimentConfig:
             clone.name = name
         return clone
 
+    def check_command(self) -> None:
+        """Fill the placeholders once now, so a bad format spec is bad input, not a failed run."""
+        try:
+            self.render_command({b: "x" for b in BUILTIN_PLACEHOLDERS})
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            raise BadInput(f"{self.where('command')}: cannot fill the placeholders of 'command' "
+                           f"with params {self.params}: {exc}", "fix the format spec or the param's type")
+
     def render_command(self, builtins: Mapping[str, str]) -> Union[str, List[str]]:
         """The command with placeholders filled; in a shell string every value is quoted."""
         values: Dict[str, Any] = dict(self.params)
@@ -191,8 +232,8 @@ STORED_KEYS = ("source_root",)
 def parse_config(text: str, source: str = "<config>", stored: bool = False) -> ExperimentConfig:
     """Validate YAML text; ``stored`` accepts the keys gitexp adds to a resolved config."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=Loader)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
@@ -236,12 +277,12 @@ class _Validator:
     def build(self, data: Mapping[str, Any], default_name: str) -> ExperimentConfig:
         self.check_keys(data, TOP_KEYS, "")
         name = self.string(data, "name") or default_name
-        if not _NAME_RE.match(name) or ".." in name or name.endswith(".lock"):
-            raise self.fail("name", f"name {name!r} is not usable as a git ref name",
-                            "use letters, digits, '.', '_', '-'")
+        problem = check_name(name)
+        if problem:
+            raise self.fail("name", f"name {name!r} is not usable as an experiment name", problem)
         group = self.string(data, "group")
-        if group is not None and not _NAME_RE.match(group):
-            raise self.fail("group", f"group {group!r} may only contain letters, digits, '.', '_', '-'")
+        if group is not None and check_name(group):
+            raise self.fail("group", f"group {group!r} is not usable", check_name(group))
         config = ExperimentConfig(
             name=name, command=self.command(data), params=self.params(data), group=group,
             description=self.string(data, "description"), metrics=self.metrics(data),
@@ -284,6 +325,9 @@ class _Validator:
             if isinstance(item, (list, dict)):
                 raise self.fail(f"params.{key}", f"param '{key}' must be a single value, got a {type(item).__name__}",
                                 "to try several values, use a sweep")
+            if item is not None and not isinstance(item, (str, int, float, bool)):
+                raise self.fail(f"params.{key}", f"param '{key}' must be a number, string or true/false, "
+                                f"got a {type(item).__name__} ({item})", "quote it to make it a string")
         return dict(value)
 
     def metrics(self, data: Mapping[str, Any]) -> Dict[str, MetricSpec]:
@@ -313,6 +357,9 @@ class _Validator:
                                     "e.g. 'val_err=([0-9.]+)'")
             if regex is not None and spec.get("file") is not None:
                 raise self.fail(key, f"metric '{name}' has both 'regex' and 'file'", "pick one source")
+            for text_key in ("file", "key"):
+                if spec.get(text_key) is not None and not isinstance(spec[text_key], str):
+                    raise self.fail(f"{key}.{text_key}", f"{text_key} of metric '{name}' must be a string")
             out[str(name)] = MetricSpec(str(name), goal, regex, spec.get("file"), spec.get("key"))
         return out
 
@@ -380,7 +427,7 @@ def parse_override(text: str, config: ExperimentConfig) -> Tuple[str, Scalar]:
 
 def coerce_value(raw: str, like: Scalar, where: str) -> Scalar:
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     if isinstance(value, (list, dict)):

@@ -12,7 +12,6 @@ SIGKILL. A second Ctrl-C kills at once.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -20,7 +19,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from typing import Any, Dict, List, Optional
@@ -79,6 +77,14 @@ class Executor:
 
     # -- the whole run ----------------------------------------------------------------------
     def execute(self) -> int:
+        # Handlers first: a stop asked for at any moment from here on is honoured and recorded.
+        old_handlers = self._install_signal_handlers()
+        try:
+            return self._execute()
+        finally:
+            self._restore_signal_handlers(old_handlers)
+
+    def _execute(self) -> int:
         os.makedirs(self.paths.outdir, exist_ok=True)
         problems = check_requires(self.config.requires, self.paths.outdir, _visible_gpus())
         if problems:
@@ -89,6 +95,8 @@ class Executor:
         started = time.time()
         self._start_program()
         assert self.proc is not None
+        if self.stop_reason:  # a signal arrived while the program was being started
+            self._stop_program(signal.SIGTERM)
         me = psutil.Process()
         self.details_base = self.store.details(self.sha)
         self.store.update_summary(self.sha, lambda s: {
@@ -101,13 +109,11 @@ class Executor:
         self.facts_thread.start()
         flusher = threading.Thread(target=self._periodic, daemon=True)
         flusher.start()
-        old_handlers = self._install_signal_handlers()
         try:
             self._pump_output()
             code = self._wait()
         finally:
             self.done.set()
-            self._restore_signal_handlers(old_handlers)
         status = self._status_for(code)
         self._finish_summary(status, code, started=started)
         shutil.rmtree(self.paths.worktree, ignore_errors=True)
@@ -123,16 +129,16 @@ class Executor:
             self.stop_reason = stop_reason(self.store.summary(self.sha), self.saw_warning)
         if self.stop_reason:
             return self.stop_reason
+        if self.saw_warning and code != 0:
+            return "timeout"  # warned of the time limit, then stopped without completing
         return "finished" if code == 0 else "failed"
 
     # -- setup ------------------------------------------------------------------------------
     def _prepare_worktree(self) -> None:
-        """Extract the commit into ``wt/`` (no git admin state to clean after a kill)."""
+        """Check the commit out into ``wt/`` (no git admin state to clean after a kill)."""
         shutil.rmtree(self.paths.worktree, ignore_errors=True)
         os.makedirs(self.paths.worktree)
-        data = self.repo.run(["archive", "--format=tar", self.sha]).stdout
-        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
-            archive.extractall(self.paths.worktree)
+        self.repo.checkout_to(self.sha, self.paths.worktree)
         for rel in self.config.files:
             source = rel if os.path.isabs(rel) else os.path.join(self.repo.root, rel)
             target = os.path.join(self.paths.worktree, os.path.basename(rel) if os.path.isabs(rel) else rel)
@@ -273,27 +279,37 @@ class Executor:
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if signum in TIMEOUT_SIGNALS:
+            # The time limit is near: tell the program's main process only (its helpers, such
+            # as data-loader workers, would die of an unhandled SIGUSR1) and leave a stop file.
             self.saw_warning = True
-            self.stop_reason = "timeout"
             try:
                 open(self.paths.stop_file, "a").close()
             except OSError:
                 pass
-            self._signal_program(signum)
+            if self.proc is not None and self.proc.poll() is None:
+                try:
+                    os.kill(self.proc.pid, signum)
+                except ProcessLookupError:
+                    pass
             return
         if self.stop_reason is None:
             self.stop_reason = "killed"
         self.signals_seen += 1
-        if self.signals_seen > 1 and signum == signal.SIGINT:
-            self._signal_program(signal.SIGKILL)
+        if self.signals_seen > 1:
+            self._signal_group(signal.SIGKILL)  # asked twice: no more grace
             return
-        self._signal_program(signum)
-        timer = threading.Timer(kill_grace(), self._signal_program, args=(signal.SIGKILL,))
+        self._stop_program(signum)
+
+    def _stop_program(self, signum: int) -> None:
+        """``signum`` to the program's whole process group, SIGKILL after the grace period."""
+        self._signal_group(signum)
+        timer = threading.Timer(kill_grace(), self._signal_group, args=(signal.SIGKILL,))
         timer.daemon = True
         timer.start()
 
-    def _signal_program(self, signum: int) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+    def _signal_group(self, signum: int) -> None:
+        # The group may outlive the main process (a program that left children behind).
+        if self.proc is None:
             return
         try:
             os.killpg(self.proc.pid, signum)

@@ -158,8 +158,13 @@ class Store:
         """Read-modify-write of one summary note under CAS; ``change`` may return None to abort."""
         result: Dict[str, Any] = {}
 
+        touched = {SUMMARY_REF, *(ref for ref, _sha in (extra or {}))}
+
         def attempt() -> Optional[List[RefUpdate]]:
-            current = self.summary(sha)
+            # Read the note from the same tips the new commits are built on: if another
+            # writer moves a tip after this read, our compare-and-swap fails and we re-read.
+            tips = self.repo.refs(*sorted(touched))
+            current = self._summary_at(tips.get(SUMMARY_REF), sha)
             new = change(dict(current))
             if new is None:
                 return None
@@ -167,7 +172,7 @@ class Store:
             result.update(new)
             notes: Dict[Tuple[str, str], Optional[bytes]] = {(SUMMARY_REF, sha): dump_json(new)}
             notes.update(extra or {})
-            return self._notes_updates(notes, message)
+            return self._notes_updates(notes, message, tips)
 
         self._commit_with_retry(attempt, refs, message)
         return result
@@ -194,7 +199,8 @@ class Store:
         raise RefConflict(f"could not find a free name for {base_name}")
 
     def create_batch(self, exps: Sequence[Experiment],
-                     extra_refs_for: Optional[Callable[[Experiment], List[RefUpdate]]] = None) -> None:
+                     extra_refs_for: Optional[Callable[[Experiment], List[RefUpdate]]] = None,
+                     extra_notes: Optional[Mapping[Tuple[str, str], Optional[bytes]]] = None) -> None:
         """Record many new experiments (names already chosen) in one atomic transaction."""
         refs: List[RefUpdate] = []
         for exp in exps:
@@ -202,7 +208,8 @@ class Store:
             refs.append(RefUpdate(exp.ref, exp.sha, None))
             if extra_refs_for:
                 refs.extend(extra_refs_for(exp))
-        notes = {(SUMMARY_REF, e.sha): dump_json(e.summary) for e in exps}
+        notes: Dict[Tuple[str, str], Optional[bytes]] = {(SUMMARY_REF, e.sha): dump_json(e.summary) for e in exps}
+        notes.update(extra_notes or {})
         for attempt in range(MAX_ATTEMPTS):
             updates = self._notes_updates(notes, f"gitexp: create {len(exps)} experiments")
             if self.repo.update_refs(updates + refs, "gitexp: create experiments"):
@@ -215,16 +222,29 @@ class Store:
             time.sleep(random.uniform(0.005, 0.05) * min(attempt + 1, 8))
         raise RefConflict(f"gave up recording {len(exps)} experiments after {MAX_ATTEMPTS} attempts")
 
-    def remove(self, exp: Experiment, extra_refs: Sequence[RefUpdate] = ()) -> None:
+    def remove(self, exp: Experiment) -> None:
+        """Delete the experiment's ref, its notes and its queue entry, if any, atomically."""
         notes = {(ref, exp.sha): None for ref in NOTES_REFS}
-        self.write(notes, [RefUpdate(exp.ref, None, exp.sha), *extra_refs], f"gitexp: rm {exp.name}")
+        refs = [RefUpdate(exp.ref, None, exp.sha)]
+        queued = self.repo.refs(QUEUE_PREFIX + exp.sha).get(QUEUE_PREFIX + exp.sha)
+        if queued:
+            refs.append(RefUpdate(QUEUE_PREFIX + exp.sha, None, queued))
+        self.write(notes, refs, f"gitexp: rm {exp.name}")
 
-    def _notes_updates(self, notes: Mapping[Tuple[str, str], Optional[bytes]], message: str) -> List[RefUpdate]:
-        """New commits for each touched notes ref, as CAS updates from their current tips."""
+    def _summary_at(self, tip: Optional[str], sha: str) -> Dict[str, Any]:
+        if not tip:
+            return {}
+        found = self.repo.cat_blobs(f"{tip}:{p}" for p in _note_paths(sha))
+        return _load_json(next(iter(found.values()), None))
+
+    def _notes_updates(self, notes: Mapping[Tuple[str, str], Optional[bytes]], message: str,
+                       tips: Optional[Mapping[str, str]] = None) -> List[RefUpdate]:
+        """New commits for each touched notes ref, as CAS updates from ``tips`` (default: now)."""
         by_ref: Dict[str, Dict[str, Optional[bytes]]] = {}
         for (notes_ref, sha), data in notes.items():
             by_ref.setdefault(notes_ref, {})[sha] = data
-        tips = self.repo.refs(*by_ref)
+        if tips is None:
+            tips = self.repo.refs(*by_ref)
         updates = []
         for notes_ref, items in by_ref.items():
             old = tips.get(notes_ref)

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from .config import closest
+from .config import closest, load_yaml
 from .errors import BadInput
 from .repo import Repo
 from .units import parse_duration, parse_size
@@ -59,7 +59,7 @@ def _read_file(repo: Repo) -> Dict[str, Any]:
         return {}
     try:
         with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle) or {}
+            data = load_yaml(handle.read()) or {}
     except yaml.YAMLError as exc:
         raise BadInput(f"{REMOTES_FILE}: malformed YAML: {exc}".splitlines()[0], "fix the file")
     if not isinstance(data, dict) or not isinstance(data.get("remotes", {}) or {}, dict):
@@ -101,17 +101,24 @@ def validate(name: str, options: Dict[str, Any]) -> None:
         if key not in REMOTE_KEYS:
             raise BadInput(f"remote {name}: unknown setting '{key}'", closest(str(key), REMOTE_KEYS))
     runner = options.get("runner", "local")
-    if runner not in RUNNERS:
-        raise BadInput(f"remote {name}: unknown runner '{runner}'", closest(str(runner), RUNNERS))
+    if not isinstance(runner, str) or runner not in RUNNERS:
+        raise BadInput(f"remote {name}: unknown runner {runner!r}", closest(str(runner), RUNNERS))
+    for key, value in options.items():
+        if key in LIST_KEYS:
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, (str, int, float)) for v in items):
+                raise BadInput(f"remote {name}: {key} must be a list of strings")
+        elif isinstance(value, (list, dict)):
+            raise BadInput(f"remote {name}: {key} must be a single value, got {value!r}")
     try:
         if options.get("time") is not None:
             parse_duration(options["time"])
         if options.get("mem") is not None:
             parse_size(options["mem"])
         for key in ("cpus", "max_parallel", "signal_warning"):
-            if options.get(key) is not None and int(options[key]) < 1:
-                raise ValueError(f"{key} must be at least 1")
-    except ValueError as exc:
+            if options.get(key) is not None and (isinstance(options[key], bool) or int(options[key]) < 1):
+                raise ValueError(f"{key} must be a whole number of at least 1, got {options[key]!r}")
+    except (ValueError, TypeError) as exc:
         raise BadInput(f"remote {name}: {exc}")
     if options.get("host"):
         raise BadInput(f"remote {name}: remotes on other hosts (host: ...) are not supported yet",

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+from dulwich.file import FileLocked
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Blob, Commit, ShaFile, Tree
 
@@ -215,8 +216,17 @@ class Repo:
     def _add(self, obj: ShaFile) -> None:
         if self._pending is not None:
             self._pending[obj.id] = obj
-        else:
-            self.odb.add_object(obj)
+            return
+        for attempt in range(50):
+            try:
+                self.odb.add_object(obj)
+                return
+            except FileLocked:
+                # Another process is writing the very same object right now.
+                time.sleep(0.01 * (attempt + 1))
+                if self.odb.contains_loose(obj.id):
+                    return
+        self.odb.add_object(obj)
 
     def _get(self, sha: bytes) -> ShaFile:
         if self._pending and sha in self._pending:
@@ -299,6 +309,23 @@ class Repo:
                 os.unlink(index)
             self.run(["add", "-A", "--", "."], env=env)
             return self.out(["write-tree"], env=env).strip()
+        finally:
+            if os.path.exists(index):
+                os.unlink(index)
+
+    def checkout_to(self, commit: str, target: str) -> None:
+        """Write the files of ``commit`` under ``target`` with a private index.
+
+        Unlike ``git archive`` this ignores export-ignore/export-subst attributes: the run
+        sees exactly the committed files.
+        """
+        fd, index = tempfile.mkstemp(prefix="gitexp-index-", dir=self.git_dir)
+        os.close(fd)
+        os.unlink(index)
+        env = {"GIT_INDEX_FILE": index}
+        try:
+            self.run(["read-tree", commit], env=env)
+            self.run(["checkout-index", "-a", "-f", f"--prefix={os.path.join(os.path.abspath(target), '')}"], env=env)
         finally:
             if os.path.exists(index):
                 os.unlink(index)

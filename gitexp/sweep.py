@@ -221,7 +221,11 @@ def point_name(base: str, point: Mapping[str, Scalar]) -> str:
         text = f"{value:.4g}" if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
         text = "".join(c if c.isalnum() or c in "._-+" else "_" for c in text)
         parts.append(f"{key}={text}")
-    return f"{base}-" + ",".join(parts) if parts else base
+    name = f"{base}-" + ",".join(parts) if parts else base
+    while ".." in name:  # keep it a valid ref name whatever the values are
+        name = name.replace("..", "_")
+    name = name.rstrip(".")
+    return name[:-5] + "_lock" if name.endswith(".lock") else name
 
 
 def sweep_id(config: ExperimentConfig, pts: Sequence[Mapping[str, Scalar]]) -> str:

@@ -196,14 +196,15 @@ class Worker:
         def change(s: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             if s.get("status") != CLAIMED:
                 return None
-            return {**s, "status": "failed", "exit_code": code, "reason": reason, "ended": time.time()}
+            status = "killed" if code < 0 else "failed"  # a signal stopped it before it began
+            return {**s, "status": status, "exit_code": code, "reason": reason, "ended": time.time()}
 
         self.store.update_summary(exp.sha, change, message="gitexp: executor failed")
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        if self.stopping:
+        if self.stopping:  # asked again: executors kill their programs without grace
             for item in self.running:
-                _kill_group(item.proc, signal.SIGKILL)
+                _kill_group(item.proc, signal.SIGTERM)
             return
         self.stopping = True
         self.say(f"gitexp worker: stopping; {len(self.running)} running experiment(s) will be recorded killed")

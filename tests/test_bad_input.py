@@ -1,6 +1,7 @@
 """Every bad input: one clear line, exit code 2, and nothing written."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,18 @@ CASES = {
     "unknown id": (None, ["show", "deadbeef"], "no experiment 'deadbeef'"),
     "unknown id for metrics": (None, ["metrics", "nosuch"], "no experiment 'nosuch'"),
     "bad filter": (None, ["log", "--filter", "lr<<"], "--filter 'lr<<'"),
+    "--name with ..": (None, ["run", "config.yaml", "--name", "x..y"], "--name 'x..y' is not usable"),
+    "--name ending in .": (None, ["run", "config.yaml", "--name", "foo."], "--name 'foo.' is not usable"),
+    "--name with a space": (None, ["run", "config.yaml", "--name", "a b"], "--name 'a b' is not usable"),
+    "config name ending in .": ("name: foo.\ncommand: echo\n", ["run", "c.yaml"], "c.yaml:1: name 'foo.' is not usable"),
+    "date param": ("command: echo {d}\nparams: {d: 2020-01-01}\n", ["run", "c.yaml"],
+                   "c.yaml:2: param 'd' must be a number, string or true/false"),
+    "metric file not a string": ("command: echo\nmetrics:\n  x: {file: 123}\n", ["run", "c.yaml"],
+                                 "file of metric 'x' must be a string"),
+    "format spec for a string": ("command: echo {lr:.3f}\nparams: {lr: fast}\n", ["run", "c.yaml"],
+                                 "cannot fill the placeholders"),
+    "bad remote setting": (None, ["remote", "add", "r", "--runner", "slurm", "--cpus", "0"],
+                           "cpus must be a whole number of at least 1"),
 }
 
 
@@ -45,6 +58,21 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case: str, repo: Pat
     assert expected in lines[0]
     assert all_refs(repo) == before
     assert git(repo, "count-objects") == objects_before  # no objects left behind either
+
+
+def test_malformed_remotes_file(repo: Path) -> None:
+    (repo / ".gitexp.yaml").write_text("remotes:\n  r: {runner: slurm, cpus: [1]}\n")
+    proc = gitexp(repo, "run", "config.yaml", "--on", "r", check=False)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
+    assert "remote r: cpus must be a single value" in proc.stderr
+
+
+def test_numbers_and_times_as_people_write_them(repo: Path) -> None:
+    (repo / "n.yaml").write_text("command: echo lr={lr}\nparams: {lr: 1e-3}\nrequires: {time: 12:00:00}\n")
+    proc = gitexp(repo, "run", "n.yaml", "-p", "lr=1e-4")
+    assert "lr=0.0001" in proc.stdout
+    stored = json.loads(gitexp(repo, "show", "n", "--format", "json").stdout)["config"]
+    assert stored["params"] == {"lr": 0.0001} and stored["requires"] == {"time": "43200s"}
 
 
 def test_run_outside_a_git_repository(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Nothing lost: many writers at once all land, and git fsck stays clean."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -43,4 +44,24 @@ def test_concurrent_note_writers_on_one_store_lose_nothing(repo: Path) -> None:
     assert all(p.wait(timeout=120) == 0 for p in procs)
     listed = subprocess.run(["git", "notes", "--ref=exps", "list"], cwd=repo, capture_output=True, text=True).stdout
     assert len(listed.splitlines()) == 100
+    assert_fsck_clean(repo)
+
+
+def test_concurrent_read_modify_write_of_one_summary_loses_no_update(repo: Path) -> None:
+    script = textwrap.dedent(f'''
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from gitexp.notes import Store
+        from gitexp.repo import Repo
+        store = Store(Repo.discover("."))
+        sha = sys.argv[1]
+        for _ in range(20):
+            store.update_summary(sha, lambda s: {{**s, "count": s.get("count", 0) + 1}})
+    ''')
+    (repo.parent / "inc.py").write_text(script)
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    procs = [subprocess.Popen([sys.executable, str(repo.parent / "inc.py"), sha], cwd=repo) for _ in range(6)]
+    assert all(p.wait(timeout=300) == 0 for p in procs)
+    note = subprocess.run(["git", "notes", "--ref=exps", "show", sha], cwd=repo, capture_output=True, text=True).stdout
+    assert json.loads(note)["count"] == 120
     assert_fsck_clean(repo)

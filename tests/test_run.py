@@ -199,3 +199,43 @@ def test_requires_survive_the_round_trip_through_the_commit(repo: Path) -> None:
     assert row["status"] == "finished"
     stored = json.loads(gitexp(repo, "show", "req", "--format", "json").stdout)["config"]["requires"]
     assert stored == {"time": "7200s", "ram": 1000000, "disk": 1000000, "cpus": 1}
+
+
+def test_sigterm_stops_a_program_that_left_children_behind(repo: Path) -> None:
+    (repo / "bg.yaml").write_text("command: sleep 300 & echo started\n")
+    proc = subprocess.Popen([sys.executable, "-m", "gitexp", "run", "bg.yaml"], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(lambda: log_json(repo) and log_json(repo)[0]["status"] == "running")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    assert log_json(repo)[0]["status"] == "killed"
+    assert subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True).stdout == b""
+
+
+def test_time_limit_warning_reaches_the_program_and_decides_timeout(repo: Path) -> None:
+    """The runner's warning (SIGUSR1 to the executor): exit 0 after it is finished, else timeout."""
+    (repo / "warn.py").write_text(
+        "import os, signal, sys, time\n"
+        "def on_warning(*_):\n"
+        "    print('checkpointing', flush=True)\n"
+        "    sys.exit(int(sys.argv[1]))\n"
+        "signal.signal(signal.SIGUSR1, on_warning)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n")
+    (repo / "warn.yaml").write_text("command: python warn.py {code}\nparams: {code: 0}\n")
+    for code, expected in (("0", "finished"), ("3", "timeout")):
+        proc = subprocess.Popen([sys.executable, "-m", "gitexp", "run", "warn.yaml", "-p", f"code={code}",
+                                 "--name", f"w{code}"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_for(lambda: any(r["name"] == f"w{code}" and r["status"] == "running" for r in log_json(repo)))
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGUSR1)
+        proc.wait(timeout=30)
+        data = json.loads(gitexp(repo, "show", f"w{code}", "--format", "json").stdout)
+        assert data["status"] == expected and "checkpointing" in data["log_tail"]
+        assert os.path.exists(os.path.join(data["outdir"], "..", "stop-requested"))
+
+
+def test_export_ignore_attributes_do_not_hide_files_from_the_run(repo: Path) -> None:
+    (repo / ".gitattributes").write_text("train.py export-ignore\n")
+    gitexp(repo, "run", "config.yaml", "-p", "steps=1")
+    assert log_json(repo)[0]["status"] == "finished"

@@ -99,6 +99,20 @@ def test_run_that_does_not_fit_waits_with_reason(repo: Path) -> None:
     assert log_json(repo)[0]["status"] == "cancelled"
 
 
+def test_rm_of_a_queued_experiment_takes_it_off_the_queue(repo: Path) -> None:
+    gitexp(repo, "run", "config.yaml", "--queue", "--name", "gone")
+    gitexp(repo, "rm", "gone")
+    assert git(repo, "for-each-ref", "refs/exps-queue/") == ""
+    proc = gitexp(repo, "worker", "--until-empty")
+    assert "started 0 experiment(s)" in proc.stderr
+
+
+def test_detached_sweep_in_a_fresh_repository(repo: Path) -> None:
+    proc = gitexp(repo, "run", "config.yaml", "--sweep", "lr=0.1,0.5", "--detach")
+    assert len(proc.stdout.split()) == 2
+    wait_for(lambda: (lambda rows: len(rows) == 2 and all(r["status"] == "finished" for r in rows))(log_json(repo)))
+
+
 def test_skip_done_skips_finished_configs(repo: Path) -> None:
     gitexp(repo, "run", "config.yaml", "--sweep", "lr=0.1,0.5")
     proc = gitexp(repo, "run", "config.yaml", "--sweep", "lr=0.1,0.5,1.0", "--skip-done")

@@ -37,7 +37,9 @@ def show(ident: str, fmt: str) -> None:
         data = record(exp, status)
         data.update({"config": config, "facts": details.get("facts", {}), "log_tail": details.get("log_tail", ""),
                      "checkpoints": exp.summary.get("checkpoints", []), "outputs": outputs,
-                     "parent_dirty": exp.summary.get("parent_dirty"), "config_hash": exp.summary.get("config_hash")})
+                     "parent_dirty": exp.summary.get("parent_dirty"), "config_hash": exp.summary.get("config_hash"),
+                     "outdir": exp.summary.get("outdir"), "run_dir": exp.summary.get("run_dir"),
+                     "slurm": exp.summary.get("slurm")})
         print_json(data)
         return
     _print_show(exp, status, config, details, outputs)

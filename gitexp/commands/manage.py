@@ -8,7 +8,7 @@ import click
 from tabulate import tabulate
 
 from ..errors import BadInput, GitExpError
-from ..experiments import effective_status
+from ..status import live_statuses
 from ..notes import CONFIG_PATH
 from ..paths import run_paths
 from ..repo import RefUpdate
@@ -20,12 +20,14 @@ from .common import fmt_value, open_store
 @click.option("--force", is_flag=True, help="Remove even if it is still running.")
 @click.option("--keep-files", is_flag=True, help="Keep its run directory (log, outputs).")
 def rm(idents: tuple, force: bool, keep_files: bool) -> None:
-    """Delete experiments: their ref, their notes and (unless --keep-files) their run directory."""
+    """Delete experiments: ref, notes, queue entry and (unless --keep-files) run directory."""
     repo, store = open_store()
     exps = [store.find(ident) for ident in idents]  # all resolved before anything is removed
+    live = live_statuses(repo, exps)
     for exp in exps:
-        if effective_status(repo, exp) == "running" and not force:
-            raise BadInput(f"{exp.name} is still running", "stop it first, or pass --force")
+        status = live[exp.sha][0]
+        if status in ("pending", "starting", "running") and not force:
+            raise BadInput(f"{exp.name} is {status}", f"stop it first (git exp cancel {exp.name}), or pass --force")
     for exp in exps:
         store.remove(exp)
         if not keep_files:

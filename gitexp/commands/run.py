@@ -1,12 +1,13 @@
 """``git exp run``: make experiment commits from a config (one, or a sweep), then run or queue them."""
 from __future__ import annotations
 
+import os
 from typing import Dict, List, Optional, Tuple
 
 import click
 
 from .. import experiments
-from ..config import ExperimentConfig, load_config, parse_override
+from ..config import ExperimentConfig, check_name, load_config, parse_override
 from ..errors import BadInput, NotReady
 from ..notes import Store
 from ..paths import runs_root
@@ -73,6 +74,10 @@ def run(config_path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], z
 def _configs(path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], zipped: bool,
              name: Optional[str], group: Optional[str]) -> Tuple[List[ExperimentConfig], bool, Optional[int]]:
     config = load_config(path)
+    if name is not None and check_name(name):
+        raise BadInput(f"--name {name!r} is not usable as an experiment name", check_name(name))
+    if group is not None and check_name(group):
+        raise BadInput(f"--group {group!r} is not usable as a group name", check_name(group))
     values = dict(parse_override(text, config) for text in overrides)
     spec = parse_spec(config)
     spec = add_cli_sweeps(config, spec, sweeps, zipped)
@@ -81,11 +86,15 @@ def _configs(path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], zip
     if group:
         config.group = group
     if spec.is_empty():
+        config.check_command()
         return [config], False, None
     for key in values:
         if key in spec.varied():
             raise BadInput(f"-p {key}: '{key}' is also swept", "drop one of -p and --sweep for it")
-    return expand(config, spec, group), True, spec.max_parallel
+    configs = expand(config, spec, group)
+    for point in configs:
+        point.check_command()
+    return configs, True, spec.max_parallel
 
 
 def _print_points(configs: List[ExperimentConfig]) -> None:
@@ -114,7 +123,8 @@ def _queue_or_sweep(repo: Repo, store: Store, configs: List[ExperimentConfig], t
         return 0
     if detach:
         argv = gitexp_argv("worker", "--until-empty", "--jobs", str(jobs), "--group", str(group))
-        Transport().spawn(argv, cwd=repo.root, log_path=f"{runs_root(repo)}/worker-{group}.log")
+        os.makedirs(runs_root(repo), exist_ok=True)
+        Transport().spawn(argv, cwd=repo.root, log_path=os.path.join(runs_root(repo), f"worker-{group}.log"))
         for exp in exps:
             click.echo(exp.sha)
         click.echo(f"gitexp: sweep {group} ({len(exps)} experiments) runs in the background; "

@@ -120,18 +120,34 @@ class SlurmRunner(Runner):
                     exp.summary["slurm"] = {"job": job, "task": index if len(chunk) > 1 else None,
                                             "remote": self.remote.name, "script": path}
                     scripts[exp.sha] = script
-            self.store.create_batch(exps)
         except BaseException:
-            for job in held:
-                self._call([self._tool("scancel"), job])
+            self._cancel_jobs(held)
             raise
-        self._record_scripts(exps, scripts)
-        for job in held:
-            code, _, err = self._call([self._tool("scontrol"), "release", job])
-            if code != 0:
-                raise GitExpError(f"submitted job {job} but could not release it: {err.strip()}",
-                                  f"release it by hand: scontrol release {job}")
+        details = {(DETAILS_REF, e.sha): dump_json({"batch_script": scripts[e.sha]}) for e in exps}
+        try:
+            self.store.create_batch(exps, extra_notes=details)
+        except BaseException:
+            self._cancel_jobs(held)  # nothing was recorded
+            raise
+        try:
+            for job in held:
+                code, _, err = self._call([self._tool("scontrol"), "release", job])
+                if code != 0:
+                    raise GitExpError(f"could not release held Slurm job {job}: {err.strip()}")
+        except BaseException as exc:
+            self._cancel_jobs(held)
+            self._mark_failed(exps, f"submission failed after recording: {exc}")
+            raise
         return exps
+
+    def _cancel_jobs(self, jobs: Sequence[str]) -> None:
+        for job in jobs:
+            self._call([self._tool("scancel"), job])
+
+    def _mark_failed(self, exps: Sequence[Experiment], reason: str) -> None:
+        for exp in exps:
+            self.store.update_summary(exp.sha, lambda s: {**s, "status": "failed", "reason": reason},
+                                      message="gitexp: submission failed")
 
     def _make_experiments(self, snap: Snapshot, configs: List[ExperimentConfig]) -> List[Experiment]:
         taken = set(self.store.experiment_refs())
@@ -148,11 +164,6 @@ class SlurmRunner(Runner):
             summary["runner"] = "slurm"
             exps.append(Experiment(sha, name, summary))
         return exps
-
-    def _record_scripts(self, exps: List[Experiment], scripts: Dict[str, str]) -> None:
-        """Keep the batch script with each experiment, for the record (details note)."""
-        self.store.write({(DETAILS_REF, e.sha): dump_json({"batch_script": scripts[e.sha]}) for e in exps},
-                         message="gitexp: batch scripts")
 
     def directives(self, config: ExperimentConfig, count: int, folder: str,
                    max_parallel: Optional[int] = None) -> List[str]:
