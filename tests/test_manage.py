@@ -47,7 +47,7 @@ def test_rm_removes_ref_and_notes(repo: Path) -> None:
     sha = log_json(repo, "--filter", "name=lr0.1")[0]["id"]
     gitexp(repo, "rm", sha[:8])
     assert sorted(r["name"] for r in log_json(repo)) == ["lr0.5", "lr1.0"]
-    assert f"refs/exps/lr0.1" not in all_refs(repo)
+    assert "refs/exps/lr0.1" not in all_refs(repo)
     assert git(repo, "notes", "--ref=exps", "show", sha, check=False) == ""
     assert_fsck_clean(repo)
 

@@ -15,7 +15,7 @@ from ..runners.slurm import SlurmRunner
 from ..status import live_status, live_statuses
 from ..facts import gpu_models
 from ..notes import Experiment
-from ..queue import CLAIMED, QUEUED, Queue, order_key
+from ..queue import CLAIMED, QUEUED, Queue
 from ..runners.local import LocalRunner
 from ..worker import Worker
 from .common import fmt_time, fmt_value, open_store, output_format, print_json, render_table
