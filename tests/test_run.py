@@ -126,9 +126,13 @@ def test_dead_background_executor_is_shown_lost(repo: Path) -> None:
     gitexp(repo, "run", "long.yaml", "--detach")
     row = wait_for(lambda: [r for r in log_json(repo) if r["status"] == "running"])[0]
     note = json.loads(git(repo, "notes", "--ref=exps", "show", row["id"]))
+    import psutil
+
+    program = psutil.Process(note["pid"]).children(recursive=True)
     os.kill(note["pid"], signal.SIGKILL)
     wait_for(lambda: log_json(repo)[0]["status"] == "lost", timeout=10)
-    subprocess.run(["pkill", "-f", "sleep 120"])
+    for child in program:  # the orphaned program, and nothing else
+        child.kill()
 
 
 def test_not_enough_disk_refuses_with_numbers_and_writes_nothing(repo: Path) -> None:
