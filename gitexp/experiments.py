@@ -19,7 +19,7 @@ import yaml
 
 from .config import ExperimentConfig
 from .errors import BadInput
-from .notes import CONFIG_PATH, EXP_PREFIX, Experiment, Store
+from .notes import CONFIG_PATH, Experiment, Store
 from .paths import run_paths
 from .repo import RefUpdate, Repo
 
@@ -160,6 +160,3 @@ def effective_status(repo: Repo, exp: Experiment, host: Optional[str] = None) ->
         return status
     return status if age < 4 * HEARTBEAT_SECONDS else "lost"
 
-
-def ref_of(name: str) -> str:
-    return EXP_PREFIX + name

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import yaml
 
@@ -183,6 +183,3 @@ def describe(remote: Remote) -> str:
             parts.append(f"{key}={remote.get(key)}")
     return " ".join(parts)
 
-
-def optional_int(value: Any) -> Optional[int]:
-    return None if value is None else int(value)
