@@ -123,10 +123,13 @@ class Executor:
         return code
 
     def _status_for(self, code: int) -> str:
-        if self.stop_reason == "killed" and self.runner == "slurm":
-            from .runners.slurm import stop_reason  # time limit, preemption or scancel?
+        if self.runner == "slurm" and (self.stop_reason == "killed" or (code < 0 and not self.stop_reason)):
+            # Slurm signals every process of the job, the program often before us: ask
+            # whether this was a cancel, the time limit or preemption.
+            from .runners.slurm import stop_reason
 
-            self.stop_reason = stop_reason(self.store.summary(self.sha), self.saw_warning)
+            self.stop_reason = stop_reason(self.store.summary(self.sha), self.saw_warning,
+                                           signalled=self.stop_reason == "killed")
         if self.stop_reason:
             return self.stop_reason
         if self.saw_warning and code != 0:

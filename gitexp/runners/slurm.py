@@ -287,8 +287,13 @@ def slurm_status(recorded: str, state: Optional[Tuple[str, str]]) -> Tuple[str, 
     return ENDED_AS.get(base, "lost"), why
 
 
-def stop_reason(summary: Dict[str, Any], saw_warning: bool) -> str:
-    """Why the executor inside a Slurm job was told to stop: cancel, or time limit/preemption."""
+def stop_reason(summary: Dict[str, Any], saw_warning: bool, signalled: bool = True) -> Optional[str]:
+    """Why a run inside a Slurm job was stopped: cancel, or time limit/preemption.
+
+    ``signalled``: the executor itself got SIGTERM, so something stopped the job ("killed"
+    when nothing more specific is known). Otherwise (only the program died of a signal,
+    which happens when Slurm signals the program first) None means no evidence of a stop.
+    """
     if summary.get("cancel_requested"):
         return "killed"
     if saw_warning:
@@ -300,7 +305,9 @@ def stop_reason(summary: Dict[str, Any], saw_warning: bool) -> str:
         text = proc.stdout.decode(errors="replace")
         if re.search(r"JobState=(TIMEOUT|PREEMPTED|DEADLINE)|Reason=(TimeLimit|Preempt)", text):
             return "timeout"
-    return "killed"
+        if re.search(r"JobState=CANCELLED", text):
+            return "killed"
+    return "killed" if signalled else None
 
 
 def filesystem_warning(path: str) -> Optional[str]:
