@@ -93,25 +93,31 @@ def create(repo: Repo, store: Store, config: ExperimentConfig, status: str = "cr
     return Experiment(sha, name, summary)
 
 
+def make_experiments(repo: Repo, store: Store, snap: Snapshot, configs: List[ExperimentConfig],
+                     status: str) -> List[Experiment]:
+    """Commits and first summaries for many configs, each with a free name (not yet recorded)."""
+    taken = set(store.experiment_refs())
+    exps = []
+    for config in configs:
+        name, n = config.name, 1
+        while name in taken:
+            n += 1
+            name = f"{config.name}-{n}"
+        taken.add(name)
+        config = config.with_params({}, name=name)
+        sha = make_commit(repo, snap, config)
+        exps.append(Experiment(sha, name, initial_summary(config, snap, status)))
+    return exps
+
+
 def create_many(repo: Repo, store: Store, configs: List[ExperimentConfig], status: str,
                 extra_refs_for: Any = None) -> List[Experiment]:
-    """Many experiments in one notes commit and one ref transaction (sweeps)."""
+    """Many experiments in one pack, one notes commit and one ref transaction (sweeps)."""
     for config in configs:
         check_files(repo, config)
     snap = take_snapshot(repo)
-    taken = set(store.experiment_refs())
-    exps = []
     with repo.batch():
-        for config in configs:
-            name = config.name
-            n = 1
-            while name in taken:
-                n += 1
-                name = f"{config.name}-{n}"
-            taken.add(name)
-            config = config.with_params({}, name=name)
-            sha = make_commit(repo, snap, config)
-            exps.append(Experiment(sha, name, initial_summary(config, snap, status)))
+        exps = make_experiments(repo, store, snap, configs, status)
         store.create_batch(exps, extra_refs_for)
     return exps
 

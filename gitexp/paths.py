@@ -49,12 +49,16 @@ class RunPaths:
 
 
 def runs_root(repo: Repo) -> str:
+    """Asked once per Repo: the worker's loop and every run directory lookup call this."""
+    if "runs_root" in repo.settings:
+        return repo.settings["runs_root"]
     configured = os.environ.get("GITEXP_RUNS_DIR")
     if not configured:
         configured = repo.run(["config", "exp.runsDir"], check=False).stdout.decode().strip()
-    if configured:
-        return os.path.abspath(os.path.expanduser(configured))
-    return os.path.join(repo.common_dir, "gitexp", "runs")
+    root = os.path.abspath(os.path.expanduser(configured)) if configured else \
+        os.path.join(repo.common_dir, "gitexp", "runs")
+    repo.settings["runs_root"] = root
+    return root
 
 
 def run_paths(repo: Repo, sha: str) -> RunPaths:

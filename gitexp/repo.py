@@ -72,6 +72,7 @@ class Repo:
         self.common_dir = common_dir
         self._odb: Optional[DiskObjectStore] = None
         self._pending: Optional[Dict[bytes, ShaFile]] = None
+        self.settings: Dict[str, str] = {}  # values read once per process (e.g. the runs root)
         self._ident: Optional[Tuple[bytes, Optional[int], int]] = None
 
     # -- discovery -------------------------------------------------------------------

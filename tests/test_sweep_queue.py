@@ -155,7 +155,7 @@ def test_two_workers_run_each_of_40_exactly_once_and_retry_lost_after_sigkill(re
     assert_fsck_clean(repo)
 
     # now a worker dies with SIGKILL halfway, its running executors with it
-    gitexp(repo, "run", "t.yaml", "--queue", "--group", "second", "-p", "s=1",
+    gitexp(repo, "run", "t.yaml", "--queue", "--group", "second", "-p", "s=2",
            "--sweep", "i=" + ",".join(map(str, range(40))))
     victim = subprocess.Popen([sys.executable, "-m", "gitexp", "worker", "--jobs", "2"], cwd=repo,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -163,9 +163,19 @@ def test_two_workers_run_each_of_40_exactly_once_and_retry_lost_after_sigkill(re
                                 cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: len([r for r in log_json(repo, "--group", "second") if r["status"] == "finished"]) >= 6,
              timeout=120)
-    children = wait_for(lambda: psutil.Process(victim.pid).children(), timeout=30, interval=0.02)
-    for child in children:
-        child.kill()
+    def victim_running() -> list:
+        """The victim's executors, once one of them is recorded running (so it can be lost)."""
+        kids = psutil.Process(victim.pid).children()
+        pids = {k.pid for k in kids}
+        for row in log_json(repo, "--group", "second", "--filter", "status=running"):
+            if json.loads(git(repo, "notes", "--ref=exps", "show", row["id"])).get("pid") in pids:
+                return kids
+        return []
+    for child in wait_for(victim_running, timeout=60, interval=0.05):
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
     victim.kill()
     victim.wait()
     assert survivor.wait(timeout=300) == 0

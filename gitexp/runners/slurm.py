@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..config import ExperimentConfig
 from ..errors import BadInput, GitExpError
-from ..experiments import Snapshot, initial_summary, make_commit, take_snapshot
+from ..experiments import make_experiments, take_snapshot
 from ..notes import DETAILS_REF, Experiment, Store, dump_json
 from ..paths import runs_root
 from ..remotes import Remote
@@ -92,7 +92,9 @@ class SlurmRunner(Runner):
         sbatch = self._tool("sbatch")
         snap = take_snapshot(self.repo)
         with self.repo.batch():
-            exps = self._make_experiments(snap, configs)
+            exps = make_experiments(self.repo, self.store, snap, configs, "pending")
+            for exp in exps:
+                exp.summary["runner"] = "slurm"
             return self._submit(sbatch, exps, configs, max_parallel)
 
     def _submit(self, sbatch: str, exps: List[Experiment], configs: List[ExperimentConfig],
@@ -148,22 +150,6 @@ class SlurmRunner(Runner):
         for exp in exps:
             self.store.update_summary(exp.sha, lambda s: {**s, "status": "failed", "reason": reason},
                                       message="gitexp: submission failed")
-
-    def _make_experiments(self, snap: Snapshot, configs: List[ExperimentConfig]) -> List[Experiment]:
-        taken = set(self.store.experiment_refs())
-        exps = []
-        for config in configs:
-            name, n = config.name, 1
-            while name in taken:
-                n += 1
-                name = f"{config.name}-{n}"
-            taken.add(name)
-            config = config.with_params({}, name=name)
-            sha = make_commit(self.repo, snap, config)
-            summary = initial_summary(config, snap, "pending")
-            summary["runner"] = "slurm"
-            exps.append(Experiment(sha, name, summary))
-        return exps
 
     def directives(self, config: ExperimentConfig, count: int, folder: str,
                    max_parallel: Optional[int] = None) -> List[str]:
