@@ -5,13 +5,14 @@ that turns those into ``error: ...`` and an exit code (2 for bad input).
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 from typing import Any, Dict, List, Optional
 
 import click
 
-from .errors import GitExpError
+from .errors import DiskFull, GitExpError
 
 # command name -> (module under gitexp.commands, attribute). Imported on use, so that
 # `git exp log` does not pay for the executor's imports.
@@ -29,6 +30,7 @@ COMMANDS: Dict[str, tuple] = {
     "worker": ("queue_cmd", "worker"),
     "cancel": ("queue_cmd", "cancel"),
     "remote": ("remote_cmd", "remote"),
+    "fsck": ("fsck_cmd", "fsck"),
     "_exec": ("exec_cmd", "exec_"),
 }
 
@@ -65,4 +67,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        click.echo(f"error: {DiskFull(exc.filename or 'the output directory')}", err=True)
+        sys.exit(DiskFull.exit_code)
     sys.exit(result if isinstance(result, int) else 0)

@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -35,11 +36,13 @@ class Snapshot:
     head: str
     tree: str
     dirty: bool
+    submodules: Dict[str, str]  # path -> the commit recorded for it
 
 
 def take_snapshot(repo: Repo) -> Snapshot:
     head = repo.head()
-    return Snapshot(head=head, tree=repo.snapshot_tree(), dirty=repo.is_dirty())
+    tree = repo.snapshot_tree()
+    return Snapshot(head=head, tree=tree, dirty=repo.is_dirty(), submodules=repo.gitlinks(tree))
 
 
 def check_files(repo: Repo, config: ExperimentConfig) -> None:
@@ -51,9 +54,15 @@ def check_files(repo: Repo, config: ExperimentConfig) -> None:
 
 
 def commit_message(config: ExperimentConfig) -> str:
+    """The message of a run commit; its ``Gitexp-Run`` trailer is random.
+
+    Without it, two runs of one config from one tree in the same second would be the very
+    same commit (same tree, parent, message and timestamp) and share a note and a run
+    directory: every run must be a commit of its own, whatever the timing.
+    """
     lines = [f"exp: {config.name}", ""]
     lines += [f"{k} = {v}" for k, v in config.params.items()]
-    lines += ["", f"Gitexp-Config-Hash: {config.config_hash()}"]
+    lines += ["", f"Gitexp-Config-Hash: {config.config_hash()}", f"Gitexp-Run: {uuid.uuid4().hex}"]
     return "\n".join(lines) + "\n"
 
 
@@ -79,6 +88,7 @@ def initial_summary(config: ExperimentConfig, snap: Snapshot, status: str) -> Di
         "created": time.time(),
         "parent": snap.head,
         "parent_dirty": snap.dirty,
+        **({"submodules": snap.submodules} if snap.submodules else {}),
     }
 
 

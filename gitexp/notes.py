@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .errors import BadInput, RefConflict
+from .errors import BadInput, MissingObjects, RefConflict
 from .repo import RefUpdate, Repo
 
 EXP_PREFIX = "refs/exps/"
@@ -72,7 +72,7 @@ class Store:
 
     def notes_index(self, notes_ref: str) -> Dict[str, str]:
         """annotated sha -> note blob sha, from one ``ls-tree`` of the notes commit."""
-        if not self.repo.resolve(notes_ref):
+        if not self.repo.refs(notes_ref).get(notes_ref):
             return {}
         return {_sha_from_path(e.path): e.sha for e in self.repo.ls_tree(notes_ref) if e.kind == "blob"}
 
@@ -81,16 +81,24 @@ class Store:
         names = self.experiment_refs()
         index = self.notes_index(SUMMARY_REF)
         blobs = self.repo.cat_blobs(index[sha] for sha in names.values() if sha in index)
+        lost = [index[sha] for sha in names.values() if sha in index and index[sha] not in blobs]
+        if lost:
+            raise MissingObjects(lost, f"summary notes in {SUMMARY_REF}")
         summaries = _load_many([blobs.get(index.get(sha, ""), b"") for sha in names.values()])
         return [Experiment(sha, name, summary) for (name, sha), summary in zip(names.items(), summaries)]
 
     def read_notes(self, notes_ref: str, shas: Sequence[str]) -> Dict[str, bytes]:
         """Notes of ``shas`` under ``notes_ref`` (absent ones left out), one cat-file call."""
-        tip = self.repo.resolve(notes_ref)
+        tip = self.repo.refs(notes_ref).get(notes_ref)
         if not tip:
             return {}
         keys = {f"{tip}:{p}": sha for sha in shas for p in _note_paths(sha)}
-        found = self.repo.cat_blobs(keys)
+        # The tip and its tree ride along in the same call: a note that is absent and a
+        # notes commit that is missing (gc beside a writer) must not look the same.
+        found = self.repo.cat_blobs([tip, f"{tip}^{{tree}}", *keys])
+        if tip not in found or f"{tip}^{{tree}}" not in found:
+            raise MissingObjects([tip], f"the tip of {notes_ref} or its tree")
+        found = {key: data for key, data in found.items() if key in keys}
         out: Dict[str, bytes] = {}
         for key, data in found.items():
             out.setdefault(keys[key], data)
@@ -254,7 +262,10 @@ class Store:
                     changes[path] = None
                 if data is not None:
                     changes[_note_paths(sha)[0]] = self.repo.hash_blob(data)
-            tree = self.repo.build_tree(old, changes)
+            try:
+                tree = self.repo.build_tree(old, changes)
+            except MissingObjects as exc:
+                raise MissingObjects(exc.shas, f"the notes in {notes_ref}") from None
             commit = self.repo.commit_tree(tree, [old] if old else [], message)
             updates.append(RefUpdate(notes_ref, commit, old))
         return updates

@@ -10,6 +10,7 @@ transaction whose lines carry the old value (compare-and-swap).
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -21,10 +22,11 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from dulwich.file import FileLocked
+from dulwich.repo import parse_shared_repository
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Blob, Commit, ShaFile, Tree
 
-from .errors import BadInput, GitFailed
+from .errors import BadInput, DiskFull, GitFailed, MissingObjects
 
 ZERO_SHA = "0" * 40
 
@@ -50,6 +52,75 @@ class TreeEntry:
     kind: str
     sha: str
     path: str
+
+
+STALE_LOCK_SECONDS = 10.0
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NO_SPACE_TEXT = ("No space left on device", "Disk quota exceeded")
+
+
+def storage_error(exc: OSError, path: str) -> Exception:
+    """A full disk becomes :class:`DiskFull` (one clear line); other errors pass through."""
+    if exc.errno in _NO_SPACE:
+        return DiskFull(path)
+    return exc
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _remove_stale_lock(lock: str) -> bool:
+    """Remove ``lock`` if nobody has touched it for a while (its writer died); True if removed."""
+    try:
+        age = time.time() - os.path.getmtime(lock)
+    except OSError:
+        return False
+    if age < STALE_LOCK_SECONDS:
+        return False
+    _unlink_quietly(lock)
+    return True
+
+
+def _checkout_tree(source: str, commit: str, target: str, depth: int) -> None:
+    """Files of ``commit`` (an object of the repository at ``source``) under ``target``."""
+    if depth > 8:
+        raise GitFailed(f"submodules nested more than 8 deep under {source}")
+    git_dir = subprocess.run(["git", "rev-parse", "--absolute-git-dir"], cwd=source, env=_clean_env(),
+                             capture_output=True, text=True).stdout.strip()
+    fd, index = tempfile.mkstemp(prefix="gitexp-index-")
+    os.close(fd)
+    os.unlink(index)
+    env = _clean_env({"GIT_INDEX_FILE": index})
+    try:
+        for args in (["read-tree", commit], ["checkout-index", "-a", "-f", f"--prefix={os.path.join(target, '')}"]):
+            proc = subprocess.run(["git", *args], cwd=source, env=env, capture_output=True)
+            if proc.returncode != 0:
+                err = proc.stderr.decode(errors="replace").strip()
+                raise GitFailed(f"cannot check out {commit[:12]} from {git_dir or source}: {err}")
+        listing = subprocess.run(["git", "ls-tree", "-r", "-z", commit], cwd=source, env=env,
+                                 capture_output=True).stdout.decode(errors="replace")
+    finally:
+        if os.path.exists(index):
+            os.unlink(index)
+    for item in listing.split("\0"):
+        meta, _, path = item.partition("\t")
+        if not meta.startswith("160000 "):
+            continue
+        sub_commit = meta.split(" ")[2]
+        sub_source = os.path.join(source, path)
+        if not os.path.exists(os.path.join(sub_source, ".git")):
+            raise GitFailed(f"submodule {path}: no repository at {sub_source} to take its commit "
+                            f"{sub_commit[:12]} from", f"run git submodule update --init {path}")
+        present = subprocess.run(["git", "cat-file", "-e", f"{sub_commit}^{{commit}}"], cwd=sub_source,
+                                 env=_clean_env(), capture_output=True)
+        if present.returncode != 0:
+            raise GitFailed(f"submodule {path}: its recorded commit {sub_commit[:12]} is not in {sub_source}",
+                            f"fetch it there (git -C {path} fetch) or run git submodule update {path}")
+        _checkout_tree(sub_source, sub_commit, os.path.join(target, path), depth + 1)
 
 
 def _clean_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
@@ -81,7 +152,7 @@ class Repo:
         path = os.path.abspath(path)
         try:
             proc = subprocess.run(
-                ["git", "rev-parse", "--show-toplevel", "--absolute-git-dir", "--git-common-dir"],
+                ["git", "rev-parse", "--is-bare-repository", "--absolute-git-dir", "--git-common-dir"],
                 cwd=path, env=_clean_env(), capture_output=True, text=True,
             )
         except FileNotFoundError:
@@ -91,13 +162,18 @@ class Repo:
                 f"not a git repository: {path}",
                 "run gitexp inside a git repository (git init, then commit your code)",
             )
-        lines = proc.stdout.splitlines()
-        if len(lines) < 3:
-            raise BadInput(f"not inside a git working tree: {path}", "run gitexp from a checkout, not a bare repository")
-        root, git_dir, common = lines[0], lines[1], lines[2]
+        bare, git_dir, common = (proc.stdout.splitlines() + ["", "", ""])[:3]
+        if bare == "true" or not git_dir:
+            raise BadInput(f"{git_dir or path} is a bare repository: it has no working tree to snapshot",
+                           "clone it (git clone <path>) and run gitexp in the clone")
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path, env=_clean_env(),
+                             capture_output=True, text=True)
+        if top.returncode != 0 or not top.stdout.strip():
+            raise BadInput(f"{path} is inside the git directory {git_dir}, not in a working tree",
+                           "run gitexp from the repository's working tree")
         if not os.path.isabs(common):
             common = os.path.normpath(os.path.join(path, common))
-        return cls(root, git_dir, common)
+        return cls(top.stdout.strip(), git_dir, common)
 
     # -- process plumbing -------------------------------------------------------------
     def run(
@@ -114,6 +190,8 @@ class Repo:
         )
         if check and proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip()
+            if any(text in err for text in _NO_SPACE_TEXT):
+                raise DiskFull(self.common_dir)
             raise GitFailed(f"git {' '.join(args[:3])} failed: {err}")
         return proc
 
@@ -148,7 +226,13 @@ class Repo:
 
     def ls_tree(self, treeish: str, recursive: bool = True) -> List[TreeEntry]:
         args = ["ls-tree", "-z", "--full-tree"] + (["-r"] if recursive else []) + [treeish]
-        raw = self.run(args).stdout.decode(errors="replace")
+        proc = self.run(args, check=False)
+        if proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace")
+            if re.search(r"not a tree object|bad object|could not read|unable to read|bad tree", err, re.I):
+                raise MissingObjects(re.findall(r"[0-9a-f]{40}", err) or [treeish], f"reading {treeish}")
+            self.run(args)  # raises GitFailed with git's message
+        raw = proc.stdout.decode(errors="replace")
         entries = []
         for item in raw.split("\0"):
             if not item:
@@ -183,6 +267,31 @@ class Repo:
             pos += size + 1
         return result
 
+    def missing(self, shas: Iterable[str]) -> List[str]:
+        """Which of ``shas`` are not in the object store (one ``cat-file --batch-check``)."""
+        wanted = list(dict.fromkeys(shas))
+        if not wanted:
+            return []
+        proc = self.run(["cat-file", "--batch-check=%(objectname)"], input="".join(s + "\n" for s in wanted).encode(),
+                        check=False)
+        lines = proc.stdout.decode(errors="replace").splitlines()
+        return [sha for sha, line in zip(wanted, lines) if line.endswith(" missing")]
+
+    def missing_reachable(self, tips: Sequence[str], exclude: Sequence[str] = ()) -> List[str]:
+        """Objects reachable from ``tips`` (all present themselves) that are missing."""
+        if not tips:
+            return []
+        args = ["rev-list", "--objects", "--missing=print", *tips]
+        if exclude:
+            args += ["--not", *exclude]
+        proc = self.run(args, check=False)
+        text = proc.stdout.decode(errors="replace")
+        found = [line[1:41] for line in text.splitlines() if line.startswith("?")]
+        if proc.returncode != 0 and not found:
+            err = proc.stderr.decode(errors="replace")
+            found = re.findall(r"([0-9a-f]{40})", err) or list(tips)
+        return found
+
     def show_file(self, rev: str, path: str) -> Optional[bytes]:
         proc = self.run(["cat-file", "blob", f"{rev}:{path}"], check=False)
         return proc.stdout if proc.returncode == 0 else None
@@ -191,7 +300,14 @@ class Repo:
     @property
     def odb(self) -> DiskObjectStore:
         if self._odb is None:
-            self._odb = DiskObjectStore(os.path.join(self.common_dir, "objects"))
+            # Honour core.sharedRepository as git does (group-readable objects, setgid
+            # directories), so teammates can read the objects gitexp writes.
+            shared = self.run(["config", "--get", "core.sharedRepository"], check=False).stdout.decode().strip()
+            try:
+                perm = parse_shared_repository(shared) if shared else None
+            except ValueError:
+                perm = None
+            self._odb = DiskObjectStore(os.path.join(self.common_dir, "objects"), shared_perm=perm)
         return self._odb
 
     @contextmanager
@@ -211,28 +327,46 @@ class Repo:
 
     def flush_objects(self) -> None:
         if self._pending:
-            self.odb.add_objects([(obj, None) for obj in self._pending.values()])
+            try:
+                self.odb.add_objects([(obj, None) for obj in self._pending.values()])
+            except OSError as exc:
+                raise storage_error(exc, os.path.join(self.common_dir, "objects", "pack")) from exc
             self._pending.clear()
 
     def _add(self, obj: ShaFile) -> None:
+        """Write one loose object (dulwich freshens the mtime of one that exists, as git does).
+
+        A lock left by a writer that died (a kill, a full disk) is removed once it is older
+        than any real write takes; a concurrent writer of the very same object is waited for.
+        """
         if self._pending is not None:
             self._pending[obj.id] = obj
             return
+        path = self.odb._get_shafile_path(obj.id)
         for attempt in range(50):
             try:
                 self.odb.add_object(obj)
                 return
             except FileLocked:
-                # Another process is writing the very same object right now.
+                if _remove_stale_lock(path + ".lock"):
+                    continue
                 time.sleep(0.01 * (attempt + 1))
                 if self.odb.contains_loose(obj.id):
                     return
-        self.odb.add_object(obj)
+            except OSError as exc:
+                # A failed write (ENOSPC) can leave its lock behind: it is ours, remove it.
+                _unlink_quietly(path + ".lock")
+                raise storage_error(exc, path) from exc
+        raise GitFailed(f"could not write object {obj.id.decode()}: {path}.lock is held by another process",
+                        f"if no gitexp or git process is running, delete {path}.lock")
 
     def _get(self, sha: bytes) -> ShaFile:
         if self._pending and sha in self._pending:
             return self._pending[sha]
-        return self.odb[sha]
+        try:
+            return self.odb[sha]
+        except KeyError:
+            raise MissingObjects([sha.decode()]) from None
 
     def hash_blob(self, data: bytes) -> str:
         blob = Blob.from_string(data)
@@ -318,18 +452,15 @@ class Repo:
         """Write the files of ``commit`` under ``target`` with a private index.
 
         Unlike ``git archive`` this ignores export-ignore/export-subst attributes: the run
-        sees exactly the committed files.
+        sees exactly the committed files. Submodules and nested repositories (gitlinks) get
+        the files of the commit the experiment recorded for them, read from their own
+        repository in this working tree.
         """
-        fd, index = tempfile.mkstemp(prefix="gitexp-index-", dir=self.git_dir)
-        os.close(fd)
-        os.unlink(index)
-        env = {"GIT_INDEX_FILE": index}
-        try:
-            self.run(["read-tree", commit], env=env)
-            self.run(["checkout-index", "-a", "-f", f"--prefix={os.path.join(os.path.abspath(target), '')}"], env=env)
-        finally:
-            if os.path.exists(index):
-                os.unlink(index)
+        _checkout_tree(self.root, commit, os.path.abspath(target), depth=0)
+
+    def gitlinks(self, treeish: str) -> Dict[str, str]:
+        """path -> commit of every submodule or nested repository recorded in ``treeish``."""
+        return {e.path: e.sha for e in self.ls_tree(treeish) if e.mode == "160000"}
 
     def commit_tree(self, tree: str, parents: Sequence[str], message: str) -> str:
         commit = Commit()
@@ -372,6 +503,11 @@ class Repo:
                      or "unable to resolve reference" in err or "is at" in err)
         if lost_race:
             return False
+        if any(text in err for text in _NO_SPACE_TEXT):
+            raise DiskFull(self.common_dir)
+        missing = re.findall(r"nonexistent object ([0-9a-f]{40})", err)
+        if missing:
+            raise MissingObjects(missing, "a ref update names them")
         raise GitFailed(f"git update-ref failed: {err.strip()}")
 
     def maintain(self) -> None:

@@ -1,0 +1,30 @@
+"""``git exp fsck``: find refs and notes that point at missing objects, and repair them."""
+from __future__ import annotations
+
+import click
+
+from .. import fsck as fsck_core
+from .common import open_store
+
+
+@click.command()
+@click.option("--repair", is_flag=True, help="Rewind damaged notes refs to their newest whole state, drop refs "
+              "to missing commits, and rebuild lost summaries (status lost).")
+def fsck(repair: bool) -> int:
+    """Check gitexp's refs and notes for missing objects (exit 1 if any are damaged)."""
+    repo, store = open_store()
+    damage = fsck_core.check(repo)
+    if damage.clean:
+        click.echo("gitexp: refs and notes are whole")
+        return 0
+    for line in damage.lines():
+        click.echo(f"damaged: {line}")
+    if not repair:
+        click.echo("gitexp: run `git exp fsck --repair` to recover what can be recovered", err=True)
+        return 1
+    for line in fsck_core.repair(repo, store, damage):
+        click.echo(f"repaired: {line}")
+    left = fsck_core.check(repo)
+    for line in left.lines():
+        click.echo(f"still damaged: {line}")
+    return 0 if not left.notes and not left.lost_commits else 1

@@ -1,0 +1,188 @@
+"""Check gitexp's refs and notes for missing objects, and recover from them.
+
+Objects go missing when ``git gc --prune=now`` (or ``git prune --expire=now``) runs beside a
+writer: gc decides what is reachable, a writer then points a ref at objects it just wrote,
+and gc deletes them. git itself calls that unsafe; gitexp keeps the window short (objects
+are written right before the one ref transaction that makes them reachable, and an object
+that already exists is freshened, as git does), and this module finds and repairs what such
+a race leaves:
+
+* a notes ref (``refs/notes/exps*``) whose tip, tree or notes are missing is reset to the
+  newest entry of its reflog that is whole (git keeps reflogs of ``refs/notes/*``), and
+  reflog entries naming missing objects are dropped;
+* experiments whose summary note was lost get a new one rebuilt from their commit, status
+  ``lost`` (so ``git exp queue --retry-lost`` can run them again);
+* an experiment or queue ref whose commit is gone is deleted (its run directory is kept).
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from .errors import GitExpError, MissingObjects
+from .notes import EXP_PREFIX, NOTES_REFS, QUEUE_PREFIX, SUMMARY_REF, Store, dump_json
+from .repo import RefUpdate, Repo
+
+
+@dataclass
+class Damage:
+    """What a check found; each list holds human-readable lines."""
+
+    notes: Dict[str, List[str]] = field(default_factory=dict)  # notes ref -> missing objects
+    lost_commits: Dict[str, str] = field(default_factory=dict)  # ref -> missing commit
+    incomplete: Dict[str, List[str]] = field(default_factory=dict)  # exp ref -> missing objects
+    no_summary: Dict[str, str] = field(default_factory=dict)  # exp ref -> commit without a summary
+    stray_notes: List[str] = field(default_factory=list)  # summaries of commits no ref names
+
+    @property
+    def clean(self) -> bool:
+        return not (self.notes or self.lost_commits or self.incomplete or self.no_summary or self.stray_notes)
+
+    def lines(self) -> List[str]:
+        out = []
+        for ref, shas in self.notes.items():
+            out.append(f"{ref}: {len(shas)} missing object(s), e.g. {shas[0][:12]}")
+        for ref, sha in self.lost_commits.items():
+            out.append(f"{ref}: its commit {sha[:12]} is missing")
+        for ref, shas in self.incomplete.items():
+            out.append(f"{ref}: the commit is there but {len(shas)} of its files/trees are missing, "
+                       f"e.g. {shas[0][:12]} (it cannot run again)")
+        for ref, sha in self.no_summary.items():
+            out.append(f"{ref}: no summary note for {sha[:12]}")
+        for sha in self.stray_notes:
+            out.append(f"{sha[:12]}: a summary note, but no experiment ref names this commit")
+        return out
+
+
+def check(repo: Repo) -> Damage:
+    damage = Damage()
+    ours = repo.refs(EXP_PREFIX, QUEUE_PREFIX, *NOTES_REFS)
+    absent = set(repo.missing(ours.values()))
+    for ref, sha in sorted(ours.items()):
+        if sha in absent:
+            if ref in NOTES_REFS:
+                damage.notes[ref] = [sha]
+            else:
+                damage.lost_commits[ref] = sha
+    for notes_ref in NOTES_REFS:
+        tip = ours.get(notes_ref)
+        if tip and tip not in absent:
+            missing = repo.missing_reachable([tip])
+            if missing:
+                damage.notes[notes_ref] = missing
+    exclude = ["--branches", "--tags"]
+    for ref, sha in sorted(ours.items()):
+        if ref.startswith(EXP_PREFIX) and sha not in absent:
+            missing = repo.missing_reachable([sha], exclude)
+            if missing:
+                damage.incomplete[ref] = missing
+    if SUMMARY_REF not in damage.notes:
+        _check_pairing(Store(repo), ours, absent, damage)
+    return damage
+
+
+def _check_pairing(store: Store, ours: Dict[str, str], absent: set, damage: Damage) -> None:
+    """Every experiment ref has a summary note, and every summary note an experiment ref."""
+    summaries = store.notes_index(SUMMARY_REF)
+    named = {sha for ref, sha in ours.items() if ref.startswith(EXP_PREFIX)}
+    for ref, sha in sorted(ours.items()):
+        if ref.startswith(EXP_PREFIX) and sha not in absent and sha not in summaries:
+            damage.no_summary[ref] = sha
+    damage.stray_notes = sorted(sha for sha in summaries if sha not in named)
+
+
+def repair(repo: Repo, store: Store, damage: Damage) -> List[str]:
+    """Fix what :func:`check` found; returns one line per action taken."""
+    done: List[str] = []
+    for notes_ref in damage.notes:
+        done.append(_rewind_notes(repo, notes_ref))
+    for ref, sha in damage.lost_commits.items():
+        if not repo.update_refs([RefUpdate(ref, None, sha)], "gitexp fsck: drop ref to a missing commit"):
+            raise GitExpError(f"{ref} changed while repairing", "run git exp fsck --repair again")
+        done.append(f"deleted {ref} (its commit {sha[:12]} is gone; nothing can bring it back)")
+    # Rewinding notes and dropping refs change which refs and summaries pair up: check again.
+    pairing = Damage()
+    _check_pairing(store, repo.refs(EXP_PREFIX, QUEUE_PREFIX), set(), pairing)
+    if pairing.no_summary:
+        done += _rebuild_summaries(repo, store)
+    if pairing.stray_notes:
+        store.write({(ref, sha): None for sha in pairing.stray_notes for ref in NOTES_REFS},
+                    message="gitexp fsck: remove notes of removed experiments")
+        done.append(f"removed the notes of {len(pairing.stray_notes)} commit(s) that no experiment ref names")
+    return done
+
+
+def _reflog_entries(repo: Repo, ref: str) -> List[List[str]]:
+    """(old, new) of each entry of ``ref``'s reflog, newest first (index = ``ref@{index}``)."""
+    path = os.path.join(repo.common_dir, "logs", ref)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    return [line.split(" ", 2)[:2] for line in reversed(lines) if len(line.split(" ", 2)) > 2]
+
+
+def _reflog(repo: Repo, ref: str) -> List[str]:
+    return [new for _old, new in _reflog_entries(repo, ref)]
+
+
+def _drop_broken_reflog_entries(repo: Repo, ref: str) -> None:
+    """Reflog entries naming missing objects would make `git fsck` complain forever."""
+    entries = _reflog_entries(repo, ref)
+    absent = set(repo.missing({sha for entry in entries for sha in entry if sha != "0" * 40}))
+    broken = [i for i, entry in enumerate(entries) if absent & set(entry)]
+    for index in reversed(broken):  # highest first: deleting one renumbers those after it
+        repo.run(["reflog", "delete", f"{ref}@{{{index}}}"], check=False)
+
+
+def _rewind_notes(repo: Repo, notes_ref: str) -> str:
+    tip = repo.refs(notes_ref).get(notes_ref)
+    good: Optional[str] = None
+    for candidate in _reflog(repo, notes_ref):
+        if candidate != "0" * 40 and candidate != tip and not repo.missing([candidate]) \
+                and not repo.missing_reachable([candidate]):
+            good = candidate
+            break
+    update = RefUpdate(notes_ref, good, tip) if good else RefUpdate(notes_ref, None, tip)
+    if not repo.update_refs([update], "gitexp fsck: rewind to the newest whole notes commit"):
+        raise GitExpError(f"{notes_ref} changed while repairing", "run git exp fsck --repair again")
+    _drop_broken_reflog_entries(repo, notes_ref)
+    if good:
+        return f"reset {notes_ref} to {good[:12]}, its newest whole state (writes after it were lost)"
+    return f"deleted {notes_ref}: no whole state of it was left"
+
+
+def _rebuild_summaries(repo: Repo, store: Store) -> List[str]:
+    """A new summary, status ``lost``, for every experiment whose summary note is gone."""
+    names = store.experiment_refs()
+    present = store.notes_index(SUMMARY_REF)
+    done = []
+    for name, sha in sorted(names.items()):
+        if sha in present:
+            continue
+        summary = _summary_from_commit(store, name, sha)
+        try:
+            store.write({(SUMMARY_REF, sha): dump_json(summary)}, message=f"gitexp fsck: rebuild {name}")
+        except MissingObjects:
+            continue
+        done.append(f"rebuilt the summary of {name} ({sha[:10]}) from its commit; status lost "
+                    "(git exp queue --retry-lost runs it again)")
+    return done
+
+
+def _summary_from_commit(store: Store, name: str, sha: str) -> Dict[str, object]:
+    try:
+        config = store.config_of(sha)
+    except Exception:  # noqa: BLE001 - an unreadable config still gets a summary
+        config = {}
+    config = config if isinstance(config, dict) else {}
+    params = config.get("params") if isinstance(config.get("params"), dict) else {}
+    return {
+        "schema": 1, "name": name, "group": config.get("group"), "params": params,
+        "status": "lost", "created": time.time(), "recovered": True,
+        "reason": "its summary note was lost (objects deleted, e.g. by git gc --prune=now beside a writer); "
+                  "rebuilt by git exp fsck --repair",
+    }
