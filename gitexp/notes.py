@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .errors import BadInput, MissingObjects, RefConflict
+from . import summary as checks
+from .errors import BadInput, DiskFull, MissingObjects, RefConflict
 from .repo import RefUpdate, Repo
 
 EXP_PREFIX = "refs/exps/"
@@ -84,7 +85,8 @@ class Store:
         lost = [index[sha] for sha in names.values() if sha in index and index[sha] not in blobs]
         if lost:
             raise MissingObjects(lost, f"summary notes in {SUMMARY_REF}")
-        summaries = _load_many([blobs.get(index.get(sha, ""), b"") for sha in names.values()])
+        shas = list(names.values())
+        summaries = _load_many([blobs.get(index.get(sha, ""), b"") for sha in shas], shas)
         return [Experiment(sha, name, summary) for (name, sha), summary in zip(names.items(), summaries)]
 
     def read_notes(self, notes_ref: str, shas: Sequence[str]) -> Dict[str, bytes]:
@@ -105,23 +107,22 @@ class Store:
         return out
 
     def read_notes_json(self, shas: Sequence[str], notes_ref: str = SUMMARY_REF) -> Dict[str, Dict[str, Any]]:
-        return {sha: _load_json(data) for sha, data in self.read_notes(notes_ref, shas).items()}
+        """Checked notes (``summary.py``): a bad summary reads as status ``invalid``, bad details as {}."""
+        load = checks.load_summary if notes_ref == SUMMARY_REF else checks.load_details
+        return {sha: load(sha, data, notes_ref) for sha, data in self.read_notes(notes_ref, shas).items()}
 
     def summary(self, sha: str) -> Dict[str, Any]:
-        return _load_json(self.read_notes(SUMMARY_REF, [sha]).get(sha))
+        return checks.load_summary(sha, self.read_notes(SUMMARY_REF, [sha]).get(sha), SUMMARY_REF)
 
     def details(self, sha: str) -> Dict[str, Any]:
-        return _load_json(self.read_notes(DETAILS_REF, [sha]).get(sha))
+        return checks.load_details(sha, self.read_notes(DETAILS_REF, [sha]).get(sha), DETAILS_REF)
 
     def history(self, sha: str) -> List[Dict[str, Any]]:
-        data = self.read_notes(METRICS_REF, [sha]).get(sha, b"")
-        return parse_jsonl(data)
+        return checks.load_history(sha, self.read_notes(METRICS_REF, [sha]).get(sha, b""), METRICS_REF)
 
     def config_of(self, sha: str) -> Dict[str, Any]:
-        import yaml
-
-        raw = self.repo.show_file(sha, CONFIG_PATH)
-        return yaml.safe_load(raw) if raw else {}
+        """The experiment's resolved config; {} with a warning when the commit's copy is unusable."""
+        return checks.load_config(sha, self.repo.show_file(sha, CONFIG_PATH), CONFIG_PATH)
 
     def find(self, ident: str) -> Experiment:
         """An experiment by name, or by an unambiguous prefix of its run commit's sha."""
@@ -162,8 +163,13 @@ class Store:
         extra: Optional[Mapping[Tuple[str, str], Optional[bytes]]] = None,
         refs: Sequence[RefUpdate] = (),
         message: str = "gitexp: update",
+        patience: float = 0.0,
     ) -> Dict[str, Any]:
-        """Read-modify-write of one summary note under CAS; ``change`` may return None to abort."""
+        """Read-modify-write of one summary note under CAS; ``change`` may return None to abort.
+
+        ``patience``: seconds to keep retrying while the disk is full (the executor's final
+        write waits for space rather than lose a result it knows).
+        """
         result: Dict[str, Any] = {}
 
         touched = {SUMMARY_REF, *(ref for ref, _sha in (extra or {}))}
@@ -182,8 +188,15 @@ class Store:
             notes.update(extra or {})
             return self._notes_updates(notes, message, tips)
 
-        self._commit_with_retry(attempt, refs, message)
-        return result
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                self._commit_with_retry(attempt, refs, message)
+                return result
+            except DiskFull:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 
     def create(self, base_name: str, sha: str, summary: Dict[str, Any],
                extra_refs: Sequence[RefUpdate] = ()) -> str:
@@ -298,20 +311,18 @@ def _load_json(data: Optional[bytes]) -> Dict[str, Any]:
         return {}
     try:
         value = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting makes json's decoder recurse out
         return {}
     return value if isinstance(value, dict) else {}
 
 
-def _load_many(blobs: List[bytes]) -> List[Dict[str, Any]]:
-    """Parse many JSON notes with one decoder call; fall back one by one if any is damaged."""
-    try:
-        values = json.loads(b"[" + b",".join(b.strip() or b"{}" for b in blobs) + b"]")
-        if len(values) == len(blobs) and all(isinstance(v, dict) for v in values):
-            return values
-    except ValueError:
-        pass
-    return [_load_json(b) for b in blobs]
+def _load_many(blobs: List[bytes], shas: Sequence[str]) -> List[Dict[str, Any]]:
+    """Parse and check many summary notes; a bad one reads as status ``invalid``, with a warning.
+
+    One decoder call per note, not one for all of them joined: joined, a damaged note can
+    merge with its neighbour and pass as two good ones.
+    """
+    return [checks.load_summary(sha, blob, SUMMARY_REF) for sha, blob in zip(shas, blobs)]
 
 
 def parse_jsonl(data: bytes) -> List[Dict[str, Any]]:
