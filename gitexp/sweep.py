@@ -24,11 +24,13 @@ import itertools
 import json
 import math
 import random
+import re
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .config import ExperimentConfig, Scalar, closest, coerce_value
+from .config import MAX_NAME_LEN, ExperimentConfig, Scalar, check_name, closest, coerce_value
 from .errors import BadInput
 
 SWEEP_KEYS = ("grid", "zip", "random", "max_parallel")
@@ -215,22 +217,56 @@ def _draw(rng: random.Random, kind: str, args: List[Any]) -> Scalar:
     return float(f"{rng.uniform(low, high):.6g}")
 
 
+_NAME_CHAR = re.compile(r"[A-Za-z0-9._+-]")  # what a value may keep in a name (',' and '=' separate)
+_HASH_LEN = 8
+
+
 def point_name(base: str, point: Mapping[str, Scalar]) -> str:
-    parts = []
-    for key, value in point.items():
-        text = f"{value:.4g}" if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
-        text = "".join(c if c.isalnum() or c in "._-+" else "_" for c in text)
-        parts.append(f"{key}={text}")
+    """``base-lr=0.1,layers=2``: always a valid experiment name, whatever the values are.
+
+    Characters a name cannot hold are replaced (accents dropped first: é -> e); a value that
+    lost characters gets a short hash of itself so that different values keep different
+    names; a name over MAX_NAME_LEN is cut and ends in a hash of the whole. The params
+    themselves are kept exactly; only the name is shortened.
+    """
+    parts = [f"{key}={_value_text(value)}" for key, value in point.items()]
     name = f"{base}-" + ",".join(parts) if parts else base
-    while ".." in name:  # keep it a valid ref name whatever the values are
+    name = _ref_safe(name)
+    if len(name) > MAX_NAME_LEN:
+        name = _ref_safe(name[:MAX_NAME_LEN - _HASH_LEN - 1]) + "-" + _digest(name)
+    problem = check_name(name)
+    if problem:  # cannot happen for a valid base name; refuse rather than record a bad one
+        raise BadInput(f"sweep point name {name!r} is not usable: {problem}", "give the config a simpler name")
+    return name
+
+
+def _value_text(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    kept = "".join(c if _NAME_CHAR.match(c) else "_" for c in ascii_text)
+    if kept != text:  # characters were lost: keep values that differ apart
+        kept = f"{kept}_{_digest(text)}"
+    return kept
+
+
+def _ref_safe(name: str) -> str:
+    while ".." in name:
         name = name.replace("..", "_")
     name = name.rstrip(".")
     return name[:-5] + "_lock" if name.endswith(".lock") else name
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_LEN]
+
+
 def sweep_id(config: ExperimentConfig, pts: Sequence[Mapping[str, Scalar]]) -> str:
     digest = hashlib.sha1(json.dumps([config.name, list(pts), time.time()], default=str).encode()).hexdigest()
-    return f"{config.name}-sweep-{digest[:6]}"
+    suffix = f"-sweep-{digest[:6]}"
+    # The group is checked like a name when the executor reads the stored config.
+    return _ref_safe(config.name[:MAX_NAME_LEN - len(suffix)]) + suffix
 
 
 def expand(config: ExperimentConfig, spec: SweepSpec, group: Optional[str] = None) -> List[ExperimentConfig]:
