@@ -111,7 +111,11 @@ def sort_experiments(exps: List[Experiment], key: Optional[str]) -> List[Experim
 
 def _sortable(value: Any) -> Any:
     if is_number(value):
-        return (0, float(value), "") if not math.isnan(value) else None
+        try:
+            number = float(value)
+        except OverflowError:  # an integer of hundreds of digits (notes may hold any)
+            number = math.inf if value > 0 else -math.inf
+        return (0, number, "") if not math.isnan(number) else None
     if value is None:
         return None
     return (1, 0.0, str(value))

@@ -6,11 +6,14 @@ with Slurm's reason.
 """
 from __future__ import annotations
 
+import os
 import socket
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import psutil
 
 from .errors import GitExpError
-from .experiments import effective_status
+from .experiments import effective_status, process_alive
 from .notes import Experiment
 from .repo import Repo
 
@@ -49,3 +52,24 @@ def live_statuses(repo: Repo, exps: Sequence[Experiment]) -> Dict[str, Tuple[str
 
 def live_status(repo: Repo, exp: Experiment) -> Tuple[str, Optional[str]]:
     return live_statuses(repo, [exp])[exp.sha]
+
+
+def is_gitexp_process(pid: Any, started: Any) -> bool:
+    """Whether ``pid`` (started at ``started``) is a live gitexp process of this user.
+
+    The pid comes from a note, and notes come from anyone: before gitexp signals a process
+    it checks that it is one of its own (an executor, a worker, a foreground ``run``), not
+    whatever process a note names.
+    """
+    if started is None or not process_alive(pid, started):
+        return False
+    try:
+        proc = psutil.Process(int(pid))
+        if hasattr(os, "getuid") and proc.uids().real != os.getuid():
+            return False
+        argv = proc.cmdline()
+    except (psutil.Error, ValueError, OverflowError):
+        return False
+    # python -m gitexp ..., or the git-exp script (git exp ...); a worker's forked executors
+    # keep the worker's command line
+    return any(os.path.basename(part) in ("gitexp", "git-exp") for part in argv[:3])

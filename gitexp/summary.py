@@ -8,7 +8,12 @@ hundred thousand levels deep. Readers pass every note through here before using 
   ``invalid`` (the experiment still lists, so it can be seen and removed) and one warning
   naming its sha goes to stderr;
 * a details note that is not a well-typed mapping reads as empty, with one warning;
-* metric-history records that are not mappings are dropped, with one warning.
+* metric-history records that are not flat mappings are dropped, with one warning;
+* a stored config (YAML in the experiment commit) that is invalid, or huge once its
+  aliases are expanded, reads as empty, with one warning.
+
+What is printed is made safe at the edge: :func:`printable` escapes control characters
+for terminals, :func:`json_safe` turns NaN and infinities into null for JSON.
 
 Unknown extra fields are allowed (newer gitexp versions may add some). The checks look
 only at the known fields and stay cheap: ``git exp log`` checks 10,000 summaries.

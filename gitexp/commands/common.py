@@ -1,14 +1,23 @@
-"""Helpers shared by commands: opening the repository, formatting values and times."""
+"""Helpers shared by commands: opening the repository, formatting values and times.
+
+Everything printed for a terminal goes through :func:`fmt_value` or :func:`cell`, which
+escape control characters (notes come from anyone, and an escape sequence in a param
+must not reach the terminal) and abbreviate long values. CSV and JSON keep values whole.
+"""
 from __future__ import annotations
 
 import json
 import time
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
 import click
 
 from ..notes import Store
 from ..repo import Repo
+from ..summary import json_safe, printable
+from ..units import format_duration
+
+CELL_WIDTH = 80  # a table cell is cut to this many characters; --format csv/json keep it whole
 
 
 def open_store() -> Tuple[Repo, Store]:
@@ -17,22 +26,53 @@ def open_store() -> Tuple[Repo, Store]:
 
 
 def fmt_value(value: Any) -> str:
+    """A value for a terminal: floats short, control characters escaped (never cut: see cell)."""
     if value is None:
         return ""
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value)
+    return printable(str(value))
+
+
+def abbreviate(text: str, width: Optional[int] = CELL_WIDTH) -> str:
+    if width is None or len(text) <= width:
+        return text
+    return text[:width - 1] + "…"
+
+
+def cell(value: Any, width: Optional[int] = CELL_WIDTH) -> str:
+    """A table cell: :func:`fmt_value`, cut to ``width`` characters."""
+    return abbreviate(fmt_value(value), width)
 
 
 def fmt_time(ts: Any) -> str:
-    if not isinstance(ts, (int, float)):
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool):
         return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    except (OverflowError, OSError, ValueError):  # a time no calendar holds (from a bad note)
+        return "?"
+
+
+def fmt_duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        return ""
+    try:
+        return format_duration(seconds)
+    except (OverflowError, ValueError):
+        return "?"
+
+
+def json_text(data: Any, indent: Optional[int] = 2) -> str:
+    """Strict JSON: NaN and infinities become null (other tools refuse them), deep nesting is cut."""
+    try:
+        return json.dumps(data, indent=indent, sort_keys=True, default=str, allow_nan=False)
+    except (ValueError, TypeError, RecursionError):
+        return json.dumps(json_safe(data), indent=indent, sort_keys=True, default=str, allow_nan=False)
 
 
 def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-
+    click.echo(json_text(data))
 
 
 def output_format(*choices: str, default: str = "table") -> Any:
@@ -40,19 +80,23 @@ def output_format(*choices: str, default: str = "table") -> Any:
                         show_default=True, help="Output format.")
 
 
-def render_table(headers: List[str], rows: List[List[str]]) -> str:
+def render_table(headers: List[str], rows: List[List[str]], width: Optional[int] = CELL_WIDTH) -> str:
     """tabulate's 'simple' layout for cells that are already strings, in linear time.
 
     ``git exp log`` prints tens of thousands of rows; tabulate spends most of its time
-    guessing column types, which we never need here.
+    guessing column types, which we never need here. Cells are escaped (control characters
+    made visible) and cut to ``width`` characters, so one huge param cannot widen every row.
     """
+    headers = [abbreviate(printable(h), width) for h in headers]
+    rows = [[abbreviate(printable(c), width) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
-        for i, cell in enumerate(row):
-            if len(cell) > widths[i]:
-                widths[i] = len(cell)
+        for i, text in enumerate(row):
+            if len(text) > widths[i]:
+                widths[i] = len(text)
+
     def line(cells: List[str]) -> str:
-        return "  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip()
+        return "  ".join(text.ljust(w) for text, w in zip(cells, widths)).rstrip()
     out = [line(headers), "  ".join("-" * w for w in widths)]
     out.extend(line(row) for row in rows)
     return "\n".join(out)

@@ -15,8 +15,8 @@ from ..status import live_status
 from ..notes import Experiment, Store
 from ..paths import run_paths
 from ..repo import Repo
-from ..units import format_duration, format_size
-from .common import fmt_time, fmt_value, open_store, output_format, print_json
+from ..units import format_size
+from .common import cell, fmt_duration, fmt_time, fmt_value, json_text, open_store, output_format, print_json
 from .log import record
 
 
@@ -32,7 +32,9 @@ def show(ident: str, fmt: str) -> None:
         exp.summary["reason"] = why
     details = store.details(exp.sha)
     config = store.config_of(exp.sha)
-    outputs = _list_outputs(exp.summary.get("outdir") or run_paths(repo, exp.sha).outdir)
+    # This machine's output directory, never a path named by the note: a note saying
+    # outdir "/" must not make show walk the whole disk.
+    outputs = _list_outputs(run_paths(repo, exp.sha).outdir)
     if fmt == "json":
         data = record(exp, status)
         data.update({"config": config, "facts": details.get("facts", {}), "log_tail": details.get("log_tail", ""),
@@ -47,60 +49,106 @@ def show(ident: str, fmt: str) -> None:
 
 def _print_show(exp: Experiment, status: str, config: Dict[str, Any], details: Dict[str, Any],
                 outputs: List[Dict[str, Any]]) -> None:
+    """The text view. Every value from notes goes through fmt_value/cell: control characters
+    are escaped, so a note cannot drive the terminal."""
     s = exp.summary
     echo = click.echo
-    echo(f"experiment {exp.name}  {exp.sha}")
-    echo(f"status     {status}" + (f" (exit code {s['exit_code']})" if s.get("exit_code") not in (None, 0) else "")
-         + (f": {s['reason']}" if s.get("reason") and status != "finished" else ""))
+    echo(f"experiment {fmt_value(exp.name)}  {exp.sha}")
+    echo(f"status     {fmt_value(status)}"
+         + (f" (exit code {fmt_value(s['exit_code'])})" if s.get("exit_code") not in (None, 0) else "")
+         + (f": {fmt_value(s['reason'])}" if s.get("reason") and status != "finished" else ""))
     if s.get("group"):
-        echo(f"group      {s['group']}")
-    echo(f"parent     {s.get('parent', '')}" + (" (with uncommitted changes)" if s.get("parent_dirty") else ""))
+        echo(f"group      {fmt_value(s['group'])}")
+    echo(f"parent     {fmt_value(s.get('parent', ''))}" + (" (with uncommitted changes)" if s.get("parent_dirty") else ""))
     echo(f"created    {fmt_time(s.get('created'))}")
     if s.get("started"):
-        echo(f"started    {fmt_time(s.get('started'))} on {s.get('host', '?')} ({s.get('runner', 'local')})")
+        echo(f"started    {fmt_time(s.get('started'))} on {fmt_value(s.get('host', '?'))} "
+             f"({fmt_value(s.get('runner', 'local'))})")
     if s.get("duration") is not None:
-        echo(f"duration   {format_duration(s['duration'])}")
+        echo(f"duration   {fmt_duration(s['duration'])}")
     if s.get("slurm"):
         slurm = s["slurm"]
-        task = f"_{slurm['task']}" if slurm.get("task") is not None else ""
-        echo(f"slurm      job {slurm.get('job')}{task} on remote {slurm.get('remote')}; script {slurm.get('script')}")
+        task = f"_{fmt_value(slurm['task'])}" if slurm.get("task") is not None else ""
+        echo(f"slurm      job {fmt_value(slurm.get('job'))}{task} on remote {fmt_value(slurm.get('remote'))}; "
+             f"script {fmt_value(slurm.get('script'))}")
     echo("\nconfig:")
-    echo("  " + yaml.safe_dump(config, sort_keys=False).rstrip().replace("\n", "\n  "))
-    metrics = s.get("metrics") or {}
-    if metrics:
-        rows = [[n, m.get("goal") or "", fmt_value(m.get("best")), m.get("best_step", ""), fmt_value(m.get("last")),
-                 m.get("last_step", ""), m.get("count", 0)] for n, m in sorted(metrics.items())]
-        echo("\nmetrics:")
-        echo(tabulate(rows, headers=["metric", "goal", "best", "at step", "last", "at step", "points"],
-                      disable_numparse=True))
-    facts = details.get("facts") or {}
-    if facts:
-        echo("\nfacts:")
-        for key in ("hostname", "user", "platform", "python", "git", "cpus", "ram", "gpus"):
-            value = facts.get(key)
-            if key == "ram" and value:
-                value = format_size(value)
-            echo(f"  {key:<9}{value}")
-        echo(f"  packages {len(facts.get('packages') or [])} installed (git exp show --format json lists them)")
-    if s.get("checkpoints"):
-        echo("\ncheckpoints:")
-        for ckpt in s["checkpoints"]:
-            size = format_size(ckpt["size"]) if ckpt.get("size") else "?"
-            echo(f"  step {ckpt.get('step')}  {ckpt.get('host')}:{ckpt.get('path')}  {size}")
-    echo(f"\noutputs ({s.get('outdir', '')}):")
+    echo(_block(_yaml_text(config), "  "))
+    _print_metrics(s.get("metrics") or {})
+    _print_facts(details.get("facts") or {})
+    _print_checkpoints(s.get("checkpoints"))
+    echo(f"\noutputs ({fmt_value(s.get('outdir', ''))}):")
     for item in outputs[:50] or [{"path": "(empty)", "size": None}]:
-        echo(f"  {item['path']}" + (f"  {format_size(item['size'])}" if item.get("size") is not None else ""))
+        echo(f"  {cell(item['path'], 200)}" + (f"  {format_size(item['size'])}" if item.get("size") is not None else ""))
     tail = details.get("log_tail")
     if tail:
         echo("\nlog tail:")
-        echo("  " + tail.rstrip().replace("\n", "\n  "))
+        echo(_block(tail.rstrip(), "  "))
+
+
+def _block(text: str, indent: str) -> str:
+    """Multi-line text indented, each line with its control characters escaped (tabs, \\r too)."""
+    return "\n".join(indent + fmt_value(line) for line in text.split("\n"))
+
+
+def _yaml_text(config: Dict[str, Any]) -> str:
+    try:
+        return yaml.safe_dump(config, sort_keys=False).rstrip()
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
+        return f"(cannot print: {exc})"
+
+
+def _print_metrics(metrics: Dict[str, Any]) -> None:
+    if not metrics:
+        return
+    rows = [[cell(n), cell(m.get("goal")), cell(m.get("best")), cell(m.get("best_step")), cell(m.get("last")),
+             cell(m.get("last_step")), cell(m.get("count", 0))] for n, m in sorted(metrics.items())]
+    click.echo("\nmetrics:")
+    click.echo(tabulate(rows, headers=["metric", "goal", "best", "at step", "last", "at step", "points"],
+                        disable_numparse=True))
+
+
+def _print_facts(facts: Dict[str, Any]) -> None:
+    if not facts:
+        return
+    click.echo("\nfacts:")
+    for key in ("hostname", "user", "platform", "python", "git", "cpus", "ram", "gpus"):
+        value = facts.get(key)
+        if key == "ram" and isinstance(value, (int, float)) and value:
+            value = format_size(value)
+        elif key == "gpus" and isinstance(value, list):
+            value = ", ".join(str(g) for g in value) or "none"
+        click.echo(f"  {key:<9}{cell(value, 200)}")
+    packages = facts.get("packages")
+    click.echo(f"  packages {len(packages) if isinstance(packages, list) else 0} installed "
+               "(git exp show --format json lists them)")
+
+
+def _print_checkpoints(checkpoints: Any) -> None:
+    """Checkpoint records come from the training script (any extra fields, any types): never trust a shape."""
+    if not checkpoints or not isinstance(checkpoints, list):
+        return
+    click.echo("\ncheckpoints:")
+    for ckpt in checkpoints:
+        if not isinstance(ckpt, dict):
+            click.echo(f"  {cell(ckpt)}")
+            continue
+        size = ckpt.get("size")
+        shown = format_size(size) if isinstance(size, (int, float)) and not isinstance(size, bool) and size >= 0 \
+            else cell(size, 20) or "?"
+        where = f"{cell(ckpt.get('host'), 60)}:{cell(ckpt.get('path'), 200)}"
+        click.echo(f"  step {cell(ckpt.get('step'), 20)}  {where}  {shown}")
+
+
+MAX_OUTPUTS = 10_000
 
 
 def _list_outputs(outdir: str) -> List[Dict[str, Any]]:
-    found = []
+    found: List[Dict[str, Any]] = []
     if not os.path.isdir(outdir):
         return found
     for base, _dirs, files in os.walk(outdir):
+        if len(found) >= MAX_OUTPUTS:
+            break
         for name in sorted(files):
             full = os.path.join(base, name)
             try:
@@ -124,7 +172,7 @@ def logs(ident: str, follow: bool) -> None:
         if tail is None:
             click.echo(f"no output recorded for {exp.name} yet ({path} does not exist)", err=True)
             return
-        click.echo(tail)
+        click.echo(_block(tail, ""))  # from a note, maybe someone else's: escape it
         return
     out = sys.stdout.buffer
     with open(path, "rb") as handle:
@@ -160,10 +208,8 @@ def metrics(ident: str, fmt: str) -> None:
         print_json(history)
         return
     if fmt == "jsonl":
-        import json
-
         for rec in history:
-            click.echo(json.dumps(rec, sort_keys=True))
+            click.echo(json_text(rec, indent=None))
         return
     keys: Dict[str, None] = {"step": None, "time": None}
     for rec in history:

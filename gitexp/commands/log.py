@@ -12,8 +12,7 @@ from ..errors import BadInput
 from ..status import live_statuses
 from ..notes import Experiment
 from ..query import known_keys, parse_filter, sort_experiments
-from ..units import format_duration
-from .common import fmt_time, fmt_value, open_store, output_format, print_json, render_table
+from .common import fmt_duration, fmt_time, fmt_value, open_store, output_format, print_json, render_table
 
 
 @click.command()
@@ -91,8 +90,7 @@ def _print_table(exps: List[Experiment], statuses: Dict[str, str], metrics: List
         for name in metrics:
             best, last = _metric_cells(exp, name)
             row += [fmt_value(best), fmt_value(last)] if show_last else [fmt_value(best if best is not None else last)]
-        duration = s.get("duration")
-        row += [format_duration(duration) if duration is not None else "", fmt_time(s.get("created"))]
+        row += [fmt_duration(s.get("duration")), fmt_time(s.get("created"))]
         rows.append(row)
     click.echo(render_table(headers, rows))
 

@@ -1,6 +1,7 @@
 """``git exp queue``, ``git exp worker`` and ``git exp cancel``: the durable local queue."""
 from __future__ import annotations
 
+import socket
 import time
 from typing import List, Optional, Tuple
 
@@ -11,8 +12,8 @@ from ..remotes import get_remote
 from ..notes import Store
 from ..remotes import Remote
 from ..repo import Repo
-from ..runners.slurm import SlurmRunner
-from ..status import live_status, live_statuses
+from ..runners.slurm import SlurmRunner, job_of
+from ..status import is_gitexp_process, live_status, live_statuses
 from ..facts import gpu_models
 from ..notes import Experiment
 from ..queue import CLAIMED, QUEUED, Queue
@@ -49,8 +50,10 @@ def queue(ctx: click.Context, show_all: bool, retry_lost: bool, on: Optional[str
         if live[exp.sha][1]:
             exp.summary["reason"] = live[exp.sha][1]
     queued = Queue(repo, store).items(exps)
-    active = [e for e in exps if statuses[e.sha] in ACTIVE]
-    done = sorted((e for e in exps if statuses[e.sha] not in ACTIVE + (QUEUED, "created")),
+    in_queue = {e.sha for e in queued}  # listed once, in the queue (even if its note says otherwise)
+    active = [e for e in exps if statuses[e.sha] in ACTIVE and e.sha not in in_queue]
+    ended = [e for e in exps if statuses[e.sha] not in ACTIVE + (QUEUED, "created") and e.sha not in in_queue]
+    done = sorted(ended,
                   key=lambda e: e.summary.get("ended") or e.summary.get("created") or 0, reverse=True)
     if not show_all:
         done = done[:10]
@@ -179,8 +182,9 @@ def _cancel_one(repo: Repo, store: Store, q: Queue, exp: Experiment) -> str:
     if exp.summary.get("runner") == "slurm":
         if status not in ("pending", "starting", "running"):
             raise BadInput(f"{exp.name} is {status}, not pending or running: nothing to cancel")
-        remote_name = (exp.summary.get("slurm") or {}).get("remote", "slurm")
-        SlurmRunner(repo, store, Remote(remote_name, "slurm")).cancel(exp)
+        if not _slurm_runner(repo, store, exp).cancel(exp):
+            raise BadInput(f"{exp.name} has no usable Slurm job id recorded; nothing was cancelled",
+                           f"see git notes --ref=exps show {exp.sha}")
         for _ in range(100):
             if store.summary(exp.sha).get("status") not in ("pending", "running"):
                 break
@@ -195,10 +199,44 @@ def _cancel_one(repo: Repo, store: Store, q: Queue, exp: Experiment) -> str:
         status = live_status(repo, exp)[0]
     if status != "running":
         raise BadInput(f"{exp.name} is {status}, not queued or running: nothing to cancel")
-    if not LocalRunner(repo, store).cancel(exp):
-        raise GitExpError(f"{exp.name} runs on {exp.summary.get('host')}, not here; cancel it there")
+    if exp.summary.get("host") != socket.gethostname():
+        raise GitExpError(f"{exp.name} runs on {fmt_value(exp.summary.get('host'))}, not here; cancel it there")
+    if not is_gitexp_process(exp.summary.get("pid"), exp.summary.get("pid_started")) \
+            or not LocalRunner(repo, store).cancel(exp):
+        raise GitExpError(f"{exp.name}: pid {fmt_value(exp.summary.get('pid'))} is not its gitexp executor; "
+                          "nothing was signalled")
     for _ in range(100):
         if store.summary(exp.sha).get("status") != "running":
             break
         time.sleep(0.1)
     return f"stopped {exp.name} ({store.summary(exp.sha).get('status')})"
+
+
+def _slurm_runner(repo: Repo, store: Store, exp: Experiment) -> SlurmRunner:
+    remote_name = (exp.summary.get("slurm") or {}).get("remote") or "slurm"
+    return SlurmRunner(repo, store, Remote(str(remote_name), "slurm"))
+
+
+def stop_removed(repo: Repo, store: Store, exp: Experiment) -> str:
+    """Stop the run of an experiment just removed (``rm --force``), writing no note.
+
+    Without this its executor would go on running and write its results for a commit that
+    no ref names. What was done is returned as a line for the user.
+    """
+    s = exp.summary
+    if s.get("runner") == "slurm":
+        ref = job_of(s)
+        if ref is None:
+            return "no usable Slurm job id was recorded: cancel its job by hand"
+        try:
+            _slurm_runner(repo, store, exp).scancel(ref)
+        except GitExpError as exc:
+            return f"could not cancel Slurm job {ref.spec}: {exc}"
+        return f"cancelled Slurm job {ref.spec}"
+    if s.get("host") and s.get("host") != socket.gethostname():
+        return f"it runs on {fmt_value(s.get('host'))}: stop its executor there"
+    if s.get("pid") is None:
+        return "its executor had not started yet; nothing to stop"
+    if not is_gitexp_process(s.get("pid"), s.get("pid_started")) or not LocalRunner(repo, store).cancel(exp):
+        return f"its executor (pid {fmt_value(s.get('pid'))}) is not running here; nothing to stop"
+    return f"stopped its executor (pid {s['pid']})"

@@ -29,6 +29,7 @@ from ..notes import DETAILS_REF, Experiment, Store, dump_json
 from ..paths import runs_root
 from ..remotes import Remote
 from ..repo import Repo
+from ..summary import job_problem
 from ..units import parse_duration, parse_size, slurm_time
 from .base import Runner, Transport, gitexp_argv
 
@@ -55,11 +56,28 @@ class JobRef:
 
 
 def job_of(summary: Dict[str, Any]) -> Optional[JobRef]:
-    slurm = summary.get("slurm") or {}
-    if not slurm.get("job"):
+    """The Slurm job of a summary; None when there is none or it is not a plain job id.
+
+    Summaries come from notes anyone can push: a "job" of ``--user=root`` given to scancel
+    would cancel every job of that user. Only digits (and an integer task) pass.
+    """
+    slurm = summary.get("slurm")
+    if not isinstance(slurm, dict) or not slurm.get("job"):
         return None
-    task = slurm.get("task")
-    return JobRef(str(slurm["job"]), int(task) if task is not None else None)
+    job, task = slurm.get("job"), slurm.get("task")
+    if job_problem(job) is not None or "_" in str(job):
+        return None
+    if task is not None and (not isinstance(task, int) or isinstance(task, bool) or task < 0):
+        return None
+    return JobRef(str(job), task)
+
+
+def check_job_id(text: str) -> str:
+    """A job id as sbatch printed it (``123`` or ``123;cluster``), checked before it reaches argv."""
+    job = text.strip().split(";")[0]
+    if not re.match(r"^[0-9]+$", job):
+        raise GitExpError(f"sbatch printed {text.strip()[:80]!r} where a job id was expected; nothing was recorded")
+    return job
 
 
 class SlurmRunner(Runner):
@@ -116,7 +134,7 @@ class SlurmRunner(Runner):
                     message = " ".join(line.replace("sbatch: error: ", "") for line in err.strip().splitlines())
                     raise BadInput(f"sbatch refused the job for remote '{self.remote.name}': {message or out.strip()}",
                                    "fix the remote's settings (git exp remote list) or the config's requires")
-                job = out.strip().split(";")[0]
+                job = check_job_id(out)
                 held.append(job)
                 for index, exp in enumerate(chunk):
                     exp.summary["slurm"] = {"job": job, "task": index if len(chunk) > 1 else None,
@@ -144,7 +162,7 @@ class SlurmRunner(Runner):
 
     def _cancel_jobs(self, jobs: Sequence[str]) -> None:
         for job in jobs:
-            self._call([self._tool("scancel"), job])
+            self._call([self._tool("scancel"), "--", job])
 
     def _mark_failed(self, exps: Sequence[Experiment], reason: str) -> None:
         for exp in exps:
@@ -217,14 +235,18 @@ class SlurmRunner(Runner):
                 out[exp.sha] = table[(ref.job, ref.task)][0]
         return out
 
+    def scancel(self, ref: JobRef) -> None:
+        """``scancel -- <job>``: the id is checked (job_of) and ``--`` ends scancel's options."""
+        code, _, err = self._call([self._tool("scancel"), "--", ref.spec])
+        if code != 0:
+            raise GitExpError(f"scancel {ref.spec} failed: {err.strip()}")
+
     def cancel(self, exp: Experiment) -> bool:
         ref = job_of(exp.summary)
         if ref is None:
             return False
         self.store.update_summary(exp.sha, lambda s: {**s, "cancel_requested": True}, message="gitexp: cancel")
-        code, _, err = self._call([self._tool("scancel"), ref.spec])
-        if code != 0:
-            raise GitExpError(f"scancel {ref.spec} failed: {err.strip()}")
+        self.scancel(ref)
 
         def never_started(s: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             if s.get("status") != "pending":
@@ -286,7 +308,7 @@ def stop_reason(summary: Dict[str, Any], saw_warning: bool, signalled: bool = Tr
         return "timeout"
     job = os.environ.get("SLURM_JOB_ID")
     scontrol = shutil.which("scontrol")
-    if job and scontrol:
+    if job and job.isdigit() and scontrol:  # digits only: nothing else may reach scontrol's argv
         proc = Transport().run([scontrol, "-o", "show", "job", job])
         text = proc.stdout.decode(errors="replace")
         if re.search(r"JobState=(TIMEOUT|PREEMPTED|DEADLINE)|Reason=(TimeLimit|Preempt)", text):
