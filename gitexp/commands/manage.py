@@ -90,7 +90,7 @@ def _branch_name(repo: Repo, given: str) -> str:
     HEAD, a full sha) is refused: every later ``git checkout NAME`` would be ambiguous.
     """
     name = given[len("refs/heads/"):] if given.startswith("refs/heads/") else given
-    shown = printable(given)
+    shown = _shown(given)
     if not name or name.startswith("-") or name in ("HEAD", "@") \
             or repo.run(["check-ref-format", f"refs/heads/{name}"], check=False).returncode != 0:
         raise BadInput(f"{shown!r} is not a valid branch name", "see git help check-ref-format")
@@ -241,7 +241,7 @@ def _plan_apply(repo: Repo, sha: str) -> ApplyPlan:
         if change.status == "A" and os.path.lexists(full):
             # On disk but not in the snapshot: an ignored file or directory.
             if os.path.isdir(full) and not os.path.islink(full):
-                plan.blocked.append(f"the directory {printable(path)}/")
+                plan.blocked.append(f"the directory {_shown(path)}/")
                 continue
             if _disk_blob_sha(full) == change.new_sha:
                 continue
@@ -262,9 +262,9 @@ def _leading_dirs_problem(root: str, path: str, checked: Dict[str, Optional[str]
             full = os.path.join(root, prefix)
             problem = None
             if os.path.islink(full):
-                problem = f"the symbolic link {printable(prefix)}"
+                problem = f"the symbolic link {_shown(prefix)}"
             elif os.path.lexists(full) and not os.path.isdir(full):
-                problem = f"the file {printable(prefix)}"
+                problem = f"the file {_shown(prefix)}"
             checked[prefix] = problem
         if checked[prefix]:
             return checked[prefix]
@@ -301,8 +301,13 @@ def _write_files(repo: Repo, sha: str, paths: Sequence[str]) -> None:
             os.unlink(index)
 
 
+def _shown(path: str) -> str:
+    """A path for the terminal: bytes that are not UTF-8 as U+FFFD, control characters escaped."""
+    return printable(path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+
+
 def _listed(paths: Sequence[str], limit: int = 10) -> str:
-    shown = ", ".join(printable(p) for p in paths[:limit])
+    shown = ", ".join(_shown(p) for p in paths[:limit])
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
