@@ -98,6 +98,10 @@ def repair(repo: Repo, store: Store, damage: Damage) -> List[str]:
     done: List[str] = []
     for notes_ref in damage.notes:
         done.append(_rewind_notes(repo, notes_ref))
+    current = repo.refs(EXP_PREFIX)
+    for ref, missing in damage.incomplete.items():
+        if ref in current:
+            done.append(_mend_experiment(repo, store, ref, current[ref], missing))
     for ref, sha in damage.lost_commits.items():
         if not repo.update_refs([RefUpdate(ref, None, sha)], "gitexp fsck: drop ref to a missing commit"):
             raise GitExpError(f"{ref} changed while repairing", "run git exp fsck --repair again")
@@ -112,6 +116,66 @@ def repair(repo: Repo, store: Store, damage: Damage) -> List[str]:
                     message="gitexp fsck: remove notes of removed experiments")
         done.append(f"removed the notes of {len(pairing.stray_notes)} commit(s) that no experiment ref names")
     return done
+
+
+def _restore_from_worktree(repo: Repo, missing: List[str]) -> int:
+    """Write back missing blobs whose content is still a file in the working tree."""
+    listed = repo.run(["ls-files", "-z", "-co", "--exclude-standard"]).stdout.decode(errors="replace")
+    paths = [p for p in listed.split("\0") if p and os.path.isfile(os.path.join(repo.root, p))]
+    if not paths:
+        return 0
+    shas = repo.out(["hash-object", "--stdin-paths"], input="".join(p + "\n" for p in paths).encode()).split()
+    wanted = set(missing)
+    found = [path for path, sha in zip(paths, shas) if sha in wanted]
+    if found:
+        repo.run(["hash-object", "-w", "--stdin-paths"], input="".join(p + "\n" for p in found).encode())
+    return len(found)
+
+
+def _mend_experiment(repo: Repo, store: Store, ref: str, sha: str, missing: List[str]) -> str:
+    """Make an experiment whose snapshot lost objects whole again, keeping its results.
+
+    First from the working tree (a file that has not changed since has the very blob); what
+    is still missing leaves the snapshot, and the experiment is recorded anew as a commit
+    without it (its notes move along, ``recovered_from`` names the old commit), because a
+    ref that reaches missing objects makes `git gc` and `git fsck` fail for good.
+    """
+    restored = _restore_from_worktree(repo, missing)
+    if not repo.missing_reachable([sha], ["--branches", "--tags"]):
+        return f"{ref}: wrote back {restored} missing file(s) from the working tree; it is whole again"
+    old = repo.commit_object(sha)
+    tree, lost = repo.salvage_tree(old.tree.decode())
+    message = old.message.decode(errors="replace").rstrip("\n") + f"\nGitexp-Recovered-From: {sha}\n"
+    new = repo.commit_tree(tree or repo.build_tree(None, {}), [p.decode() for p in old.parents], message)
+    notes: Dict[tuple, Optional[bytes]] = {}
+    for notes_ref in NOTES_REFS:
+        data = store.read_notes(notes_ref, [sha]).get(sha)
+        notes[(notes_ref, sha)] = None
+        if data is not None:
+            notes[(notes_ref, new)] = data
+    summary = store.summary(sha)
+    if summary:
+        summary["recovered_from"] = sha
+        notes[(SUMMARY_REF, new)] = dump_json(summary)
+    refs = [RefUpdate(ref, new, sha)]
+    queued = repo.refs(QUEUE_PREFIX + sha).get(QUEUE_PREFIX + sha)
+    if queued:
+        refs += [RefUpdate(QUEUE_PREFIX + sha, None, queued), RefUpdate(QUEUE_PREFIX + new, new, None)]
+    store.write(notes, refs, message=f"gitexp fsck: re-record {ref} without its missing objects")
+    _move_run_dir(repo, sha, new)
+    return (f"{ref}: {lost} missing file(s)/folder(s) left its snapshot; re-recorded as {new[:12]} "
+            f"(was {sha[:12]}), its results kept")
+
+
+def _move_run_dir(repo: Repo, old: str, new: str) -> None:
+    from .paths import run_paths
+
+    source, target = run_paths(repo, old).root, run_paths(repo, new).root
+    if os.path.isdir(source) and not os.path.exists(target):
+        try:
+            os.rename(source, target)
+        except OSError:
+            pass
 
 
 def _reflog_entries(repo: Repo, ref: str) -> List[List[str]]:

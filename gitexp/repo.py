@@ -10,6 +10,7 @@ transaction whose lines carry the old value (compare-and-swap).
 """
 from __future__ import annotations
 
+import atexit
 import errno
 import os
 import re
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from dulwich.file import FileLocked
+from dulwich.file import adjust_shared_perm
 from dulwich.repo import parse_shared_repository
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Blob, Commit, ShaFile, Tree
@@ -64,6 +65,20 @@ def storage_error(exc: OSError, path: str) -> Exception:
     if exc.errno in _NO_SPACE:
         return DiskFull(path)
     return exc
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would race with threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
 
 
 def _unlink_quietly(path: str) -> None:
@@ -308,6 +323,9 @@ class Repo:
             except ValueError:
                 perm = None
             self._odb = DiskObjectStore(os.path.join(self.common_dir, "objects"), shared_perm=perm)
+            # Close its pack files before the interpreter tears down modules, or their
+            # finalizers print noise ("sys.meta_path is None") on exit.
+            atexit.register(self._odb.close)
         return self._odb
 
     @contextmanager
@@ -334,31 +352,68 @@ class Repo:
             self._pending.clear()
 
     def _add(self, obj: ShaFile) -> None:
-        """Write one loose object (dulwich freshens the mtime of one that exists, as git does).
+        """Write one loose object the way git does: a private temporary file, then a link.
 
-        A lock left by a writer that died (a kill, a full disk) is removed once it is older
-        than any real write takes; a concurrent writer of the very same object is waited for.
+        No lock files: two writers of the same object both succeed (the content is the same),
+        a writer killed or stopped by a full disk leaves at most its own temporary file, which
+        it removes when it can, and an object that already exists is only freshened (its mtime
+        updated, so an age-based prune cannot take it before our ref names it).
         """
         if self._pending is not None:
             self._pending[obj.id] = obj
             return
         path = self.odb._get_shafile_path(obj.id)
-        for attempt in range(50):
+        try:
+            os.utime(path, None)
+            return
+        except FileNotFoundError:
+            pass
+        except PermissionError:
+            pass  # someone else's object in a shared repository: write it anew to freshen it
+        _remove_stale_lock(path + ".lock")  # an older gitexp's leftover; git never looks at it
+        for attempt in range(5):
             try:
-                self.odb.add_object(obj)
+                self._write_loose(obj, path)
                 return
-            except FileLocked:
-                if _remove_stale_lock(path + ".lock"):
-                    continue
-                time.sleep(0.01 * (attempt + 1))
-                if self.odb.contains_loose(obj.id):
-                    return
-            except OSError as exc:
-                # A failed write (ENOSPC) can leave its lock behind: it is ours, remove it.
-                _unlink_quietly(path + ".lock")
-                raise storage_error(exc, path) from exc
-        raise GitFailed(f"could not write object {obj.id.decode()}: {path}.lock is held by another process",
-                        f"if no gitexp or git process is running, delete {path}.lock")
+            except FileNotFoundError:
+                # `git prune` removes temporary object files (and empty folders) it finds:
+                # write it again.
+                if attempt == 4:
+                    raise
+
+    def _write_loose(self, obj: ShaFile, path: str) -> None:
+        folder = os.path.dirname(path)
+        try:
+            self._make_object_dir(folder)
+            fd, tmp = tempfile.mkstemp(prefix="tmp_obj_", dir=folder)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise storage_error(exc, path) from exc
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(obj.as_legacy_object())
+            os.chmod(tmp, 0o444 & ~_umask())
+            adjust_shared_perm(tmp, self.odb.shared_perm)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # a concurrent writer of the very same object got there first
+            except OSError:
+                os.replace(tmp, path)  # a filesystem without hard links
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise storage_error(exc, path) from exc
+        finally:
+            _unlink_quietly(tmp)
+
+    def _make_object_dir(self, folder: str) -> None:
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            return
+        adjust_shared_perm(folder, self.odb.shared_perm)
 
     def _get(self, sha: bytes) -> ShaFile:
         if self._pending and sha in self._pending:
@@ -423,6 +478,36 @@ class Repo:
             return None
         self._add(tree)
         return tree.id
+
+    def salvage_tree(self, tree: str) -> Tuple[Optional[str], int]:
+        """A copy of ``tree`` without the entries whose objects are missing, and how many went."""
+        try:
+            obj = self._get(tree.encode())
+        except MissingObjects:
+            return None, 1
+        if not isinstance(obj, Tree):
+            return None, 1
+        kept = Tree()
+        lost = 0
+        for entry in obj.items():
+            sha = entry.sha.decode()
+            if entry.mode == 0o040000:
+                sub, sub_lost = self.salvage_tree(sha)
+                lost += sub_lost
+                if sub is not None:
+                    kept.add(entry.path, entry.mode, sub.encode())
+            elif entry.mode == 0o160000 or entry.sha in self.odb:
+                kept.add(entry.path, entry.mode, entry.sha)
+            else:
+                lost += 1
+        self._add(kept)
+        return kept.id.decode(), lost
+
+    def commit_object(self, sha: str) -> Commit:
+        obj = self._get(sha.encode())
+        if not isinstance(obj, Commit):
+            raise GitFailed(f"{sha[:12]} is not a commit")
+        return obj
 
     def tree_of(self, commit: str) -> str:
         return self._get(commit.encode()).tree.decode()  # type: ignore[attr-defined]

@@ -117,6 +117,36 @@ def test_lost_summary_is_rebuilt_as_lost_and_retryable(repo: Path) -> None:
     assert {r["id"]: r["status"] for r in log_json(repo)}[sha] == "finished"
 
 
+def _delete_object(repo: Path, sha: str) -> None:
+    (repo / ".git" / "objects" / sha[:2] / sha[2:]).unlink()
+
+
+def test_experiment_with_lost_files_is_mended_and_keeps_its_results(repo: Path) -> None:
+    (repo / "scratch.txt").write_text("an untracked file that will change\n")
+    (repo / "keep.txt").write_text("an untracked file that stays as it is\n")
+    gitexp(repo, "run", "config.yaml", "-p", "steps=2")
+    [before] = log_json(repo)
+    sha = before["id"]
+    scratch = git(repo, "rev-parse", f"{sha}:scratch.txt").strip()
+    keep = git(repo, "rev-parse", f"{sha}:keep.txt").strip()
+    (repo / "scratch.txt").write_text("changed since\n")
+    for blob in (scratch, keep):  # what a prune racing the snapshot can leave
+        _delete_object(repo, blob)
+    check = gitexp(repo, "fsck", check=False)
+    assert check.returncode == 1 and "refs/exps/toy" in check.stdout and "missing" in check.stdout
+    fixed = gitexp(repo, "fsck", "--repair").stdout
+    assert "re-recorded as" in fixed and "results kept" in fixed
+    assert gitexp(repo, "fsck").returncode == 0
+    [after] = log_json(repo)
+    assert after["id"] != sha and after["name"] == "toy" and after["status"] == "finished"
+    assert after["metrics"] == before["metrics"]
+    assert json.loads(git(repo, "notes", "--ref=exps", "show", after["id"]))["recovered_from"] == sha
+    assert git(repo, "show", f"{after['id']}:keep.txt") == "an untracked file that stays as it is\n"
+    assert git(repo, "cat-file", "-e", f"{after['id']}:scratch.txt", check=False) == ""
+    assert len(json.loads(gitexp(repo, "metrics", "toy", "--format", "json").stdout)) == 2
+    assert_fsck_clean(repo)
+
+
 def test_gc_prune_now_beside_writers_never_crashes_and_fsck_recovers(repo: Path) -> None:
     (repo / "quick.yaml").write_text("command: echo val_err={i}\nparams: {i: 0}\n"
                                      "metrics:\n  val_err: {regex: 'val_err=([0-9]+)'}\n")
@@ -125,7 +155,7 @@ def test_gc_prune_now_beside_writers_never_crashes_and_fsck_recovers(repo: Path)
                                          "git gc --prune=now --quiet 2>/dev/null; done"], cwd=repo)
     outputs = []
     try:
-        for i in range(12):
+        for i in range(20):
             proc = gitexp(repo, "run", "quick.yaml", "-p", f"i={i}", check=False)
             outputs.append(proc.stderr)
     finally:
