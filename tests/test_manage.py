@@ -79,5 +79,8 @@ def test_apply_brings_files_into_working_tree(repo: Path) -> None:
     gitexp(repo, "apply", "variant")
     assert "# variant" in (repo / "train.py").read_text()
     assert git(repo, "diff", "--cached") == ""  # index untouched
+    assert gitexp(repo, "apply", "variant").returncode == 0  # again: nothing changes, nothing refused
+    (repo / "train.py").write_text((repo / "train.py").read_text() + "# my own edit\n")
     proc = gitexp(repo, "apply", "variant", check=False)
-    assert proc.returncode == 2 and "uncommitted changes" in proc.stderr
+    assert proc.returncode == 2 and "uncommitted changes" in proc.stderr and "train.py" in proc.stderr
+    assert "# my own edit" in (repo / "train.py").read_text()
