@@ -16,10 +16,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
+from . import snapshot as snapshot_mod
 from .errors import BadInput
+from .snapshot import SnapshotSpec
 from .units import parse_duration, parse_size
 
-TOP_KEYS = ("name", "group", "description", "command", "params", "metrics", "requires", "files", "env", "sweep")
+TOP_KEYS = ("name", "group", "description", "command", "params", "metrics", "requires", "files", "env", "sweep",
+            "snapshot")
 METRIC_KEYS = ("goal", "regex", "file", "key")
 REQUIRE_KEYS = ("disk", "ram", "gpu_mem", "time", "gpus", "cpus")
 GOALS = ("minimize", "maximize")
@@ -201,6 +204,7 @@ class ExperimentConfig:
     files: List[str] = field(default_factory=list)
     env: Dict[str, str] = field(default_factory=dict)
     sweep: Optional[Dict[str, Any]] = None
+    snapshot: SnapshotSpec = field(default_factory=SnapshotSpec)
     source: str = "<config>"
     lines: Dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -221,6 +225,8 @@ class ExperimentConfig:
             out["files"] = list(self.files)
         if self.env:
             out["env"] = dict(self.env)
+        if self.snapshot.to_dict():
+            out["snapshot"] = self.snapshot.to_dict()
         return out
 
     def config_hash(self) -> str:
@@ -821,7 +827,8 @@ class _Validator:
             name=name, command=self.command(data), params=self.params(data), group=group,
             description=self.string(data, "description"), metrics=self.metrics(data),
             requires=self.requires(data), files=self.files(data), env=self.env(data),
-            sweep=self.sweep(data), source=self.source, lines=self.lines,
+            sweep=self.sweep(data), snapshot=snapshot_mod.parse(data.get("snapshot"), self.fail),
+            source=self.source, lines=self.lines,
         )
         known = set(config.params) | set(BUILTIN_PLACEHOLDERS)
         for placeholder in placeholders(config.command):

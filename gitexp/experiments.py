@@ -10,18 +10,20 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import psutil
 import yaml
 
 from .config import ExperimentConfig
 from .errors import BadInput
-from .notes import CONFIG_PATH, Experiment, Store
-from .paths import run_paths
+from . import snapshot as snapshot_mod
+from .notes import CONFIG_PATH, DETAILS_REF, Experiment, Store, dump_json
+from .paths import run_paths, runs_root
 from .repo import RefUpdate, Repo
 
 HEARTBEAT_SECONDS = 15.0
@@ -37,12 +39,37 @@ class Snapshot:
     tree: str
     dirty: bool
     submodules: Dict[str, str]  # path -> the commit recorded for it
+    left_out: List[snapshot_mod.LeftOut] = field(default_factory=list)
+
+    def details(self) -> Dict[str, Any]:
+        """What the details note keeps about the snapshot (empty when nothing was left out)."""
+        return {"snapshot": dict(snapshot_mod.details(self.left_out))} if self.left_out else {}
 
 
-def take_snapshot(repo: Repo) -> Snapshot:
+def _stderr(text: str) -> None:
+    print(f"gitexp: warning: {text}", file=sys.stderr, flush=True)
+
+
+def take_snapshot(repo: Repo, spec: Optional[snapshot_mod.SnapshotSpec] = None,
+                  warn: Callable[[str], None] = _stderr) -> Snapshot:
+    """Snapshot the working tree within ``spec``'s limits; ``warn`` hears what was left out."""
     head = repo.head()
-    tree = repo.snapshot_tree()
-    return Snapshot(head=head, tree=tree, dirty=repo.is_dirty(), submodules=repo.gitlinks(tree))
+    spec = replace(spec or snapshot_mod.SnapshotSpec())
+    runs = runs_root(repo)
+    if os.path.commonpath([os.path.abspath(runs), repo.root]) == repo.root and runs != repo.root:
+        spec.never = [os.path.relpath(runs, repo.root).replace(os.sep, "/") + "/"]
+    chosen: List[snapshot_mod.LeftOut] = []
+
+    def choose(untracked: List[Tuple[str, int]]) -> List[str]:
+        taken, left = snapshot_mod.choose(spec, untracked)
+        chosen.extend(left)
+        return taken
+
+    tree = repo.snapshot_tree(choose)
+    message = snapshot_mod.warning(chosen)
+    if message:
+        warn(message)
+    return Snapshot(head=head, tree=tree, dirty=repo.is_dirty(), submodules=repo.gitlinks(tree), left_out=chosen)
 
 
 def check_files(repo: Repo, config: ExperimentConfig) -> None:
@@ -93,13 +120,16 @@ def initial_summary(config: ExperimentConfig, snap: Snapshot, status: str) -> Di
 
 
 def create(repo: Repo, store: Store, config: ExperimentConfig, status: str = "created",
-           snap: Optional[Snapshot] = None, extra_refs: Sequence[RefUpdate] = ()) -> Experiment:
+           snap: Optional[Snapshot] = None, extra_refs: Sequence[RefUpdate] = (),
+           warn: Callable[[str], None] = _stderr) -> Experiment:
     """Commit the experiment and record it under ``refs/exps/<name>`` with its first note."""
     check_files(repo, config)
-    snap = snap or take_snapshot(repo)
+    snap = snap or take_snapshot(repo, config.snapshot, warn)
     sha = make_commit(repo, snap, config)
     summary = initial_summary(config, snap, status)
-    name = store.create(config.name, sha, summary, extra_refs)
+    details = snap.details()
+    extra = {(DETAILS_REF, sha): dump_json(details)} if details else {}
+    name = store.create(config.name, sha, summary, extra_refs, extra_notes=extra)
     return Experiment(sha, name, summary)
 
 
@@ -121,14 +151,16 @@ def make_experiments(repo: Repo, store: Store, snap: Snapshot, configs: List[Exp
 
 
 def create_many(repo: Repo, store: Store, configs: List[ExperimentConfig], status: str,
-                extra_refs_for: Any = None) -> List[Experiment]:
+                extra_refs_for: Any = None, warn: Callable[[str], None] = _stderr) -> List[Experiment]:
     """Many experiments in one pack, one notes commit and one ref transaction (sweeps)."""
     for config in configs:
         check_files(repo, config)
-    snap = take_snapshot(repo)
+    snap = take_snapshot(repo, configs[0].snapshot, warn)
     with repo.batch():
         exps = make_experiments(repo, store, snap, configs, status)
-        store.create_batch(exps, extra_refs_for)
+        details = snap.details()
+        extra = {(DETAILS_REF, e.sha): dump_json(details) for e in exps} if details else {}
+        store.create_batch(exps, extra_refs_for, extra_notes=extra)
     return exps
 
 

@@ -199,7 +199,8 @@ class Store:
                 time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 
     def create(self, base_name: str, sha: str, summary: Dict[str, Any],
-               extra_refs: Sequence[RefUpdate] = ()) -> str:
+               extra_refs: Sequence[RefUpdate] = (),
+               extra_notes: Optional[Mapping[Tuple[str, str], Optional[bytes]]] = None) -> str:
         """Record a new experiment under ``refs/exps/<name>``; a taken name gets -2, -3, ..."""
         taken = set(self.experiment_refs())
         n, attempts = 1, 0
@@ -209,7 +210,8 @@ class Store:
                 n += 1
                 continue
             summary["name"] = name
-            notes = {(SUMMARY_REF, sha): dump_json(summary)}
+            notes: Dict[Tuple[str, str], Optional[bytes]] = {(SUMMARY_REF, sha): dump_json(summary)}
+            notes.update(extra_notes or {})
             updates = self._notes_updates(notes, f"gitexp: create {name}")
             refs = [RefUpdate(EXP_PREFIX + name, sha, None), *extra_refs]
             if self.repo.update_refs(updates + refs, f"gitexp: create {name}"):

@@ -20,7 +20,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from dulwich.file import adjust_shared_perm
 from dulwich.repo import parse_shared_repository
@@ -144,6 +144,10 @@ def _clean_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     for key in ("GIT_INDEX_FILE", "GIT_WORK_TREE", "GIT_PREFIX"):
         env.pop(key, None)
     env["GIT_TERMINAL_PROMPT"] = "0"
+    # gitexp reads git's messages (a lost compare-and-swap race, a full disk): under a
+    # translated git they would not match, and a race to retry would become an error.
+    env["LC_ALL"] = "C"
+    env.pop("LANGUAGE", None)
     if extra:
         env.update(extra)
     return env
@@ -512,26 +516,54 @@ class Repo:
     def tree_of(self, commit: str) -> str:
         return self._get(commit.encode()).tree.decode()  # type: ignore[attr-defined]
 
-    def snapshot_tree(self) -> str:
-        """Tree of the working tree as it is now: tracked and untracked, non-ignored files.
+    def snapshot_tree(self, choose: Optional[Callable[[List[Tuple[str, int]]], List[str]]] = None) -> str:
+        """Tree of the working tree as it is now: tracked files, and untracked, non-ignored ones.
 
-        Starts from a copy of the user's index for speed (its stat data lets ``git add`` skip
-        unchanged files); the copy is written, the user's index is not.
+        ``choose`` gets the untracked ``(path, size)`` entries (a nested repository's path
+        ends in '/') and returns the paths to take; without it all are taken. Starts from a
+        copy of the user's index for speed (its stat data lets ``git add`` skip unchanged
+        files); the copy is written, the user's index is not.
         """
         fd, index = tempfile.mkstemp(prefix="gitexp-index-", dir=self.git_dir)
         os.close(fd)
-        env = {"GIT_INDEX_FILE": index}
+        env = {"GIT_INDEX_FILE": index, "GIT_LITERAL_PATHSPECS": "1"}
         try:
             user_index = os.path.join(self.git_dir, "index")
             if os.path.exists(user_index):
                 shutil.copyfile(user_index, index)
             else:
                 os.unlink(index)
-            self.run(["add", "-A", "--", "."], env=env)
+            if choose is None:
+                self.run(["add", "-A", "--", "."], env=env)
+            else:
+                self.run(["add", "-u", "--", "."], env=env)  # tracked files: always in
+                wanted = choose(self._untracked(env))
+                if wanted:
+                    self.run(["add", "--pathspec-from-file=-", "--pathspec-file-nul"], env=env,
+                             input=b"".join(os.fsencode(p.rstrip("/")) + b"\0" for p in wanted))
             return self.out(["write-tree"], env=env).strip()
+        except OSError as exc:
+            raise storage_error(exc, index) from exc
         finally:
             if os.path.exists(index):
                 os.unlink(index)
+
+    def _untracked(self, env: Mapping[str, str]) -> List[Tuple[str, int]]:
+        """Untracked, non-ignored files with their sizes; a nested repository as 'path/', 0."""
+        raw = self.run(["ls-files", "-z", "--others", "--exclude-standard"], env=env).stdout
+        found = []
+        for item in raw.split(b"\0"):
+            if not item:
+                continue
+            path = os.fsdecode(item)
+            if path.endswith("/"):
+                found.append((path, 0))
+                continue
+            try:
+                found.append((path, os.lstat(os.path.join(self.root, path)).st_size))
+            except OSError:
+                continue  # deleted meanwhile
+        return found
 
     def checkout_to(self, commit: str, target: str) -> None:
         """Write the files of ``commit`` under ``target`` with a private index.

@@ -108,15 +108,15 @@ class SlurmRunner(Runner):
     def submit_configs(self, configs: List[ExperimentConfig], max_parallel: Optional[int] = None) -> List[Experiment]:
         """Commit, submit held, record, release: all of it or nothing."""
         sbatch = self._tool("sbatch")
-        snap = take_snapshot(self.repo)
+        snap = take_snapshot(self.repo, configs[0].snapshot)
         with self.repo.batch():
             exps = make_experiments(self.repo, self.store, snap, configs, "pending")
             for exp in exps:
                 exp.summary["runner"] = "slurm"
-            return self._submit(sbatch, exps, configs, max_parallel)
+            return self._submit(sbatch, exps, configs, max_parallel, snap.details())
 
     def _submit(self, sbatch: str, exps: List[Experiment], configs: List[ExperimentConfig],
-                max_parallel: Optional[int]) -> List[Experiment]:
+                max_parallel: Optional[int], snap_details: Optional[Dict[str, Any]] = None) -> List[Experiment]:
         limit = max(1, self.max_array_size() - 1)
         chunks = [exps[i:i + limit] for i in range(0, len(exps), limit)] if len(exps) > 1 else [exps]
         folder = os.path.join(runs_root(self.repo), "slurm")
@@ -143,7 +143,8 @@ class SlurmRunner(Runner):
         except BaseException:
             self._cancel_jobs(held)
             raise
-        details = {(DETAILS_REF, e.sha): dump_json({"batch_script": scripts[e.sha]}) for e in exps}
+        details = {(DETAILS_REF, e.sha): dump_json({**(snap_details or {}), "batch_script": scripts[e.sha]})
+                   for e in exps}
         try:
             self.store.create_batch(exps, extra_notes=details)
         except BaseException:
