@@ -82,11 +82,15 @@ def flush() -> None:
 
 
 def checkpoint(path: str, step: Optional[int] = None, **meta: Any) -> Optional[Dict[str, Any]]:
-    """Record a pointer to a checkpoint file (host, path, step, size, time); never its bytes."""
+    """Record a pointer to a checkpoint file (host, path, step, size, time); never its bytes.
+
+    Wrong types raise here, at the call, rather than spoil the record ``show`` reads later.
+    """
+    _check_checkpoint(path, step, meta)
     target = os.environ.get(ENV_CHECKPOINTS)
     if not target:
         return None
-    full = os.path.abspath(path)
+    full = os.path.abspath(os.fspath(path))
     record: Dict[str, Any] = {
         "path": full, "step": step, "time": time.time(), "host": socket.gethostname(),
         "size": os.path.getsize(full) if os.path.exists(full) else None,
@@ -95,6 +99,20 @@ def checkpoint(path: str, step: Optional[int] = None, **meta: Any) -> Optional[D
     with open(target, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record, default=str) + "\n")
     return record
+
+
+def _check_checkpoint(path: Any, step: Any, meta: Dict[str, Any]) -> None:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"gitexp.checkpoint: path must be a str or path, not {type(path).__name__}")
+    if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
+        raise TypeError(f"gitexp.checkpoint: step must be an int or None, not {step!r}")
+    size = meta.get("size")
+    if "size" in meta and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise ValueError(f"gitexp.checkpoint: size must be a non-negative int (bytes), not {size!r}")
+    if "time" in meta and (not isinstance(meta["time"], (int, float)) or isinstance(meta["time"], bool)):
+        raise TypeError(f"gitexp.checkpoint: time must be a number (seconds since the epoch), not {meta['time']!r}")
+    if "host" in meta and not isinstance(meta["host"], str):
+        raise TypeError(f"gitexp.checkpoint: host must be a str, not {meta['host']!r}")
 
 
 def params() -> Dict[str, Any]:

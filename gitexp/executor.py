@@ -9,11 +9,29 @@ Signals: SIGINT, SIGTERM and SIGHUP are passed to the program's process group an
 recorded ``killed`` (``timeout`` when the runner said the time limit is near, see
 :data:`TIMEOUT_SIGNALS`); after ``GITEXP_KILL_GRACE`` seconds (default 10) the group gets
 SIGKILL. A second Ctrl-C kills at once.
+
+What a run can always count on:
+
+* It ends recorded. Its first act writes ``exec.json`` (pid, host) and marks the summary
+  ``starting`` with its pid, so a SIGKILL at any later moment shows the run ``lost`` (and
+  retryable); any exception after that records it ``failed`` with the reason (the
+  traceback goes to ``output.log``). A removed experiment (``git exp rm --force``) is
+  never written again: every summary change aborts on a missing note.
+* Its throwaway ``wt/`` is removed however it ends; a SIGKILLed executor's is swept later
+  (:func:`sweep_stale_worktrees`). ``out/`` and the logs stay.
+* Output costs linear time, however long a line: all bytes go to ``output.log``; regexes
+  and the log tail see at most MAX_LINE characters a line; the tail note holds at most
+  :data:`TAIL_BYTES`.
+* No metric regex can stall it: see :class:`~gitexp.metrics.RegexCapture`.
 """
 from __future__ import annotations
 
+import collections
+import fcntl
 import json
+import math
 import os
+import select
 import shutil
 import signal
 import socket
@@ -21,7 +39,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional
+import traceback
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import psutil
 
@@ -29,22 +48,56 @@ from . import facts as facts_mod
 from . import metrics as metrics_mod
 from .config import ExperimentConfig, parse_config
 from .errors import GitExpError
+from .experiments import process_alive, read_exec_info
 from .notes import CONFIG_PATH, DETAILS_REF, METRICS_REF, Store, dump_json, jsonl
-from .paths import RunPaths, run_paths
+from .paths import RunPaths, run_paths, runs_root
 from .repo import Repo
 from .resources import check as check_requires
 
 LOG_TAIL_LINES = 60
+TAIL_BYTES = 64 * 1024  # the most the log tail may take in the details note (as JSON)
+HEARTBEAT_SECONDS = 5.0  # exec.json's mtime is touched this often while the run is alive
+FINAL = ("finished", "failed", "killed", "timeout", "cancelled")
+LOCK_NAME = "executor.lock"  # held by the live executor of a run directory (flock)
+SWEEP_EVERY = 3600.0  # an executor looks for stale worktrees at most this often
 # The runner's warning that the time limit is near (Slurm: --signal=B:USR1@<secs>).
 TIMEOUT_SIGNALS = (signal.SIGUSR1,)
+DEFAULT_SECONDS = {"GITEXP_NOTES_INTERVAL": 120.0, "GITEXP_KILL_GRACE": 10.0}
+
+
+def _seconds(name: str) -> Tuple[float, Optional[str]]:
+    """The value of a seconds setting, or its default and a warning when it is not usable.
+
+    A bad value falls back to the default rather than failing the run: these are knobs of
+    the machinery, not part of the experiment, and they are read after the experiment was
+    recorded (a typo should not cost a queued sweep). ``settings_problems`` lets a command
+    refuse them before it records anything.
+    """
+    default = DEFAULT_SECONDS[name]
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default, None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        return default, (f"{name}={raw!r} is not a number of seconds (>= 0); using the default "
+                         f"{default:g} (write e.g. {name}={default:g})")
+    return value, None
 
 
 def notes_interval() -> float:
-    return float(os.environ.get("GITEXP_NOTES_INTERVAL", "120"))
+    return _seconds("GITEXP_NOTES_INTERVAL")[0]
 
 
 def kill_grace() -> float:
-    return float(os.environ.get("GITEXP_KILL_GRACE", "10"))
+    return _seconds("GITEXP_KILL_GRACE")[0]
+
+
+def settings_problems() -> List[str]:
+    """What is wrong with the GITEXP_* settings the executor reads, one line each."""
+    return [problem for problem in (_seconds(name)[1] for name in DEFAULT_SECONDS) if problem]
 
 
 def load_experiment_config(repo: Repo, sha: str) -> ExperimentConfig:
@@ -63,15 +116,25 @@ class Executor:
         self.echo = echo
         self.runner = runner
         self.extra_env = extra_env or {}
-        self.config = load_experiment_config(repo, sha)
+        # The config is read inside execute(): a commit whose config cannot be read is then
+        # recorded failed instead of leaving the run as it was.
+        self.config: Optional[ExperimentConfig] = None
         self.paths: RunPaths = run_paths(repo, sha)
-        self.capture = metrics_mod.RegexCapture(self.config.metrics)
+        self.budget = metrics_mod.MatchBudget()
+        self.capture = metrics_mod.RegexCapture({}, self.budget)
+        self.interval, interval_problem = _seconds("GITEXP_NOTES_INTERVAL")
+        self.grace, grace_problem = _seconds("GITEXP_KILL_GRACE")
+        self.setting_warnings = [p for p in (interval_problem, grace_problem) if p]
         self.proc: Optional[subprocess.Popen] = None
+        self.log: Optional[Any] = None
+        self.lock_fd: Optional[int] = None
         self.stop_reason: Optional[str] = None
+        self.stop_signum = signal.SIGTERM
+        self.killed_at: Optional[float] = None
         self.signals_seen = 0
         self.saw_warning = False
         self.facts: Dict[str, Any] = {}
-        self.tail: List[str] = []
+        self.tail: Deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         self.lock = threading.Lock()
         self.done = threading.Event()
 
@@ -80,11 +143,31 @@ class Executor:
         # Handlers first: a stop asked for at any moment from here on is honoured and recorded.
         old_handlers = self._install_signal_handlers()
         try:
-            return self._execute()
+            self._lock_run_dir()  # nothing is recorded if another executor has this run
+            try:
+                return self._execute()
+            except GitExpError as exc:
+                self._on_crash(exc)
+                raise
+            except Exception as exc:
+                reason = self._on_crash(exc)
+                raise GitExpError(reason, f"the traceback is in {self.paths.log}") from exc
+            except BaseException as exc:
+                self._on_crash(exc)
+                raise
+            finally:
+                self._clean_up()
         finally:
             self._restore_signal_handlers(old_handlers)
 
     def _execute(self) -> int:
+        self._write_exec_info()  # first: from here on a crash leaves a pid to find dead
+        self._mark_starting()
+        self.config = load_experiment_config(self.repo, self.sha)
+        self.capture = metrics_mod.RegexCapture(self.config.metrics, self.budget)
+        for warning in self.setting_warnings:
+            self._say(f"gitexp: warning: {warning}")
+        sweep_stale_worktrees(self.repo)
         os.makedirs(self.paths.outdir, exist_ok=True)
         problems = check_requires(self.config.requires, self.paths.outdir, _visible_gpus())
         if problems:
@@ -92,19 +175,18 @@ class Executor:
             self._say("gitexp: not started: " + "; ".join(problems))
             return 3
         self._prepare_worktree()
+        if self.stop_reason:  # stopped before the program began: nothing to start
+            self._finish_summary(self.stop_reason, None, reason="stopped before the program started")
+            return 128 + int(self.stop_signum)
         started = time.time()
         self._start_program()
         assert self.proc is not None
         if self.stop_reason:  # a signal arrived while the program was being started
             self._stop_program(signal.SIGTERM)
-        me = psutil.Process()
-        self.details_base = self.store.details(self.sha)
-        self.store.update_summary(self.sha, lambda s: {
-            **s, "status": "running", "started": started, "host": socket.gethostname(),
-            "pid": me.pid, "pid_started": me.create_time(), "runner": self.runner,
-            "run_dir": self.paths.root, "outdir": self.paths.outdir, "exit_code": None, "reason": None,
-        }, message="gitexp: start")
-        self._write_exec_info(started)
+        self._mark_running(started)
+        return self._run_to_end(started)
+
+    def _run_to_end(self, started: float) -> int:
         self.facts_thread = threading.Thread(target=self._collect_facts, daemon=True)
         self.facts_thread.start()
         flusher = threading.Thread(target=self._periodic, daemon=True)
@@ -116,7 +198,6 @@ class Executor:
             self.done.set()
         status = self._status_for(code)
         self._finish_summary(status, code, started=started)
-        shutil.rmtree(self.paths.worktree, ignore_errors=True)
         self.repo.maintain()
         if code < 0:
             return 128 - code
@@ -136,21 +217,152 @@ class Executor:
             return "timeout"  # warned of the time limit, then stopped without completing
         return "finished" if code == 0 else "failed"
 
+    # -- crashes and cleaning up ------------------------------------------------------------
+    def _on_crash(self, exc: BaseException) -> str:
+        """Whatever went wrong in here: stop the program and record the run ended, with why."""
+        if isinstance(exc, GitExpError):
+            reason = str(exc)
+        else:
+            reason = f"gitexp executor error: {type(exc).__name__}: {exc}"
+            self._log_text("gitexp: executor error:\n" + traceback.format_exc())
+        status = "killed" if isinstance(exc, KeyboardInterrupt) else "failed"
+        try:
+            self._end_program()
+            self._record_end(status, reason)
+        except BaseException as second:  # noqa: BLE001 - the first error is the one to raise
+            self._say(f"gitexp: could not record the run {status}: {second}")
+        return reason
+
+    def _end_program(self) -> None:
+        """SIGTERM to a program still running, SIGKILL after the grace period."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=self.grace)
+            except subprocess.TimeoutExpired:
+                pass
+        self._signal_group(signal.SIGKILL)  # and whatever it left behind in its group
+        self.proc.wait()
+
+    def _record_end(self, status: str, reason: str) -> None:
+        ended = time.time()
+
+        def change(s: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+            if not s or s.get("status") in FINAL:
+                return None  # removed, or already recorded as ended: keep what is there
+            return {**s, "status": status, "ended": ended, "reason": reason,
+                    "exit_code": self.proc.returncode if self.proc else None}
+
+        self.store.update_summary(self.sha, change, message=f"gitexp: {status}")
+
+    def _clean_up(self) -> None:
+        """Runs however the run ends: the worktree goes, ``out/`` and the logs stay."""
+        self.done.set()
+        if self.log is not None and not self.log.closed:
+            self.log.close()
+        shutil.rmtree(self.paths.worktree, ignore_errors=True)
+        self.budget.uninstall()
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)  # releases the lock
+            self.lock_fd = None
+
+    def _lock_run_dir(self) -> None:
+        os.makedirs(self.paths.root, exist_ok=True)
+        deadline = time.monotonic() + 30  # a sweeper holds the lock for a moment only
+        while True:
+            fd = _try_lock(self.paths.root)
+            if fd is not None:
+                self.lock_fd = fd
+                return
+            if time.monotonic() > deadline:
+                raise GitExpError(f"another executor is running {self.sha[:12]} on this machine",
+                                  f"its lock is {os.path.join(self.paths.root, LOCK_NAME)}")
+            time.sleep(0.1)
+
     # -- setup ------------------------------------------------------------------------------
+    def _identity(self) -> Dict[str, Any]:
+        me = psutil.Process()
+        return {"host": socket.gethostname(), "pid": me.pid, "pid_started": me.create_time()}
+
+    def _mark_starting(self) -> None:
+        """Show the run as this process's from the start: if it dies, the run shows ``lost``."""
+        ident = self._identity()
+
+        def change(s: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+            if not s:
+                return None  # not recorded (or removed): nothing to run
+            new = {**s, **ident, "runner": self.runner, "run_dir": self.paths.root, "outdir": self.paths.outdir}
+            if self.runner == "local":
+                # A queue worker's claim already says ``starting`` and names the worker; a
+                # local run names its executor, whose death makes it ``lost``.
+                new.update(status="starting", exit_code=None, reason=None, ended=None)
+                new["worker"] = s.get("worker") or ident
+            return new
+
+        if self.runner == "local":
+            recorded = self.store.update_summary(self.sha, change, message="gitexp: starting")
+        else:  # Slurm states are judged by the runner; only check the run is recorded
+            recorded = self.store.summary(self.sha)
+        if not recorded:
+            raise GitExpError(f"{self.sha[:12]} is not a recorded experiment here (no summary note); "
+                              "nothing was run")
+
+    def _mark_running(self, started: float) -> None:
+        self.details_base = self.store.details(self.sha)
+        ident = self._identity()
+
+        def change(s: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+            if not s:
+                return None  # removed meanwhile (git exp rm --force): never re-create the note
+            return {**s, **ident, "status": "running", "started": started, "runner": self.runner,
+                    "run_dir": self.paths.root, "outdir": self.paths.outdir, "exit_code": None, "reason": None}
+
+        self.store.update_summary(self.sha, change, message="gitexp: start")
+        self._write_exec_info(started)
+
     def _prepare_worktree(self) -> None:
         """Check the commit out into ``wt/`` (no git admin state to clean after a kill)."""
+        assert self.config is not None
         shutil.rmtree(self.paths.worktree, ignore_errors=True)
         os.makedirs(self.paths.worktree)
         self.repo.checkout_to(self.sha, self.paths.worktree)
-        for rel in self.config.files:
-            source = rel if os.path.isabs(rel) else os.path.join(self.repo.root, rel)
-            target = os.path.join(self.paths.worktree, os.path.basename(rel) if os.path.isabs(rel) else rel)
-            if os.path.lexists(target):
-                continue
+        for entry in self.config.files:
+            self._link_entry(entry)
+
+    def _link_entry(self, entry: str) -> None:
+        """Link one ``files`` entry (data, weights: what git does not hold) into ``wt/``."""
+        wt = self.paths.worktree
+        rel = os.path.normpath(entry)  # "data/" and "data" name the same directory
+        source = os.path.abspath(rel if os.path.isabs(rel) else os.path.join(self.repo.root, rel))
+        target = os.path.normpath(os.path.join(wt, os.path.basename(rel) if os.path.isabs(rel) else rel))
+        if not target.startswith(wt + os.sep):
+            raise GitExpError(f"files: {entry!r} would be linked at {target}, outside the run's directory {wt}; "
+                              "nothing was run", "list paths inside the repository, or absolute paths")
+        self._link_into(source, target, entry)
+
+    def _link_into(self, source: str, target: str, entry: str) -> None:
+        wt = self.paths.worktree
+        if not _within(os.path.dirname(target), wt):  # through a symlink the commit holds
+            raise GitExpError(f"files: {entry!r} would be linked through a symlink to "
+                              f"{os.path.realpath(os.path.dirname(target))}, outside the run's directory; "
+                              "nothing was run")
+        if not os.path.lexists(target):
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            os.symlink(os.path.abspath(source), target)
+            os.symlink(source, target)
+            return
+        if os.path.isdir(target) and not os.path.islink(target) and os.path.isdir(source):
+            # The commit holds part of this directory (say data/README): its files stay, and
+            # what only the source has (the ignored data) is linked in beside them.
+            for name in sorted(os.listdir(source)):
+                self._link_into(os.path.join(source, name), os.path.join(target, name), entry)
+            return
+        rel = os.path.relpath(target, wt)
+        self._log_text(f"gitexp: files: {rel} is in the experiment commit; the committed version is used\n")
 
     def _environment(self) -> Dict[str, str]:
+        assert self.config is not None
         env = dict(os.environ)
         env.update(self.config.env)
         env.update({
@@ -168,6 +380,7 @@ class Executor:
         return env
 
     def _start_program(self) -> None:
+        assert self.config is not None
         builtins = {"outdir": self.paths.outdir, "name": self.config.name, "run_dir": self.paths.root}
         command = self.config.render_command(builtins)
         argv = command if isinstance(command, list) else [shutil.which("bash") or "/bin/sh", "-c", command]
@@ -188,10 +401,15 @@ class Executor:
             self._finish_summary("failed", 127, reason=f"could not start: {exc}")
             raise GitExpError(f"could not start {argv[0]}: {exc}")
 
-    def _write_exec_info(self, started: float) -> None:
-        me = psutil.Process()
-        info = {"pid": me.pid, "pid_started": me.create_time(), "host": socket.gethostname(),
-                "child": self.proc.pid if self.proc else None, "started": started}
+    def _write_exec_info(self, started: Optional[float] = None) -> None:
+        info: Dict[str, Any] = {**self._identity(), "started": started, "child": None, "child_started": None}
+        if self.proc is not None:
+            info["child"] = self.proc.pid
+            try:
+                info["child_started"] = psutil.Process(self.proc.pid).create_time()
+            except psutil.Error:
+                pass  # already gone
+        os.makedirs(self.paths.root, exist_ok=True)
         tmp = self.paths.exec_info + ".tmp"
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(info, handle)
@@ -199,36 +417,58 @@ class Executor:
 
     # -- while it runs ----------------------------------------------------------------------
     def _pump_output(self) -> None:
+        """Tee the output to output.log (and the terminal); lines to the regexes and the tail.
+
+        Linear in the output however long a line is: only the first MAX_LINE bytes of a line
+        are kept for matching, while every byte goes to output.log.
+        """
         assert self.proc is not None and self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
-        pending = b""
-        out = sys.stdout.buffer if self.echo else None
+        splitter = metrics_mod.LineSplitter()
+        poller = select.poll()  # unlike select(), any fd number
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except InterruptedError:
-                continue
+            chunk = self._read_output(poller, fd)
             if not chunk:
                 break
-            self.log.write(chunk)
-            self.log.flush()
-            if out is not None:
-                out.write(chunk)
-                out.flush()
-            pending += chunk
-            *lines, pending = pending.replace(b"\r", b"\n").split(b"\n")
-            for line in lines:
-                self._feed(line.decode(errors="replace"))
-        if pending:
-            self._feed(pending.decode(errors="replace"))
-        self.log.close()
+            self._copy_out(chunk)
+            for line, cut in splitter.push(chunk):
+                self._feed(line, cut)
+        for line, cut in splitter.finish():
+            self._feed(line, cut)
+        self.proc.stdout.close()
 
-    def _feed(self, line: str) -> None:
+    def _read_output(self, poller: Any, fd: int) -> bytes:
+        """The next chunk; b"" at the end of the output, or once a stopped program's group was
+        SIGKILLed and its main process is gone (something that left the group may still hold
+        the pipe open, and a stop must not wait for it)."""
+        assert self.proc is not None
+        while True:
+            if poller.poll(500):
+                return os.read(fd, 65536)
+            if self.killed_at is not None and self.proc.poll() is not None \
+                    and time.monotonic() - self.killed_at > 1.0:
+                return b""
+
+    def _copy_out(self, chunk: bytes) -> None:
+        assert self.log is not None
+        self.log.write(chunk)
+        self.log.flush()
+        if self.echo:
+            try:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+            except (OSError, ValueError):
+                self.echo = False  # the terminal or pipe went away; output.log still has it all
+
+    def _feed(self, line: str, cut: int = 0) -> None:
+        if self.stop_reason is None:  # once stopping, leftover output is not worth a regex's time
+            for warning in self.capture.feed(line):
+                self._log_text(warning + "\n")
+                self._say(warning)
+        text = f"{line} [... {cut} more bytes]" if cut else line
         with self.lock:
-            self.capture.feed(line)
-            self.tail.append(line)
-            if len(self.tail) > LOG_TAIL_LINES:
-                del self.tail[0]
+            self.tail.append(text)
 
     def _wait(self) -> int:
         assert self.proc is not None
@@ -239,33 +479,57 @@ class Executor:
                 self._on_signal(signal.SIGINT, None)
 
     def _periodic(self) -> None:
-        interval = notes_interval()
         last_notes = time.monotonic()
-        while not self.done.wait(5.0):
+        while not self.done.wait(HEARTBEAT_SECONDS):
             try:
-                os.utime(self.paths.exec_info)
-                if time.monotonic() - last_notes >= interval:
+                present = self._heartbeat()
+                if present and time.monotonic() - last_notes >= self.interval:
                     last_notes = time.monotonic()
-                    self._write_progress()
+                    present = self._write_progress()
+                if not present:
+                    self._abandon()
+                    return
             except (OSError, GitExpError) as exc:
                 self._say(f"gitexp: could not record progress: {exc}")
 
-    def _write_progress(self) -> None:
+    def _heartbeat(self) -> bool:
+        """Touch exec.json; False if the run's directory and its summary note were removed."""
+        try:
+            os.utime(self.paths.exec_info)
+            return True
+        except FileNotFoundError:
+            return bool(self.store.summary(self.sha))
+
+    def _abandon(self) -> None:
+        """The experiment was removed (``git exp rm --force``) under us: stop its program."""
+        self._say(f"gitexp: experiment {self.sha[:12]} was removed; stopping its program")
+        if self.stop_reason is None:
+            self.stop_reason = "killed"
+            self._stop_program(signal.SIGTERM)
+
+    def _write_progress(self) -> bool:
+        """Progress notes while running; False if the experiment's note is gone."""
         history = self._history()
-        summaries = metrics_mod.summarize(history, self.config.metrics)
+        summaries = metrics_mod.summarize(history, self._specs())
         extra = {(METRICS_REF, self.sha): jsonl(history)}
         if self.facts:
             extra[(DETAILS_REF, self.sha)] = dump_json(self._details())
+        present = [True]
 
         def change(s: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+            present[0] = bool(s)
             if s.get("status") != "running":
-                return None  # finished meanwhile; the final write has it all
+                return None  # removed, or finished meanwhile (the final write has it all)
             return {**s, "metrics": summaries, "updated": time.time()}
 
         self.store.update_summary(self.sha, change, extra=extra, message="gitexp: progress")
+        return present[0]
 
     def _collect_facts(self) -> None:
-        self.facts = facts_mod.collect(self.repo.version())
+        try:
+            self.facts = facts_mod.collect(self.repo.version())
+        except Exception as exc:  # noqa: BLE001 - facts are nice to have; never fail a run on them
+            self.facts = {"error": f"{type(exc).__name__}: {exc}"}
 
     # -- signals ----------------------------------------------------------------------------
     def _install_signal_handlers(self) -> Dict[int, Any]:
@@ -274,9 +538,11 @@ class Executor:
         old = {}
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, *TIMEOUT_SIGNALS):
             old[sig] = signal.signal(sig, self._on_signal)
+        self.budget.install()  # regex searches bounded by SIGALRM (main thread only)
         return old
 
     def _restore_signal_handlers(self, old: Dict[int, Any]) -> None:
+        self.budget.uninstall()
         for sig, handler in old.items():
             signal.signal(sig, handler)
 
@@ -297,6 +563,7 @@ class Executor:
             return
         if self.stop_reason is None:
             self.stop_reason = "killed"
+            self.stop_signum = signal.Signals(signum)
         self.signals_seen += 1
         if self.signals_seen > 1:
             self._signal_group(signal.SIGKILL)  # asked twice: no more grace
@@ -306,7 +573,7 @@ class Executor:
     def _stop_program(self, signum: int) -> None:
         """``signum`` to the program's whole process group, SIGKILL after the grace period."""
         self._signal_group(signum)
-        timer = threading.Timer(kill_grace(), self._signal_group, args=(signal.SIGKILL,))
+        timer = threading.Timer(self.grace, self._signal_group, args=(signal.SIGKILL,))
         timer.daemon = True
         timer.start()
 
@@ -314,30 +581,34 @@ class Executor:
         # The group may outlive the main process (a program that left children behind).
         if self.proc is None:
             return
+        if signum == signal.SIGKILL and self.killed_at is None:
+            self.killed_at = time.monotonic()
         try:
             os.killpg(self.proc.pid, signum)
         except (ProcessLookupError, PermissionError):
             pass
 
     # -- the end ----------------------------------------------------------------------------
+    def _specs(self) -> Dict[str, Any]:
+        return dict(self.config.metrics) if self.config is not None else {}
+
     def _history(self) -> List[Dict[str, Any]]:
-        with self.lock:
-            regex_points = list(self.capture.points)
+        regex_points = list(self.capture.points)  # one atomic copy; the pump only appends
         points = metrics_mod.read_points(self.paths.metrics) + regex_points
-        points += metrics_mod.file_points(self.config.metrics, self.paths.outdir)
+        points += metrics_mod.file_points(self._specs(), self.paths.outdir)
         return metrics_mod.merge(points)
 
     def _details(self) -> Dict[str, Any]:
         with self.lock:
-            tail = "\n".join(self.tail)
-        return {**getattr(self, "details_base", {}), "facts": self.facts, "log_tail": tail}
+            lines = list(self.tail)
+        return {**getattr(self, "details_base", {}), "facts": self.facts, "log_tail": _bounded_tail(lines)}
 
     def _finish_summary(self, status: str, code: Optional[int], started: Optional[float] = None,
                         reason: Optional[str] = None) -> None:
         ended = time.time()
         history = self._history()
-        summaries = metrics_mod.summarize(history, self.config.metrics)
-        checkpoints = metrics_mod.read_points(self.paths.checkpoints)
+        summaries = metrics_mod.summarize(history, self._specs())
+        checkpoints = metrics_mod.read_checkpoints(self.paths.checkpoints)
         thread = getattr(self, "facts_thread", None)
         if thread is not None:
             thread.join(timeout=30)
@@ -347,7 +618,9 @@ class Executor:
         if reason is None and status == "failed" and code is not None:
             reason = f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
 
-        def change(s: Dict[str, Any]) -> Dict[str, Any]:
+        def change(s: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+            if not s:
+                return None  # removed meanwhile (git exp rm --force): never re-create the note
             new = {**s, "status": status, "ended": ended, "exit_code": code, "metrics": summaries,
                    "checkpoints": checkpoints[-20:], "reason": reason,
                    "outdir": self.paths.outdir, "run_dir": self.paths.root}
@@ -357,8 +630,111 @@ class Executor:
 
         self.store.update_summary(self.sha, change, extra=extra, message=f"gitexp: {status}")
 
+    def _log_text(self, text: str) -> None:
+        """A line of gitexp's own in output.log (and the tail), beside the program's output."""
+        try:
+            if self.log is not None and not self.log.closed:
+                self.log.write(text.encode())
+                self.log.flush()
+            else:
+                os.makedirs(self.paths.root, exist_ok=True)
+                with open(self.paths.log, "ab") as handle:
+                    handle.write(text.encode())
+        except OSError:
+            pass
+        with self.lock:
+            self.tail.extend(text.rstrip("\n").splitlines()[-LOG_TAIL_LINES:])
+
     def _say(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
+
+
+def _bounded_tail(lines: List[str]) -> str:
+    """The last lines whose JSON encoding fits TAIL_BYTES (each line is already cut)."""
+    kept: List[str] = []
+    size = 0
+    for line in reversed(lines):
+        size += len(json.dumps(line))
+        if size > TAIL_BYTES:
+            break
+        kept.append(line)
+    return "\n".join(reversed(kept))
+
+
+def _within(path: str, root: str) -> bool:
+    """Whether ``path``, with the symlinks among its existing parts resolved, lies in ``root``."""
+    probe = path
+    while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    real, base = os.path.realpath(probe), os.path.realpath(root)
+    return real == base or real.startswith(base + os.sep)
+
+
+def _try_lock(run_dir: str) -> Optional[int]:
+    """The run directory's executor lock, or None while a live executor holds it."""
+    try:
+        fd = os.open(os.path.join(run_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError:
+        pass  # no locks on this filesystem: liveness is judged by pids alone
+    return fd
+
+
+def sweep_stale_worktrees(repo: Repo, force: bool = False) -> List[str]:
+    """Remove the ``wt/`` of runs on this host whose executor and program are both gone.
+
+    An executor removes its worktree however its run ends, except when it is SIGKILLed:
+    this catches those. ``out/`` and the logs stay. Without ``force`` it runs at most once
+    every SWEEP_EVERY seconds per runs root (executors call it; workers force it).
+    """
+    root = runs_root(repo)
+    stamp = os.path.join(root, ".wt-swept")
+    try:
+        if not force and os.path.exists(stamp) and time.time() - os.path.getmtime(stamp) < SWEEP_EVERY:
+            return []
+        os.makedirs(root, exist_ok=True)
+        with open(stamp, "a"):
+            os.utime(stamp)
+        entries = [e.path for e in os.scandir(root) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+    return [run_dir for run_dir in entries if _remove_stale_worktree(run_dir)]
+
+
+def _remove_stale_worktree(run_dir: str) -> bool:
+    worktree = os.path.join(run_dir, "wt")
+    if not os.path.isdir(worktree):
+        return False
+    fd = _try_lock(run_dir)  # held by a live executor: not stale; held by us: none can start
+    if fd is None:
+        return False
+    try:
+        if not _is_stale(run_dir, worktree):
+            return False
+        shutil.rmtree(worktree, ignore_errors=True)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _is_stale(run_dir: str, worktree: str) -> bool:
+    info = read_exec_info(os.path.join(run_dir, "exec.json"))
+    if not info:  # written first by every executor since; older ones: judge by age
+        try:
+            return time.time() - os.path.getmtime(worktree) > SWEEP_EVERY
+        except OSError:
+            return False
+    if info.get("host") != socket.gethostname():
+        return False  # a run on another machine sharing this directory: its business
+    # An executor killed with SIGKILL may leave its program running in wt/: keep it then.
+    return not process_alive(info.get("pid"), info.get("pid_started")) and \
+        not process_alive(info.get("child"), info.get("child_started"))
 
 
 def _visible_gpus() -> Optional[List[int]]:

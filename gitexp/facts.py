@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from typing import Any, Dict, List
 
 import psutil
@@ -39,11 +40,15 @@ def gpu_models() -> List[str]:
     return []
 
 
+CACHE_KEEP = 4  # package-list cache files kept (one per interpreter/site-packages state)
+
+
 def installed_packages() -> List[str]:
     """name==version of every distribution importable here, cached until site-packages change.
 
     The cache key holds the mtime of every sys.path directory, which changes whenever a
-    package is installed or removed there.
+    package is installed or removed there. Each install makes a new key, so only the
+    :data:`CACHE_KEEP` most recently used files are kept.
     """
     import hashlib
     import json
@@ -53,7 +58,9 @@ def installed_packages() -> List[str]:
     cache = os.path.join(os.path.expanduser("~"), ".cache", "gitexp", f"packages-{key}.json")
     try:
         with open(cache, encoding="utf-8") as handle:
-            return list(json.load(handle))
+            packages = list(json.load(handle))
+        os.utime(cache)  # most recently used: the last to be pruned
+        return packages
     except (OSError, ValueError):
         pass
     packages = _scan_packages()
@@ -63,9 +70,36 @@ def installed_packages() -> List[str]:
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(packages, handle)
         os.replace(tmp, cache)
+        prune_cache(os.path.dirname(cache))
     except OSError:
         pass
     return packages
+
+
+def prune_cache(directory: str, keep: int = CACHE_KEEP) -> None:
+    """Delete all but the ``keep`` newest package lists, and temporary files of dead writers."""
+    entries = []
+    for name in os.listdir(directory):
+        if not name.startswith("packages-"):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError:
+            continue
+        if name.endswith(".json"):
+            entries.append((mtime, path))
+        elif time.time() - mtime > 3600:  # a writer's temporary file, left by a crash
+            _unlink(path)
+    for _mtime, path in sorted(entries, reverse=True)[keep:]:
+        _unlink(path)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass  # another process pruned it first
 
 
 def _scan_packages() -> List[str]:

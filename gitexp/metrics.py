@@ -9,8 +9,10 @@ import json
 import math
 import os
 import re
+import signal
+import threading
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .config import MetricSpec
 from .notes import parse_jsonl
@@ -20,33 +22,148 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-class RegexCapture:
-    """Turns output lines into points for metrics that declare a ``regex``."""
+MAX_LINE = 4096  # characters of a line that regexes (and the log tail) see
+MATCH_SECONDS = 0.5  # the most one regex search may take before its metric's regex is turned off
 
-    def __init__(self, specs: Mapping[str, MetricSpec]) -> None:
+
+class MatchTimeout(Exception):
+    """A regex search ran past its time budget (raised from the SIGALRM handler)."""
+
+
+class MatchBudget:
+    """Bounds the time one ``pattern.search`` may take, with a SIGALRM timer.
+
+    Why a timer and not a thread: CPython's regex engine keeps the GIL for the whole search,
+    so a catastrophic pattern in a helper thread would starve the main thread (and with it
+    every signal handler). The engine does check for signals every few thousand steps, so a
+    handler that raises ends the search. Signals reach the main thread only: elsewhere
+    :meth:`install` returns False and searches run unbounded (lines are still cut to
+    :data:`MAX_LINE`).
+    """
+
+    def __init__(self, seconds: float = MATCH_SECONDS) -> None:
+        self.seconds = seconds
+        self.installed = False
+        self.armed = False
+        self.old: Any = None
+
+    def install(self) -> bool:
+        if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+            return False
+        self.old = signal.signal(signal.SIGALRM, self._on_alarm)
+        self.installed = True
+        return True
+
+    def uninstall(self) -> None:
+        if self.installed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.old)
+            self.installed = False
+
+    def _on_alarm(self, _signum: int, _frame: Any) -> None:
+        if self.armed:  # a late alarm after the search ended is ignored
+            self.armed = False
+            raise MatchTimeout()
+
+    def search(self, pattern: "re.Pattern[str]", line: str) -> Optional["re.Match[str]"]:
+        if not self.installed:
+            return pattern.search(line)
+        self.armed = True
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        try:
+            return pattern.search(line)
+        finally:
+            self.armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+class RegexCapture:
+    """Turns output lines into points for metrics that declare a ``regex``.
+
+    Each line is cut to :data:`MAX_LINE` characters, and a regex whose search runs past the
+    budget is turned off for the rest of the run (a warning says so): no regex can stall the
+    executor for more than one budget.
+    """
+
+    def __init__(self, specs: Mapping[str, MetricSpec], budget: Optional[MatchBudget] = None) -> None:
         self.rules = [(name, re.compile(spec.regex)) for name, spec in specs.items() if spec.regex]
+        self.budget = budget or MatchBudget()
         self.counts: Dict[str, int] = {}
         self.points: List[Dict[str, Any]] = []
+        self.warnings: List[str] = []
 
-    def feed(self, line: str) -> None:
-        for name, pattern in self.rules:
-            match = pattern.search(line)
-            if not match:
-                continue
-            groups = match.groupdict()
-            raw = groups.get("value") or match.group(1)
+    def feed(self, line: str) -> List[str]:
+        """Capture from one line; returns warnings raised by this line (regexes turned off)."""
+        line = line[:MAX_LINE]
+        warnings: List[str] = []
+        for rule in list(self.rules):
+            name, pattern = rule
             try:
-                value = float(raw)
-            except (TypeError, ValueError):
+                match = self.budget.search(pattern, line)
+            except MatchTimeout:
+                self.rules.remove(rule)
+                warnings.append(f"gitexp: metric '{name}': its regex took more than {self.budget.seconds:g}s "
+                                f"on one line; regex capture of '{name}' is off for the rest of this run")
                 continue
-            self.counts[name] = self.counts.get(name, 0) + 1
-            step: Any = self.counts[name]
-            if groups.get("step") is not None:
-                try:
-                    step = int(groups["step"])
-                except ValueError:
-                    pass
-            self.points.append({"step": step, "time": time.time(), name: value})
+            if match:
+                self._add(name, match)
+        self.warnings += warnings
+        return warnings
+
+    def _add(self, name: str, match: "re.Match[str]") -> None:
+        groups = match.groupdict()
+        raw = groups.get("value") or match.group(1)
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            return
+        self.counts[name] = self.counts.get(name, 0) + 1
+        step: Any = self.counts[name]
+        if groups.get("step") is not None:
+            try:
+                step = int(groups["step"])
+            except ValueError:
+                pass
+        self.points.append({"step": step, "time": time.time(), name: value})
+
+
+class LineSplitter:
+    """Output bytes in, lines out, in time linear in the bytes however long a line grows.
+
+    Only the first ``limit`` bytes of a line are kept (the whole line still goes to
+    ``output.log``); ``\r`` ends a line too (progress bars).
+    """
+
+    def __init__(self, limit: int = MAX_LINE) -> None:
+        self.limit = limit
+        self.partial = bytearray()
+        self.cut = 0  # bytes of the current line dropped beyond the limit
+
+    def push(self, chunk: bytes) -> List[Tuple[str, int]]:
+        """(text, bytes cut) for every line the chunk completes."""
+        pieces = chunk.replace(b"\r", b"\n").split(b"\n")
+        lines = []
+        for piece in pieces[:-1]:
+            self._keep(piece)
+            lines.append(self._take())
+        self._keep(pieces[-1])
+        return lines
+
+    def finish(self) -> List[Tuple[str, int]]:
+        """The last line, if the output did not end with a newline."""
+        return [self._take()] if self.partial or self.cut else []
+
+    def _keep(self, piece: bytes) -> None:
+        room = self.limit - len(self.partial)
+        if room > 0:
+            self.partial += piece[:room]
+        self.cut += max(0, len(piece) - max(room, 0))
+
+    def _take(self) -> Tuple[str, int]:
+        line = (bytes(self.partial).decode(errors="replace"), self.cut)
+        self.partial = bytearray()
+        self.cut = 0
+        return line
 
 
 def read_points(path: str) -> List[Dict[str, Any]]:
@@ -54,6 +171,26 @@ def read_points(path: str) -> List[Dict[str, Any]]:
         return []
     with open(path, "rb") as handle:
         return parse_jsonl(handle.read())
+
+
+def read_checkpoints(path: str) -> List[Dict[str, Any]]:
+    """Checkpoint pointers the program recorded, with malformed ones dropped or mended.
+
+    The file is the program's to write (by hand or through an older API), so nothing in it
+    is trusted: ``path`` must be a string (else the record is dropped); ``size`` a
+    non-negative int, ``step`` an int, ``time`` a number and ``host`` a string, else None.
+    """
+    out = []
+    for record in read_points(path):
+        if not isinstance(record.get("path"), str):
+            continue
+        size, step = record.get("size"), record.get("step")
+        record["size"] = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
+        record["step"] = step if isinstance(step, int) and not isinstance(step, bool) else None
+        record["time"] = record.get("time") if is_number(record.get("time")) else None
+        record["host"] = record.get("host") if isinstance(record.get("host"), str) else None
+        out.append(record)
+    return out
 
 
 def file_points(specs: Mapping[str, MetricSpec], base_dir: str) -> List[Dict[str, Any]]:

@@ -99,6 +99,22 @@ class Queue:
             return False  # a worker claimed it meanwhile
         return True
 
+    def fail_queued(self, exp: Experiment, reason: str) -> bool:
+        """Record a queued experiment that can never run ``failed`` and take it off the queue.
+
+        One transaction: the status and the queue entry change together, and only if the
+        entry is still there (False if a worker claimed it or someone cancelled it first).
+        """
+        def change(s: Dict[str, Any]) -> Dict[str, Any]:
+            return {**s, "status": "failed", "ended": time.time(), "reason": reason, "wait_reason": None}
+
+        try:
+            self.store.update_summary(exp.sha, change, refs=[RefUpdate(queue_ref(exp.sha), None, exp.sha)],
+                                      message=f"gitexp: cannot run {exp.name}")
+        except RefConflict:
+            return False
+        return True
+
     def requeue(self, exp: Experiment, priority: Optional[int] = None) -> None:
         """Queue an experiment that ended (lost, failed, killed) again: the same commit runs."""
         now = time.time()

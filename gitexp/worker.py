@@ -7,6 +7,7 @@ it stops claiming, passes SIGTERM to its running executors (recorded ``killed``)
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,14 +15,19 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Set
 
-from .errors import GitExpError
-from .executor import load_experiment_config
+import psutil
+
+from .config import Requires
+from .errors import NotReady
+from .executor import load_experiment_config, sweep_stale_worktrees
 from .notes import Experiment, Store
 from .paths import run_paths, runs_root
 from .queue import CLAIMED, Queue, worker_identity
 from .repo import Repo
+from .resources import _existing, free_gpu_memory
 from .resources import check as check_requires
 from .runners.base import exec_argv
+from .units import format_size
 
 
 class ForkedExecutor:
@@ -105,9 +111,11 @@ class Worker:
         self.identity = worker_identity()
         self.say = say or (lambda text: print(text, file=sys.stderr, flush=True))
         self.started = 0
+        self.never_fit = 0  # queued experiments failed because they need more than this machine has
 
     def run(self) -> int:
         old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        sweep_stale_worktrees(self.repo, force=True)
         try:
             while True:
                 self._reap()
@@ -120,7 +128,10 @@ class Worker:
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
-        return 130 if self.stopping else 0
+        if self.stopping:
+            return 130
+        # Like a single run that does not fit (exit 3), so scripts see that some never ran.
+        return NotReady.exit_code if self.never_fit else 0
 
     # -- scheduling ----------------------------------------------------------------------------
     def _candidates(self) -> List[Experiment]:
@@ -143,16 +154,31 @@ class Worker:
             gpu = self._free_gpus()[0] if self.gpus else None
             try:
                 requires = load_experiment_config(self.repo, exp.sha).requires
-            except GitExpError as exc:
-                self.queue.note_waiting(exp, f"cannot read its config: {exc}")
+            except Exception as exc:  # noqa: BLE001 - whatever it is, this commit can never run
+                self._cannot_run(exp, f"cannot read its stored config: {exc}")
                 continue
             problems = check_requires(requires, root, [gpu] if gpu is not None else None)
+            if problems and self.until_empty:
+                # "Not now" is worth waiting for; "never" (more than this machine has) would
+                # hold --until-empty forever.
+                never = never_fits(requires, root, self.gpus)
+                if never and self._cannot_run(exp, "; ".join(never)):
+                    self.never_fit += 1
+                if never:
+                    continue
             if problems:
                 self.queue.note_waiting(exp, "; ".join(problems))
                 continue
             if not self.queue.claim(exp, self.identity):
                 continue  # another worker took it
             self._start(exp, gpu)
+
+    def _cannot_run(self, exp: Experiment, reason: str) -> bool:
+        """Fail a queued experiment that can never run here and drop it from the queue."""
+        if not self.queue.fail_queued(exp, reason):
+            return False  # another worker took it, or it was cancelled, meanwhile
+        self.say(f"gitexp worker: {exp.name} ({exp.sha[:10]}) failed: {reason}")
+        return True
 
     def _start(self, exp: Experiment, gpu: Optional[int]) -> None:
         env = dict(os.environ)
@@ -219,3 +245,61 @@ def _kill_group(proc: Any, sig: int) -> None:
         os.kill(proc.pid, sig)
     except ProcessLookupError:
         pass
+
+
+def never_fits(requires: Requires, disk_path: str, gpu_slots: Optional[List[int]]) -> List[str]:
+    """What no waiting can ever give on this machine: more than it has in total.
+
+    ``gpu_slots`` are the worker's --gpus: each experiment then gets exactly one GPU.
+    """
+    out = []
+    if requires.ram and requires.ram > psutil.virtual_memory().total:
+        out.append(f"requires.ram {format_size(requires.ram)} exceeds this machine's "
+                   f"{format_size(psutil.virtual_memory().total)} total")
+    if requires.disk:
+        total = shutil.disk_usage(_existing(disk_path)).total
+        if requires.disk > total:
+            out.append(f"requires.disk {format_size(requires.disk)} exceeds the {format_size(total)} "
+                       f"total of the disk holding {_existing(disk_path)}")
+    if requires.cpus and requires.cpus > (os.cpu_count() or 1):
+        out.append(f"requires.cpus {requires.cpus} exceeds this machine's {os.cpu_count()} CPUs")
+    if requires.gpus or requires.gpu_mem:
+        out += _gpus_never_fit(requires, gpu_slots)
+    return out
+
+
+def _gpus_never_fit(requires: Requires, gpu_slots: Optional[List[int]]) -> List[str]:
+    free = free_gpu_memory()
+    if free is None:
+        return ["requires a GPU but no NVIDIA GPU can be queried on this machine"]
+    count = 1 if gpu_slots else len(free)
+    if requires.gpus and requires.gpus > count:
+        where = "this worker gives each experiment one GPU (--gpus)" if gpu_slots else \
+            f"this machine has {len(free)}"
+        return [f"requires.gpus {requires.gpus}, but {where}"]
+    totals = _gpu_totals()
+    if requires.gpu_mem and totals and requires.gpu_mem > max(totals):
+        return [f"requires.gpu_mem {format_size(requires.gpu_mem)} exceeds the {format_size(max(totals))} "
+                f"of this machine's largest GPU"]
+    return []
+
+
+def _gpu_totals() -> List[int]:
+    """Total bytes of memory per GPU ([] when unknown: then gpu_mem is only ever "not now")."""
+    try:
+        import pynvml  # type: ignore[import-not-found]
+
+        pynvml.nvmlInit()
+        try:
+            return [pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).total
+                    for i in range(pynvml.nvmlDeviceGetCount())]
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no library or driver: ask nvidia-smi
+        pass
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10)
+        return [int(float(x)) * 1024 * 1024 for x in out.stdout.split()] if out.returncode == 0 else []
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return []

@@ -1,13 +1,16 @@
 """Local runner: the executor on this machine, in this process or detached in the background."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 from typing import List, Sequence
 
+import psutil
+
 from ..executor import Executor
-from ..experiments import process_alive
+from ..experiments import process_alive, read_exec_info
 from ..notes import Experiment, Store
 from ..paths import run_paths
 from ..repo import Repo
@@ -30,6 +33,7 @@ class LocalRunner(Runner):
             os.makedirs(paths.root, exist_ok=True)
             pid = self.transport.spawn(exec_argv(exp.sha), cwd=self.repo.root,
                                        log_path=os.path.join(paths.root, "executor.log"))
+            _note_spawned(paths.exec_info, pid)
             handles.append(Handle("local", exp.sha, str(pid), socket.gethostname()))
         return handles
 
@@ -43,3 +47,30 @@ class LocalRunner(Runner):
             return False
         os.kill(int(pid), signal.SIGTERM)
         return True
+
+
+def _note_spawned(exec_info: str, pid: int) -> None:
+    """Name the spawned executor in exec.json before this command returns.
+
+    The executor writes exec.json as its first act, but an interpreter takes a moment to
+    start: if it is killed before then, the pid written here is what shows the ``created``
+    run as lost rather than about to start.
+    """
+    if read_exec_info(exec_info).get("pid") == pid:
+        return  # the executor was quicker
+    try:
+        started = psutil.Process(pid).create_time()
+    except psutil.Error:
+        started = None
+    info = {"pid": pid, "pid_started": started, "host": socket.gethostname(), "started": None,
+            "child": None, "child_started": None}
+    tmp = f"{exec_info}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(info, handle)
+        if read_exec_info(exec_info).get("pid") != pid:
+            os.replace(tmp, exec_info)
+        else:
+            os.unlink(tmp)
+    except OSError:
+        pass  # the executor's own exec.json will do
