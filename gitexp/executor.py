@@ -82,8 +82,7 @@ def _seconds(name: str) -> Tuple[float, Optional[str]]:
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value < 0:
-        return default, (f"{name}={raw!r} is not a number of seconds (>= 0); using the default "
-                         f"{default:g} (write e.g. {name}={default:g})")
+        return default, f"{name}={raw!r} is not a number of seconds >= 0 (write e.g. {name}={default:g})"
     return value, None
 
 
@@ -96,7 +95,8 @@ def kill_grace() -> float:
 
 
 def settings_problems() -> List[str]:
-    """What is wrong with the GITEXP_* settings the executor reads, one line each."""
+    """What is wrong with the GITEXP_* settings the executor reads, one line each (commands
+    can refuse them as bad input before they record anything)."""
     return [problem for problem in (_seconds(name)[1] for name in DEFAULT_SECONDS) if problem]
 
 
@@ -124,7 +124,7 @@ class Executor:
         self.capture = metrics_mod.RegexCapture({}, self.budget)
         self.interval, interval_problem = _seconds("GITEXP_NOTES_INTERVAL")
         self.grace, grace_problem = _seconds("GITEXP_KILL_GRACE")
-        self.setting_warnings = [p for p in (interval_problem, grace_problem) if p]
+        self.setting_warnings = [f"{p}; using the default" for p in (interval_problem, grace_problem) if p]
         self.proc: Optional[subprocess.Popen] = None
         self.log: Optional[Any] = None
         self.lock_fd: Optional[int] = None
@@ -432,10 +432,8 @@ class Executor:
             if not chunk:
                 break
             self._copy_out(chunk)
-            for line, cut in splitter.push(chunk):
-                self._feed(line, cut)
-        for line, cut in splitter.finish():
-            self._feed(line, cut)
+            self._feed_lines(splitter.push(chunk))
+        self._feed_lines(splitter.finish())
         self.proc.stdout.close()
 
     def _read_output(self, poller: Any, fd: int) -> bytes:
@@ -460,6 +458,12 @@ class Executor:
                 sys.stdout.buffer.flush()
             except (OSError, ValueError):
                 self.echo = False  # the terminal or pipe went away; output.log still has it all
+
+    def _feed_lines(self, lines: List[Tuple[str, int]]) -> None:
+        if lines:
+            with self.budget.watching():  # one timer for the batch bounds each search in it
+                for line, cut in lines:
+                    self._feed(line, cut)
 
     def _feed(self, line: str, cut: int = 0) -> None:
         if self.stop_reason is None:  # once stopping, leftover output is not worth a regex's time

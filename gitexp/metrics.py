@@ -5,6 +5,7 @@ points logged at the same step are merged into one record.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -12,7 +13,7 @@ import re
 import signal
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from .config import MetricSpec
 from .notes import parse_jsonl
@@ -39,12 +40,18 @@ class MatchBudget:
     handler that raises ends the search. Signals reach the main thread only: elsewhere
     :meth:`install` returns False and searches run unbounded (lines are still cut to
     :data:`MAX_LINE`).
+
+    The timer is armed once per batch of lines (:meth:`watching`), not per search (a
+    setitimer per search made capture six times slower); when it fires, the handler ends
+    the search under way if that one has run for the whole budget, else it re-arms.
     """
 
     def __init__(self, seconds: float = MATCH_SECONDS) -> None:
         self.seconds = seconds
         self.installed = False
-        self.armed = False
+        self.active = False  # inside watching()
+        self.in_search = False
+        self.search_started = 0.0
         self.old: Any = None
 
     def install(self) -> bool:
@@ -56,25 +63,43 @@ class MatchBudget:
 
     def uninstall(self) -> None:
         if self.installed:
+            self.active = False
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, self.old)
             self.installed = False
 
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """Searches in this block are bounded (when installed)."""
+        if not self.installed or self.active:
+            yield
+            return
+        self.active = True
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        try:
+            yield
+        finally:
+            self.active = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
     def _on_alarm(self, _signum: int, _frame: Any) -> None:
-        if self.armed:  # a late alarm after the search ended is ignored
-            self.armed = False
-            raise MatchTimeout()
+        if not self.active:
+            return  # a late alarm after the batch ended
+        left = self.seconds
+        if self.in_search:
+            left -= time.monotonic() - self.search_started
+            if left <= 0:
+                self.in_search = False
+                raise MatchTimeout()
+        signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
 
     def search(self, pattern: "re.Pattern[str]", line: str) -> Optional["re.Match[str]"]:
-        if not self.installed:
-            return pattern.search(line)
-        self.armed = True
-        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        self.search_started = time.monotonic()
+        self.in_search = True
         try:
             return pattern.search(line)
         finally:
-            self.armed = False
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            self.in_search = False
 
 
 class RegexCapture:
