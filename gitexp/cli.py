@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, NoReturn, Optional, TypeVar
 
 import click
 
@@ -35,7 +36,35 @@ COMMANDS: Dict[str, tuple] = {
 }
 
 
+T = TypeVar("T")
+
+
+class PipeClosed(Exception):
+    """Whoever read our output went away (``git exp log | head``): end quietly.
+
+    Not an OSError on purpose: click turns an EPIPE OSError into a silent exit 1, even
+    outside standalone mode; this passes through click to :func:`main`.
+    """
+
+
+def _pipe_guarded(call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            raise PipeClosed() from None
+        raise
+
+
 class LazyGroup(click.Group):
+    def make_context(self, info_name: Optional[str], args: List[str], parent: Optional[click.Context] = None,
+                     **extra: Any) -> click.Context:
+        # --help and --version print while the arguments are parsed
+        return _pipe_guarded(lambda: super(LazyGroup, self).make_context(info_name, args, parent, **extra))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return _pipe_guarded(lambda: super(LazyGroup, self).invoke(ctx))
+
     def list_commands(self, ctx: click.Context) -> List[str]:
         return [name for name in COMMANDS if not name.startswith("_")]
 
@@ -53,23 +82,62 @@ def cli() -> None:
     """Run and track experiments as git commits: results in git notes, runs anywhere."""
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def _end_quietly_on_closed_pipe() -> NoReturn:
+    """Exit 0 without a word: the reader of stdout is gone, as with ``git log | head``.
+
+    What is still buffered for stdout would fail again when the interpreter flushes it at
+    exit (an "Exception ignored" message and exit code 120), so stdout is pointed at
+    /dev/null first, as the Python documentation's note on SIGPIPE advises.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    sys.exit(0)
+
+
+def _show_usage_error(exc: click.UsageError) -> None:
+    """click's usage, then a hint that works: ``git exp --help`` is turned by git into
+    ``git help exp`` (the man page), so the hint names ``-h``, which always reaches us."""
+    if type(exc).show is not click.UsageError.show:  # e.g. no command at all: click shows the help
+        exc.show()
+        return
+    if exc.ctx is not None:
+        click.echo(exc.ctx.get_usage(), err=True)
+        click.echo(f"Try '{exc.ctx.command_path} -h' for help.\n", err=True)
+    click.echo(f"error: {exc.format_message()}", err=True)
+
+
+def _run(argv: Optional[List[str]]) -> int:
+    """The command's exit code; every GitExpError as one ``error: ...`` line."""
     try:
         result = cli.main(args=argv, prog_name="git exp", standalone_mode=False)
     except GitExpError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        return 130
+    except click.UsageError as exc:
+        _show_usage_error(exc)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
-    except BrokenPipeError:
-        sys.exit(0)
+        return exc.exit_code
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         click.echo(f"error: {DiskFull(exc.filename or 'the output directory')}", err=True)
-        sys.exit(DiskFull.exit_code)
-    sys.exit(result if isinstance(result, int) else 0)
+        return DiskFull.exit_code
+    return result if isinstance(result, int) else 0
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # here, not at interpreter exit, where a closed pipe cannot be handled
+    except (PipeClosed, BrokenPipeError):
+        _end_quietly_on_closed_pipe()
+    sys.exit(code)
