@@ -1,10 +1,26 @@
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+
+
+def read_version() -> str:
+    """The one definition of the version is ``__version__`` in gitexp/__init__.py (read, not
+    imported: installing must not need gitexp's dependencies)."""
+    text = (HERE / "gitexp" / "__init__.py").read_text(encoding="utf-8")
+    match = re.search(r'^__version__ = "([^"]+)"$', text, re.MULTILINE)
+    if not match:
+        raise RuntimeError("gitexp/__init__.py does not define __version__ = \"...\"")
+    return match.group(1)
+
 
 setup(
     name="gitexp",
-    version="0.1.0",
+    version=read_version(),
     description="Run and track neural-network training experiments as git commits",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["gitexp", "gitexp.*"]),
     python_requires=">=3.9",
@@ -21,4 +37,8 @@ setup(
         "test": ["pytest", "numpy", "aiosmtpd"],
     },
     entry_points={"console_scripts": ["git-exp=gitexp.cli:main"]},
+    # `git exp --help` is `git help exp`, which runs `man git-exp`: man looks in <prefix>/share/man
+    # beside each <prefix>/bin on the PATH (a virtualenv, ~/.local for --user). Editable installs
+    # skip data_files: scripts/bootstrap.sh installs the page itself (python -m gitexp.manpage).
+    data_files=[("share/man/man1", ["man/git-exp.1"])],
 )

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, TypeVar
 
 import click
 
+from . import __version__
 from .errors import DiskFull, GitExpError
 
 # command name -> (module under gitexp.commands, attribute). Imported on use, so that
@@ -77,7 +78,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="gitexp", message="gitexp %(version)s")
+@click.version_option(__version__, message="gitexp %(version)s")
 def cli() -> None:
     """Run and track experiments as git commits: results in git notes, runs anywhere."""
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, gitexp
+
+gitexp_cli = gitexp  # for tests that import the gitexp package itself
 
 TRIES = 20
 
@@ -59,3 +63,94 @@ def test_usage_errors_point_at_help_that_works(repo: Path) -> None:
         assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     proc = gitexp(repo, "-h")
     assert proc.returncode == 0 and proc.stdout.startswith("Usage: git exp")
+
+
+# -- item 3: `git exp --help` (git help exp, man git-exp) finds a manual page ---------------------
+MAN_PAGE = ROOT / "man" / "git-exp.1"
+
+
+def man_or_skip() -> str:
+    found = shutil.which("man")
+    if found is None and os.environ.get("CI") != "true":
+        pytest.skip("`man` is not installed here (man-db); the page itself is tested above")
+    assert found, "CI=true but `man` is missing (scripts/test.sh installs man-db as root)"
+    return found
+
+
+def test_committed_man_page_is_what_the_generator_makes() -> None:
+    from gitexp.manpage import render
+
+    assert render() == MAN_PAGE.read_text(encoding="utf-8"), \
+        "man/git-exp.1 is out of date: run python -m gitexp.manpage -o man/git-exp.1"
+
+
+def test_man_page_has_every_command_and_option() -> None:
+    from gitexp.cli import cli
+    from gitexp.manpage import roff
+
+    text = MAN_PAGE.read_text(encoding="utf-8")
+    assert text.startswith(".TH GIT\\-EXP 1 ") and "\n.SH NAME\ngit\\-exp \\- " in text and "\n.SH SYNOPSIS\n" in text
+    ctx = cli.context_class(cli, info_name="git exp")
+    for name in cli.list_commands(ctx):
+        command = cli.get_command(ctx, name)
+        assert f'.SS "git exp {name} ' in text, name
+        assert roff(command.help.strip().split("\n")[0]) in text, name
+        for param in command.params:
+            if param.param_type_name == "option":
+                assert roff(", ".join(param.opts)) in text, (name, param.opts)
+    assert '.SS "git exp remote add [OPTIONS] NAME"' in text and '.SS "git exp queue retry ' in text
+    assert "_exec" not in text  # hidden
+
+
+def test_setup_installs_the_page_and_reads_the_one_version(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import runpy
+
+    import setuptools
+
+    import gitexp
+
+    seen: dict = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.chdir("/")  # setup.py finds its files from its own location
+    runpy.run_path(str(ROOT / "setup.py"))
+    assert seen["data_files"] == [("share/man/man1", ["man/git-exp.1"])]
+    # item 8: the version is defined once, in gitexp/__init__.py
+    assert seen["version"] == gitexp.__version__
+    assert not re.search(r"""version\s*=\s*["']\d""", (ROOT / "setup.py").read_text(encoding="utf-8"))
+    assert gitexp_cli(tmp_path, "--version").stdout == f"gitexp {gitexp.__version__}\n"  # not stale metadata
+
+
+def test_installed_page_is_found_by_man_beside_the_prefix_on_path(tmp_path: Path, repo: Path) -> None:
+    """What bootstrap.sh does for .venv (an editable install skips data_files): man looks in
+    <prefix>/share/man for a <prefix>/bin on the PATH, with MANPATH unset."""
+    prefix = tmp_path / "venv"
+    (prefix / "bin").mkdir(parents=True)
+    (prefix / "bin" / "git-exp").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m gitexp "$@"\n')
+    (prefix / "bin" / "git-exp").chmod(0o755)
+    subprocess.run([sys.executable, "-m", "gitexp.manpage", "--install", str(prefix)], check=True,
+                   capture_output=True)
+    page = prefix / "share" / "man" / "man1" / "git-exp.1"
+    assert page.read_text(encoding="utf-8") == MAN_PAGE.read_text(encoding="utf-8")
+    man = man_or_skip()
+    env = {k: v for k, v in os.environ.items() if k not in ("MANPATH", "MANPAGER", "PAGER", "GIT_PAGER")}
+    env.update(PATH=f"{prefix / 'bin'}:{os.environ['PATH']}", MANPAGER="cat", PAGER="cat", MANWIDTH="80")
+    found = subprocess.run([man, "-w", "git-exp"], env=env, capture_output=True, text=True)
+    assert found.returncode == 0 and found.stdout.strip() == str(page), found.stdout + found.stderr
+    if shutil.which("nroff"):
+        shown = subprocess.run(["git", "exp", "--help"], cwd=repo, env=env, capture_output=True, text=True)
+        words = " ".join(shown.stdout.split())  # man justifies lines with extra spaces
+        assert shown.returncode == 0 and "git-exp - run and track experiments" in words, shown.stderr
+        assert "No manual entry" not in shown.stderr
+
+
+def test_bootstrapped_venv_has_the_man_page() -> None:
+    venv = ROOT / ".venv"
+    if not (venv / "bin" / "git-exp").exists():
+        pytest.skip("no .venv here (scripts/bootstrap.sh makes it)")
+    page = venv / "share" / "man" / "man1" / "git-exp.1"
+    assert page.is_file(), "scripts/bootstrap.sh did not install the man page"
+    if shutil.which("man"):
+        env = {k: v for k, v in os.environ.items() if k != "MANPATH"}
+        env["PATH"] = f"{venv / 'bin'}:{os.environ['PATH']}"
+        assert subprocess.run(["man", "-w", "git-exp"], env=env, capture_output=True, text=True).stdout.strip() \
+            == str(page)
