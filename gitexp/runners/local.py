@@ -34,6 +34,9 @@ class LocalRunner(Runner):
             pid = self.transport.spawn(exec_argv(exp.sha), cwd=self.repo.root,
                                        log_path=os.path.join(paths.root, "executor.log"))
             _note_spawned(paths.exec_info, pid)
+            # The log exists from now on, so `git exp logs -f` run right after this command
+            # follows it instead of finding nothing yet.
+            open(paths.log, "ab").close()
             handles.append(Handle("local", exp.sha, str(pid), socket.gethostname()))
         return handles
 
