@@ -47,7 +47,7 @@ import psutil
 from . import facts as facts_mod
 from . import metrics as metrics_mod
 from .config import ExperimentConfig, parse_config
-from .errors import GitExpError
+from .errors import DiskFull, GitExpError
 from .experiments import process_alive, read_exec_info
 from .notes import CONFIG_PATH, DETAILS_REF, METRICS_REF, Store, dump_json, jsonl
 from .paths import RunPaths, run_paths, runs_root
@@ -62,7 +62,7 @@ LOCK_NAME = "executor.lock"  # held by the live executor of a run directory (flo
 SWEEP_EVERY = 3600.0  # an executor looks for stale worktrees at most this often
 # The runner's warning that the time limit is near (Slurm: --signal=B:USR1@<secs>).
 TIMEOUT_SIGNALS = (signal.SIGUSR1,)
-DEFAULT_SECONDS = {"GITEXP_NOTES_INTERVAL": 120.0, "GITEXP_KILL_GRACE": 10.0}
+DEFAULT_SECONDS = {"GITEXP_NOTES_INTERVAL": 120.0, "GITEXP_KILL_GRACE": 10.0, "GITEXP_FULL_DISK_WAIT": 600.0}
 
 
 def _seconds(name: str) -> Tuple[float, Optional[str]]:
@@ -387,7 +387,8 @@ class Executor:
         for stale in (self.paths.metrics, self.paths.checkpoints, self.paths.stop_file):
             if os.path.exists(stale):
                 os.unlink(stale)
-        self.log = open(self.paths.log, "ab")
+        # Unbuffered: a failed write (a full disk) loses that chunk only, never wedges a buffer.
+        self.log = open(self.paths.log, "ab", buffering=0)
         self.log.write(f"gitexp: running {command!r} in {self.paths.worktree}\n".encode())
         self.log.flush()
         try:
@@ -450,8 +451,15 @@ class Executor:
 
     def _copy_out(self, chunk: bytes) -> None:
         assert self.log is not None
-        self.log.write(chunk)
-        self.log.flush()
+        try:
+            self.log.write(chunk)
+        except OSError as exc:
+            # A full disk must not stop the pump (the program would block on a full pipe):
+            # the bytes are lost to output.log, still reach the tail, and the run goes on.
+            if not getattr(self, "log_lost", 0):
+                self._say(f"gitexp: warning: cannot write {self.paths.log}: {exc.strerror}; "
+                          "output is not being kept until there is space")
+            self.log_lost = getattr(self, "log_lost", 0) + len(chunk)
         if self.echo:
             try:
                 sys.stdout.buffer.write(chunk)
@@ -632,7 +640,15 @@ class Executor:
                 new["duration"] = ended - started
             return new
 
-        self.store.update_summary(self.sha, change, extra=extra, message=f"gitexp: {status}")
+        if getattr(self, "log_lost", 0):
+            extra[(DETAILS_REF, self.sha)] = dump_json({**self._details(), "log_bytes_lost": self.log_lost})
+        patience = _seconds("GITEXP_FULL_DISK_WAIT")[0]
+        try:
+            self.store.update_summary(self.sha, change, extra=extra, message=f"gitexp: {status}", patience=patience)
+        except DiskFull:
+            self._say(f"gitexp: the disk stayed full for {patience:g}s: could not record {status} "
+                      f"(exit code {code}); free space and run git exp queue --retry-lost")
+            raise
 
     def _log_text(self, text: str) -> None:
         """A line of gitexp's own in output.log (and the tail), beside the program's output."""

@@ -116,7 +116,13 @@ def initial_summary(config: ExperimentConfig, snap: Snapshot, status: str) -> Di
         "parent": snap.head,
         "parent_dirty": snap.dirty,
         **({"submodules": snap.submodules} if snap.submodules else {}),
+        **({"creator": _me()} if status == "created" else {}),
     }
+
+
+def _me() -> Dict[str, Any]:
+    me = psutil.Process()
+    return {"host": socket.gethostname(), "pid": me.pid, "pid_started": me.create_time()}
 
 
 def create(repo: Repo, store: Store, config: ExperimentConfig, status: str = "created",
@@ -193,6 +199,16 @@ def effective_status(repo: Repo, exp: Experiment, host: Optional[str] = None) ->
         worker = summary.get("worker") or {}
         if worker.get("host") == (host or socket.gethostname()):
             return status if process_alive(worker.get("pid"), worker.get("pid_started")) else "lost"
+        return status
+    if status == "created":
+        # Nothing said it started yet: it belongs to the executor named in exec.json (written
+        # by run --detach and by the executor first thing), else to the process that recorded
+        # it. When that process is gone on this host, the run was lost between the two.
+        info = read_exec_info(run_paths(repo, exp.sha).exec_info)
+        owner = info if info.get("pid") else (summary.get("creator") or {})
+        if isinstance(owner, dict) and owner.get("pid") and owner.get("host") == (host or socket.gethostname()) \
+                and not process_alive(owner.get("pid"), owner.get("pid_started")):
+            return "lost"
         return status
     if status not in ACTIVE:
         return status

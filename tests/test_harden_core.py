@@ -281,3 +281,27 @@ def test_submodule_whose_commit_is_gone_fails_with_one_clear_reason(tmp_path: Pa
     row = {r["id"]: r for r in log_json(repo)}[sha]
     assert row["status"] == "failed", (row, proc.stderr)
     assert "submodule lib" in (row["reason"] or "")
+
+
+def test_full_disk_at_the_end_of_a_run_keeps_its_exit_code(small_disk: Path) -> None:
+    repo = make_repo(small_disk / "repo")
+    barrier = small_disk / "go"
+    (repo / "late.yaml").write_text(
+        f"command: while [ ! -e {barrier} ]; do sleep 0.1; done; echo done; exit 1\n")
+    proc = subprocess.Popen([sys.executable, "-m", "gitexp", "run", "late.yaml"], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, GITEXP_FULL_DISK_WAIT="120"))
+    deadline = time.time() + 60
+    while time.time() < deadline and not [r for r in log_json(repo) if r["status"] == "running"]:
+        time.sleep(0.2)
+    filler = _fill(small_disk)
+    os.close(os.open(barrier, os.O_CREAT | os.O_WRONLY))  # an empty file needs an inode, not a block
+    time.sleep(3)  # the program has exited; the executor now waits for space to record it
+    assert proc.poll() is None
+    filler.unlink()
+    out, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err, err
+    [row] = log_json(repo)
+    assert row["status"] == "failed" and row["exit_code"] == 1, row
+    assert proc.returncode == 1
+    assert_fsck_clean(repo)

@@ -158,6 +158,11 @@ def worker(jobs: int, gpus: Optional[str], until_empty: bool, group: Optional[st
         raise BadInput(f"--jobs {jobs}: must be at least 1", "e.g. --jobs 2")
     gpu_ids = parse_gpus(gpus)
     repo, store = open_store()
+    from ..executor import settings_problems
+
+    problems = settings_problems()
+    if problems:
+        raise BadInput("; ".join(problems))
     w = Worker(repo, store, jobs=jobs, gpus=gpu_ids, until_empty=until_empty, group=group)
     click.echo(f"gitexp worker: pid {w.identity['pid']}, {w.jobs} at a time"
                + (f", GPUs {gpus}" if gpu_ids else ""), err=True)
