@@ -73,11 +73,15 @@ def check(repo: Repo) -> Damage:
             if missing:
                 damage.notes[notes_ref] = missing
     exclude = ["--branches", "--tags"]
-    for ref, sha in sorted(ours.items()):
-        if ref.startswith(EXP_PREFIX) and sha not in absent:
-            missing = repo.missing_reachable([sha], exclude)
-            if missing:
-                damage.incomplete[ref] = missing
+    tips = sorted({sha for ref, sha in ours.items() if ref.startswith(EXP_PREFIX) and sha not in absent})
+    # One walk over every experiment; only if it finds something, one walk per experiment
+    # to say which ones are damaged.
+    if tips and repo.missing_reachable(tips, exclude):
+        for ref, sha in sorted(ours.items()):
+            if ref.startswith(EXP_PREFIX) and sha not in absent:
+                missing = repo.missing_reachable([sha], exclude)
+                if missing:
+                    damage.incomplete[ref] = missing
     if SUMMARY_REF not in damage.notes:
         _check_pairing(Store(repo), ours, absent, damage)
     return damage

@@ -300,10 +300,10 @@ class Repo:
         """Objects reachable from ``tips`` (all present themselves) that are missing."""
         if not tips:
             return []
-        args = ["rev-list", "--objects", "--missing=print", *tips]
-        if exclude:
-            args += ["--not", *exclude]
-        proc = self.run(args, check=False)
+        args = ["rev-list", "--objects", "--missing=print", *(["--not", *exclude] if exclude else []), "--stdin"]
+        # Tips on stdin (thousands of experiments would not fit a command line); on stdin
+        # they are positive whatever --not said before.
+        proc = self.run(args, check=False, input="".join(t + "\n" for t in tips).encode())
         text = proc.stdout.decode(errors="replace")
         found = [line[1:41] for line in text.splitlines() if line.startswith("?")]
         if proc.returncode != 0 and not found:
@@ -644,4 +644,45 @@ class Repo:
 
     def version(self) -> str:
         return self.out(["--version"]).strip()
+
+    # -- sync: fetch/push (used by sync.py) ---------------------------------------------
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Whether commit ``ancestor`` is reachable from ``descendant`` (or is it)."""
+        proc = self.run(["merge-base", "--is-ancestor", ancestor, descendant], check=False)
+        if proc.returncode not in (0, 1):
+            raise MissingObjects([ancestor, descendant], "comparing notes histories")
+        return proc.returncode == 0
+
+    def ls_remote(self, remote: str, patterns: Sequence[str], timeout: float) -> Optional[Dict[str, str]]:
+        """Refs of ``remote`` matching ``patterns``; None if it does not answer within ``timeout``.
+
+        Never prompts: no terminal prompt, and ssh in batch mode unless the user set an ssh
+        command of their own.
+        """
+        env = {"GIT_TERMINAL_PROMPT": "0"}
+        if not (os.environ.get("GIT_SSH_COMMAND") or os.environ.get("GIT_SSH")
+                or self.run(["config", "--get", "core.sshCommand"], check=False).stdout.strip()):
+            env["GIT_SSH_COMMAND"] = f"ssh -o BatchMode=yes -o ConnectTimeout={max(1, int(timeout))}"
+        try:
+            proc = subprocess.Popen(["git", "ls-remote", "--refs", "--", remote, *patterns], cwd=self.root,
+                                    env=_clean_env(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError:
+            return None
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, 9)  # git and the ssh it started: their own process group
+            except OSError:
+                pass
+            proc.communicate()
+            return None
+        if proc.returncode != 0:
+            return None
+        refs: Dict[str, str] = {}
+        for line in out.decode(errors="replace").splitlines():
+            sha, _, ref = line.partition("\t")
+            refs[ref] = sha
+        return refs
 
