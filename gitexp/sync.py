@@ -1,0 +1,595 @@
+"""Share experiments through any git remote: ``git exp pull`` and ``git exp push``.
+
+A remote is a named git remote (``origin``), a path or a URL (``ssh://``, ``host:path``,
+``https://``, ``file://``). Nothing gitexp-specific has to run on the other side: a plain
+git host works.
+
+Namespace (declared once, here): a fetch copies the remote's ``refs/exps/*`` and
+``refs/notes/exps*`` under ``refs/exps-sync/<label>/exps/*`` and
+``refs/exps-sync/<label>/notes/exps*`` (``<label>``: the remote's name, or ``_`` and a hash of
+the URL). These are a cache of what the remote had, like ``refs/remotes/``; the user's
+branches, tags and remote-tracking branches are never touched. The merge then writes the
+local ``refs/exps/*`` and ``refs/notes/exps*`` in one compare-and-swap transaction per
+attempt, rebuilt and retried when a local writer got there first.
+
+Merge rules (the pure parts live in :mod:`gitexp.merge`):
+
+* experiment refs: a remote experiment whose commit we have under no name gets its name
+  here; if that name is taken by another commit it gets ``<name>-2``, ``-3``, ... A local
+  experiment ref is never moved or deleted; a remote experiment without a usable summary
+  note is left out until it has one.
+* notes of every experiment named here (remote notes of commits no experiment names are
+  ignored): summaries and details merged field by field, metric histories united, see
+  :mod:`gitexp.merge`. A remote note that fails the checks of :mod:`gitexp.summary` is skipped
+  with one warning naming its commit and never replaces a local note.
+* each merged notes commit has the local tip and the remote tips as parents, so it is a
+  fast-forward of both: ``git exp push`` (and a plain ``git push``) can send it without force.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+
+from . import merge as rules
+from . import summary as checks
+from .config import MAX_NAME_LEN, check_name
+from .errors import BadInput, DiskFull, GitFailed, MissingObjects, RefConflict
+from .notes import DETAILS_REF, EXP_PREFIX, METRICS_REF, NOTES_REFS, SUMMARY_REF, Store, _note_paths, dump_json, jsonl
+from .repo import RefUpdate, Repo
+
+SYNC_PREFIX = "refs/exps-sync/"
+FETCH_ATTEMPTS = 8
+MERGE_ATTEMPTS = 40
+PUSH_ATTEMPTS = 5
+HINT_TIMEOUT = 5.0
+_SIMPLE_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+# What git says when a ref it wanted to write was being written by someone else: try again.
+_LOCK_RACE = ("cannot lock ref", ".lock': File exists", "Unable to create", "but expected", "is at ")
+# What a push says when the other side changed under it: fetch, merge and push again.
+_PUSH_RACE = ("stale info", "fetch first", "non-fast-forward", "atomic push failed", "atomic transaction failed",
+              "cannot lock ref",
+              "already exists", "failed to update ref", "but expected", "is at ")
+
+
+# -- where to sync with ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Source:
+    """A git remote as the user named it, what git is given, and its private namespace."""
+
+    spec: str   # as typed: origin, ../hub.git, ssh://host/repo
+    url: str    # passed to git: the remote's name (so its settings apply) or an absolute path/URL
+    label: str  # component under refs/exps-sync/
+
+    @property
+    def namespace(self) -> str:
+        return f"{SYNC_PREFIX}{self.label}/"
+
+    def tracking(self, ref: str) -> str:
+        """Where the remote's ``ref`` (refs/exps/x, refs/notes/exps...) is kept here."""
+        return self.namespace + ref[len("refs/"):]
+
+    def refspecs(self) -> List[str]:
+        return [f"+{EXP_PREFIX}*:{self.namespace}exps/*", f"+{SUMMARY_REF}*:{self.namespace}notes/exps*"]
+
+
+def git_remotes(repo: Repo) -> Dict[str, str]:
+    """Named git remotes of the repository and their URLs (one ``git config`` call)."""
+    proc = repo.run(["config", "--get-regexp", r"^remote\..*\.url$"], check=False)
+    out: Dict[str, str] = {}
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        key, _, url = line.partition(" ")
+        out.setdefault(key[len("remote."):-len(".url")], url)
+    return out
+
+
+def _hashed(text: str) -> str:
+    return "_" + hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def resolve(repo: Repo, spec: str, remotes: Optional[Mapping[str, str]] = None) -> Source:
+    """A remote name, path or URL as a :class:`Source`; an unknown name is bad input."""
+    remotes = git_remotes(repo) if remotes is None else remotes
+    if spec in remotes:
+        label = spec if _SIMPLE_LABEL.match(spec) and ".." not in spec and not spec.endswith(".lock") else _hashed(spec)
+        return Source(spec, spec, label)
+    if not spec or spec.startswith("-"):
+        raise BadInput(f"{spec!r} is not a git remote, path or URL")
+    if "://" in spec or re.match(r"^[^/]+:", spec):
+        if not os.path.exists(spec):
+            return Source(spec, spec, _hashed(spec))  # a URL, or git's scp-like host:path
+    if os.path.exists(spec) or "/" in spec or spec.startswith((".", "~")):
+        path = os.path.abspath(os.path.expanduser(spec))
+        return Source(spec, path, _hashed(path))
+    known = ", ".join(sorted(remotes)) or "none"
+    raise BadInput(f"no git remote named '{checks.printable(spec)}' (known git remotes: {known})",
+                   "add one with git remote add <name> <url>, or give a path or URL")
+
+
+def _git_message(stderr: bytes) -> str:
+    """The line of git's stderr that says what went wrong."""
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines()
+             if line.strip() and not line.startswith(("warning:", "hint:"))]
+    return re.sub(r"^(fatal|error):\s*", "", lines[0]) if lines else "git gave no reason"
+
+
+def _interactive_env() -> Dict[str, str]:
+    """Let git and ssh ask for a password when a person is at the terminal."""
+    return {"GIT_TERMINAL_PROMPT": "1"} if sys.stdin is not None and sys.stdin.isatty() else {}
+
+
+# -- fetch ---------------------------------------------------------------------------------------
+@dataclass
+class Fetched:
+    """What one remote had at the fetch: its experiments and notes tips (kept under its namespace)."""
+
+    source: Source
+    exps: Dict[str, str]                # name -> commit
+    tips: Dict[str, Optional[str]]      # local notes ref name (refs/notes/exps...) -> remote tip
+
+    @property
+    def empty(self) -> bool:
+        return not self.exps and not any(self.tips.values())
+
+
+def fetch(repo: Repo, source: Source) -> Fetched:
+    """One ``git fetch`` of the remote's experiment refs and notes into its private namespace."""
+    args = ["fetch", "--quiet", "--no-tags", "--prune", "--atomic", "--no-write-fetch-head",
+            "--no-recurse-submodules", "--no-auto-maintenance", "--refmap=",
+            "--", source.url, *source.refspecs()]
+    for attempt in range(FETCH_ATTEMPTS):
+        proc = repo.run(args, check=False, env=_interactive_env())
+        if proc.returncode == 0:
+            break
+        err = proc.stderr.decode(errors="replace")
+        if any(text in err for text in ("No space left on device", "Disk quota exceeded")):
+            raise DiskFull(repo.common_dir)
+        if attempt + 1 < FETCH_ATTEMPTS and any(text in err for text in _LOCK_RACE):
+            time.sleep(random.uniform(0.02, 0.2) * (attempt + 1))  # another pull of this remote
+            continue
+        raise BadInput(f"cannot fetch experiments from {checks.printable(source.spec)}: "
+                       f"{checks.printable(_git_message(proc.stderr))}")
+    return read_fetched(repo, source)
+
+
+def read_fetched(repo: Repo, source: Source) -> Fetched:
+    refs = repo.refs(source.namespace)
+    exps_prefix = source.namespace + "exps/"
+    exps = {ref[len(exps_prefix):]: sha for ref, sha in refs.items() if ref.startswith(exps_prefix)}
+    tips = {ref: refs.get(source.tracking(ref)) for ref in NOTES_REFS}
+    return Fetched(source, exps, tips)
+
+
+# -- reading and checking notes -----------------------------------------------------------------
+_KINDS = {SUMMARY_REF: "summary", METRICS_REF: "metric-history", DETAILS_REF: "details"}
+_warned: Set[Tuple[str, str]] = set()
+
+
+def _parse(notes_ref: str, data: bytes) -> Tuple[Any, Optional[str]]:
+    """(value, None) for a usable note, (None, problem) otherwise; histories give record lists."""
+    if notes_ref == METRICS_REF:
+        return _parse_history(data)
+    value, problem = checks.parse_json(data)
+    if problem is None:
+        problem = checks.summary_problem(value) if notes_ref == SUMMARY_REF else checks.details_problem(value)
+    return (None, problem) if problem else (value, None)
+
+
+def _parse_history(data: bytes) -> Tuple[Any, Optional[str]]:
+    lines = [line for line in data.splitlines() if line.strip()]
+    records: List[Dict[str, Any]] = []
+    for number, line in enumerate(lines, 1):
+        value, problem = checks.parse_json(line)
+        if problem is not None and number == len(lines) and problem.startswith("it is not valid JSON"):
+            break  # a torn last line (a crash mid-write): the rest is good
+        if problem is None and not isinstance(value, dict):
+            problem = "it is not a JSON object"
+        if problem is None and any(not checks.is_scalar(v) for v in value.values()):
+            problem = "a value is not a string, number, true/false or null"
+        if problem is not None:
+            return None, f"record {number}: {problem}"
+        records.append(value)
+    return records, None
+
+
+def _warn_remote(source: Source, notes_ref: str, sha: str, blob: str, problem: str, local: bool) -> None:
+    if (source.spec, notes_ref + sha) in _warned:
+        return
+    _warned.add((source.spec, notes_ref + sha))
+    kept = "the local note is kept" if local else "not taken"
+    print(checks.printable(f"warning: skipping the {_KINDS[notes_ref]} note of {sha[:10]} from {source.spec}: "
+                           f"{problem[:200]}; {kept} (see git cat-file -p {blob})"), file=sys.stderr, flush=True)
+
+
+# -- the merge -----------------------------------------------------------------------------------
+@dataclass
+class MergeReport:
+    added: List[Tuple[str, str, str]] = field(default_factory=list)  # (local name, remote name, remote spec)
+    updated: int = 0                                                    # experiments here whose notes changed
+    left_out: int = 0                                                   # remote experiments without a usable summary
+    empty: List[str] = field(default_factory=list)                      # remotes without any experiments
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added) or bool(self.updated)
+
+    def lines(self, spec: str) -> List[str]:
+        """What a person reads: one line, plus one per experiment that got another name."""
+        if not self.changed:
+            out = [f"up to date with {spec}"]
+        else:
+            parts = []
+            if self.added:
+                parts.append(f"{len(self.added)} new experiment{'s' if len(self.added) != 1 else ''}")
+            if self.updated:
+                parts.append(f"notes of {self.updated} experiment{'s' if self.updated != 1 else ''} merged")
+            out = [f"pulled from {spec}: {', '.join(parts)}"]
+        if self.left_out:
+            out[0] += f" ({self.left_out} without a usable summary note there left out)"
+        for local, remote, where in self.added:
+            if local != remote:
+                out.append(f"  {local}: named {remote} on {where}, a name taken here")
+        return out
+
+
+class _Merger:
+    """Merges fetched remotes into the local refs; remote data is read once, local data per attempt."""
+
+    def __init__(self, repo: Repo, fetched: Sequence[Fetched]) -> None:
+        self.repo = repo
+        self.store = Store(repo)
+        self.fetched = [f for f in fetched if not f.empty]
+        self._indexes: Dict[str, Dict[str, str]] = {}         # notes commit -> {annotated sha: blob}
+        self._blobs: Dict[str, bytes] = {}
+        self._parsed: Dict[Tuple[str, str], Tuple[Any, Optional[str]]] = {}
+        self._ancestor: Dict[Tuple[str, str], bool] = {}
+
+    # reads, cached: commits and blobs never change
+    def index(self, tip: Optional[str]) -> Dict[str, str]:
+        if not tip:
+            return {}
+        if tip not in self._indexes:
+            self._indexes[tip] = {e.path.replace("/", ""): e.sha for e in self.repo.ls_tree(tip) if e.kind == "blob"}
+        return self._indexes[tip]
+
+    def load(self, blobs: Iterable[str]) -> None:
+        wanted = [b for b in set(blobs) if b not in self._blobs]
+        if wanted:
+            found = self.repo.cat_blobs(wanted)
+            missing = [b for b in wanted if b not in found]
+            if missing:
+                raise MissingObjects(missing, "notes being merged")
+            self._blobs.update(found)
+
+    def parsed(self, notes_ref: str, blob: str) -> Tuple[Any, Optional[str]]:
+        key = (notes_ref, blob)
+        if key not in self._parsed:
+            self._parsed[key] = _parse(notes_ref, self._blobs[blob])
+        return self._parsed[key]
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        key = (ancestor, descendant)
+        if key not in self._ancestor:
+            self._ancestor[key] = self.repo.is_ancestor(ancestor, descendant)
+        return self._ancestor[key]
+
+    # one attempt: read local state, compute every change, apply it in one transaction
+    def attempt(self, message: str, report: MergeReport) -> Optional[List[RefUpdate]]:
+        local = self.repo.refs(EXP_PREFIX, *NOTES_REFS)
+        local_exps = {ref[len(EXP_PREFIX):]: sha for ref, sha in local.items() if ref.startswith(EXP_PREFIX)}
+        local_tips = {ref: local.get(ref) for ref in NOTES_REFS}
+        local_idx = {ref: self.index(local_tips[ref]) for ref in NOTES_REFS}
+        remote_idx = [{ref: self.index(f.tips[ref]) for ref in NOTES_REFS} for f in self.fetched]
+
+        # Which remote experiments are new here, and under which names.
+        known = set(local_exps.values())
+        candidates: List[Tuple[str, str, Fetched]] = []  # (remote name, sha, from)
+        seen: Set[str] = set()
+        for f in self.fetched:
+            for name, sha in sorted(f.exps.items()):
+                if sha not in known and sha not in seen:
+                    seen.add(sha)
+                    candidates.append((name, sha, f))
+        named = known | seen
+
+        # Read every note that differs between the sides (or exists on one remote side only).
+        todo: Dict[str, List[str]] = {}
+        for ref in NOTES_REFS:
+            shas = []
+            for sha in named:
+                here = local_idx[ref].get(sha)
+                there = {idx[ref][sha] for idx in remote_idx if sha in idx[ref]}
+                if there and there != {here}:
+                    shas.append(sha)
+            todo[ref] = shas
+        self.load(blob for ref, shas in todo.items() for sha in shas
+                  for blob in [local_idx[ref].get(sha), *(idx[ref].get(sha) for idx in remote_idx)] if blob)
+
+        changes: Dict[str, Dict[str, str]] = {ref: {} for ref in NOTES_REFS}
+        summaries: Dict[str, List[Tuple[Any, Any]]] = {}  # sha -> usable (local, remote...) summaries, for details
+        usable_summary: Set[str] = set(sha for sha in named if local_idx[SUMMARY_REF].get(sha))
+        with self.repo.batch():
+            for ref in (SUMMARY_REF, METRICS_REF, DETAILS_REF):
+                for sha in todo[ref]:
+                    result = self._merge_note(ref, sha, local_idx[ref].get(sha),
+                                              [(f, idx[ref].get(sha)) for f, idx in zip(self.fetched, remote_idx)],
+                                              local_idx, remote_idx, sha in known)
+                    if result is None:
+                        continue
+                    blob, usable = result
+                    if ref == SUMMARY_REF and usable:
+                        usable_summary.add(sha)
+                    if blob != local_idx[ref].get(sha):
+                        changes[ref][sha] = blob
+            # A new experiment comes only with a usable summary; its other notes only with it.
+            added: List[Tuple[str, str, str]] = []
+            refs: List[RefUpdate] = []
+            taken = set(local_exps)
+            left_out = 0
+            for name, sha, f in candidates:
+                if sha not in usable_summary:
+                    left_out += 1
+                    for ref in NOTES_REFS:
+                        changes[ref].pop(sha, None)
+                    continue
+                local_name = _free_name(_valid_name(name, sha), taken)
+                taken.add(local_name)
+                added.append((local_name, name, f.source.spec))
+                refs.append(RefUpdate(EXP_PREFIX + local_name, sha, None))
+            for ref in NOTES_REFS:
+                update = self._notes_update(ref, local_tips[ref], changes[ref],
+                                            [f.tips[ref] for f in self.fetched], message)
+                if update:
+                    refs.append(update)
+        report.added = added
+        report.updated = len({sha for ref in NOTES_REFS for sha in changes[ref]} & known)
+        report.left_out = left_out
+        return refs
+
+    def _merge_note(self, ref: str, sha: str, here: Optional[str], there: List[Tuple[Fetched, Optional[str]]],
+                    local_idx: Mapping[str, Mapping[str, str]], remote_idx: List[Mapping[str, Mapping[str, str]]],
+                    local_exp: bool) -> Optional[Tuple[str, bool]]:
+        """(blob to keep, whether it is usable) for one note; None when nothing usable is there."""
+        versions: List[Tuple[str, Any, Optional[Any]]] = []  # (blob, value, its summary)
+        for i, (f, blob) in enumerate([(None, here), *there]):
+            if not blob:
+                continue
+            value, problem = self.parsed(ref, blob)
+            if problem is not None:
+                if f is not None:
+                    _warn_remote(f.source, ref, sha, blob, problem, bool(here))
+                continue
+            summary = None
+            if ref == DETAILS_REF:
+                idx = local_idx if f is None else remote_idx[i - 1]
+                summary = self._usable_summary(idx[SUMMARY_REF].get(sha))
+            versions.append((blob, value, summary))
+        if not versions:
+            return None
+        if ref == SUMMARY_REF:
+            merged: Any = versions[0][1]
+            for _blob, value, _s in versions[1:]:
+                merged = rules.merge_summary(merged, value)
+            same = [b for b, v, _s in versions if rules.canonical(v) == rules.canonical(merged)]
+            data = dump_json(merged)
+        elif ref == DETAILS_REF:
+            merged, merged_summary = versions[0][1], versions[0][2] or {}
+            for _blob, value, summary in versions[1:]:
+                merged = rules.merge_details(merged, value, merged_summary, summary or {})
+                merged_summary = rules.merge_summary(merged_summary, summary or {})
+            same = [b for b, v, _s in versions if rules.canonical(v) == rules.canonical(merged)]
+            data = dump_json(merged)
+        else:
+            merged = rules.merge_history(*(v for _b, v, _s in versions))
+            same = [b for b, v, _s in versions if rules.same_history(v, merged)]
+            data = jsonl(merged)
+        # A side that already holds the result keeps its bytes (the smallest blob id when
+        # both do, so both sides converge on one blob); otherwise the merged note is new.
+        blob = min(same) if same else self.repo.hash_blob(data)
+        return blob, True
+
+    def _usable_summary(self, blob: Optional[str]) -> Dict[str, Any]:
+        if not blob:
+            return {}
+        self.load([blob])
+        value, problem = self.parsed(SUMMARY_REF, blob)
+        return value if problem is None else {}
+
+    def _notes_update(self, ref: str, local_tip: Optional[str], changes: Mapping[str, str],
+                      remote_tips: Sequence[Optional[str]], message: str) -> Optional[RefUpdate]:
+        """The new tip of one notes ref: unchanged, fast-forwarded, or a merge commit of all tips."""
+        extra: List[str] = []
+        for tip in remote_tips:
+            if tip and tip != local_tip and tip not in extra and not (local_tip and self.is_ancestor(tip, local_tip)):
+                extra.append(tip)
+        if not changes and not extra:
+            return None
+        if len(extra) == 1 and (local_tip is None or self.is_ancestor(local_tip, extra[0])) \
+                and {**self.index(local_tip), **changes} == self.index(extra[0]):
+            return RefUpdate(ref, extra[0], local_tip)  # the remote holds exactly these notes: fast-forward
+        edits: Dict[str, Optional[str]] = {}
+        for sha, blob in changes.items():
+            for path in _note_paths(sha):
+                edits[path] = None
+            edits[_note_paths(sha)[0]] = blob
+        if edits or not local_tip:
+            tree = self.repo.build_tree(local_tip, edits)
+        else:
+            tree = self.repo.tree_of(local_tip)
+        parents = ([local_tip] if local_tip else []) + extra
+        return RefUpdate(ref, self.repo.commit_tree(tree, parents, message), local_tip)
+
+
+def _valid_name(name: str, sha: str) -> str:
+    """The remote's name if it is a valid experiment name here, else a cleaned one."""
+    if check_name(name) is None:
+        return name
+    cleaned = re.sub(r"[^A-Za-z0-9._=,+-]+", "-", name).lstrip("._=,+-").replace("..", ".")
+    cleaned = cleaned[:MAX_NAME_LEN - 10].rstrip(".")
+    if cleaned.endswith(".lock"):
+        cleaned = cleaned[:-5]
+    return cleaned if cleaned and check_name(cleaned) is None else f"exp-{sha[:10]}"
+
+
+def _free_name(name: str, taken: Set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3``... : the first one no local experiment has."""
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name}-{n}" in taken:
+        n += 1
+    return f"{name}-{n}"
+
+
+def merge_fetched(repo: Repo, fetched: Sequence[Fetched], message: str) -> MergeReport:
+    """Merge what was fetched into the local experiment refs and notes (CAS, retried)."""
+    report = MergeReport(empty=[f.source.spec for f in fetched if f.empty])
+    merger = _Merger(repo, fetched)
+    if not merger.fetched:
+        return report
+    for n in range(MERGE_ATTEMPTS):
+        updates = merger.attempt(message, report)
+        if not updates:
+            return report
+        if repo.update_refs(updates, message):
+            repo.maintain()
+            return report
+        time.sleep(random.uniform(0.005, 0.05) * min(n + 1, 8))  # a local writer got there first
+    raise RefConflict(f"gave up merging after {MERGE_ATTEMPTS} attempts: the local notes kept changing",
+                      "run the command again")
+
+
+# -- the commands' cores ---------------------------------------------------------------------------
+def pull(repo: Repo, specs: Sequence[str]) -> MergeReport:
+    """Fetch every remote (all names checked first), then merge them all in one transaction."""
+    remotes = git_remotes(repo)
+    if not specs:
+        specs = [default_remote(remotes)]
+    sources = [resolve(repo, spec, remotes) for spec in dict.fromkeys(specs)]
+    fetched = [fetch(repo, source) for source in sources]
+    names = " ".join(s.spec for s in sources)
+    return merge_fetched(repo, fetched, f"gitexp: pull {names}")
+
+
+def default_remote(remotes: Mapping[str, str]) -> str:
+    if "origin" in remotes:
+        return "origin"
+    if len(remotes) == 1:
+        return next(iter(remotes))
+    known = ", ".join(sorted(remotes)) or "none"
+    raise BadInput(f"name the git remote to use (known git remotes: {known})",
+                   "e.g. git exp pull origin, or a path or URL")
+
+
+@dataclass
+class PushReport:
+    pulled: MergeReport
+    pushed: List[Tuple[str, str]] = field(default_factory=list)  # (local name, name there)
+    notes: List[str] = field(default_factory=list)              # notes refs updated there
+    attempts: int = 1
+
+
+def push(repo: Repo, spec: str, attempts: int = PUSH_ATTEMPTS) -> PushReport:
+    """Fetch, merge, then push new experiments and the merged notes with leases; retried on a race.
+
+    Every ref is pushed with ``--force-with-lease``: experiment refs must not exist there
+    (a name taken there by another commit gets a free name, never overwritten), notes refs
+    must still be at the tips just fetched (the merged commits descend from them). With
+    ``--atomic`` the other side takes all or nothing.
+    """
+    source = resolve(repo, spec)
+    message = f"gitexp: push {spec}"
+    for attempt in range(1, attempts + 1):
+        fetched = fetch(repo, source)
+        pulled = merge_fetched(repo, [fetched], message)
+        report = PushReport(pulled, attempts=attempt)
+        local = repo.refs(EXP_PREFIX, *NOTES_REFS)
+        there = set(fetched.exps.values())
+        taken = set(fetched.exps)
+        args: List[str] = []
+        leases: List[str] = []
+        for ref, sha in sorted(local.items()):
+            if not ref.startswith(EXP_PREFIX) or sha in there:
+                continue
+            name = _free_name(ref[len(EXP_PREFIX):], taken)
+            taken.add(name)
+            there.add(sha)
+            args.append(f"{sha}:{EXP_PREFIX}{name}")
+            leases.append(f"--force-with-lease={EXP_PREFIX}{name}:")
+            report.pushed.append((ref[len(EXP_PREFIX):], name))
+        for ref in NOTES_REFS:
+            tip, remote_tip = local.get(ref), fetched.tips.get(ref)
+            if tip and tip != remote_tip:
+                args.append(f"{tip}:{ref}")
+                leases.append(f"--force-with-lease={ref}:{remote_tip or ''}")
+                report.notes.append(ref)
+        if not args:
+            return report
+        outcome = _git_push(repo, source, leases, args)
+        if outcome is None:
+            return report
+        if attempt == attempts:
+            raise RefConflict(f"{spec} kept changing while pushing ({outcome}); nothing more was pushed",
+                              "run git exp push again")
+        time.sleep(random.uniform(0.05, 0.3) * attempt)
+    raise AssertionError("unreachable")
+
+
+def _git_push(repo: Repo, source: Source, leases: List[str], refspecs: List[str]) -> Optional[str]:
+    """None when pushed; the reason when the other side changed meanwhile (retry); raises otherwise."""
+    base = ["push", "--porcelain", "--no-recurse-submodules", "--quiet"]
+    for atomic in (["--atomic"], []):
+        proc = repo.run([*base, *atomic, *leases, "--", source.url, *refspecs], check=False, env=_interactive_env())
+        if proc.returncode == 0:
+            return None
+        out = proc.stdout.decode(errors="replace")
+        err = proc.stderr.decode(errors="replace")
+        if atomic and "does not support --atomic" in err:
+            continue  # an old server: every ref still carries its lease
+        rejected = [line for line in out.splitlines() if line.startswith("!")]
+        reasons = " ".join(line.split("\t")[-1] for line in rejected)
+        if rejected and all(any(text in line for text in _PUSH_RACE) for line in rejected):
+            return reasons.strip() or "a ref changed there"
+        if any(text in err for text in ("No space left on device", "Disk quota exceeded")):
+            raise GitFailed(f"cannot push to {source.spec}: {_git_message(proc.stderr)}")
+        detail = reasons.strip() or _git_message(proc.stderr)
+        raise GitFailed(f"cannot push to {checks.printable(source.spec)}: {checks.printable(detail)}")
+    raise AssertionError("unreachable")
+
+
+# -- for `git exp log` in a fresh clone --------------------------------------------------------------
+def hint_when_empty(repo: Repo) -> Optional[str]:
+    """When this repository has no experiments but a git remote has: how to get them.
+
+    Cheap when there are experiments (one ``for-each-ref``). Otherwise looks at the refs a
+    previous fetch left, then asks the remotes (``origin`` first) with ``ls-remote``, never
+    prompting for a password and giving up after a few seconds.
+    """
+    if repo.refs(EXP_PREFIX):
+        return None
+    remotes = git_remotes(repo)
+    if not remotes:
+        return None
+    order = sorted(remotes, key=lambda name: (name != "origin", name))
+    for name in order:
+        source = resolve(repo, name, remotes)
+        if repo.refs(source.namespace + "exps/"):
+            return _hint(name)
+    deadline = time.monotonic() + HINT_TIMEOUT
+    for name in order[:3]:
+        left = deadline - time.monotonic()
+        if left <= 0.2:
+            break
+        found = repo.ls_remote(name, [EXP_PREFIX + "*", SUMMARY_REF], timeout=left)
+        if found:
+            return _hint(name)
+    return None
+
+
+def _hint(name: str) -> str:
+    return f"{name} has experiments: fetch them with `git exp pull {name}`"
