@@ -1,0 +1,591 @@
+"""Transports: *where* a command runs (this machine, or another one over ssh), apart from *how*
+it is scheduled (a runner).
+
+Every transport has the same interface:
+
+* ``run(argv, cwd=None, input=None, env=None, timeout=None)`` runs an argv list (never a shell
+  string) and returns a ``CompletedProcess`` with bytes output; a non-zero exit is a result,
+  not an exception. A command that cannot start gives 127 (no such program) or 126 (cannot
+  execute it, or ``cwd`` unusable) with the reason on stderr, as a shell reports it.
+* ``spawn(argv, cwd, log_path, env=None)`` starts argv detached (a new session, stdin from
+  /dev/null, stdout and stderr appended to ``log_path``) and returns its pid on the target.
+* ``read_file``, ``write_file`` (atomic: a temporary file, then rename), ``exists``,
+  ``disk_free`` (bytes available to this user), ``which``, ``home``, ``user``, ``close``.
+
+``env`` adds variables to the target's own environment (a remote login's, or this process's);
+it never replaces it. Paths (``cwd``, ``log_path``, file paths) are literal, except a leading
+``~/`` (or ``~`` alone), which means the target user's home; argv items are never expanded.
+Relative paths on an ssh target are relative to the remote home (where ssh sessions start).
+
+``SshTransport`` quotes every word for the remote POSIX shell (``shlex.quote``), so no value
+runs anything of its own there; the remote login shell must be POSIX-like (sh, bash, dash, zsh,
+ksh). All its commands share one master connection per host (``ControlMaster``) kept in a
+private directory, so only the first pays for the handshake.
+"""
+from __future__ import annotations
+
+import errno
+import getpass
+import os
+import posixpath
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from .errors import GitExpError
+
+Result = subprocess.CompletedProcess[bytes]  # subscriptable at run time from Python 3.9
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# sun_path holds 104 bytes on macOS (108 on Linux); ssh adds "/<40 hex of %C>" and, while it
+# creates the master socket, a ".<16 random chars>" suffix.
+SOCKET_PATH_MAX = 104
+CONTROL_NAME_LEN = 1 + 40 + 17
+
+
+class TransportError(GitExpError):
+    """The target could not be reached (or the connection broke); carries ssh's own message."""
+
+
+def _check_argv(argv: Sequence[str]) -> List[str]:
+    words = [os.fspath(a) for a in argv]
+    if not words:
+        raise ValueError("empty argv")
+    for word in words:
+        if not isinstance(word, str):
+            raise TypeError(f"argv items must be str, got {word!r}")
+        if "\0" in word:
+            raise ValueError(f"argv item holds a NUL byte: {word!r}")
+    return words
+
+
+def _check_env(env: Optional[Mapping[str, str]]) -> Dict[str, str]:
+    checked: Dict[str, str] = {}
+    for name, value in (env or {}).items():
+        if not ENV_NAME.match(name):
+            raise ValueError(f"not an environment variable name: {name!r}")
+        if "\0" in str(value):
+            raise ValueError(f"environment value of {name} holds a NUL byte")
+        checked[name] = str(value)
+    return checked
+
+
+def _os_error(message: str, path: str) -> OSError:
+    """An OSError of the kind the target's message names (messages come with LC_ALL=C)."""
+    for needle, code in (("No such file", errno.ENOENT), ("Permission denied", errno.EACCES),
+                         ("Is a directory", errno.EISDIR), ("Not a directory", errno.ENOTDIR),
+                         ("No space left", errno.ENOSPC), ("Disk quota", errno.EDQUOT)):
+        if needle in message:
+            return OSError(code, message.strip() or os.strerror(code), path)
+    return OSError(errno.EIO, message.strip() or "failed", path)
+
+
+def _last_line(data: bytes) -> str:
+    """The last non-empty line: a login script may print before our command does."""
+    lines = [line for line in data.decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+class Transport:
+    """The interface every transport implements (see the module docstring)."""
+
+    name = "transport"
+
+    def run(self, argv: Sequence[str], cwd: Optional[str] = None, input: Optional[bytes] = None,
+            env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None) -> Result:
+        raise NotImplementedError
+
+    def spawn(self, argv: Sequence[str], cwd: str, log_path: str,
+              env: Optional[Mapping[str, str]] = None) -> int:
+        raise NotImplementedError
+
+    def read_file(self, path: str) -> bytes:
+        raise NotImplementedError
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        raise NotImplementedError
+
+    def exists(self, path: str) -> bool:
+        raise NotImplementedError
+
+    def disk_free(self, path: str) -> int:
+        raise NotImplementedError
+
+    def which(self, name: str) -> Optional[str]:
+        raise NotImplementedError
+
+    def home(self) -> str:
+        raise NotImplementedError
+
+    def user(self) -> str:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections; the transport stays usable (it reconnects on demand)."""
+
+    def __enter__(self) -> "Transport":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- this machine ------------------------------------------------------------------------------
+
+class LocalTransport(Transport):
+    """Commands and files on this machine."""
+
+    name = "local"
+
+    def _path(self, path: str) -> str:
+        return os.path.expanduser(path) if path == "~" or path.startswith("~/") else path
+
+    def _environ(self, env: Optional[Mapping[str, str]]) -> Optional[Dict[str, str]]:
+        extra = _check_env(env)
+        return {**os.environ, **extra} if extra else None
+
+    def run(self, argv: Sequence[str], cwd: Optional[str] = None, input: Optional[bytes] = None,
+            env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None) -> Result:
+        words = _check_argv(argv)
+        where = self._path(cwd) if cwd is not None else None
+        try:
+            # stdin is /dev/null unless given: a command must never read gitexp's terminal.
+            return subprocess.run(words, cwd=where, input=input, capture_output=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL if input is None else None,
+                                  env=self._environ(env))
+        except OSError as exc:
+            return self._not_started(words, where, exc)
+
+    @staticmethod
+    def _not_started(words: List[str], cwd: Optional[str], exc: OSError) -> Result:
+        """What a shell reports for a command it cannot start (the same as over ssh)."""
+        if cwd is not None and not os.path.isdir(cwd):
+            return subprocess.CompletedProcess(words, 126, b"", f"cd: {cwd}: {exc.strerror}\n".encode())
+        code = 127 if isinstance(exc, FileNotFoundError) else 126
+        return subprocess.CompletedProcess(words, code, b"", f"{words[0]}: {exc.strerror}\n".encode())
+
+    def spawn(self, argv: Sequence[str], cwd: str, log_path: str,
+              env: Optional[Mapping[str, str]] = None) -> int:
+        words = _check_argv(argv)
+        with open(self._path(log_path), "ab") as log:
+            proc = subprocess.Popen(words, cwd=self._path(cwd), stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    env=self._environ(env))
+        return proc.pid
+
+    def read_file(self, path: str) -> bytes:
+        with open(self._path(path), "rb") as handle:
+            return handle.read()
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        target = self._path(path)
+        folder, base = os.path.split(target)
+        fd, tmp = tempfile.mkstemp(dir=folder or ".", prefix=f".{base}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), mode)
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            _unlink(tmp)
+            raise
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(self._path(path))
+
+    def disk_free(self, path: str) -> int:
+        st = os.statvfs(self._path(path))
+        return st.f_bavail * st.f_frsize
+
+    def which(self, name: str) -> Optional[str]:
+        return shutil.which(name)
+
+    def home(self) -> str:
+        return os.path.expanduser("~")
+
+    def user(self) -> str:
+        return getpass.getuser()
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# -- another machine, over ssh -----------------------------------------------------------------
+
+def default_control_dir() -> str:
+    """A short private folder for master sockets: $XDG_RUNTIME_DIR (private by design) or /tmp.
+
+    Not tempfile.gettempdir(): $TMPDIR can be long (macOS) and sockets have a ~104-byte limit.
+    """
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        candidate = os.path.join(runtime, "gitexp-ssh")
+        if len(candidate) + CONTROL_NAME_LEN <= SOCKET_PATH_MAX:
+            return candidate
+    return f"/tmp/gitexp-ssh-{os.getuid()}"
+
+
+def private_dir(path: str) -> str:
+    """Create or check ``path``: a real directory, ours, mode 0700 (anyone who can reach a
+    master socket can run commands as us on the remote)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise TransportError(f"cannot create the ssh control directory {path}: {exc.strerror}")
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise TransportError(f"ssh control directory {path} is not a directory", "remove it")
+    if st.st_uid != os.getuid():
+        raise TransportError(f"ssh control directory {path} belongs to another user (uid {st.st_uid})",
+                             "remove it, or pass another control_dir")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path
+
+
+def _check_host(host: str) -> str:
+    # A leading '-' would make ssh read the destination as an option (-oProxyCommand=...).
+    if not host or host.startswith("-") or any(c.isspace() or ord(c) < 32 for c in host):
+        raise ValueError(f"not an ssh destination: {host!r}")
+    return host
+
+
+def remote_path(path: str) -> str:
+    """``path`` quoted for the remote shell; a leading ``~/`` becomes the remote $HOME."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
+def remote_command(argv: Sequence[str], cwd: Optional[str] = None,
+                   env: Optional[Mapping[str, str]] = None) -> str:
+    """The shell line that runs argv in cwd with env, every word quoted."""
+    words = shlex.join(_check_argv(argv))
+    assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in _check_env(env).items())
+    command = f"exec env {assignments} {words}" if assignments else f"exec {words}"
+    if cwd is None:
+        return command
+    # 126 as a shell gives for what it cannot run: the same code LocalTransport returns.
+    return f"cd -- {remote_path(cwd)} || exit 126\n{command}"
+
+
+class SshTransport(Transport):
+    """Commands and files on ``host`` over OpenSSH, one shared master connection per host.
+
+    ``host`` is any ssh destination (``user@host``, an alias from ~/.ssh/config or from
+    ``ssh_config``): it is passed through, never parsed.
+    """
+
+    def __init__(self, host: str, ssh_config: Optional[str] = None, port: Optional[int] = None,
+                 connect_timeout: int = 10, control_dir: Optional[str] = None,
+                 persist: str = "60s") -> None:
+        self.host = _check_host(host)
+        self.ssh_config = ssh_config
+        self.port = int(port) if port is not None else None
+        self.connect_timeout = int(connect_timeout)
+        self.persist = persist
+        self.control_dir = control_dir or default_control_dir()
+        if len(self.control_dir) + CONTROL_NAME_LEN > SOCKET_PATH_MAX:
+            raise ValueError(f"control_dir {self.control_dir!r} is too long for a unix socket path "
+                             f"(at most {SOCKET_PATH_MAX - CONTROL_NAME_LEN} characters)")
+        self.name = f"ssh:{host}"
+        self._cache: Dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"SshTransport({self.host!r})"
+
+    # -- ssh itself ----------------------------------------------------------------------------
+    def options(self) -> List[str]:
+        """ssh's options, shared by our commands and git's (so git reuses the master too)."""
+        opts = ["-F", self.ssh_config] if self.ssh_config else []
+        if self.port is not None:
+            opts += ["-p", str(self.port)]
+        return opts + [
+            "-T",  # never a tty, even if the user's config asks for one: output stays byte-exact
+            "-o", "BatchMode=yes",  # never prompt: fail fast with ssh's message instead
+            "-o", f"ConnectTimeout={self.connect_timeout}",
+            "-o", "ControlMaster=auto",
+            "-o", f"ControlPersist={self.persist}",
+            "-o", f"ControlPath={private_dir(self.control_dir)}/%C",
+            "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4",
+            "-o", "ClearAllForwardings=yes",  # a LocalForward in the user's config would clash
+        ]
+
+    def _ssh(self) -> str:
+        ssh = shutil.which("ssh")
+        if not ssh:
+            raise TransportError("ssh not found on PATH", "install OpenSSH's client (openssh-client)")
+        return ssh
+
+    def _control(self, command: str) -> Result:
+        return subprocess.run([self._ssh(), *self.options(), "-O", command, "--", self.host],
+                              capture_output=True, stdin=subprocess.DEVNULL, timeout=30)
+
+    def master_pid(self) -> Optional[int]:
+        """The pid of the local master connection, or None when there is none."""
+        proc = self._control("check")
+        found = re.search(rb"pid=(\d+)", proc.stderr)
+        return int(found.group(1)) if proc.returncode == 0 and found else None
+
+    def close(self) -> None:
+        """Stop the master connection (commands already started on the host keep running)."""
+        if os.path.isdir(self.control_dir):
+            self._control("exit")
+
+    def script(self, script: str, input: Optional[bytes] = None,
+               timeout: Optional[float] = None) -> Result:
+        """Run a shell script on the host. Every value in it must already be quoted."""
+        proc = subprocess.run([self._ssh(), *self.options(), "--", self.host, script], input=input,
+                              stdin=subprocess.DEVNULL if input is None else None,
+                              capture_output=True, timeout=timeout)
+        # ssh exits 255 for its own failures, but so may the remote command: only a missing
+        # master (the connection never came up, or broke) makes it ssh's.
+        if proc.returncode == 255 and self.master_pid() is None:
+            message = " ".join(proc.stderr.decode(errors="replace").split()) or "ssh exited 255"
+            raise TransportError(f"cannot reach {self.host}: {message}",
+                                 f"check that `ssh {self.host} true` works from here")
+        return proc
+
+    # -- the interface -------------------------------------------------------------------------
+    def run(self, argv: Sequence[str], cwd: Optional[str] = None, input: Optional[bytes] = None,
+            env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None) -> Result:
+        """Runs argv on the host. On timeout the ssh client is killed; the command may go on."""
+        return self.script(remote_command(argv, cwd, env), input=input, timeout=timeout)
+
+    def spawn(self, argv: Sequence[str], cwd: str, log_path: str,
+              env: Optional[Mapping[str, str]] = None) -> int:
+        """Starts argv on the host in its own session, so a dropped connection never stops it."""
+        words = _check_argv(argv)
+        assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in _check_env(env).items())
+        command = f"env {assignments} {shlex.join(words)}" if assignments else shlex.join(words)
+        log = remote_path(log_path)
+        proc = self.script("\n".join([
+            f"cd -- {remote_path(cwd)} || exit 97",
+            f": >> {log} || exit 98",
+            f"command -v {shlex.quote(words[0])} >/dev/null 2>&1 || "
+            f"{{ printf '%s: command not found\\n' {shlex.quote(words[0])} >&2; exit 127; }}",
+            # setsid: a new session, out of sshd's reach; nohup where setsid is missing (macOS).
+            "if command -v setsid >/dev/null 2>&1; then _gx_detach=setsid; else _gx_detach=nohup; fi",
+            f"$_gx_detach {command} >> {log} 2>&1 < /dev/null &",
+            "echo $!",
+        ]))
+        pid = _last_line(proc.stdout)
+        if proc.returncode == 0 and pid.isdigit():
+            return int(pid)
+        message = f"{self.host}: {proc.stderr.decode(errors='replace').strip()}"
+        if proc.returncode == 127:
+            raise FileNotFoundError(errno.ENOENT, message, words[0])
+        raise _os_error(message, cwd if proc.returncode == 97 else log_path)
+
+    def _checked(self, script: str, path: str, input: Optional[bytes] = None) -> bytes:
+        proc = self.script(script, input=input)
+        if proc.returncode != 0:
+            raise _os_error(f"{self.host}: {proc.stderr.decode(errors='replace').strip()}", path)
+        return proc.stdout
+
+    def read_file(self, path: str) -> bytes:
+        return self._checked(f"exec env LC_ALL=C cat -- {remote_path(path)}", path)
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        if not 0 <= mode <= 0o7777:
+            raise ValueError(f"not a file mode: {mode:o}")
+        target = remote_path(path)
+        # A random suffix (and noclobber) so nobody can plant the temporary file beforehand.
+        tmp = f"{target}.gitexp-{uuid.uuid4().hex}.tmp"
+        self._checked("\n".join([
+            "LC_ALL=C; export LC_ALL; umask 077; set -C",
+            f"cat > {tmp} && chmod {mode:o} -- {tmp} && mv -f -- {tmp} {target} "
+            f"|| {{ rm -f -- {tmp}; exit 1; }}",
+        ]), path, input=data)
+
+    def exists(self, path: str) -> bool:
+        return self.script(f"test -e {remote_path(path)}").returncode == 0
+
+    def disk_free(self, path: str) -> int:
+        out = self._checked(f"exec env LC_ALL=C df -Pk -- {remote_path(path)}", path)
+        # POSIX df -P: "fs blocks used available capacity% mount"; names may hold spaces, so
+        # read the numbers in front of the capacity column.
+        found = re.search(rb"(\d+)\s+(\d+)\s+(\d+)\s+\d+%", out.split(b"\n", 1)[-1])
+        if not found:
+            raise OSError(errno.EIO, f"{self.host}: cannot read df's output: {out[-200:]!r}", path)
+        return int(found.group(3)) * 1024
+
+    def which(self, name: str) -> Optional[str]:
+        if not name or name.startswith("-"):
+            return None
+        found = _last_line(self.script(f"command -v {shlex.quote(name)}").stdout)
+        return found if found.startswith("/") else None  # builtins and aliases are not programs
+
+    def _ask(self, key: str, script: str) -> str:
+        if key not in self._cache:
+            proc = self.script(script)
+            if proc.returncode != 0:
+                raise TransportError(f"{self.host}: {script} failed: {proc.stderr.decode(errors='replace').strip()}")
+            self._cache[key] = _last_line(proc.stdout)
+        return self._cache[key]
+
+    def home(self) -> str:
+        return self._ask("home", 'printf "%s\\n" "$HOME"')
+
+    def user(self) -> str:
+        return self._ask("user", "id -un")
+
+    # -- git over the same connection ------------------------------------------------------------
+    def git_ssh_command(self) -> str:
+        """GIT_SSH_COMMAND for git push/fetch to this host: the same options, the same master."""
+        return shlex.join([self._ssh(), *self.options()])
+
+    def git_url(self, path: str) -> str:
+        """A git URL for ``path`` on the host, for use with ``git_ssh_command()``.
+
+        scp-like ``host:path`` where possible: it works with any alias (a port set in ssh's
+        config included), relative paths are relative to the remote home and git expands
+        ``~/`` there itself. With an explicit ``port``, ``ssh://host:port/...``, where a
+        relative path becomes ``/~/path`` (git's spelling of "in the remote home").
+        """
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        if self.port is None:
+            return f"{host}:{path}"
+        if path.startswith("/"):
+            return f"ssh://{host}:{self.port}{path}"
+        rest = path if path.startswith("~") else f"~/{path}"
+        return f"ssh://{host}:{self.port}/{rest}"
+
+
+def transport_for(host: Optional[str], ssh_config: Optional[str] = None, **options: object) -> Transport:
+    """This machine for no host, else ssh to it."""
+    if not host:
+        return LocalTransport()
+    return SshTransport(host, ssh_config=ssh_config, **options)  # type: ignore[arg-type]
+
+
+# -- a fake, for unit tests of runner logic -----------------------------------------------------
+
+@dataclass
+class FakeCall:
+    kind: str  # "run" or "spawn"
+    argv: List[str]
+    cwd: Optional[str] = None
+    input: Optional[bytes] = None
+    env: Dict[str, str] = field(default_factory=dict)
+    log_path: Optional[str] = None
+
+
+Matcher = Union[Sequence[str], Callable[[List[str]], bool]]
+Responder = Callable[[FakeCall], Result]
+
+
+class FakeTransport(Transport):
+    """Records every call and answers from rules; files live in a dict (``files``).
+
+    ``on(["sbatch", "--parsable"], stdout="42\\n")`` answers commands whose argv starts with
+    those words (first matching rule wins; ``times`` limits how often a rule answers).
+    ``unreachable = "Connection refused"`` makes every call raise TransportError, as ssh does.
+    Unmatched commands exit 0 with no output, or raise AssertionError with ``strict=True``.
+    """
+
+    def __init__(self, name: str = "fake", strict: bool = False, home: str = "/home/fake",
+                 user: str = "fake", programs: Optional[Mapping[str, str]] = None,
+                 free: int = 10 ** 12) -> None:
+        self.name = name
+        self.strict = strict
+        self.calls: List[FakeCall] = []
+        self.files: Dict[str, bytes] = {}
+        self.modes: Dict[str, int] = {}
+        self.programs: Dict[str, str] = dict(programs or {})
+        self.free = free
+        self.unreachable: Optional[str] = None
+        self._home, self._user = home, user
+        self._rules: List[Tuple[Matcher, Responder, List[Optional[int]]]] = []
+        self._next_pid = 40000
+
+    def on(self, match: Matcher, stdout: Union[bytes, str] = b"", stderr: Union[bytes, str] = b"",
+           returncode: int = 0, respond: Optional[Responder] = None, times: Optional[int] = None) -> None:
+        out = stdout.encode() if isinstance(stdout, str) else stdout
+        err = stderr.encode() if isinstance(stderr, str) else stderr
+        responder = respond or (lambda call: subprocess.CompletedProcess(call.argv, returncode, out, err))
+        self._rules.append((match, responder, [times]))
+
+    def commands(self) -> List[List[str]]:
+        """The argv of every ``run``, in order."""
+        return [call.argv for call in self.calls if call.kind == "run"]
+
+    def _reach(self) -> None:
+        if self.unreachable is not None:
+            raise TransportError(f"cannot reach {self.name}: {self.unreachable}")
+
+    def _path(self, path: str) -> str:
+        if path == "~" or path.startswith("~/"):
+            path = self._home + path[1:]
+        return posixpath.normpath(posixpath.join(self._home, path))
+
+    def _answer(self, call: FakeCall) -> Result:
+        for match, responder, left in self._rules:
+            hit = match(call.argv) if callable(match) else call.argv[:len(match)] == list(match)
+            if hit and left[0] != 0:
+                if left[0] is not None:
+                    left[0] -= 1
+                return responder(call)
+        if self.strict:
+            raise AssertionError(f"FakeTransport: no rule for {call.argv}")
+        return subprocess.CompletedProcess(call.argv, 0, b"", b"")
+
+    def run(self, argv: Sequence[str], cwd: Optional[str] = None, input: Optional[bytes] = None,
+            env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None) -> Result:
+        self._reach()
+        call = FakeCall("run", _check_argv(argv), cwd, input, _check_env(env))
+        self.calls.append(call)
+        return self._answer(call)
+
+    def spawn(self, argv: Sequence[str], cwd: str, log_path: str,
+              env: Optional[Mapping[str, str]] = None) -> int:
+        self._reach()
+        self.calls.append(FakeCall("spawn", _check_argv(argv), cwd, None, _check_env(env), log_path))
+        self._next_pid += 1
+        return self._next_pid
+
+    def read_file(self, path: str) -> bytes:
+        self._reach()
+        try:
+            return self.files[self._path(path)]
+        except KeyError:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", path) from None
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        self._reach()
+        self.files[self._path(path)] = bytes(data)
+        self.modes[self._path(path)] = mode
+
+    def exists(self, path: str) -> bool:
+        self._reach()
+        target = self._path(path)
+        return target in self.files or any(name.startswith(target.rstrip("/") + "/") for name in self.files)
+
+    def disk_free(self, path: str) -> int:
+        self._reach()
+        return self.free
+
+    def which(self, name: str) -> Optional[str]:
+        self._reach()
+        return self.programs.get(name)
+
+    def home(self) -> str:
+        return self._home
+
+    def user(self) -> str:
+        return self._user
