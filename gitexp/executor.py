@@ -135,6 +135,9 @@ class Executor:
         self.saw_warning = False
         self.facts: Dict[str, Any] = {}
         self.tail: Deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        self.captured_file: Optional[Any] = None  # captured.jsonl, appended as points are found
+        self.captured_written = 0  # points of self.capture.points already in it
+        self.captured_lost = 0
         self.lock = threading.Lock()
         self.done = threading.Event()
 
@@ -161,6 +164,7 @@ class Executor:
             self._restore_signal_handlers(old_handlers)
 
     def _execute(self) -> int:
+        self._remove_stale_files()  # a previous attempt's points are not this run's
         self._write_exec_info()  # first: from here on a crash leaves a pid to find dead
         self._mark_starting()
         self.config = load_experiment_config(self.repo, self.sha)
@@ -262,6 +266,8 @@ class Executor:
         self.done.set()
         if self.log is not None and not self.log.closed:
             self.log.close()
+        if self.captured_file is not None:
+            self.captured_file.close()
         shutil.rmtree(self.paths.worktree, ignore_errors=True)
         self.budget.uninstall()
         if self.lock_fd is not None:
@@ -384,9 +390,6 @@ class Executor:
         builtins = {"outdir": self.paths.outdir, "name": self.config.name, "run_dir": self.paths.root}
         command = self.config.render_command(builtins)
         argv = command if isinstance(command, list) else [shutil.which("bash") or "/bin/sh", "-c", command]
-        for stale in (self.paths.metrics, self.paths.checkpoints, self.paths.stop_file):
-            if os.path.exists(stale):
-                os.unlink(stale)
         # Unbuffered: a failed write (a full disk) loses that chunk only, never wedges a buffer.
         self.log = open(self.paths.log, "ab", buffering=0)
         self.log.write(f"gitexp: running {command!r} in {self.paths.worktree}\n".encode())
@@ -401,6 +404,19 @@ class Executor:
             self.log.close()
             self._finish_summary("failed", 127, reason=f"could not start: {exc}")
             raise GitExpError(f"could not start {argv[0]}: {exc}")
+
+    def _remove_stale_files(self) -> None:
+        """Files a previous attempt at this run left (a retried run has the same directory).
+
+        Done before exec.json names this executor: while a live executor is named there, the
+        points files in the directory are its run's (``gitexp.live`` relies on that), and a run
+        that fails its preflight records none of the previous attempt's points.
+        """
+        for stale in (self.paths.metrics, self.paths.captured, self.paths.checkpoints, self.paths.stop_file):
+            try:
+                os.unlink(stale)
+            except FileNotFoundError:
+                pass
 
     def _write_exec_info(self, started: Optional[float] = None) -> None:
         info: Dict[str, Any] = {**self._identity(), "started": started, "child": None, "child_started": None}
@@ -472,6 +488,30 @@ class Executor:
             with self.budget.watching():  # one timer for the batch bounds each search in it
                 for line, cut in lines:
                     self._feed(line, cut)
+            self._append_captured()
+
+    def _append_captured(self) -> None:
+        """The batch's regex points to captured.jsonl, at once: ``git exp log``, ``show`` and
+        ``metrics`` read a running run's points from there (``gitexp.live``), and so can anyone.
+
+        One unbuffered write per batch of output; a failed write (a full disk) loses those
+        points from the file only: the notes are built from the points in memory.
+        """
+        new = self.capture.points[self.captured_written:]
+        if not new:
+            return
+        self.captured_written += len(new)
+        data = memoryview("".join(json.dumps(r) + "\n" for r in new).encode())
+        try:
+            if self.captured_file is None:
+                self.captured_file = open(self.paths.captured, "ab", buffering=0)
+            while data:
+                data = data[self.captured_file.write(data) or len(data):]
+        except OSError as exc:
+            if not self.captured_lost:
+                self._say(f"gitexp: warning: cannot write {self.paths.captured}: {exc.strerror}; "
+                          "points found until there is space show in the notes only")
+            self.captured_lost += len(new)
 
     def _feed(self, line: str, cut: int = 0) -> None:
         if self.stop_reason is None:  # once stopping, leftover output is not worth a regex's time
@@ -521,8 +561,8 @@ class Executor:
 
     def _write_progress(self) -> bool:
         """Progress notes while running; False if the experiment's note is gone."""
-        history = self._history()
-        summaries = metrics_mod.summarize(history, self._specs())
+        history, sources = self._history()
+        summaries = metrics_mod.summarize(history, self._specs(), sources)
         extra = {(METRICS_REF, self.sha): jsonl(history)}
         if self.facts:
             extra[(DETAILS_REF, self.sha)] = dump_json(self._details())
@@ -604,11 +644,11 @@ class Executor:
     def _specs(self) -> Dict[str, Any]:
         return dict(self.config.metrics) if self.config is not None else {}
 
-    def _history(self) -> List[Dict[str, Any]]:
-        regex_points = list(self.capture.points)  # one atomic copy; the pump only appends
-        points = metrics_mod.read_points(self.paths.metrics) + regex_points
-        points += metrics_mod.file_points(self._specs(), self.paths.outdir)
-        return metrics_mod.merge(points)
+    def _history(self) -> Tuple[List[Dict[str, Any]], Dict[str, str]]:
+        """The history and each metric's step source, built as ``gitexp.live`` builds it."""
+        records = list(self.capture.points)  # one atomic copy; the pump only appends
+        records += metrics_mod.file_records(self._specs(), self.paths.outdir)
+        return metrics_mod.build_history(metrics_mod.read_points(self.paths.metrics), records)
 
     def _details(self) -> Dict[str, Any]:
         with self.lock:
@@ -618,8 +658,8 @@ class Executor:
     def _finish_summary(self, status: str, code: Optional[int], started: Optional[float] = None,
                         reason: Optional[str] = None) -> None:
         ended = time.time()
-        history = self._history()
-        summaries = metrics_mod.summarize(history, self._specs())
+        history, sources = self._history()
+        summaries = metrics_mod.summarize(history, self._specs(), sources)
         checkpoints = metrics_mod.read_checkpoints(self.paths.checkpoints)
         thread = getattr(self, "facts_thread", None)
         if thread is not None:

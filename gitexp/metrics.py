@@ -5,6 +5,7 @@ points logged at the same step are merged into one record.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import math
@@ -108,10 +109,19 @@ class RegexCapture:
     Each line is cut to :data:`MAX_LINE` characters, and a regex whose search runs past the
     budget is turned off for the rest of the run (a warning says so): no regex can stall the
     executor for more than one budget.
+
+    Points are captured records (:func:`captured_record`): ``{"metric", "value", "step",
+    "time", "src"}``, where ``src`` says where the step came from (see :data:`STEP_SOURCES`).
+    The step regexes of a line are searched before the metric regexes, so the step printed on
+    a line applies to the metrics on that same line.
     """
 
     def __init__(self, specs: Mapping[str, MetricSpec], budget: Optional[MatchBudget] = None) -> None:
-        self.rules = [(name, re.compile(spec.regex)) for name, spec in specs.items() if spec.regex]
+        self.rules = [(name, re.compile(spec.regex), spec.step or "count", spec.step_regex)
+                      for name, spec in specs.items() if spec.regex]
+        # One search per distinct step regex and line, however many metrics share it.
+        self.step_rules = {text: re.compile(text) for _, _, mode, text in self.rules if mode == "regex" and text}
+        self.step_now: Dict[str, int] = {}  # step regex -> the latest step it matched
         self.budget = budget or MatchBudget()
         self.counts: Dict[str, int] = {}
         self.points: List[Dict[str, Any]] = []
@@ -120,9 +130,22 @@ class RegexCapture:
     def feed(self, line: str) -> List[str]:
         """Capture from one line; returns warnings raised by this line (regexes turned off)."""
         line = line[:MAX_LINE]
+        now = time.time()
         warnings: List[str] = []
+        for text, pattern in list(self.step_rules.items()):
+            try:
+                match = self.budget.search(pattern, line)
+            except MatchTimeout:
+                del self.step_rules[text]
+                warnings.append(f"gitexp: step regex {text!r}: it took more than {self.budget.seconds:g}s on one "
+                                "line; it is off for the rest of this run (its metrics keep the last step it found)")
+                continue
+            if match:
+                step = _int_or_none(match.groupdict().get("step") or match.group(1))
+                if step is not None:
+                    self.step_now[text] = step
         for rule in list(self.rules):
-            name, pattern = rule
+            name, pattern = rule[0], rule[1]
             try:
                 match = self.budget.search(pattern, line)
             except MatchTimeout:
@@ -131,11 +154,12 @@ class RegexCapture:
                                 f"on one line; regex capture of '{name}' is off for the rest of this run")
                 continue
             if match:
-                self._add(name, match)
+                self._add(rule, match, now)
         self.warnings += warnings
         return warnings
 
-    def _add(self, name: str, match: "re.Match[str]") -> None:
+    def _add(self, rule: Tuple[str, Any, str, Optional[str]], match: "re.Match[str]", now: float) -> None:
+        name, _pattern, mode, step_regex = rule
         groups = match.groupdict()
         raw = groups.get("value") or match.group(1)
         try:
@@ -143,13 +167,36 @@ class RegexCapture:
         except (TypeError, ValueError):
             return
         self.counts[name] = self.counts.get(name, 0) + 1
-        step: Any = self.counts[name]
-        if groups.get("step") is not None:
-            try:
-                step = int(groups["step"])
-            except ValueError:
-                pass
-        self.points.append({"step": step, "time": time.time(), name: value})
+        step = _int_or_none(groups.get("step"))
+        if step is not None:
+            src = "group"
+        elif mode == "regex":
+            step, src = self.step_now.get(step_regex or "", 0), "regex"  # 0: before the first step line
+        elif mode == "latest":
+            step, src = None, "latest"  # resolved when the history is built (resolve_latest)
+        else:
+            step, src = self.counts[name], "count"
+        self.points.append(captured_record(name, value, step, now, src))
+
+
+STEP_SOURCES = ("api", "file", "group", "regex", "latest", "count")
+
+
+def captured_record(name: str, value: Any, step: Any, when: Optional[float], src: str) -> Dict[str, Any]:
+    """One regex point as the executor appends it to ``captured.jsonl`` (one JSON line each).
+
+    The metric's name is a value, never a key, so no metric name can clash with the fields.
+    """
+    return {"metric": name, "value": value, "step": step, "time": when, "src": src}
+
+
+def _int_or_none(raw: Any) -> Optional[int]:
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None
 
 
 class LineSplitter:
@@ -218,8 +265,10 @@ def read_checkpoints(path: str) -> List[Dict[str, Any]]:
     return out
 
 
-def file_points(specs: Mapping[str, MetricSpec], base_dir: str) -> List[Dict[str, Any]]:
-    """Points from metrics files the program wrote (a JSON object, or JSON lines)."""
+def file_records(specs: Mapping[str, MetricSpec], base_dir: str) -> List[Dict[str, Any]]:
+    """Points from metrics files the program wrote (a JSON object, or JSON lines), as
+    captured records: a record's ``step`` is its step (src "file"), else its position (src
+    "count")."""
     points: List[Dict[str, Any]] = []
     for name, spec in specs.items():
         if not spec.file:
@@ -237,8 +286,77 @@ def file_points(specs: Mapping[str, MetricSpec], base_dir: str) -> List[Dict[str
         key = spec.key or name
         for i, record in enumerate(records):
             if isinstance(record, dict) and key in record:
-                points.append({"step": record.get("step", i + 1), "time": record.get("time"), name: record[key]})
+                src = "file" if "step" in record else "count"
+                points.append(captured_record(name, record[key], record.get("step", i + 1), record.get("time"), src))
     return points
+
+
+def file_points(specs: Mapping[str, MetricSpec], base_dir: str) -> List[Dict[str, Any]]:
+    """Points from metrics files, as history points (``{"step", "time", name: value}``)."""
+    return [_as_point(r) for r in file_records(specs, base_dir)]
+
+
+def read_captured(path: str) -> List[Dict[str, Any]]:
+    """Captured records from a ``captured.jsonl`` (torn last line skipped, odd records dropped)."""
+    out = []
+    for record in read_points(path):
+        if not isinstance(record.get("metric"), str) or not isinstance(record.get("src"), str):
+            continue
+        if not (record.get("time") is None or is_number(record["time"])):
+            record["time"] = None
+        out.append(record)
+    return out
+
+
+def _as_point(record: Mapping[str, Any]) -> Dict[str, Any]:
+    return {"step": record.get("step"), "time": record.get("time"), record["metric"]: record.get("value")}
+
+
+def _usable_step(step: Any) -> bool:
+    return step is None or is_number(step) or isinstance(step, str)
+
+
+def resolve_latest(api_points: List[Dict[str, Any]], records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Records whose step is "latest" get the step of the latest point (by time) that any other
+    source reported at or before their line was read; 0 when none had yet.
+
+    Done when the history is built, not when the line is read: the Python API flushes its
+    file once a second, so a step logged just before a print may reach the file after it.
+    """
+    if not any(r.get("src") == "latest" for r in records):
+        return records
+    marks = sorted((p["time"], p["step"]) for p in [*api_points, *records]
+                   if p.get("src") != "latest" and is_number(p.get("time")) and is_number(p.get("step")))
+    times = [t for t, _ in marks]
+    out = []
+    for record in records:
+        if record.get("src") == "latest":
+            at = bisect.bisect_right(times, record["time"]) - 1 if is_number(record.get("time")) else -1
+            record = {**record, "step": marks[at][1] if at >= 0 else 0}
+        out.append(record)
+    return out
+
+
+def build_history(api_points: List[Dict[str, Any]], records: List[Dict[str, Any]]
+                  ) -> Tuple[List[Dict[str, Any]], Dict[str, str]]:
+    """The history (one record per step) from the Python API's points and captured records
+    (regexes and metrics files), and for each metric where its steps came from.
+
+    The one way a history is built: the executor for the notes, ``gitexp.live`` for a run in
+    progress, so both show the same.
+    """
+    api_points = [p if _usable_step(p.get("step")) else {**p, "step": None} for p in api_points]
+    records = resolve_latest(api_points, [r for r in records if _usable_step(r.get("step"))])
+    found: Dict[str, set] = {}
+    for point in api_points:
+        for key in point:
+            if key not in ("step", "time"):
+                found.setdefault(key, set()).add("api")
+    for record in records:
+        found.setdefault(record["metric"], set()).add(record.get("src") or "count")
+    sources = {name: "+".join(s for s in STEP_SOURCES if s in srcs) or "+".join(sorted(srcs))
+               for name, srcs in found.items()}
+    return merge([*api_points, *(_as_point(r) for r in records)]), sources
 
 
 def merge(points: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:
@@ -264,8 +382,10 @@ def _sort_key(step: Any) -> float:
     return float(step) if is_number(step) else math.inf
 
 
-def summarize(history: List[Dict[str, Any]], specs: Mapping[str, MetricSpec]) -> Dict[str, Dict[str, Any]]:
-    """For every metric seen: last, best (by its goal), step of best, count."""
+def summarize(history: List[Dict[str, Any]], specs: Mapping[str, MetricSpec],
+              sources: Optional[Mapping[str, str]] = None) -> Dict[str, Dict[str, Any]]:
+    """For every metric seen: last, best (by its goal), step of best, count, and where its
+    steps came from (``step_source``, from :func:`build_history`)."""
     out: Dict[str, Dict[str, Any]] = {}
     for record in history:
         for key, value in record.items():
@@ -285,6 +405,9 @@ def summarize(history: List[Dict[str, Any]], specs: Mapping[str, MetricSpec]) ->
                     entry["best_step"] = record.get("step")
     for name, spec in specs.items():
         out.setdefault(name, {"count": 0, "goal": spec.goal})
+    for name, source in (sources or {}).items():
+        if name in out and out[name]["count"]:
+            out[name]["step_source"] = source
     return out
 
 

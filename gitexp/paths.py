@@ -1,8 +1,9 @@
 """Where an experiment's files live on this machine, outside any throwaway worktree.
 
 ``<runs root>/<sha>/`` holds ``output.log``, ``metrics.jsonl`` (the Python API's points),
-``checkpoints.jsonl``, ``exec.json`` (pid, host, heartbeat), the throwaway worktree ``wt/``
-and the persistent output directory ``out/`` (``{outdir}``, ``GITEXP_OUTPUT_DIR``).
+``captured.jsonl`` (points the metric regexes found in the output), ``checkpoints.jsonl``,
+``exec.json`` (pid, host, heartbeat), the throwaway worktree ``wt/`` and the persistent
+output directory ``out/`` (``{outdir}``, ``GITEXP_OUTPUT_DIR``).
 The root is ``<git common dir>/gitexp/runs`` unless ``GITEXP_RUNS_DIR`` or git config
 ``exp.runsDir`` say otherwise.
 """
@@ -25,6 +26,11 @@ class RunPaths:
     @property
     def metrics(self) -> str:
         return os.path.join(self.root, "metrics.jsonl")
+
+    @property
+    def captured(self) -> str:
+        """Regex-captured points, appended by the executor as the output arrives (JSON lines)."""
+        return os.path.join(self.root, "captured.jsonl")
 
     @property
     def checkpoints(self) -> str:

@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
+from .. import live as live_mod
 from ..config import closest
 from ..errors import BadInput
 from ..status import live_statuses
@@ -34,6 +35,9 @@ def log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[s
             raise BadInput(f"unknown param or metric {name!r}", closest(name, keys))
     live = live_statuses(repo, exps)
     statuses = {sha: status for sha, (status, _why) in live.items()}
+    # Runs in progress on this machine: their points so far, from the run directory (the
+    # notes are written every GITEXP_NOTES_INTERVAL seconds). Ended runs read no file.
+    live_mod.refresh(repo, exps, statuses)
     if group:
         exps = [e for e in exps if e.summary.get("group") == group]
     exps = [e for e in exps if all(f.matches(e, statuses[e.sha]) for f in parsed)]
