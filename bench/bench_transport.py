@@ -17,13 +17,14 @@ import time
 from common import ROOT, median_of
 
 sys.path.insert(0, str(ROOT))
-from gitexp.transport import LocalTransport, SshTransport  # noqa: E402
+from gitexp.transport import LocalTransport, SshTransport
 
 
 def test_sshd() -> tuple:
     subprocess.run([str(ROOT / "scripts" / "sshd-up.sh")], check=True, stdout=subprocess.DEVNULL)
     state = os.environ.get("GITEXP_SSHD_DIR") or f"/tmp/gitexp-sshd-{os.getuid()}"
-    env = dict(line.rstrip("\n").split("=", 1) for line in open(os.path.join(state, "env")))
+    with open(os.path.join(state, "env"), encoding="utf-8") as handle:
+        env = dict(line.rstrip("\n").split("=", 1) for line in handle)
     return env["GITEXP_SSHD_HOST"], env["GITEXP_SSHD_CONFIG"]
 
 

@@ -25,27 +25,42 @@ private directory, so only the first pays for the handshake.
 from __future__ import annotations
 
 import errno
+import fcntl
 import getpass
+import hashlib
 import os
 import posixpath
 import re
 import shlex
 import shutil
+import socket
 import stat
 import subprocess
 import tempfile
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+    Callable,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 from .errors import GitExpError
 
+T = TypeVar("T", bound="Transport")
 Result = subprocess.CompletedProcess[bytes]  # subscriptable at run time from Python 3.9
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-# sun_path holds 104 bytes on macOS (108 on Linux); ssh adds "/<40 hex of %C>" and, while it
-# creates the master socket, a ".<16 random chars>" suffix.
+# sun_path holds 104 bytes on macOS (108 on Linux); the socket is "<dir>/<key>" and, while ssh
+# creates it, "<dir>/<key>.<16 random chars>".
 SOCKET_PATH_MAX = 104
-CONTROL_NAME_LEN = 1 + 40 + 17
+CONTROL_KEY_LEN = 20
+CONTROL_NAME_LEN = 1 + CONTROL_KEY_LEN + 17
 
 
 class TransportError(GitExpError):
@@ -128,7 +143,7 @@ class Transport:
     def close(self) -> None:
         """Release connections; the transport stays usable (it reconnects on demand)."""
 
-    def __enter__(self) -> "Transport":
+    def __enter__(self: T) -> T:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -155,7 +170,7 @@ class LocalTransport(Transport):
         where = self._path(cwd) if cwd is not None else None
         try:
             # stdin is /dev/null unless given: a command must never read gitexp's terminal.
-            return subprocess.run(words, cwd=where, input=input, capture_output=True, timeout=timeout,
+            return subprocess.run(words, check=False, cwd=where, input=input, capture_output=True, timeout=timeout,
                                   stdin=subprocess.DEVNULL if input is None else None,
                                   env=self._environ(env))
         except OSError as exc:
@@ -303,6 +318,12 @@ class SshTransport(Transport):
         if len(self.control_dir) + CONTROL_NAME_LEN > SOCKET_PATH_MAX:
             raise ValueError(f"control_dir {self.control_dir!r} is too long for a unix socket path "
                              f"(at most {SOCKET_PATH_MAX - CONTROL_NAME_LEN} characters)")
+        if any(c.isspace() or c in "%\"'" for c in self.control_dir):
+            raise ValueError(f"control_dir {self.control_dir!r} may not hold spaces, quotes or '%'")
+        # Our own socket name rather than ssh's %C: knowing the path lets us test the master with
+        # one connect() instead of an `ssh -O check` process per command.
+        key = hashlib.sha1(f"{host}\0{ssh_config}\0{port}".encode()).hexdigest()[:CONTROL_KEY_LEN]
+        self.control_path = os.path.join(self.control_dir, key)
         self.name = f"ssh:{host}"
         self._cache: Dict[str, str] = {}
 
@@ -312,6 +333,7 @@ class SshTransport(Transport):
     # -- ssh itself ----------------------------------------------------------------------------
     def options(self) -> List[str]:
         """ssh's options, shared by our commands and git's (so git reuses the master too)."""
+        private_dir(self.control_dir)
         opts = ["-F", self.ssh_config] if self.ssh_config else []
         if self.port is not None:
             opts += ["-p", str(self.port)]
@@ -321,7 +343,7 @@ class SshTransport(Transport):
             "-o", f"ConnectTimeout={self.connect_timeout}",
             "-o", "ControlMaster=auto",
             "-o", f"ControlPersist={self.persist}",
-            "-o", f"ControlPath={private_dir(self.control_dir)}/%C",
+            "-o", f"ControlPath={self.control_path}",
             "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4",
             "-o", "ClearAllForwardings=yes",  # a LocalForward in the user's config would clash
         ]
@@ -333,32 +355,79 @@ class SshTransport(Transport):
         return ssh
 
     def _control(self, command: str) -> Result:
-        return subprocess.run([self._ssh(), *self.options(), "-O", command, "--", self.host],
+        return subprocess.run([self._ssh(), *self.options(), "-O", command, "--", self.host], check=False,
                               capture_output=True, stdin=subprocess.DEVNULL, timeout=30)
 
     def master_pid(self) -> Optional[int]:
         """The pid of the local master connection, or None when there is none."""
+        if not os.path.exists(self.control_path):
+            return None
         proc = self._control("check")
         found = re.search(rb"pid=(\d+)", proc.stderr)
         return int(found.group(1)) if proc.returncode == 0 and found else None
 
+    def _master_up(self) -> bool:
+        """A master answers on the socket (a file left by a killed master does not)."""
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(self.control_path)
+            except OSError:
+                return False
+        return True
+
+    def connect(self) -> None:
+        """Open the master connection unless one is up; raises TransportError if it cannot.
+
+        One process or thread at a time (a lock file): concurrent first commands would each
+        open a connection of their own, and ssh would write "ControlSocket ... already exists,
+        disabling multiplexing" into their stderr.
+        """
+        if self._master_up():
+            return
+        private_dir(self.control_dir)
+        lock = os.open(self.control_path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self._master_up():
+                return
+            # -N with ControlPersist: ssh forks to the background once authenticated.
+            try:
+                proc = subprocess.run([self._ssh(), *self.options(), "-N", "--", self.host], check=False,
+                                      capture_output=True, stdin=subprocess.DEVNULL,
+                                      timeout=3 * self.connect_timeout + 10)
+            except subprocess.TimeoutExpired:
+                raise TransportError(f"cannot reach {self.host}: no answer in {3 * self.connect_timeout + 10}s",
+                                     self._hint()) from None
+            if proc.returncode != 0 or not self._master_up():
+                raise self._unreachable(proc.stderr)
+        finally:
+            os.close(lock)  # closing releases the lock
+
+    def _unreachable(self, stderr: bytes) -> TransportError:
+        message = " ".join(stderr.decode(errors="replace").split()) or "ssh failed without a message"
+        return TransportError(f"cannot reach {self.host}: {message}", self._hint())
+
+    def _hint(self) -> str:
+        try_it = ["ssh", *(["-F", self.ssh_config] if self.ssh_config else []),
+                  *(["-p", str(self.port)] if self.port is not None else []), self.host, "true"]
+        return f"check that `{shlex.join(try_it)}` works from here"
+
     def close(self) -> None:
         """Stop the master connection (commands already started on the host keep running)."""
-        if os.path.isdir(self.control_dir):
+        if os.path.exists(self.control_path):
             self._control("exit")
 
     def script(self, script: str, input: Optional[bytes] = None,
                timeout: Optional[float] = None) -> Result:
         """Run a shell script on the host. Every value in it must already be quoted."""
-        proc = subprocess.run([self._ssh(), *self.options(), "--", self.host, script], input=input,
+        self.connect()
+        proc = subprocess.run([self._ssh(), *self.options(), "--", self.host, script], check=False, input=input,
                               stdin=subprocess.DEVNULL if input is None else None,
                               capture_output=True, timeout=timeout)
-        # ssh exits 255 for its own failures, but so may the remote command: only a missing
-        # master (the connection never came up, or broke) makes it ssh's.
-        if proc.returncode == 255 and self.master_pid() is None:
-            message = " ".join(proc.stderr.decode(errors="replace").split()) or "ssh exited 255"
-            raise TransportError(f"cannot reach {self.host}: {message}",
-                                 f"check that `ssh {self.host} true` works from here")
+        # ssh exits 255 for its own failures, but so may the remote command: only a master that
+        # is gone (the connection broke) makes it ssh's.
+        if proc.returncode == 255 and not self._master_up():
+            raise self._unreachable(proc.stderr)
         return proc
 
     # -- the interface -------------------------------------------------------------------------
@@ -377,8 +446,8 @@ class SshTransport(Transport):
         proc = self.script("\n".join([
             f"cd -- {remote_path(cwd)} || exit 97",
             f": >> {log} || exit 98",
-            f"command -v {shlex.quote(words[0])} >/dev/null 2>&1 || "
-            f"{{ printf '%s: command not found\\n' {shlex.quote(words[0])} >&2; exit 127; }}",
+            (f"command -v {shlex.quote(words[0])} >/dev/null 2>&1 || "
+             f"{{ printf '%s: command not found\\n' {shlex.quote(words[0])} >&2; exit 127; }}"),
             # setsid: a new session, out of sshd's reach; nohup where setsid is missing (macOS).
             "if command -v setsid >/dev/null 2>&1; then _gx_detach=setsid; else _gx_detach=nohup; fi",
             f"$_gx_detach {command} >> {log} 2>&1 < /dev/null &",
@@ -409,8 +478,8 @@ class SshTransport(Transport):
         tmp = f"{target}.gitexp-{uuid.uuid4().hex}.tmp"
         self._checked("\n".join([
             "LC_ALL=C; export LC_ALL; umask 077; set -C",
-            f"cat > {tmp} && chmod {mode:o} -- {tmp} && mv -f -- {tmp} {target} "
-            f"|| {{ rm -f -- {tmp}; exit 1; }}",
+            (f"cat > {tmp} && chmod {mode:o} -- {tmp} && mv -f -- {tmp} {target} "
+             f"|| {{ rm -f -- {tmp}; exit 1; }}"),
         ]), path, input=data)
 
     def exists(self, path: str) -> bool:

@@ -96,7 +96,7 @@ def start_sshd() -> Tuple[Optional[SshHost], str]:
     """Runs sshd-up.sh once per test session; (host, "") or (None, why not)."""
     script = ROOT / "scripts" / "sshd-up.sh"
     try:
-        proc = subprocess.run([str(script)], capture_output=True, text=True, timeout=300,
+        proc = subprocess.run([str(script)], check=False, capture_output=True, text=True, timeout=300,
                               stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, f"scripts/sshd-up.sh could not run: {exc}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -20,11 +19,18 @@ from pathlib import Path
 from typing import Iterator, List
 
 import pytest
-
 from conftest import git, make_repo, wait_for
-from gitexp.transport import (FakeTransport, LocalTransport, SshTransport, Transport, TransportError,
-                              default_control_dir, remote_command)
 from sshd import SshHost, short_dir, ssh_host, ssh_transport  # noqa: F401  (fixtures)
+
+from gitexp.transport import (
+    FakeTransport,
+    LocalTransport,
+    SshTransport,
+    Transport,
+    TransportError,
+    default_control_dir,
+    remote_command,
+)
 
 # Words a careless remote command line would run, split or expand. MARK is replaced by a
 # marker path that must never come into existence.
@@ -255,6 +261,19 @@ def test_commands_share_one_master_until_close(ssh_transport: SshTransport) -> N
     assert ssh_transport.run(["echo", "again"]).stdout == b"again\n"  # reconnects on demand
 
 
+def test_concurrent_first_commands_share_one_connection(ssh_transport: SshTransport) -> None:
+    results: List[subprocess.CompletedProcess] = []
+    threads = [threading.Thread(target=lambda i=i: results.append(ssh_transport.run(["echo", str(i)])))
+               for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.stdout for r in results) == [f"{i}\n".encode() for i in range(8)]
+    assert [r.stderr for r in results] == [b""] * 8  # no "ControlSocket ... already exists" noise
+    assert ssh_transport.master_pid() is not None
+
+
 def test_a_killed_master_is_replaced(ssh_host: SshHost, ssh_transport: SshTransport) -> None:
     ssh_transport.run(["true"])
     old = ssh_host.kill_master(ssh_transport)
@@ -268,8 +287,8 @@ def test_control_dir_is_created_private(ssh_transport: SshTransport) -> None:
     st = os.lstat(ssh_transport.control_dir)
     assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
     assert st.st_uid == os.getuid()
-    sockets = os.listdir(ssh_transport.control_dir)
-    assert len(sockets) == 1 and stat.S_ISSOCK(os.lstat(os.path.join(ssh_transport.control_dir, sockets[0])).st_mode)
+    assert stat.S_ISSOCK(os.lstat(ssh_transport.control_path).st_mode)
+    assert os.path.dirname(ssh_transport.control_path) == ssh_transport.control_dir
 
 
 def test_control_dir_too_open_is_tightened(ssh_transport: SshTransport) -> None:
@@ -296,7 +315,7 @@ def test_control_dir_not_ours_or_a_symlink_is_refused(ssh_host: SshHost) -> None
 
 def test_control_dir_must_be_short_and_the_default_is() -> None:
     with pytest.raises(ValueError, match="too long"):
-        SshTransport("somehost", control_dir="/tmp/" + "x" * 60)
+        SshTransport("somehost", control_dir="/tmp/" + "x" * 80)
     assert len(default_control_dir()) + 58 <= 104
 
 
@@ -377,7 +396,7 @@ def test_git_push_and_fetch_over_the_transport(ssh_host: SshHost, ssh_transport:
     try:
         shutil.copytree(bare, home / name)
         for url in (ported.git_url(name), ssh_transport.git_url(f"~/{name}"), ssh_transport.git_url(name)):
-            proc = subprocess.run(["git", "ls-remote", url, "main"], cwd=repo, capture_output=True, text=True,
+            proc = subprocess.run(["git", "ls-remote", url, "main"], check=False, cwd=repo, capture_output=True, text=True,
                                   env={**os.environ, "GIT_SSH_COMMAND": ported.git_ssh_command()})
             assert proc.returncode == 0 and proc.stdout.split()[0] == head, (url, proc.stderr)
     finally:
