@@ -22,8 +22,9 @@ from .snapshot import SnapshotSpec
 from .units import parse_duration, parse_size
 
 TOP_KEYS = ("name", "group", "description", "command", "params", "metrics", "requires", "files", "env", "sweep",
-            "snapshot")
-METRIC_KEYS = ("goal", "regex", "file", "key")
+            "snapshot", "step")
+METRIC_KEYS = ("goal", "regex", "file", "key", "step")
+STEP_MODES = ("count", "latest")  # besides {regex: ...}; see MetricSpec.step
 REQUIRE_KEYS = ("disk", "ram", "gpu_mem", "time", "gpus", "cpus")
 GOALS = ("minimize", "maximize")
 BUILTIN_PLACEHOLDERS = ("outdir", "name", "run_dir")
@@ -160,6 +161,12 @@ class MetricSpec:
     regex: Optional[str] = None
     file: Optional[str] = None
     key: Optional[str] = None
+    # Where a regex metric's steps come from, when its own regex has no ``step`` group that
+    # matched: "count" (the n-th match is step n, the default), "latest" (the latest step any
+    # source reported before the line was read) or "regex" (the latest value ``step_regex``
+    # matched on any output line so far, that line included).
+    step: Optional[str] = None
+    step_regex: Optional[str] = None
 
     @property
     def source(self) -> str:
@@ -170,6 +177,8 @@ class MetricSpec:
         for attr in ("regex", "file", "key"):
             if getattr(self, attr):
                 out[attr] = getattr(self, attr)
+        if self.step:
+            out["step"] = {"regex": self.step_regex} if self.step == "regex" else self.step
         return out
 
 
@@ -901,8 +910,44 @@ class _Validator:
             for text_key in ("file", "key"):
                 if spec.get(text_key) is not None and not isinstance(spec[text_key], str):
                     raise self.fail(f"{key}.{text_key}", f"{text_key} of metric '{name}' must be a string")
-            out[str(name)] = MetricSpec(str(name), goal, regex, spec.get("file"), spec.get("key"))
+            step, step_regex = self.metric_step(spec, f"{key}.step", f"of metric '{name}'")
+            if step and regex is None:
+                raise self.fail(f"{key}.step", f"'step' of metric '{name}' applies to regex metrics only",
+                                "gitexp.log and metrics files give their own steps")
+            out[str(name)] = MetricSpec(str(name), goal, regex, spec.get("file"), spec.get("key"), step, step_regex)
+        # The top-level 'step' is where the steps of every regex metric without its own come from.
+        default, default_regex = self.metric_step(data, "step", "(top-level)")
+        if default:
+            if not any(spec.regex for spec in out.values()):
+                raise self.fail("step", "the top-level 'step' says where regex metrics' steps come from, "
+                                "but no metric has a 'regex'", "remove it, or give a metric a regex")
+            for spec in out.values():
+                if spec.regex and not spec.step:
+                    spec.step, spec.step_regex = default, default_regex
         return out
+
+    def metric_step(self, spec: Mapping[str, Any], key: str, whose: str) -> Tuple[Optional[str], Optional[str]]:
+        """(mode, step regex) from a 'step' value: count, latest or {regex: '...'}."""
+        value = spec.get("step")
+        if value is None:
+            return None, None
+        if isinstance(value, str) and value in STEP_MODES:
+            return value, None
+        hint = "write step: latest, step: count, or step: {regex: 'step (\\d+)'}"
+        if not isinstance(value, dict):
+            raise self.fail(key, f"step {whose} must be latest, count or a mapping with a regex, got {value!r}", hint)
+        self.check_keys(value, ("regex",), key + ".")
+        text = value.get("regex")
+        if not isinstance(text, str) or not text:
+            raise self.fail(key, f"step {whose} needs a 'regex' (a string)", hint)
+        try:
+            compiled = re.compile(text)
+        except re.error as exc:
+            raise self.fail(f"{key}.regex", f"step regex {whose} does not compile: {exc}")
+        if compiled.groups < 1:
+            raise self.fail(f"{key}.regex", f"step regex {whose} needs a group capturing the step",
+                            "e.g. 'step (\\d+)'")
+        return "regex", text
 
     def requires(self, data: Mapping[str, Any]) -> Requires:
         value = data.get("requires") or {}

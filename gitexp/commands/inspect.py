@@ -11,6 +11,7 @@ import click
 import yaml
 from tabulate import tabulate
 
+from .. import live as live_mod
 from ..status import live_status
 from ..notes import Experiment, Store
 from ..paths import run_paths
@@ -28,6 +29,7 @@ def show(ident: str, fmt: str) -> None:
     repo, store = open_store()
     exp = store.find(ident)
     status, why = live_status(repo, exp)
+    live_mod.refresh(repo, [exp], {exp.sha: status})  # a run in progress here: its points so far
     if why:
         exp.summary["reason"] = why
     details = store.details(exp.sha)
@@ -105,6 +107,8 @@ def _print_metrics(metrics: Dict[str, Any]) -> None:
     click.echo("\nmetrics:")
     click.echo(tabulate(rows, headers=["metric", "goal", "best", "at step", "last", "at step", "points"],
                         disable_numparse=True))
+    for line in live_mod.step_notes(metrics):
+        click.echo(line)
 
 
 def _print_facts(facts: Dict[str, Any]) -> None:
@@ -203,7 +207,7 @@ def metrics(ident: str, fmt: str) -> None:
     """Export the full metric histories: one record per step."""
     repo, store = open_store()
     exp = store.find(ident)
-    history = store.history(exp.sha)
+    history = live_mod.history(repo, exp, store)  # a run in progress here: the curve so far
     if fmt == "json":
         print_json(history)
         return
