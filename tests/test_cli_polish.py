@@ -7,11 +7,13 @@ import shlex
 import shutil
 import subprocess
 import sys
+import signal
 from pathlib import Path
+from typing import List
 
 import pytest
 
-from conftest import ROOT, gitexp
+from conftest import ROOT, gitexp, log_json, wait_for
 
 gitexp_cli = gitexp  # for tests that import the gitexp package itself
 
@@ -154,3 +156,81 @@ def test_bootstrapped_venv_has_the_man_page() -> None:
         env["PATH"] = f"{venv / 'bin'}:{os.environ['PATH']}"
         assert subprocess.run(["man", "-w", "git-exp"], env=env, capture_output=True, text=True).stdout.strip() \
             == str(page)
+
+
+# -- item 5: --dry-run shows what the real run does; Ctrl-C exits 130; show says things once ------
+def dry_run_names(repo: Path, *args: str) -> List[str]:
+    out = gitexp(repo, "run", *args, "--dry-run").stdout.splitlines()
+    assert out[0].split()[:3] == ["name", "params", "group"]
+    return [line.split()[0] for line in out[2:]]
+
+
+def test_dry_run_shows_the_names_the_real_run_gets(repo: Path) -> None:
+    gitexp(repo, "run", "config.yaml", "-p", "steps=1")
+    assert dry_run_names(repo, "config.yaml", "-p", "steps=1") == ["toy-2"]
+    gitexp(repo, "run", "config.yaml", "-p", "steps=1")
+    assert sorted(r["name"] for r in log_json(repo)) == ["toy", "toy-2"]
+    sweep = ("config.yaml", "--sweep", "steps=1,2", "--name", "s")
+    gitexp(repo, "run", *sweep)
+    planned = dry_run_names(repo, *sweep)
+    assert planned == ["s-steps=1-2", "s-steps=2-2"]
+    gitexp(repo, "run", *sweep)
+    assert set(planned) <= {r["name"] for r in log_json(repo)}
+
+
+def test_dry_run_skips_what_skip_done_skips(repo: Path) -> None:
+    gitexp(repo, "run", "config.yaml", "--sweep", "steps=1,2", "--name", "s")
+    sweep = ("config.yaml", "--sweep", "steps=1,2,3", "--name", "s", "--skip-done")
+    planned = gitexp(repo, "run", *sweep, "--dry-run")
+    assert [line.split()[0] for line in planned.stdout.splitlines()[2:]] == ["s-steps=3"]
+    assert "skipping 2 point(s) already finished" in planned.stderr
+    before = {r["name"] for r in log_json(repo)}
+    gitexp(repo, "run", *sweep)
+    assert {r["name"] for r in log_json(repo)} - before == {"s-steps=3"}
+    everything = gitexp(repo, "run", *sweep, "--dry-run")
+    assert everything.stdout == "" and "every point already finished; nothing to do" in everything.stderr
+
+
+def test_ctrl_c_exits_130_even_when_the_program_exits_1_on_it(repo: Path, tmp_path: Path) -> None:
+    """A training script that catches KeyboardInterrupt, saves and exits 1: still 130 (docs/runners.md)."""
+    ready = tmp_path / "ready"
+    (repo / "h.py").write_text(
+        "import sys, time\n"
+        "try:\n"
+        f"    open({str(ready)!r}, 'w').close()\n"
+        "    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('saving a checkpoint', flush=True)\n"
+        "    sys.exit(1)\n")
+    (repo / "h.yaml").write_text("name: h\ncommand: python h.py\n")
+    proc = subprocess.Popen([sys.executable, "-m", "gitexp", "run", "h.yaml"], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(ready.exists, timeout=60)
+        wait_for(lambda: log_json(repo)[0]["status"] == "running", timeout=30)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "saving a checkpoint" in out and "Traceback" not in err
+    [row] = log_json(repo)
+    assert row["status"] == "killed" and row["exit_code"] == 1
+
+
+def test_show_gives_the_reason_only_when_it_adds_something(repo: Path) -> None:
+    def status_line(ident: str) -> str:
+        [line] = [line for line in gitexp(repo, "show", ident).stdout.splitlines() if line.startswith("status ")]
+        return line
+
+    (repo / "fail.yaml").write_text("name: fail\ncommand: exit 3\n")
+    assert gitexp(repo, "run", "fail.yaml", check=False).returncode == 3
+    assert status_line("fail") == "status     failed (exit code 3)"  # was: (exit code 3): exit code 3
+    (repo / "sig.yaml").write_text("name: sig\ncommand: kill -9 $$\n")
+    assert gitexp(repo, "run", "sig.yaml", check=False).returncode == 137
+    assert status_line("sig") == "status     failed (killed by signal 9)"
+    (repo / "big.yaml").write_text("name: big\ncommand: exit 0\nrequires: {disk: 900TB}\n")
+    gitexp(repo, "run", "big.yaml", "--queue")
+    gitexp(repo, "worker", "--until-empty", check=False)
+    line = status_line("big")
+    assert line.startswith("status     failed: ") and "requires.disk 900.0TB exceeds" in line, line

@@ -56,9 +56,7 @@ def _print_show(exp: Experiment, status: str, config: Dict[str, Any], details: D
     s = exp.summary
     echo = click.echo
     echo(f"experiment {fmt_value(exp.name)}  {exp.sha}")
-    echo(f"status     {fmt_value(status)}"
-         + (f" (exit code {fmt_value(s['exit_code'])})" if s.get("exit_code") not in (None, 0) else "")
-         + (f": {fmt_value(s['reason'])}" if s.get("reason") and status != "finished" else ""))
+    echo(f"status     {status_text(status, s)}")
     if s.get("group"):
         echo(f"group      {fmt_value(s['group'])}")
     echo(f"parent     {fmt_value(s.get('parent', ''))}" + (" (with uncommitted changes)" if s.get("parent_dirty") else ""))
@@ -85,6 +83,20 @@ def _print_show(exp: Experiment, status: str, config: Dict[str, Any], details: D
     if tail:
         echo("\nlog tail:")
         echo(_block(tail.rstrip(), "  "))
+
+
+def status_text(status: str, summary: Dict[str, Any]) -> str:
+    """``failed (exit code 1)``, ``killed (killed by signal 15)``, then the reason when it adds
+    something (``failed (exit code 1): exit code 1`` said it twice)."""
+    code, reason = summary.get("exit_code"), summary.get("reason")
+    said = ""
+    if code not in (None, 0):
+        signalled = isinstance(code, int) and not isinstance(code, bool) and code < 0
+        said = f"killed by signal {-code}" if signalled else f"exit code {fmt_value(code)}"
+    text = fmt_value(status) + (f" ({said})" if said else "")
+    if reason and status != "finished" and fmt_value(reason) != said:
+        text += f": {fmt_value(reason)}"
+    return text
 
 
 def _block(text: str, indent: str) -> str:

@@ -53,17 +53,18 @@ def run(config_path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], z
         remote = None
     if remote is not None and to_queue:
         raise BadInput(f"--queue with --on {on}: Slurm queues the jobs itself", "drop --queue")
-    if dry_run:
-        _print_points(configs)
-        return 0
-    repo.head()  # a repository with no commits is bad input, before anything is written
-    for config in configs:
-        experiments.check_files(repo, config)
+    if not dry_run:
+        repo.head()  # a repository with no commits is bad input, before anything is written
+        for config in configs:
+            experiments.check_files(repo, config)
     if skip_done:
         configs = _skip_done(store, configs)
         if not configs:
             click.echo("gitexp: every point already finished; nothing to do", err=True)
             return 0
+    if dry_run:  # what the real run would do: the same points, under the names they would get
+        _print_points(configs, _planned_names(store, configs))
+        return 0
     if remote is not None:
         return _submit(repo, store, remote, configs, max_parallel)
     if to_queue or is_sweep:
@@ -97,8 +98,24 @@ def _configs(path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], zip
     return configs, True, spec.max_parallel
 
 
-def _print_points(configs: List[ExperimentConfig]) -> None:
-    rows = [[c.name, " ".join(f"{k}={fmt_value(v)}" for k, v in c.params.items()), c.group or ""] for c in configs]
+def _planned_names(store: Store, configs: List[ExperimentConfig]) -> List[str]:
+    """The names recording would give: a taken name gets -2, -3, ... (the rule of
+    ``experiments.make_experiments`` and ``Store.create``)."""
+    taken = set(store.experiment_refs())
+    names = []
+    for config in configs:
+        name, n = config.name, 1
+        while name in taken:
+            n += 1
+            name = f"{config.name}-{n}"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def _print_points(configs: List[ExperimentConfig], names: List[str]) -> None:
+    rows = [[name, " ".join(f"{k}={fmt_value(v)}" for k, v in c.params.items()), c.group or ""]
+            for name, c in zip(names, configs)]
     click.echo(render_table(["name", "params", "group"], rows))
     click.echo(f"{len(configs)} experiment(s); nothing recorded (--dry-run)", err=True)
 
@@ -173,7 +190,17 @@ def _run_one(repo: Repo, store: Store, config: ExperimentConfig, detach: bool) -
         return 0
     click.echo(f"gitexp: experiment {exp.name} ({exp.sha[:10]})", err=True)
     code = runner.run_foreground(exp)
-    click.echo(_closing_line(exp.name, store.summary(exp.sha)), err=True)
+    summary = store.summary(exp.sha)
+    click.echo(_closing_line(exp.name, summary), err=True)
+    return _exit_code(code, summary)
+
+
+def _exit_code(code: int, summary: dict) -> int:
+    """The program's own status, except for a run stopped by a signal to ``git exp run``
+    (Ctrl-C, SIGTERM, SIGHUP): 130, as docs/runners.md promises, whatever the program made of
+    the signal (a training script that catches KeyboardInterrupt, saves and exits 1)."""
+    if summary.get("status") == "killed":
+        return 130
     return code
 
 
