@@ -8,7 +8,8 @@ Every transport has the same interface:
   not an exception. A command that cannot start gives 127 (no such program) or 126 (cannot
   execute it, or ``cwd`` unusable) with the reason on stderr, as a shell reports it.
 * ``spawn(argv, cwd, log_path, env=None)`` starts argv detached (a new session, stdin from
-  /dev/null, stdout and stderr appended to ``log_path``) and returns its pid on the target.
+  /dev/null, stdout and stderr appended to ``log_path``, relative to ``cwd``) and returns its
+  pid on the target. Failing to start it raises OSError (FileNotFoundError: no cwd, no program).
 * ``read_file``, ``write_file`` (atomic: a temporary file, then rename), ``exists``,
   ``disk_free`` (bytes available to this user), ``which``, ``home``, ``user``, ``close``.
 
@@ -20,7 +21,10 @@ Relative paths on an ssh target are relative to the remote home (where ssh sessi
 ``SshTransport`` quotes every word for the remote POSIX shell (``shlex.quote``), so no value
 runs anything of its own there; the remote login shell must be POSIX-like (sh, bash, dash, zsh,
 ksh). All its commands share one master connection per host (``ControlMaster``) kept in a
-private directory, so only the first pays for the handshake.
+private directory, so only the first pays for the handshake; ``git_ssh_command()`` and
+``git_url()`` let git push and fetch over the same connection. ssh's own failures (refused,
+timed out, host key, authentication, a dropped connection) raise ``TransportError`` with
+ssh's message, while a command's own exit 255 stays a result.
 """
 from __future__ import annotations
 
@@ -39,17 +43,7 @@ import subprocess
 import tempfile
 import uuid
 from dataclasses import dataclass, field
-from typing import (
-    Callable,
-    Dict,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Tuple,
-    TypeVar,
-    Union,
-)
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 from .errors import GitExpError
 
@@ -187,8 +181,10 @@ class LocalTransport(Transport):
     def spawn(self, argv: Sequence[str], cwd: str, log_path: str,
               env: Optional[Mapping[str, str]] = None) -> int:
         words = _check_argv(argv)
-        with open(self._path(log_path), "ab") as log:
-            proc = subprocess.Popen(words, cwd=self._path(cwd), stdin=subprocess.DEVNULL, stdout=log,
+        where = self._path(cwd)
+        # A relative log path is relative to cwd, as on an ssh target (where the shell cd's first).
+        with open(os.path.join(where, self._path(log_path)), "ab") as log:
+            proc = subprocess.Popen(words, cwd=where, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True,
                                     env=self._environ(env))
         return proc.pid

@@ -10,7 +10,9 @@ PIDFILE=$STATE/sshd.pid
 
 [ -s "$PIDFILE" ] || { echo "sshd-down: not running (no $PIDFILE)"; exit 0; }
 pid=$(cat "$PIDFILE" 2>/dev/null)
-if [ -z "$pid" ] || [ "$(cat /proc/"$pid"/comm 2>/dev/null)" != sshd ]; then
+# Only an sshd running our config: never another one that got a recycled pid.
+if [ -z "$pid" ] || [ "$(cat /proc/"$pid"/comm 2>/dev/null)" != sshd ] \
+   || ! tr '\0' ' ' < /proc/"$pid"/cmdline 2>/dev/null | grep -qF -- "-f $STATE/sshd_config"; then
     echo "sshd-down: not running (stale $PIDFILE)"
     rm -f "$PIDFILE" "$STATE/env"
     exit 0

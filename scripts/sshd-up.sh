@@ -51,7 +51,9 @@ sshd_alive() {
     local pid
     [ -s "$STATE/sshd.pid" ] || return 1
     pid=$(cat "$STATE/sshd.pid" 2>/dev/null) || return 1
-    [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = sshd ]
+    [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = sshd ] || return 1
+    # ours, not another sshd that got a recycled pid
+    tr '\0' ' ' < /proc/"$pid"/cmdline 2>/dev/null | grep -qF -- "-f $STATE/sshd_config"
 }
 
 answers() {  # one real login over the client config, with a short timeout

@@ -214,7 +214,7 @@ def test_spawn_detaches_and_logs(transport: Transport, tmp_path: Path, marker: P
     log = folder / "out 'log'"
     values = hostile(marker)
     pid = transport.spawn(["sh", "-c", 'printf "%s\\0" "$@"; printf "[%s]" "$GX_E"', "sh", *values],
-                          cwd=str(folder), log_path=str(log), env={"GX_E": "a b;`c`"})
+                          cwd=str(folder), log_path=log.name, env={"GX_E": "a b;`c`"})  # relative to cwd
     wait_for(lambda: log.exists() and log.read_bytes().endswith(b"[a b;`c`]"), timeout=20)
     assert log.read_bytes().split(b"\0")[:-1] == [os.fsencode(v) for v in values]
     assert isinstance(pid, int) and pid > 1
@@ -362,14 +362,24 @@ def test_a_silent_server_times_out_after_connect_timeout() -> None:
         shutil.rmtree(transport.control_dir)
 
 
-def test_authentication_failure_carries_sshs_message(ssh_host: SshHost, tmp_path: Path) -> None:
+@pytest.mark.parametrize("broken, message", [("key", "Permission denied"),
+                                              ("known_hosts", "Host key verification failed")])
+def test_ssh_refusals_carry_sshs_message(ssh_host: SshHost, tmp_path: Path, broken: str, message: str) -> None:
+    text = Path(ssh_host.config).read_text()
+    if broken == "key":
+        text = text.replace(ssh_host.key, str(tmp_path / "no-such-key"))
+    else:
+        (tmp_path / "empty").write_text("")
+        text = text.replace(os.path.join(ssh_host.state_dir, "known_hosts"), str(tmp_path / "empty"))
     config = tmp_path / "config"
-    text = Path(ssh_host.config).read_text().replace(ssh_host.key, str(tmp_path / "no-such-key"))
     config.write_text(text)
     transport = SshTransport(ssh_host.alias, ssh_config=str(config), control_dir=short_dir())
-    with pytest.raises(TransportError, match="Permission denied"):
-        transport.run(["true"])
-    shutil.rmtree(transport.control_dir)
+    try:
+        with pytest.raises(TransportError, match=message) as info:
+            transport.run(["true"])
+        assert info.value.hint and str(config) in info.value.hint  # the ssh command to try by hand
+    finally:
+        shutil.rmtree(transport.control_dir)
 
 
 # -- git over the same connection -----------------------------------------------------------------
