@@ -410,6 +410,7 @@ def test_git_push_and_fetch_over_the_transport(ssh_host: SshHost, ssh_transport:
                                   env={**os.environ, "GIT_SSH_COMMAND": ported.git_ssh_command()})
             assert proc.returncode == 0 and proc.stdout.split()[0] == head, (url, proc.stderr)
     finally:
+        ported.close()
         shutil.rmtree(home / name, ignore_errors=True)
 
 
