@@ -501,7 +501,9 @@ class Executor:
         if not new:
             return
         self.captured_written += len(new)
-        data = memoryview("".join(json.dumps(r) + "\n" for r in new).encode())
+        # After a failed write the file may end in a torn line: start on a line of our own.
+        text = ("\n" if self.captured_lost else "") + "".join(json.dumps(r) + "\n" for r in new)
+        data = memoryview(text.encode())
         try:
             if self.captured_file is None:
                 self.captured_file = open(self.paths.captured, "ab", buffering=0)

@@ -317,16 +317,17 @@ def _usable_step(step: Any) -> bool:
 
 
 def resolve_latest(api_points: List[Dict[str, Any]], records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Records whose step is "latest" get the step of the latest point (by time) that any other
-    source reported at or before their line was read; 0 when none had yet.
+    """Records whose step is "latest" get the step of the latest point (by time) that another
+    source reported at or before their line was read (gitexp.log, a step group or step regex,
+    a metrics file's own step; never a match count); 0 when none had yet.
 
     Done when the history is built, not when the line is read: the Python API flushes its
     file once a second, so a step logged just before a print may reach the file after it.
     """
     if not any(r.get("src") == "latest" for r in records):
         return records
-    marks = sorted((p["time"], p["step"]) for p in [*api_points, *records]
-                   if p.get("src") != "latest" and is_number(p.get("time")) and is_number(p.get("step")))
+    reports = [*api_points, *(r for r in records if r.get("src") not in ("latest", "count"))]  # counts are no steps
+    marks = sorted((p["time"], p["step"]) for p in reports if is_number(p.get("time")) and is_number(p.get("step")))
     times = [t for t, _ in marks]
     out = []
     for record in records:

@@ -105,7 +105,10 @@ def test_running_experiment_shows_its_points_in_log_show_and_metrics(repo: Path,
         release.write_text("go")
     wait_for(lambda: [r for r in log_json(repo) if r["id"] == sha and r["status"] == "finished"])
     final = history(repo, sha[:10])
-    assert [(r["step"], r["loss"], r["api_loss"]) for r in final] == [(r["step"], r["loss"], r["api_loss"]) for r in curve]
+    def points(records: List[Dict[str, Any]]) -> List[Any]:
+        return [(r["step"], r["loss"], r["api_loss"]) for r in records]
+
+    assert points(final) == points(curve)  # the notes hold what was shown while it ran
     [row] = log_json(repo)
     assert row["metrics"]["loss"]["step_source"] == "regex" and row["metrics"]["loss"]["count"] == 3
 
@@ -140,6 +143,13 @@ def test_only_runs_in_progress_here_read_files(repo: Path, monkeypatch: pytest.M
     # "running" here, but the executor named in exec.json is gone: the notes answer.
     exp.summary.update(host=socket.gethostname())
     assert live.read(git_repo, exp, "running") is None
+    # Listing 10,000 ended experiments looks at their notes only: not even the repository.
+    from gitexp.notes import Experiment
+
+    ended = [Experiment(f"{i:040x}", f"e{i}", {"status": "finished", "host": socket.gethostname()})
+             for i in range(10_000)]
+    live.refresh(None, ended, {e.sha: "finished" for e in ended})  # type: ignore[arg-type]
+    assert all("metrics" not in e.summary for e in ended)
 
 
 def test_captured_file_tolerates_a_torn_last_line(tmp_path: Path) -> None:
@@ -271,3 +281,34 @@ def test_bad_step_settings_are_refused_naming_the_line(repo: Path, text: str, li
     assert f"bad.yaml:{line}:" in proc.stderr and words in proc.stderr, proc.stderr
     assert all_refs(repo) == before
     assert not (repo / ".git" / "gitexp" / "runs").exists() or not os.listdir(repo / ".git" / "gitexp" / "runs")
+
+
+def test_latest_never_takes_a_match_count_for_a_step() -> None:
+    from gitexp import metrics
+
+    records = [metrics.captured_record("other", 1.0, 7, 10.0, "count"),  # 7th match: no step
+               metrics.captured_record("acc", 0.5, None, 11.0, "latest"),
+               metrics.captured_record("acc", 0.6, None, 13.0, "latest")]
+    history, sources = metrics.build_history([{"step": 40, "time": 12.0, "loss": 1.0}], records)
+    assert [(r["step"], r.get("acc")) for r in history if "acc" in r] == [(0, 0.5), (40, 0.6)]
+    assert sources == {"loss": "api", "other": "count", "acc": "latest"}
+    summary = metrics.summarize(history, {}, sources)
+    assert summary["acc"]["step_source"] == "latest" and summary["acc"]["last_step"] == 40
+
+
+def test_a_slow_step_regex_is_turned_off_with_a_warning() -> None:
+    from gitexp import metrics
+    from gitexp.config import parse_config
+
+    config = parse_config("command: x\nstep: {regex: '(a+)+$'}\nmetrics:\n  loss: {regex: 'loss ([0-9.]+)'}\n")
+    budget = metrics.MatchBudget(0.05)
+    assert budget.install()
+    try:
+        capture = metrics.RegexCapture(config.metrics, budget)
+        with budget.watching():
+            warnings = capture.feed("a" * 40 + "! loss 2.5")
+            capture.feed("loss 2.4")
+    finally:
+        budget.uninstall()
+    assert warnings and "step regex" in warnings[0] and "off for the rest of this run" in warnings[0]
+    assert [(p["step"], p["value"]) for p in capture.points] == [(0, 2.5), (0, 2.4)]
