@@ -63,7 +63,7 @@ def test_redos_metric_regex_cannot_make_a_run_unkillable(repo: Path) -> None:
         proc.wait(timeout=60)
     finally:
         kill_tree(proc.pid)
-    assert proc.returncode == 128 + signal.SIGTERM
+    assert proc.returncode == 130  # a stopped foreground run exits 130 (docs/runners.md)
     assert log_json(repo)[0]["status"] == "killed"
 
 

@@ -186,9 +186,12 @@ def test_progress_notes_are_written_while_running(repo: Path) -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "GITEXP_NOTES_INTERVAL": "1"})
     try:
-        def progress() -> bool:
+        def progress() -> bool:  # the note itself, not log (which reads a running run's own files)
             rows = log_json(repo)
-            return bool(rows) and rows[0]["status"] == "running" and rows[0]["metrics"].get("val_err", {}).get("count", 0) > 0
+            if not rows or rows[0]["status"] != "running":
+                return False
+            note = json.loads(git(repo, "notes", "--ref=exps", "show", rows[0]["id"]))
+            return (note.get("metrics") or {}).get("val_err", {}).get("count", 0) > 0
         wait_for(progress, timeout=30)
         assert git(repo, "notes", "--ref=exps-metrics", "show", log_json(repo)[0]["id"]).count("\n") > 0
     finally:
