@@ -113,10 +113,19 @@ def _contains(big: Mapping[str, Any], small: Mapping[str, Any]) -> bool:
 
 def merge_history(*histories: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:
     """The union of metric histories (JSON-lines records), without duplicates; see the module doc."""
+    keyed = merge_keyed_history(*([(canonical(r), dict(r)) for r in history] for history in histories))
+    return [record for _text, record in keyed]
+
+
+Keyed = Sequence[Tuple[str, Dict[str, Any]]]
+
+
+def merge_keyed_history(*histories: Keyed) -> List[Tuple[str, Dict[str, Any]]]:
+    """:func:`merge_history` over ``(canonical text, record)`` pairs (texts computed once by the caller)."""
     unique: Dict[str, Dict[str, Any]] = {}
     for history in histories:
-        for record in history:
-            unique.setdefault(canonical(record), dict(record))
+        for text, record in history:
+            unique.setdefault(text, record)
     by_step: Dict[str, List[Tuple[str, Dict[str, Any]]]] = {}
     for text, record in unique.items():
         by_step.setdefault(canonical(record.get("step")), []).append((text, record))
@@ -129,8 +138,4 @@ def merge_history(*histories: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any
             if not any(other_text != text and _contains(other, record) for other_text, other in group):
                 kept.append((text, record))
     kept.sort(key=lambda item: _record_key(item[1], item[0]))
-    return [record for _text, record in kept]
-
-
-def same_history(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> bool:
-    return len(a) == len(b) and all(canonical(x) == canonical(y) for x, y in zip(a, b))
+    return kept

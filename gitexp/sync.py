@@ -4,13 +4,14 @@ A remote is a named git remote (``origin``), a path or a URL (``ssh://``, ``host
 ``https://``, ``file://``). Nothing gitexp-specific has to run on the other side: a plain
 git host works.
 
-Namespace (declared once, here): a fetch copies the remote's ``refs/exps/*`` and
-``refs/notes/exps*`` under ``refs/exps-sync/<label>/exps/*`` and
-``refs/exps-sync/<label>/notes/exps*`` (``<label>``: the remote's name, or ``_`` and a hash of
-the URL). These are a cache of what the remote had, like ``refs/remotes/``; the user's
-branches, tags and remote-tracking branches are never touched. The merge then writes the
-local ``refs/exps/*`` and ``refs/notes/exps*`` in one compare-and-swap transaction per
-attempt, rebuilt and retried when a local writer got there first.
+Namespace (declared once, here): ``refs/exps-sync/<label>/notes/exps``, ``.../exps-metrics`` and
+``.../exps-details`` keep the notes tips last fetched from a remote (``<label>``: the remote's
+name, or ``_`` and a hash of its URL), a cache like ``refs/remotes/``. A pull lists the remote's
+``refs/exps/*`` and ``refs/notes/exps*`` (one ``ls-remote``) and fetches, by commit id, only
+what is new: experiment commits no local ref names, and notes tips that moved (nothing new,
+no fetch). The user's branches, tags and remote-tracking branches are never touched. The
+merge then writes the local ``refs/exps/*`` and ``refs/notes/exps*`` in one compare-and-swap
+transaction per attempt, rebuilt and retried when a local writer got there first.
 
 Merge rules (the pure parts live in :mod:`gitexp.merge`):
 
@@ -28,6 +29,7 @@ Merge rules (the pure parts live in :mod:`gitexp.merge`):
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import re
@@ -38,9 +40,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, 
 
 from . import merge as rules
 from . import summary as checks
-from .config import MAX_NAME_LEN, check_name
 from .errors import BadInput, DiskFull, GitFailed, MissingObjects, RefConflict
-from .notes import DETAILS_REF, EXP_PREFIX, METRICS_REF, NOTES_REFS, SUMMARY_REF, Store, _note_paths, dump_json, jsonl
+from .notes import DETAILS_REF, EXP_PREFIX, METRICS_REF, NOTES_REFS, SUMMARY_REF, _note_paths, dump_json, jsonl
 from .repo import RefUpdate, Repo
 
 SYNC_PREFIX = "refs/exps-sync/"
@@ -49,8 +50,10 @@ MERGE_ATTEMPTS = 40
 PUSH_ATTEMPTS = 5
 HINT_TIMEOUT = 5.0
 _SIMPLE_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-# What git says when a ref it wanted to write was being written by someone else: try again.
-_LOCK_RACE = ("cannot lock ref", ".lock': File exists", "Unable to create", "but expected", "is at ")
+# What git says when a ref it wanted to write was being written by someone else, or when a
+# commit it listed is no longer advertised: list and fetch again.
+_FETCH_RACE = ("cannot lock ref", ".lock': File exists", "Unable to create", "but expected", "is at ",
+               "not our ref", "unadvertised object", "couldn't find remote ref")
 # What a push says when the other side changed under it: fetch, merge and push again.
 _PUSH_RACE = ("stale info", "fetch first", "non-fast-forward", "atomic push failed", "atomic transaction failed",
               "cannot lock ref",
@@ -74,8 +77,6 @@ class Source:
         """Where the remote's ``ref`` (refs/exps/x, refs/notes/exps...) is kept here."""
         return self.namespace + ref[len("refs/"):]
 
-    def refspecs(self) -> List[str]:
-        return [f"+{EXP_PREFIX}*:{self.namespace}exps/*", f"+{SUMMARY_REF}*:{self.namespace}notes/exps*"]
 
 
 def git_remotes(repo: Repo) -> Dict[str, str]:
@@ -126,43 +127,77 @@ def _interactive_env() -> Dict[str, str]:
 # -- fetch ---------------------------------------------------------------------------------------
 @dataclass
 class Fetched:
-    """What one remote had at the fetch: its experiments and notes tips (kept under its namespace)."""
+    """What one remote had: its experiments and notes tips (their objects are here after :func:`fetch`)."""
 
     source: Source
     exps: Dict[str, str]                # name -> commit
     tips: Dict[str, Optional[str]]      # local notes ref name (refs/notes/exps...) -> remote tip
+    names: Set[str] = field(default_factory=set)  # every experiment name there, usable or not
 
     @property
     def empty(self) -> bool:
         return not self.exps and not any(self.tips.values())
 
 
-def fetch(repo: Repo, source: Source) -> Fetched:
-    """One ``git fetch`` of the remote's experiment refs and notes into its private namespace."""
-    args = ["fetch", "--quiet", "--no-tags", "--prune", "--atomic", "--no-write-fetch-head",
-            "--no-recurse-submodules", "--no-auto-maintenance", "--refmap=",
-            "--", source.url, *source.refspecs()]
-    for attempt in range(FETCH_ATTEMPTS):
-        proc = repo.run(args, check=False, env=_interactive_env())
-        if proc.returncode == 0:
-            break
-        err = proc.stderr.decode(errors="replace")
-        if any(text in err for text in ("No space left on device", "Disk quota exceeded")):
-            raise DiskFull(repo.common_dir)
-        if attempt + 1 < FETCH_ATTEMPTS and any(text in err for text in _LOCK_RACE):
-            time.sleep(random.uniform(0.02, 0.2) * (attempt + 1))  # another pull of this remote
+def list_remote(repo: Repo, source: Source) -> Fetched:
+    """The remote's experiment refs and notes tips (one ``ls-remote``); bad input if it does not answer."""
+    proc = repo.run(["ls-remote", "--refs", "--", source.url, EXP_PREFIX + "*", SUMMARY_REF + "*"],
+                    check=False, env=_interactive_env())
+    if proc.returncode != 0:
+        _fetch_failed(repo, source, proc.stderr)
+    exps: Dict[str, str] = {}
+    tips: Dict[str, Optional[str]] = {ref: None for ref in NOTES_REFS}
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        sha, _, ref = line.partition("\t")
+        if not re.match(r"^[0-9a-f]{40}$", sha):
             continue
-        raise BadInput(f"cannot fetch experiments from {checks.printable(source.spec)}: "
-                       f"{checks.printable(_git_message(proc.stderr))}")
-    return read_fetched(repo, source)
+        if ref.startswith(EXP_PREFIX) and len(ref) > len(EXP_PREFIX):
+            exps[ref[len(EXP_PREFIX):]] = sha
+        elif ref in tips:
+            tips[ref] = sha
+    return Fetched(source, exps, tips, set(exps))
 
 
-def read_fetched(repo: Repo, source: Source) -> Fetched:
-    refs = repo.refs(source.namespace)
-    exps_prefix = source.namespace + "exps/"
-    exps = {ref[len(exps_prefix):]: sha for ref, sha in refs.items() if ref.startswith(exps_prefix)}
-    tips = {ref: refs.get(source.tracking(ref)) for ref in NOTES_REFS}
-    return Fetched(source, exps, tips)
+def _fetch_failed(repo: Repo, source: Source, stderr: bytes) -> None:
+    err = stderr.decode(errors="replace")
+    if any(text in err for text in ("No space left on device", "Disk quota exceeded")):
+        raise DiskFull(repo.common_dir)
+    raise BadInput(f"cannot fetch experiments from {checks.printable(source.spec)}: "
+                   f"{checks.printable(_git_message(stderr))}")
+
+
+def fetch(repo: Repo, source: Source) -> Fetched:
+    """The remote's experiments and notes, with the objects this repository lacks.
+
+    One ``ls-remote``, then one ``git fetch`` by commit id of what is new: experiment commits
+    that no local experiment ref names (no ref is written for them: the merge names them) and
+    notes tips that moved (kept under ``refs/exps-sync/<label>/notes/``). Nothing new, no
+    fetch. Writing a ref per remote experiment would cost a file each; the merge writes the
+    ones that are taken, in one transaction.
+    """
+    for attempt in range(FETCH_ATTEMPTS):
+        listed = list_remote(repo, source)
+        local = repo.refs(EXP_PREFIX, source.namespace)
+        named = {sha for ref, sha in local.items() if ref.startswith(EXP_PREFIX)}
+        lines = sorted({sha for sha in listed.exps.values() if sha not in named})
+        for ref, tip in listed.tips.items():
+            if tip and local.get(source.tracking(ref)) != tip:
+                lines.append(f"+{tip}:{source.tracking(ref)}")
+        if not lines:
+            return listed
+        proc = repo.run(["fetch", "--quiet", "--no-tags", "--atomic", "--no-write-fetch-head", "--no-recurse-submodules",
+                         "--no-auto-maintenance", "--refmap=", "--stdin", "--", source.url],
+                        input="".join(line + "\n" for line in lines).encode(), check=False, env=_interactive_env())
+        if proc.returncode == 0:
+            return listed
+        err = proc.stderr.decode(errors="replace")
+        # The remote moved between the listing and the fetch (an old server refuses commits
+        # it no longer advertises), or another pull of this remote held a ref: list again.
+        if attempt + 1 < FETCH_ATTEMPTS and any(text in err for text in _FETCH_RACE):
+            time.sleep(random.uniform(0.02, 0.2) * (attempt + 1))
+            continue
+        _fetch_failed(repo, source, proc.stderr)
+    raise AssertionError("unreachable")
 
 
 # -- reading and checking notes -----------------------------------------------------------------
@@ -180,21 +215,51 @@ def _parse(notes_ref: str, data: bytes) -> Tuple[Any, Optional[str]]:
     return (None, problem) if problem else (value, None)
 
 
+class _History:
+    """A parsed metric history; canonical texts are computed only when it is merged."""
+
+    def __init__(self, records: List[Dict[str, Any]], whole: bool) -> None:
+        self.records = records
+        self.whole = whole  # False: a torn last line was left out
+        self._keyed: Optional[List[Tuple[str, Dict[str, Any]]]] = None
+
+    @property
+    def keyed(self) -> List[Tuple[str, Dict[str, Any]]]:
+        if self._keyed is None:
+            self._keyed = [(rules.canonical(record), record) for record in self.records]
+        return self._keyed
+
+    @property
+    def texts(self) -> List[str]:
+        return [text for text, _record in self.keyed]
+
+
+_SCALAR_TYPES = (str, int, float, bool, type(None))
+
+
 def _parse_history(data: bytes) -> Tuple[Any, Optional[str]]:
+    """The checks of :func:`gitexp.summary.load_history`, but a bad record rejects the whole note."""
     lines = [line for line in data.splitlines() if line.strip()]
     records: List[Dict[str, Any]] = []
+    whole = True
+    loads = json.loads
     for number, line in enumerate(lines, 1):
-        value, problem = checks.parse_json(line)
-        if problem is not None and number == len(lines) and problem.startswith("it is not valid JSON"):
-            break  # a torn last line (a crash mid-write): the rest is good
-        if problem is None and not isinstance(value, dict):
-            problem = "it is not a JSON object"
-        if problem is None and any(not checks.is_scalar(v) for v in value.values()):
-            problem = "a value is not a string, number, true/false or null"
-        if problem is not None:
-            return None, f"record {number}: {problem}"
+        try:
+            value = loads(line)
+        except RecursionError:
+            return None, f"record {number}: it is nested too deeply"
+        except ValueError as exc:
+            if number == len(lines):
+                whole = False  # a torn last line (a crash mid-write): the rest is good
+                break
+            return None, f"record {number}: it is not valid JSON ({str(exc)[:80]})"
+        if value.__class__ is not dict:
+            return None, f"record {number}: it is not a JSON object"
+        for item in value.values():
+            if not isinstance(item, _SCALAR_TYPES):
+                return None, f"record {number}: a value is not a string, number, true/false or null"
         records.append(value)
-    return records, None
+    return _History(records, whole), None
 
 
 def _warn_remote(source: Source, notes_ref: str, sha: str, blob: str, problem: str, local: bool) -> None:
@@ -242,7 +307,6 @@ class _Merger:
 
     def __init__(self, repo: Repo, fetched: Sequence[Fetched]) -> None:
         self.repo = repo
-        self.store = Store(repo)
         self.fetched = [f for f in fetched if not f.empty]
         self._indexes: Dict[str, Dict[str, str]] = {}         # notes commit -> {annotated sha: blob}
         self._blobs: Dict[str, bytes] = {}
@@ -283,8 +347,6 @@ class _Merger:
         local = self.repo.refs(EXP_PREFIX, *NOTES_REFS)
         local_exps = {ref[len(EXP_PREFIX):]: sha for ref, sha in local.items() if ref.startswith(EXP_PREFIX)}
         local_tips = {ref: local.get(ref) for ref in NOTES_REFS}
-        local_idx = {ref: self.index(local_tips[ref]) for ref in NOTES_REFS}
-        remote_idx = [{ref: self.index(f.tips[ref]) for ref in NOTES_REFS} for f in self.fetched]
 
         # Which remote experiments are new here, and under which names.
         known = set(local_exps.values())
@@ -297,9 +359,24 @@ class _Merger:
                     candidates.append((name, sha, f))
         named = known | seen
 
+        # A notes ref whose remote tips are the local tip holds the same notes: with no new
+        # experiment, nothing there can change (no ls-tree, no reads). Any other tip is merged
+        # whole, even one already in the local history: the merge is of states, not of changes.
+        def same(ref: str) -> bool:
+            return all(not f.tips[ref] or f.tips[ref] == local_tips[ref] for f in self.fetched)
+
+        active = [ref for ref in NOTES_REFS if candidates or not same(ref)]
+        if not active:
+            report.added, report.updated, report.left_out = [], 0, 0
+            return []
+        read = set(active) | ({SUMMARY_REF} if DETAILS_REF in active else set())  # details follow summaries
+        local_idx = {ref: self.index(local_tips[ref]) if ref in read else {} for ref in NOTES_REFS}
+        remote_idx = [{ref: self.index(f.tips[ref]) if ref in read else {} for ref in NOTES_REFS}
+                      for f in self.fetched]
+
         # Read every note that differs between the sides (or exists on one remote side only).
-        todo: Dict[str, List[str]] = {}
-        for ref in NOTES_REFS:
+        todo: Dict[str, List[str]] = {ref: [] for ref in NOTES_REFS}
+        for ref in active:
             shas = []
             for sha in named:
                 here = local_idx[ref].get(sha)
@@ -311,18 +388,16 @@ class _Merger:
                   for blob in [local_idx[ref].get(sha), *(idx[ref].get(sha) for idx in remote_idx)] if blob)
 
         changes: Dict[str, Dict[str, str]] = {ref: {} for ref in NOTES_REFS}
-        summaries: Dict[str, List[Tuple[Any, Any]]] = {}  # sha -> usable (local, remote...) summaries, for details
         usable_summary: Set[str] = set(sha for sha in named if local_idx[SUMMARY_REF].get(sha))
         with self.repo.batch():
             for ref in (SUMMARY_REF, METRICS_REF, DETAILS_REF):
                 for sha in todo[ref]:
-                    result = self._merge_note(ref, sha, local_idx[ref].get(sha),
-                                              [(f, idx[ref].get(sha)) for f, idx in zip(self.fetched, remote_idx)],
-                                              local_idx, remote_idx, sha in known)
-                    if result is None:
+                    blob = self._merge_note(ref, sha, local_idx[ref].get(sha),
+                                            [(f, idx[ref].get(sha)) for f, idx in zip(self.fetched, remote_idx)],
+                                            local_idx, remote_idx)
+                    if blob is None:
                         continue
-                    blob, usable = result
-                    if ref == SUMMARY_REF and usable:
+                    if ref == SUMMARY_REF:
                         usable_summary.add(sha)
                     if blob != local_idx[ref].get(sha):
                         changes[ref][sha] = blob
@@ -352,9 +427,9 @@ class _Merger:
         return refs
 
     def _merge_note(self, ref: str, sha: str, here: Optional[str], there: List[Tuple[Fetched, Optional[str]]],
-                    local_idx: Mapping[str, Mapping[str, str]], remote_idx: List[Mapping[str, Mapping[str, str]]],
-                    local_exp: bool) -> Optional[Tuple[str, bool]]:
-        """(blob to keep, whether it is usable) for one note; None when nothing usable is there."""
+                    local_idx: Mapping[str, Mapping[str, str]],
+                    remote_idx: Sequence[Mapping[str, Mapping[str, str]]]) -> Optional[str]:
+        """The blob to keep for one note; None when no side has a usable one."""
         versions: List[Tuple[str, Any, Optional[Any]]] = []  # (blob, value, its summary)
         for i, (f, blob) in enumerate([(None, here), *there]):
             if not blob:
@@ -371,6 +446,8 @@ class _Merger:
             versions.append((blob, value, summary))
         if not versions:
             return None
+        if len(versions) == 1 and (ref != METRICS_REF or versions[0][1].whole):
+            return versions[0][0]  # one usable note: kept as it is, the same blob on both sides
         if ref == SUMMARY_REF:
             merged: Any = versions[0][1]
             for _blob, value, _s in versions[1:]:
@@ -385,13 +462,13 @@ class _Merger:
             same = [b for b, v, _s in versions if rules.canonical(v) == rules.canonical(merged)]
             data = dump_json(merged)
         else:
-            merged = rules.merge_history(*(v for _b, v, _s in versions))
-            same = [b for b, v, _s in versions if rules.same_history(v, merged)]
-            data = jsonl(merged)
+            keyed = rules.merge_keyed_history(*(v.keyed for _b, v, _s in versions))
+            texts = [text for text, _record in keyed]
+            same = [b for b, v, _s in versions if v.whole and v.texts == texts]
+            data = jsonl(record for _text, record in keyed)
         # A side that already holds the result keeps its bytes (the smallest blob id when
         # both do, so both sides converge on one blob); otherwise the merged note is new.
-        blob = min(same) if same else self.repo.hash_blob(data)
-        return blob, True
+        return min(same) if same else self.repo.hash_blob(data)
 
     def _usable_summary(self, blob: Optional[str]) -> Dict[str, Any]:
         if not blob:
@@ -427,6 +504,8 @@ class _Merger:
 
 def _valid_name(name: str, sha: str) -> str:
     """The remote's name if it is a valid experiment name here, else a cleaned one."""
+    from .config import MAX_NAME_LEN, check_name  # only when names are chosen: config.py is slow to import
+
     if check_name(name) is None:
         return name
     cleaned = re.sub(r"[^A-Za-z0-9._=,+-]+", "-", name).lstrip("._=,+-").replace("..", ".")
@@ -446,9 +525,40 @@ def _free_name(name: str, taken: Set[str]) -> str:
     return f"{name}-{n}"
 
 
+def _only_commits(repo: Repo, fetched: Sequence[Fetched]) -> None:
+    """Drop remote experiment refs and notes tips that do not name a commit (one warning each).
+
+    A remote ref may name a tree, a blob or a tag: as an experiment or a notes parent it
+    would break every reader here. Only what is new is checked (one ``cat-file``).
+    """
+    local = repo.refs(EXP_PREFIX, *NOTES_REFS)
+    known = set(local.values())
+    check = {sha for f in fetched for sha in f.exps.values() if sha not in known}
+    check |= {tip for f in fetched for tip in f.tips.values() if tip and tip not in known}
+    if not check:
+        return
+    wanted = sorted(check)
+    proc = repo.run(["cat-file", "--batch-check=%(objectname) %(objecttype)"],
+                    input="".join(sha + "\n" for sha in wanted).encode(), check=False)
+    types = dict(zip(wanted, (line.rpartition(" ")[2] for line in proc.stdout.decode(errors="replace").splitlines())))
+
+    def bad(sha: str, what: str, source: Source) -> bool:
+        kind = types.get(sha, "commit" if sha in known else "missing")
+        if kind == "commit":
+            return False
+        print(checks.printable(f"warning: skipping {what} of {source.spec}: it names a {kind} object "
+                               f"{sha[:10]}, not a commit"), file=sys.stderr, flush=True)
+        return True
+
+    for f in fetched:
+        f.exps = {name: sha for name, sha in f.exps.items() if not bad(sha, f"{EXP_PREFIX}{name}", f.source)}
+        f.tips = {ref: (None if tip and bad(tip, ref, f.source) else tip) for ref, tip in f.tips.items()}
+
+
 def merge_fetched(repo: Repo, fetched: Sequence[Fetched], message: str) -> MergeReport:
     """Merge what was fetched into the local experiment refs and notes (CAS, retried)."""
     report = MergeReport(empty=[f.source.spec for f in fetched if f.empty])
+    _only_commits(repo, fetched)
     merger = _Merger(repo, fetched)
     if not merger.fetched:
         return report
@@ -509,26 +619,14 @@ def push(repo: Repo, spec: str, attempts: int = PUSH_ATTEMPTS) -> PushReport:
         pulled = merge_fetched(repo, [fetched], message)
         report = PushReport(pulled, attempts=attempt)
         local = repo.refs(EXP_PREFIX, *NOTES_REFS)
-        there = set(fetched.exps.values())
-        taken = set(fetched.exps)
-        args: List[str] = []
-        leases: List[str] = []
-        for ref, sha in sorted(local.items()):
-            if not ref.startswith(EXP_PREFIX) or sha in there:
-                continue
-            name = _free_name(ref[len(EXP_PREFIX):], taken)
-            taken.add(name)
-            there.add(sha)
-            args.append(f"{sha}:{EXP_PREFIX}{name}")
-            leases.append(f"--force-with-lease={EXP_PREFIX}{name}:")
-            report.pushed.append((ref[len(EXP_PREFIX):], name))
+        args, leases = _experiment_refspecs(local, fetched, report)
         for ref in NOTES_REFS:
             tip, remote_tip = local.get(ref), fetched.tips.get(ref)
             if tip and tip != remote_tip:
                 args.append(f"{tip}:{ref}")
                 leases.append(f"--force-with-lease={ref}:{remote_tip or ''}")
                 report.notes.append(ref)
-        if not args:
+        if not report.pushed and not report.notes:
             return report
         outcome = _git_push(repo, source, leases, args)
         if outcome is None:
@@ -538,6 +636,61 @@ def push(repo: Repo, spec: str, attempts: int = PUSH_ATTEMPTS) -> PushReport:
                               "run git exp push again")
         time.sleep(random.uniform(0.05, 0.3) * attempt)
     raise AssertionError("unreachable")
+
+
+GLOB_FROM = 100  # pushing more new experiments than this: one glob refspec, not one refspec each
+
+
+def _experiment_refspecs(local: Mapping[str, str], fetched: Fetched, report: PushReport) -> Tuple[List[str], List[str]]:
+    """Refspecs and leases for the local experiments the remote lacks (by commit).
+
+    A name the remote has for another commit is never overwritten: the experiment goes under
+    the first free ``name-N``. Every new ref carries a lease that it must not exist there.
+    Many new experiments go with one glob (thousands of explicit refspecs make ``git push``
+    slow, quadratically): those the remote has under the same name are up to date, new ones
+    are created under the bare ``--force-with-lease`` (no remote-tracking ref: must not
+    exist), and the rest are left out with negative refspecs.
+    """
+    there = set(fetched.exps.values())
+    taken = set(fetched.exps) | fetched.names
+    mine = {ref[len(EXP_PREFIX):]: sha for ref, sha in sorted(local.items()) if ref.startswith(EXP_PREFIX)}
+    keep: List[str] = []
+    left_out: List[str] = []
+    renamed: List[Tuple[str, str]] = []
+    for name, sha in mine.items():  # first the ones that keep their names, so renames avoid them
+        if fetched.exps.get(name) == sha:
+            continue  # up to date there
+        if sha in there or name in taken:
+            left_out.append(name)
+            if sha not in there:
+                renamed.append((name, sha))
+            continue
+        taken.add(name)
+        there.add(sha)
+        keep.append(name)
+    glob = len(keep) + len(renamed) > GLOB_FROM
+    if glob:
+        taken.update(left_out)  # a negative refspec also drops an explicit push to its name
+    args: List[str] = []
+    leases: List[str] = []
+    if glob:
+        args += [f"{EXP_PREFIX}*:{EXP_PREFIX}*"] + [f"^{EXP_PREFIX}{name}" for name in left_out]
+        leases.append("--force-with-lease")
+    else:
+        for name in keep:
+            args.append(f"{mine[name]}:{EXP_PREFIX}{name}")
+            leases.append(f"--force-with-lease={EXP_PREFIX}{name}:")
+    report.pushed = [(name, name) for name in keep]
+    for name, sha in renamed:
+        if sha in there:
+            continue  # the same commit under two local names: once is enough
+        free = _free_name(name, taken)
+        taken.add(free)
+        there.add(sha)
+        args.append(f"{sha}:{EXP_PREFIX}{free}")
+        leases.append(f"--force-with-lease={EXP_PREFIX}{free}:")
+        report.pushed.append((name, free))
+    return args, leases
 
 
 def _git_push(repo: Repo, source: Source, leases: List[str], refspecs: List[str]) -> Optional[str]:
@@ -578,7 +731,7 @@ def hint_when_empty(repo: Repo) -> Optional[str]:
     order = sorted(remotes, key=lambda name: (name != "origin", name))
     for name in order:
         source = resolve(repo, name, remotes)
-        if repo.refs(source.namespace + "exps/"):
+        if repo.refs(source.namespace + "notes/"):
             return _hint(name)
     deadline = time.monotonic() + HINT_TIMEOUT
     for name in order[:3]:

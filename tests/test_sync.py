@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
 import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import pytest
 
-from conftest import ROOT, assert_fsck_clean, git, log_json, make_repo, wait_for
+from conftest import assert_fsck_clean, git, log_json, make_repo, wait_for
 
 from gitexp import merge as rules
 from gitexp.sync import _valid_name
@@ -321,22 +319,52 @@ def test_a_malformed_remote_note_never_replaces_a_good_local_one(tmp_path: Path)
     assert summary(laptop, sha)["status"] == "finished"
 
 
-def test_a_remote_experiment_whose_name_is_taken_here_gets_a_free_name(tmp_path: Path) -> None:
+def test_remote_refs_that_name_no_commit_are_skipped(tmp_path: Path) -> None:
+    hub, cluster = hub_and_clone(tmp_path)
+    queue(cluster, "good")
+    tree = git(cluster, "rev-parse", "HEAD^{tree}").strip()
+    blob = git(cluster, "rev-parse", "HEAD:train.py").strip()
+    git(cluster, "update-ref", "refs/exps/a-tree", tree)
+    git(cluster, "update-ref", "refs/notes/exps-details", blob)
+    laptop = make_repo(tmp_path / "laptop")
+    proc = exp(laptop, "pull", str(cluster))
+    assert f"warning: skipping refs/exps/a-tree of {cluster}: it names a tree object {tree[:10]}, not a commit" \
+        in proc.stderr
+    assert f"warning: skipping refs/notes/exps-details of {cluster}: it names a blob object" in proc.stderr
+    assert set(exp_refs(laptop)) == {"good"} and "1 new experiment" in proc.stdout
+    assert git(laptop, "for-each-ref", "refs/notes/exps-details") == ""
+    assert_fsck_clean(laptop)
+
+
+@pytest.mark.parametrize("glob", [False, True], ids=["explicit-refspecs", "one-glob"])
+def test_a_remote_experiment_whose_name_is_taken_here_gets_a_free_name(tmp_path: Path, glob: bool,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     hub, laptop = hub_and_clone(tmp_path, "laptop")
     cluster = clone(tmp_path, hub, "cluster")
     mine = queue(laptop, "toy", "lr=0.1")
     theirs = queue(cluster, "toy", "lr=0.2")
-    queue(laptop, "toy-2", "lr=0.3")
+    other = queue(laptop, "toy-2", "lr=0.3")
     exp(cluster, "push", "origin")
     out = exp(laptop, "pull").stdout
     assert "toy-3: named toy on origin, a name taken here" in out
     refs = exp_refs(laptop)
     assert refs["toy"] == mine and refs["toy-3"] == theirs
     assert exp(laptop, "pull").stdout.strip() == "up to date with origin"  # the same commit, under any name
-    pushed = exp(laptop, "push", "origin").stdout
-    assert "toy: named toy-2 on origin, its name is taken there" in pushed
-    hub_refs = exp_refs(hub)
-    assert hub_refs["toy"] == theirs and hub_refs["toy-2"] == mine  # never overwritten there either
+    if glob:  # as with more than GLOB_FROM new experiments: one glob refspec, negative ones for the rest
+        from gitexp import sync
+        from gitexp.repo import Repo
+
+        monkeypatch.setattr(sync, "GLOB_FROM", 1)
+        report = sync.push(Repo.discover(str(laptop)), "origin")
+        assert report.pushed == [("toy-2", "toy-2"), ("toy", "toy-4")]  # toy-3 is a negative refspec here
+        assert exp_refs(hub) == {"toy": theirs, "toy-2": other, "toy-4": mine}
+    else:
+        pushed = exp(laptop, "push", "origin").stdout
+        assert "pushed to origin: 2 experiments" in pushed
+        assert "toy: named toy-3 on origin, its name is taken there" in pushed
+        # never overwritten there either; a name free there is kept, a taken one avoids it
+        assert exp_refs(hub) == {"toy": theirs, "toy-2": other, "toy-3": mine}
+    assert exp(laptop, "push", "origin").stdout.strip() == "origin is up to date"
     assert_fsck_clean(laptop)
 
 
