@@ -48,7 +48,7 @@ SYNC_PREFIX = "refs/exps-sync/"
 FETCH_ATTEMPTS = 8
 MERGE_ATTEMPTS = 40
 PUSH_ATTEMPTS = 5
-HINT_TIMEOUT = 5.0
+HINT_TIMEOUT = 3.0
 _SIMPLE_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 # What git says when a ref it wanted to write was being written by someone else, or when a
 # commit it listed is no longer advertised: list and fetch again.
@@ -56,8 +56,7 @@ _FETCH_RACE = ("cannot lock ref", ".lock': File exists", "Unable to create", "bu
                "not our ref", "unadvertised object", "couldn't find remote ref")
 # What a push says when the other side changed under it: fetch, merge and push again.
 _PUSH_RACE = ("stale info", "fetch first", "non-fast-forward", "atomic push failed", "atomic transaction failed",
-              "cannot lock ref",
-              "already exists", "failed to update ref", "but expected", "is at ")
+              "cannot lock ref", "already exists", "failed to update ref", "but expected", "is at ")
 
 
 # -- where to sync with ------------------------------------------------------------------------
@@ -73,10 +72,9 @@ class Source:
     def namespace(self) -> str:
         return f"{SYNC_PREFIX}{self.label}/"
 
-    def tracking(self, ref: str) -> str:
-        """Where the remote's ``ref`` (refs/exps/x, refs/notes/exps...) is kept here."""
-        return self.namespace + ref[len("refs/"):]
-
+    def tracking(self, notes_ref: str) -> str:
+        """Where the remote's tip of ``notes_ref`` (refs/notes/exps...) is kept here."""
+        return self.namespace + notes_ref[len("refs/"):]
 
 
 def git_remotes(repo: Repo) -> Dict[str, str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -366,6 +367,12 @@ def test_a_remote_experiment_whose_name_is_taken_here_gets_a_free_name(tmp_path:
         assert exp_refs(hub) == {"toy": theirs, "toy-2": other, "toy-3": mine}
     assert exp(laptop, "push", "origin").stdout.strip() == "origin is up to date"
     assert_fsck_clean(laptop)
+    if not glob:  # by hand: a plain fetch of refs/exps/* refuses the clash, a forced one loses ours
+        proc = subprocess.run(["git", "fetch", "origin", "refs/exps/*:refs/exps/*"], cwd=laptop,
+                              capture_output=True, text=True)
+        assert proc.returncode != 0 and "rejected" in proc.stderr and exp_refs(laptop)["toy"] == mine
+        git(laptop, "fetch", "origin", "+refs/exps/*:refs/exps/*")
+        assert exp_refs(laptop)["toy"] == theirs  # our experiment's ref is gone
 
 
 # -- concurrency ------------------------------------------------------------------------------------
@@ -510,4 +517,37 @@ def test_plain_git_fetch_and_push_of_notes(tmp_path: Path) -> None:
     proc = subprocess.run(["git", "push", "origin", "refs/exps/local-only"], cwd=cluster, capture_output=True,
                           text=True)
     assert proc.returncode != 0 and "rejected" in proc.stderr
+    assert_fsck_clean(laptop)
+
+
+# -- over ssh (the real sshd of scripts/sshd-up.sh; skipped where it cannot run) ---------------------
+def _test_sshd() -> Dict[str, str]:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "sshd-up.sh"
+    if not script.exists():
+        pytest.skip("no scripts/sshd-up.sh")
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        pytest.skip(f"no test sshd: {(proc.stderr or proc.stdout).strip()[-200:]}")
+    state = os.environ.get("GITEXP_SSHD_DIR") or f"/tmp/gitexp-sshd-{os.getuid()}"
+    env = {}
+    for line in Path(state, "env").read_text().splitlines():
+        key, _, value = line.partition("=")
+        env[key] = value
+    return env
+
+
+def test_pull_and_push_over_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sshd = _test_sshd()
+    monkeypatch.setenv("GIT_SSH_COMMAND", f"ssh -F {sshd['GITEXP_SSHD_CONFIG']}")
+    hub, cluster = hub_and_clone(tmp_path)
+    exp(cluster, "run", "config.yaml", "--name", "remote-run")
+    url = f"ssh://{sshd['GITEXP_SSHD_HOST']}{hub}"
+    assert "pushed to " + url + ": 1 experiment" in exp(cluster, "push", url).stdout
+    laptop = make_repo(tmp_path / "laptop")
+    git(laptop, "remote", "add", "hub", f"{sshd['GITEXP_SSHD_HOST']}:{hub}")  # scp-like syntax
+    assert exp(laptop, "pull", "hub").stdout.startswith("pulled from hub: 1 new experiment")
+    assert {r["name"]: r["status"] for r in log_json(laptop)} == {"remote-run": "finished"}
+    sha = exp_refs(laptop)["remote-run"]
+    assert notes(laptop, sha, "exps-metrics") == notes(cluster, sha, "exps-metrics")
+    assert exp(laptop, "pull", "hub").stdout.strip() == "up to date with hub"
     assert_fsck_clean(laptop)
