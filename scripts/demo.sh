@@ -3,11 +3,15 @@
 # Copies examples/mlp (a NumPy MLP on a generated spiral dataset) into a fresh git
 # repository, runs a 4 x 2 sweep over learning rate and depth, two at a time, and ends
 # with `git exp log`. Pass a directory to reuse it: scripts/demo.sh /tmp/demo
+# (scripts/test.sh runs it too, in a scratch directory it removes afterwards).
+#
+# Nothing here may fail by chance: every pipe's reader takes all of its input, except
+# `head`, and gitexp ends quietly with exit 0 when its reader goes away early.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 "$here/scripts/bootstrap.sh"
 export PATH="$here/.venv/bin:$PATH"
-demo=${1:-$(mktemp -d /tmp/gitexp-demo-XXXXXX)}
+demo=${1:-$(mktemp -d "${TMPDIR:-/tmp}/gitexp-demo-XXXXXX")}
 mkdir -p "$demo" && cd "$demo"
 if [ ! -d .git ]; then
   git init -q -b main
@@ -25,5 +29,9 @@ best=$(git exp log --sort val_err -n 1 --format csv | tail -n 1 | cut -d, -f1)
 echo
 echo "== git exp show ${best:0:10}   (the best run)"
 git exp show "${best:0:10}" | sed -n '1,8p;/^metrics:/,/^$/p'
-echo "== git exp metrics ${best:0:10} | head -4   (its whole curve, one row per epoch)"
+echo "== git exp metrics ${best:0:10} | head -n 4   (its whole curve, one row per epoch)"
 git exp metrics "${best:0:10}" | head -n 4
+echo
+echo "== to use git exp yourself, put gitexp's virtualenv on your PATH first:"
+echo "     source $here/.venv/bin/activate      # or: export PATH=\"$here/.venv/bin:\$PATH\""
+echo "   then try, in $demo: git exp log, git exp -h, git exp --help (the manual)"

@@ -234,3 +234,26 @@ def test_show_gives_the_reason_only_when_it_adds_something(repo: Path) -> None:
     gitexp(repo, "worker", "--until-empty", check=False)
     line = status_line("big")
     assert line.startswith("status     failed: ") and "requires.disk 900.0TB exceeds" in line, line
+
+
+# -- items 2 and 4: the demo cannot fail by chance, CI runs it, it says how to reach git exp ------
+def test_demo_runs_and_says_how_to_put_git_exp_on_the_path(tmp_path: Path) -> None:
+    if not (ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("no .venv (scripts/bootstrap.sh makes it; the demo would install it from PyPI)")
+    demo = tmp_path / "demo"
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh"), str(demo)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert ": 8 finished;" in proc.stdout and "step,time," in proc.stdout
+    assert f"source {ROOT}/.venv/bin/activate" in proc.stdout  # `git exp` is not on the PATH otherwise
+    assert (demo / ".git").is_dir()
+
+
+def test_ci_runs_the_readme_test_command_which_runs_the_demo() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").split("\n## ")[0]
+    commands = [line.split("#")[0].strip() for line in readme.split("```")[1].strip().splitlines()]
+    assert commands == ["./scripts/demo.sh", "./scripts/test.sh"]
+    assert "source .venv/bin/activate" in readme and "not a git command" in readme
+    assert "exec scripts/test.sh" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    test_sh = (ROOT / "scripts" / "test.sh").read_text(encoding="utf-8")
+    assert test_sh.index("scripts/demo.sh \"$scratch/demo\"") < test_sh.index("-m pytest")
