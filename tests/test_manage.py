@@ -66,8 +66,12 @@ def test_diff_shows_params_metrics_and_code(repo: Path) -> None:
     (repo / "train.py").write_text((repo / "train.py").read_text() + "# tweak\n")
     gitexp(repo, "run", "config.yaml", "--name", "b", "-p", "lr=1.0")
     out = gitexp(repo, "diff", "a", "b").stdout
-    assert "lr" in out and "0.5" in out and "1" in out
-    assert "val_err" in out
+    rows = [line.split() for line in out.splitlines()]
+    params = rows[rows.index(["param", "A", "B"]) + 2:]
+    assert params[0] == ["lr", "0.5", "1"] and params[1] == []  # steps is the same: not listed
+    metrics = rows[rows.index(["metric", "(best)", "A", "B"]) + 2:]
+    assert ["val_err", f"{1 / (1 + 0.5 * 5):.4g}", f"{1 / (1 + 1.0 * 5):.4g}"] in metrics[:3]
+    assert ["loss", f"{2 / (1 + 0.5 * 5):.4g}", f"{2 / (1 + 1.0 * 5):.4g}"] in metrics[:3]
     assert "+# tweak" in out and "experiment.yaml" not in out
 
 

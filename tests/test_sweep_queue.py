@@ -205,7 +205,7 @@ BAD = {
     "--jobs 0 for a worker": ("", ["worker", "--jobs", "0"], "--jobs 0: must be at least 1"),
     "--jobs 0 for a sweep": ("", ["run", "s.yaml", "--sweep", "lr=1,2", "--jobs", "0"], "--jobs 0"),
     "--gpus naming a missing GPU": ("", ["worker", "--gpus", "0,5", "--until-empty"], "no GPU 5 on this machine"),
-    "retry of a finished run": ("", ["queue", "retry"], "name the experiments to retry"),
+    "retry naming nothing": ("", ["queue", "retry"], "name the experiments to retry"),
 }
 
 
@@ -223,3 +223,16 @@ def test_sweep_and_queue_bad_input(case: str, repo: Path, tmp_path: Path) -> Non
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], proc.stderr
     assert all_refs(repo) == before
+
+
+def test_retry_of_a_finished_run_is_refused(repo: Path) -> None:
+    gitexp(repo, "run", "config.yaml", "-p", "steps=1")
+    [row] = log_json(repo)
+    assert row["status"] == "finished"
+    before = all_refs(repo)
+    proc = gitexp(repo, "queue", "retry", row["id"][:10], check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: toy is finished; only lost, failed"), proc.stderr
+    assert all_refs(repo) == before and "refs/exps-queue/" not in before
+    assert log_json(repo)[0]["status"] == "finished"
