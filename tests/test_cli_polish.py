@@ -257,3 +257,27 @@ def test_ci_runs_the_readme_test_command_which_runs_the_demo() -> None:
     assert "exec scripts/test.sh" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     test_sh = (ROOT / "scripts" / "test.sh").read_text(encoding="utf-8")
     assert test_sh.index("scripts/demo.sh \"$scratch/demo\"") < test_sh.index("-m pytest")
+
+
+# -- item 6: slurm-up.sh uses a Slurm that already answers and touches nothing -------------------
+def test_slurm_up_uses_a_working_slurm_as_it_is(tmp_path: Path) -> None:
+    """Fake client commands say a Slurm answers; `id -u` says we are not root, so nothing could
+    be written or started even by a script that tried (the old one gave up with exit 3)."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    scripts = {
+        "scontrol": 'case "$1" in ping) echo "Slurmctld(primary) at elsewhere is UP";; *) exit 1;; esac',
+        "sinfo": "echo idle",
+        "sbatch": "exit 1",
+        "id": '[ "$1" = -u ] && { echo 4242; exit 0; }; exec /usr/bin/id "$@"',
+    }
+    for name, body in scripts.items():
+        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fake / name).chmod(0o755)
+    conf = Path("/etc/slurm/slurm.conf")
+    before = conf.stat().st_mtime if conf.exists() else None
+    proc = subprocess.run([str(ROOT / "scripts" / "slurm-up.sh")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith("slurm-up: ready")
+    assert (conf.stat().st_mtime if conf.exists() else None) == before
