@@ -33,6 +33,8 @@ COMMANDS: Dict[str, tuple] = {
     "cancel": ("queue_cmd", "cancel"),
     "remote": ("remote_cmd", "remote"),
     "fsck": ("fsck_cmd", "fsck"),
+    "pull": ("sync_cmd", "pull"),
+    "push": ("sync_cmd", "push"),
     "_exec": ("exec_cmd", "exec_"),
 }
 

@@ -28,6 +28,13 @@ def log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[s
     """List experiments with their params, status and metrics."""
     repo, store = open_store()
     exps = store.experiments()
+    if not exps and fmt == "table":
+        from ..sync import hint_when_empty
+
+        hint = hint_when_empty(repo)
+        if hint:
+            click.echo(f"no experiments here yet; {hint}", err=True)
+            return
     parsed = [parse_filter(text) for text in filters]
     keys = known_keys(exps)
     for name in [f.key for f in parsed] + list(metric_names) + ([sort_key.lstrip("-")] if sort_key else []):
