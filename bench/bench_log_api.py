@@ -48,7 +48,7 @@ def main() -> None:
 
     proc = subprocess.run(gitexp_argv("run", "c.yaml"), cwd=repo, capture_output=True, text=True,
                           env={**os.environ, **env_path})
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+    line = [text for text in proc.stdout.splitlines() if text.startswith("RESULT")]
     if proc.returncode != 0 or not line:
         print(proc.stdout, proc.stderr)
         sys.exit(1)

@@ -82,7 +82,7 @@ def load_yaml_node(text: str) -> Tuple[Optional[yaml.Node], Any]:
             _check_node(node)
             return node, loader.construct_document(node)
         except RecursionError:  # PyYAML composes and builds recursively
-            raise YAMLRefused(problem="the YAML is nested too deeply")
+            raise YAMLRefused(problem="the YAML is nested too deeply") from None
     finally:
         loader.dispose()
 
@@ -260,10 +260,10 @@ class ExperimentConfig:
         try:
             self.render_command({b: "x" for b in BUILTIN_PLACEHOLDERS})
         except TemplateError as exc:
-            raise BadInput(f"{self.where('command')}: {exc}", exc.hint)
+            raise BadInput(f"{self.where('command')}: {exc}", exc.hint) from exc
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             raise BadInput(f"{self.where('command')}: cannot fill the placeholders of 'command' "
-                           f"with params {self.params}: {exc}", "fix the format spec or the param's type")
+                           f"with params {self.params}: {exc}", "fix the format spec or the param's type") from exc
 
     def render_command(self, builtins: Mapping[str, str]) -> Union[str, List[str]]:
         """The command with placeholders filled.
@@ -423,8 +423,10 @@ class _ShellScanner:
     def _after_name(self, top: _State, i: int) -> bool:
         """Is items[i] (a '[') right after a variable name: a[...] is an array subscript."""
         k = i
-        while self._char(k - 1) is not None and (self._char(k - 1).isascii() and self._char(k - 1).isalnum()
-                                                 or self._char(k - 1) == "_"):
+        while True:
+            before = self._char(k - 1)
+            if before is None or not (before.isascii() and before.isalnum() or before == "_"):
+                break
             k -= 1
         first = self._char(k)
         return k < i and first is not None and not first.isdigit() and self._word_start(top, k)
@@ -503,7 +505,8 @@ class _ShellScanner:
             if self.items[j] == "\\" and j + 1 < len(self.items):
                 self._escape(j)  # refuses a backslash before a placeholder
                 after = self.items[j + 1]
-                inner.extend([after] if after in "$`\\" or (in_quotes and after == '"') else ["\\", after])
+                special = isinstance(after, str) and (after in "$`\\" or (in_quotes and after == '"'))
+                inner.extend([after] if special else ["\\", after])
                 j += 2
             else:
                 inner.append(self.items[j])
@@ -519,7 +522,7 @@ class _ShellScanner:
         if ch == '"':
             self._push(_DQ, i + 1)
             return i + 1
-        if ch in "\\`$":
+        if isinstance(ch, str) and ch in "\\`$":
             return self._expansion(i, in_quotes=False)
         if top.kind in _COMMANDS:
             return self._command_step(top, i)
@@ -529,7 +532,7 @@ class _ShellScanner:
                 return i + 2
             return i + 1
         if top.kind == _LET:  # its arguments end with the command
-            if ch in ";&|\n)":
+            if isinstance(ch, str) and ch in ";&|\n)":
                 self.stack.pop()
                 return i
             return i + 1
@@ -751,7 +754,7 @@ def load_config(path: str) -> ExperimentConfig:
         with open(path, "rb") as handle:
             raw = handle.read()
     except OSError as exc:
-        raise BadInput(f"cannot read {path}: {exc.strerror}", "check the file's permissions")
+        raise BadInput(f"cannot read {path}: {exc.strerror}", "check the file's permissions") from exc
     return parse_config(decode_config(raw, path), source=path)
 
 
@@ -762,7 +765,7 @@ def decode_config(raw: bytes, source: str) -> str:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise BadInput(f"{source}:{line}: the config is not UTF-8 text (byte 0x{raw[exc.start]:02x})",
-                       "save the file as UTF-8")
+                       "save the file as UTF-8") from exc
 
 
 STORED_KEYS = ("source_root",)
@@ -773,7 +776,7 @@ def parse_config(text: str, source: str = "<config>", stored: bool = False) -> E
     try:
         node, data = load_yaml_node(text)
     except yaml.YAMLError as exc:
-        raise _yaml_error(exc, text, source)
+        raise _yaml_error(exc, text, source) from exc
     if data is None:
         raise BadInput(f"{source}: the config is empty", "it needs at least a 'command'")
     if not isinstance(data, dict):
@@ -862,7 +865,7 @@ class _Validator:
             try:
                 placeholders(part)
             except ValueError as exc:
-                raise self.fail("command", f"bad placeholder in 'command': {exc}", "write {param}, or {{ for a brace")
+                raise self.fail("command", f"bad placeholder in 'command': {exc}", "write {param}, or {{ for a brace") from exc
         return parts if isinstance(value, list) else value
 
     def params(self, data: Mapping[str, Any]) -> Dict[str, Scalar]:
@@ -901,7 +904,7 @@ class _Validator:
                 try:
                     compiled = re.compile(str(regex))
                 except re.error as exc:
-                    raise self.fail(f"{key}.regex", f"regex of metric '{name}' does not compile: {exc}")
+                    raise self.fail(f"{key}.regex", f"regex of metric '{name}' does not compile: {exc}") from exc
                 if compiled.groups < 1:
                     raise self.fail(f"{key}.regex", f"regex of metric '{name}' needs a group capturing the value",
                                     "e.g. 'val_err=([0-9.]+)'")
@@ -943,7 +946,7 @@ class _Validator:
         try:
             compiled = re.compile(text)
         except re.error as exc:
-            raise self.fail(f"{key}.regex", f"step regex {whose} does not compile: {exc}")
+            raise self.fail(f"{key}.regex", f"step regex {whose} does not compile: {exc}") from exc
         if compiled.groups < 1:
             raise self.fail(f"{key}.regex", f"step regex {whose} needs a group capturing the step",
                             "e.g. 'step (\\d+)'")
@@ -966,7 +969,7 @@ class _Validator:
                         raise ValueError(f"{item!r} is not a count; write a whole number like 1")
                     setattr(req, key, item)
             except ValueError as exc:
-                raise self.fail(f"requires.{key}", f"requires.{key}: {exc}")
+                raise self.fail(f"requires.{key}", f"requires.{key}: {exc}") from exc
         return req
 
     def files(self, data: Mapping[str, Any]) -> List[str]:

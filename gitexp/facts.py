@@ -107,7 +107,7 @@ def _scan_packages() -> List[str]:
 
     seen = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name")
+        name = dist.metadata["Name"] if "Name" in dist.metadata else None
         if name:
             seen[name.lower()] = f"{name}=={dist.version}"
     return sorted(seen.values(), key=str.lower)

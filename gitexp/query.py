@@ -80,7 +80,7 @@ def parse_filter(text: str) -> Filter:
         try:
             re.compile(raw)
         except re.error as exc:
-            raise BadInput(f"--filter {text!r}: bad regular expression: {exc}")
+            raise BadInput(f"--filter {text!r}: bad regular expression: {exc}") from exc
     return Filter(key, op, value)
 
 

@@ -175,7 +175,7 @@ class Repo:
                 cwd=path, env=_clean_env(), capture_output=True, text=True,
             )
         except FileNotFoundError:
-            raise BadInput("git is not installed or not on PATH", "install git and retry")
+            raise BadInput("git is not installed or not on PATH", "install git and retry") from None
         if proc.returncode != 0:
             raise BadInput(
                 f"not a git repository: {path}",

@@ -66,17 +66,17 @@ def check(requires: Requires, disk_path: str, gpu_ids: Optional[List[int]] = Non
     if requires.cpus and (os.cpu_count() or 1) < requires.cpus:
         problems.append(f"not enough CPUs: {os.cpu_count()} here, {requires.cpus} required")
     if requires.gpu_mem or requires.gpus:
-        free = free_gpu_memory()
-        if free is None:
+        gpu_free = free_gpu_memory()
+        if gpu_free is None:
             problems.append("requires a GPU but no NVIDIA GPU can be queried here "
                             "(no nvidia-smi; pip install 'gitexp[gpu]' for nvidia-ml-py)")
             return problems
         if gpu_ids is not None:
-            free = [free[i] for i in gpu_ids if i < len(free)]
-        if requires.gpus and len(free) < requires.gpus:
-            problems.append(f"not enough GPUs: {len(free)} visible, {requires.gpus} required")
-        if requires.gpu_mem and (not free or max(free) < requires.gpu_mem):
-            most = format_size(max(free)) if free else "0B"
+            gpu_free = [gpu_free[i] for i in gpu_ids if i < len(gpu_free)]
+        if requires.gpus and len(gpu_free) < requires.gpus:
+            problems.append(f"not enough GPUs: {len(gpu_free)} visible, {requires.gpus} required")
+        if requires.gpu_mem and (not gpu_free or max(gpu_free) < requires.gpu_mem):
+            most = format_size(max(gpu_free)) if gpu_free else "0B"
             problems.append(f"not enough free GPU memory: {most} free on the best GPU, "
                             f"{format_size(requires.gpu_mem)} required")
     return problems

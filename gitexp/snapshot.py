@@ -86,7 +86,7 @@ def parse(value: Any, fail: Callable[[str, str, Optional[str]], Exception]) -> S
             try:
                 setattr(spec, key, parse_size(value[key]))
             except ValueError as exc:
-                raise fail(f"snapshot.{key}", f"snapshot.{key}: {exc}", "e.g. 5MB")
+                raise fail(f"snapshot.{key}", f"snapshot.{key}: {exc}", "e.g. 5MB") from exc
     if "max_files" in value:
         count = value["max_files"]
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:

@@ -255,7 +255,7 @@ def private_dir(path: str) -> str:
     except FileExistsError:
         pass
     except OSError as exc:
-        raise TransportError(f"cannot create the ssh control directory {path}: {exc.strerror}")
+        raise TransportError(f"cannot create the ssh control directory {path}: {exc.strerror}") from exc
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise TransportError(f"ssh control directory {path} is not a directory", "remove it")

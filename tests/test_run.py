@@ -251,7 +251,7 @@ def test_time_limit_warning_reaches_the_program_and_decides_timeout(repo: Path) 
     for code, expected in (("0", "finished"), ("3", "timeout")):
         proc = subprocess.Popen([sys.executable, "-m", "gitexp", "run", "warn.yaml", "-p", f"code={code}",
                                  "--name", f"w{code}"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        wait_for(lambda: any(r["name"] == f"w{code}" and r["status"] == "running" for r in log_json(repo)))
+        wait_for(lambda name=f"w{code}": any(r["name"] == name and r["status"] == "running" for r in log_json(repo)))
         time.sleep(0.5)
         proc.send_signal(signal.SIGUSR1)
         proc.wait(timeout=30)
