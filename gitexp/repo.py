@@ -203,9 +203,11 @@ class Repo:
         check: bool = True,
         cwd: Optional[str] = None,
     ) -> subprocess.CompletedProcess:
+        # Its own session: Ctrl-C at the terminal is gitexp's to handle (stop runs, record
+        # them); a git killed by it halfway would turn an orderly stop into an error.
         proc = subprocess.run(
             ["git", *args], cwd=cwd or self.root, env=_clean_env(env), input=input,
-            capture_output=True,
+            capture_output=True, start_new_session=True,
         )
         if check and proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip()
@@ -267,7 +269,7 @@ class Repo:
         if not wanted:
             return {}
         # One pipe only (stderr to /dev/null), so the output is read in large blocks, not polled.
-        proc = subprocess.run(["git", "cat-file", "--batch"], cwd=self.root, env=_clean_env(),
+        proc = subprocess.run(["git", "cat-file", "--batch"], cwd=self.root, env=_clean_env(), start_new_session=True,
                               input="".join(s + "\n" for s in wanted).encode(), stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL)
         if proc.returncode != 0:
