@@ -35,7 +35,10 @@ COMMANDS: Dict[str, tuple] = {
     "fsck": ("fsck_cmd", "fsck"),
     "pull": ("sync_cmd", "pull"),
     "push": ("sync_cmd", "push"),
+    "hooks": ("hooks_cmd", "hooks"),
     "_exec": ("exec_cmd", "exec_"),
+    "_agent": ("agent_cmd", "agent"),
+    "_hook": ("hooks_cmd", "hook"),
 }
 
 

@@ -53,6 +53,7 @@ from .notes import CONFIG_PATH, DETAILS_REF, METRICS_REF, Store, dump_json, json
 from .paths import RunPaths, run_paths, runs_root
 from .repo import Repo
 from .resources import check as check_requires
+from .runners import runner_class
 
 LOG_TAIL_LINES = 60
 TAIL_BYTES = 64 * 1024  # the most the log tail may take in the details note (as JSON)
@@ -208,13 +209,11 @@ class Executor:
         return code
 
     def _status_for(self, code: int) -> str:
-        if self.runner == "slurm" and (self.stop_reason == "killed" or (code < 0 and not self.stop_reason)):
-            # Slurm signals every process of the job, the program often before us: ask
-            # whether this was a cancel, the time limit or preemption.
-            from .runners.slurm import stop_reason
-
-            self.stop_reason = stop_reason(self.store.summary(self.sha), self.saw_warning,
-                                           signalled=self.stop_reason == "killed")
+        if self.stop_reason == "killed" or (code < 0 and not self.stop_reason):
+            # The runner says why (Slurm signals every process of the job, the program often
+            # before us: a cancel, the time limit or preemption).
+            self.stop_reason = runner_class(self.runner).stop_reason(
+                self.store.summary(self.sha), self.saw_warning, self.stop_reason == "killed")
         if self.stop_reason:
             return self.stop_reason
         if self.saw_warning and code != 0:
@@ -295,21 +294,22 @@ class Executor:
     def _mark_starting(self) -> None:
         """Show the run as this process's from the start: if it dies, the run shows ``lost``."""
         ident = self._identity()
+        claims = runner_class(self.runner).EXECUTOR_CLAIMS
 
         def change(s: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             if not s:
                 return None  # not recorded (or removed): nothing to run
             new = {**s, **ident, "runner": self.runner, "run_dir": self.paths.root, "outdir": self.paths.outdir}
-            if self.runner == "local":
+            if claims:
                 # A queue worker's claim already says ``starting`` and names the worker; a
                 # local run names its executor, whose death makes it ``lost``.
                 new.update(status="starting", exit_code=None, reason=None, ended=None)
                 new["worker"] = s.get("worker") or ident
             return new
 
-        if self.runner == "local":
+        if claims:
             recorded = self.store.update_summary(self.sha, change, message="gitexp: starting")
-        else:  # Slurm states are judged by the runner; only check the run is recorded
+        else:  # a scheduler's runs are judged by their runner; only check the run is recorded
             recorded = self.store.summary(self.sha)
         if not recorded:
             raise GitExpError(f"{self.sha[:12]} is not a recorded experiment here (no summary note); "
@@ -403,7 +403,7 @@ class Executor:
             self.log.write(f"gitexp: could not start: {exc}\n".encode())
             self.log.close()
             self._finish_summary("failed", 127, reason=f"could not start: {exc}")
-            raise GitExpError(f"could not start {argv[0]}: {exc}")
+            raise GitExpError(f"could not start {argv[0]}: {exc}") from exc
 
     def _remove_stale_files(self) -> None:
         """Files a previous attempt at this run left (a retried run has the same directory).
@@ -589,7 +589,7 @@ class Executor:
     def _install_signal_handlers(self) -> Dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}
-        old = {}
+        old: Dict[int, Any] = {}
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, *TIMEOUT_SIGNALS):
             old[sig] = signal.signal(sig, self._on_signal)
         self.budget.install()  # regex searches bounded by SIGALRM (main thread only)

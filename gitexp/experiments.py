@@ -192,7 +192,11 @@ def process_alive(pid: Optional[int], started: Optional[float]) -> bool:
 
 
 def effective_status(repo: Repo, exp: Experiment, host: Optional[str] = None) -> str:
-    """The recorded status, except that a run whose executor died silently is ``lost``."""
+    """The recorded status, except that a run whose executor died silently is ``lost``.
+
+    The local runner's judgement (``LocalRunner.states``): other runners judge their own runs
+    (``gitexp.status`` asks each experiment's runner).
+    """
     status = exp.status
     summary = exp.summary
     if status == "starting":  # claimed by a queue worker, executor not yet running
@@ -212,8 +216,6 @@ def effective_status(repo: Repo, exp: Experiment, host: Optional[str] = None) ->
         return status
     if status not in ACTIVE:
         return status
-    if summary.get("runner") not in (None, "local"):
-        return status  # remote or Slurm runs are judged by their runner
     host = host or socket.gethostname()
     if summary.get("host") == host:
         return status if process_alive(summary.get("pid"), summary.get("pid_started")) else "lost"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import psutil
 
@@ -40,14 +40,26 @@ class Queue:
 
     def enqueue(self, configs: List[ExperimentConfig], priority: int = 0) -> List[Experiment]:
         """Record the experiments and queue them in one transaction: all or nothing."""
+        return create_many(self.repo, self.store, configs, QUEUED, self._queue_refs(priority))
+
+    def record(self, exps: Sequence[Experiment], priority: int = 0,
+               extra_notes: Optional[Mapping[Tuple[str, str], Optional[bytes]]] = None) -> None:
+        """Record made experiments (commits written, names chosen) queued, in one transaction."""
+        for exp in exps:
+            exp.summary["status"] = QUEUED
+            exp.summary.pop("creator", None)
+        self.store.create_batch(exps, self._queue_refs(priority), extra_notes=extra_notes)
+
+    @staticmethod
+    def _queue_refs(priority: int) -> Callable[[Experiment], List[RefUpdate]]:
         now = time.time()
-        counter = iter(range(len(configs)))
+        counter = iter(range(1 << 62))
 
         def queue_refs(exp: Experiment) -> List[RefUpdate]:
             exp.summary["queue"] = {"priority": priority, "enqueued": now, "seq": next(counter)}
             return [RefUpdate(queue_ref(exp.sha), exp.sha, None)]
 
-        return create_many(self.repo, self.store, configs, QUEUED, queue_refs)
+        return queue_refs
 
     def queued_shas(self) -> List[str]:
         return [ref[len(QUEUE_PREFIX):] for ref in self.repo.refs(QUEUE_PREFIX)]
@@ -132,9 +144,56 @@ class Queue:
             self.store.update_summary(exp.sha, change, refs=[RefUpdate(queue_ref(exp.sha), exp.sha, None)],
                                       message=f"gitexp: requeue {exp.name}")
         except RefConflict:
-            raise BadInput(f"{exp.name} is already queued")
+            raise BadInput(f"{exp.name} is already queued") from None
 
 
 def worker_identity() -> Dict[str, Any]:
     me = psutil.Process()
     return {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": me.create_time()}
+
+
+ACTIVE = ("pending", "starting", "running")
+
+
+class View:
+    """What ``git exp queue`` lists: queued (in the order workers take them), active, recent."""
+
+    def __init__(self, queued: List[Experiment], active: List[Experiment], done: List[Experiment],
+                 states: Dict[str, Tuple[str, Optional[str]]]) -> None:
+        self.queued, self.active, self.done, self.states = queued, active, done, states
+
+    def status(self, exp: Experiment) -> str:
+        return self.states[exp.sha][0]
+
+    def items(self, kind: str) -> List[Dict[str, Any]]:
+        """The rows of one part as plain data (``queue --format json``, the ssh agent)."""
+        if kind == "queued":
+            return [item(e, self.status(e), i + 1) for i, e in enumerate(self.queued)]
+        return [item(e, self.status(e)) for e in (self.active if kind == "running" else self.done)]
+
+
+def listing(repo: Repo, store: Store, exps: Sequence[Experiment], show_all: bool, reach: bool = False) -> View:
+    """Queue, active and the last 10 ended experiments (all with ``show_all``), with live states."""
+    from .status import live_statuses
+
+    states = live_statuses(repo, exps, reach=reach)
+    for exp in exps:
+        if states[exp.sha][1]:
+            exp.summary["reason"] = states[exp.sha][1]
+    queued = Queue(repo, store).items(exps)
+    in_queue = {e.sha for e in queued}  # listed once, in the queue (even if its note says otherwise)
+    active = [e for e in exps if states[e.sha][0] in ACTIVE and e.sha not in in_queue]
+    ended = [e for e in exps if states[e.sha][0] not in ACTIVE + (QUEUED, "created") and e.sha not in in_queue]
+    done = sorted(ended, key=lambda e: e.summary.get("ended") or e.summary.get("created") or 0, reverse=True)
+    return View(queued, active, done if show_all else done[:10], states)
+
+
+def item(exp: Experiment, status: str, position: Optional[int] = None) -> Dict[str, Any]:
+    s = exp.summary
+    return {"position": position, "id": exp.sha, "name": exp.name, "status": status,
+            "priority": (s.get("queue") or {}).get("priority", 0), "params": s.get("params") or {},
+            "wait_reason": s.get("wait_reason"), "host": s.get("host"), "reason": s.get("reason"),
+            "enqueued": (s.get("queue") or {}).get("enqueued"), "group": s.get("group"),
+            "target": s.get("target"), "runner": s.get("runner"),
+            "started": s.get("started") or s.get("claimed"), "ended": s.get("ended"),
+            "worker_host": (s.get("worker") or {}).get("host") if isinstance(s.get("worker"), dict) else None}

@@ -1,57 +1,42 @@
 """Live status of many experiments at once: recorded status merged with what runners know.
 
-Local runs: a run whose executor died silently is ``lost``. Slurm runs: one ``squeue``
-call for all of them; a job that left the queue without a result is ``lost``/``failed``
-with Slurm's reason.
+Experiments are grouped by the runner that answers for them (``gitexp.runners.group``) and
+each group is asked once: local runs by pid checks (a run whose executor died silently is
+``lost``), Slurm runs by one ``squeue``, runs on an ssh target by one round trip there.
+Runners that need another machine (``Runner.REMOTE``) are asked only with ``reach=True``
+(``queue --on``, ``cancel``, ``logs -f``); otherwise their runs show their recorded status,
+which ``git exp pull <target>`` brings up to date.
 """
 from __future__ import annotations
 
 import os
-import socket
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import psutil
 
-from .errors import GitExpError
-from .experiments import effective_status, process_alive
-from .notes import Experiment
+from .experiments import process_alive
+from .notes import Experiment, Store
 from .repo import Repo
+from .runners import group
 
 OPEN = ("pending", "starting", "running")
 
 
-def live_statuses(repo: Repo, exps: Sequence[Experiment]) -> Dict[str, Tuple[str, Optional[str]]]:
+def live_statuses(repo: Repo, exps: Sequence[Experiment], reach: bool = False) -> Dict[str, Tuple[str, Optional[str]]]:
     """sha -> (status, reason or None)."""
-    host = socket.gethostname()
-    on_slurm = [e for e in exps if e.summary.get("runner") == "slurm" and e.status in OPEN]
-    table = None
-    error = None
-    if on_slurm:
-        from .runners.slurm import squeue_table
-
-        try:
-            table = squeue_table()
-        except GitExpError as exc:
-            error = str(exc)
-    out: Dict[str, Tuple[str, Optional[str]]] = {}
-    slurm_shas = {e.sha for e in on_slurm}
-    for exp in exps:
-        if exp.sha in slurm_shas:
-            from .runners.slurm import job_of, slurm_status
-
-            if table is None:
-                out[exp.sha] = (exp.status, f"cannot ask Slurm: {error}")
-                continue
-            ref = job_of(exp.summary)
-            state = table.get((ref.job, ref.task)) if ref else None
-            out[exp.sha] = slurm_status(exp.status, state)
-        else:
-            out[exp.sha] = (effective_status(repo, exp, host), None)
+    out: Dict[str, Tuple[str, Optional[str]]] = {exp.sha: (exp.status, None) for exp in exps}
+    asked = [e for e in exps if e.status in OPEN or e.status in ("created", "starting")]
+    if not asked:
+        return out
+    for runner, members in group(repo, Store(repo), asked):
+        if runner.REMOTE and not reach:
+            continue
+        out.update(runner.states(members))
     return out
 
 
-def live_status(repo: Repo, exp: Experiment) -> Tuple[str, Optional[str]]:
-    return live_statuses(repo, [exp])[exp.sha]
+def live_status(repo: Repo, exp: Experiment, reach: bool = False) -> Tuple[str, Optional[str]]:
+    return live_statuses(repo, [exp], reach=reach)[exp.sha]
 
 
 def is_gitexp_process(pid: Any, started: Any) -> bool:

@@ -6,6 +6,7 @@ it stops claiming, passes SIGTERM to its running executors (recorded ``killed``)
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -95,7 +96,7 @@ class Worker:
     def __init__(self, repo: Repo, store: Store, jobs: int = 1, gpus: Optional[List[int]] = None,
                  until_empty: bool = False, only: Optional[Set[str]] = None, group: Optional[str] = None,
                  echo: bool = False,
-                 poll: float = 0.5, say: Any = None) -> None:
+                 poll: float = 0.5, say: Any = None, lock_path: Optional[str] = None) -> None:
         self.repo = repo
         self.store = store
         self.queue = Queue(repo, store)
@@ -112,6 +113,41 @@ class Worker:
         self.say = say or (lambda text: print(text, file=sys.stderr, flush=True))
         self.started = 0
         self.never_fit = 0  # queued experiments failed because they need more than this machine has
+        self.lock_path = lock_path
+        self.lock_fd: Optional[int] = None
+
+    # -- one worker per lock (the detached worker of a run target) ---------------------------------
+    def take_lock(self) -> bool:
+        """Hold ``lock_path`` (flock); False when another worker holds it."""
+        if self.lock_path is None:
+            return True
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self.lock_fd = fd
+        return True
+
+    def _release_lock(self) -> None:
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)  # closing releases the flock
+            self.lock_fd = None
+
+    def _may_end(self) -> bool:
+        """With a lock, whether this worker may exit now that it has nothing to do.
+
+        A worker started for new experiments exits at once when this one holds the lock, so
+        this one must see them: it lets the lock go, looks once more, and takes the lock back
+        (going on) if something arrived meanwhile and no newer worker took the lock.
+        """
+        if self.lock_fd is None:
+            return True
+        self._release_lock()
+        if not self._candidates():
+            return True
+        return not self.take_lock()
 
     def run(self) -> int:
         old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -123,9 +159,11 @@ class Worker:
                 if waiting and len(self.running) < self.jobs:
                     self._fill(waiting)
                 if not self.running and (self.stopping or (self.until_empty and not waiting)):
-                    break
+                    if self.stopping or self._may_end():
+                        break
                 time.sleep(self.poll if not self.running else min(self.poll, 0.02))
         finally:
+            self._release_lock()
             for sig, handler in old.items():
                 signal.signal(sig, handler)
         if self.stopping:

@@ -134,7 +134,7 @@ def test_slurm_bad_input_records_nothing(case: str, cluster_repo: Path, tmp_path
     args = ["run", "config.yaml", "--on", "triton"]
     if case == "undefined remote":
         args = ["run", "config.yaml", "--on", "nowhere"]
-        expected = "no remote named 'nowhere' (defined: triton)"
+        expected = "no run target named 'nowhere' (defined: triton)"
     elif case == "sbatch missing":
         bindir = tmp_path / "bin"
         bindir.mkdir()
@@ -173,13 +173,13 @@ def test_sweep_larger_than_max_array_size_is_split(cluster_repo: Path) -> None:
     sys.path.insert(0, str(ROOT))
     from gitexp.config import load_config
     from gitexp.notes import Store
-    from gitexp.remotes import get_remote
     from gitexp.repo import Repo
     from gitexp.runners.slurm import SlurmRunner
     from gitexp.sweep import SweepSpec, expand
+    from gitexp.targets import get_target
 
     repo = Repo.discover(str(cluster_repo))
-    runner = SlurmRunner(repo, Store(repo), get_remote(repo, "triton"))
+    runner = SlurmRunner(repo, Store(repo), get_target(repo, "triton"))
     runner.max_array_size = lambda: 4  # type: ignore[method-assign]
     configs = expand(load_config(str(cluster_repo / "config.yaml")), SweepSpec(grid={"steps": [1, 2, 3, 4, 5, 6, 7]}))
     cwd = os.getcwd()

@@ -5,7 +5,7 @@ import csv
 import os
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import click
 import yaml
@@ -16,6 +16,7 @@ from ..status import live_status
 from ..notes import Experiment, Store
 from ..paths import run_paths
 from ..repo import Repo
+from ..runners import runner_for
 from ..units import format_size
 from .common import cell, fmt_duration, fmt_time, fmt_value, json_text, open_store, output_format, print_json
 from .log import record
@@ -178,11 +179,16 @@ def _list_outputs(outdir: str) -> List[Dict[str, Any]]:
 @click.command()
 @click.argument("ident", metavar="ID")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output while it runs.")
-def logs(ident: str, follow: bool) -> None:
-    """The program's output (from this machine's run directory, else the recorded tail)."""
+def logs(ident: str, follow: bool) -> Optional[int]:
+    """The program's output (from this machine's run directory, from the run target it runs on
+    over ssh, else the recorded tail)."""
     repo, store = open_store()
     exp = store.find(ident)
     path = run_paths(repo, exp.sha).log
+    if not os.path.exists(path):
+        code = runner_for(repo, store, exp).follow_log(exp, follow)  # it runs elsewhere: from there
+        if code is not None:
+            return code
     if not os.path.exists(path):
         tail = store.details(exp.sha).get("log_tail")
         if tail is None:
@@ -205,6 +211,7 @@ def logs(ident: str, follow: bool) -> None:
         if rest:
             out.write(rest)
             out.flush()
+    return None
 
 
 def _still_running(repo: Repo, store: Store, exp: Experiment) -> bool:

@@ -1,23 +1,21 @@
-"""``git exp queue``, ``git exp worker`` and ``git exp cancel``: the durable local queue."""
+"""``git exp queue``, ``git exp worker`` and ``git exp cancel``: the durable local queue, and what
+waits and runs on a run target (``queue --on``)."""
 from __future__ import annotations
 
-import socket
-import time
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from ..errors import BadInput, GitExpError
-from ..remotes import get_remote
-from ..notes import Store
-from ..remotes import Remote
-from ..repo import Repo
-from ..runners.slurm import SlurmRunner, job_of
-from ..status import is_gitexp_process, live_status, live_statuses
+from ..errors import BadInput
 from ..facts import gpu_models
-from ..notes import Experiment
-from ..queue import CLAIMED, QUEUED, Queue
-from ..runners.local import LocalRunner
+from ..notes import Experiment, Store
+from ..queue import QUEUED, Queue, item, listing
+from ..repo import Repo
+from ..runners import runner_for, runner_for_target, target_of
+from ..runners.base import parse_gpu_list
+from ..status import live_statuses
+from ..targets import Target, get_target, load_targets
+from ..units import format_size
 from ..worker import Worker
 from .common import fmt_time, fmt_value, open_store, output_format, print_json, render_table
 
@@ -28,7 +26,8 @@ RETRYABLE = ("lost", "failed", "killed", "cancelled", "timeout")
 @click.group(name="queue", invoke_without_command=True)
 @click.option("--all", "show_all", is_flag=True, help="Also list every finished experiment, not just the last 10.")
 @click.option("--retry-lost", is_flag=True, help="Queue again every experiment whose run was lost.")
-@click.option("--on", help="Only experiments submitted to this remote, with its scheduler's state.")
+@click.option("--on", metavar="TARGET", help="What waits and runs on this run target, with its scheduler's state "
+              "(and, over ssh, the host's free GPUs, RAM and disk).")
 @output_format("table", "json")
 @click.pass_context
 def queue(ctx: click.Context, show_all: bool, retry_lost: bool, on: Optional[str], fmt: str) -> None:
@@ -39,57 +38,93 @@ def queue(ctx: click.Context, show_all: bool, retry_lost: bool, on: Optional[str
     if retry_lost:
         _retry(ctx, (), lost=True)
         return
-    if on:
-        get_remote(repo, on)
-    exps = store.experiments()
-    if on:
-        exps = [e for e in exps if (e.summary.get("slurm") or {}).get("remote") == on]
-    live = live_statuses(repo, exps)
-    statuses = {sha: status for sha, (status, _w) in live.items()}
-    for exp in exps:
-        if live[exp.sha][1]:
-            exp.summary["reason"] = live[exp.sha][1]
-    queued = Queue(repo, store).items(exps)
-    in_queue = {e.sha for e in queued}  # listed once, in the queue (even if its note says otherwise)
-    active = [e for e in exps if statuses[e.sha] in ACTIVE and e.sha not in in_queue]
-    ended = [e for e in exps if statuses[e.sha] not in ACTIVE + (QUEUED, "created") and e.sha not in in_queue]
-    done = sorted(ended,
-                  key=lambda e: e.summary.get("ended") or e.summary.get("created") or 0, reverse=True)
-    if not show_all:
-        done = done[:10]
-    if fmt == "json":
-        print_json({"queued": [_item(e, statuses[e.sha], i + 1) for i, e in enumerate(queued)],
-                    "running": [_item(e, statuses[e.sha]) for e in active],
-                    "done": [_item(e, statuses[e.sha]) for e in done]})
+    target = get_target(repo, on) if on else None
+    if target is not None and target.host:
+        _show_far_queue(repo, store, target, show_all, fmt)
         return
-    rows = [_row(e, statuses[e.sha], str(i + 1)) for i, e in enumerate(queued)]
-    rows += [_row(e, statuses[e.sha], "") for e in active + done]
+    exps = store.experiments()
+    if target is not None:
+        targets = load_targets(repo)
+        exps = [e for e in exps if target_of(e.summary, targets).name == target.name]
+    view = listing(repo, store, exps, show_all, reach=target is not None)
+    if fmt == "json":
+        print_json({"queued": view.items("queued"), "running": view.items("running"), "done": view.items("done")})
+        return
+    rows = [_row(item(e, view.status(e), i + 1)) for i, e in enumerate(view.queued)]
+    rows += [_row(item(e, view.status(e))) for e in view.active + view.done]
     if not rows:
         click.echo("the queue is empty (git exp run config.yaml --queue)", err=True)
         return
-    click.echo(render_table(["#", "id", "name", "status", "prio", "params", "where / why"], rows))
+    click.echo(render_table(HEADERS, rows))
 
 
-def _item(exp: Experiment, status: str, position: Optional[int] = None) -> dict:
-    s = exp.summary
-    return {"position": position, "id": exp.sha, "name": exp.name, "status": status,
-            "priority": (s.get("queue") or {}).get("priority", 0), "params": s.get("params") or {},
-            "wait_reason": s.get("wait_reason"), "host": s.get("host"), "reason": s.get("reason"),
-            "enqueued": (s.get("queue") or {}).get("enqueued"), "group": s.get("group")}
+HEADERS = ["#", "id", "name", "status", "prio", "params", "where / why"]
 
 
-def _row(exp: Experiment, status: str, position: str) -> List[str]:
-    s = exp.summary
-    params = " ".join(f"{k}={fmt_value(v)}" for k, v in (s.get("params") or {}).items())
-    if status == QUEUED:
-        why = s.get("wait_reason") or f"queued {fmt_time((s.get('queue') or {}).get('enqueued'))}"
-    elif status in ACTIVE and s.get("runner") == "slurm":
-        why = s.get("reason") or ""
-    elif status in ACTIVE:
-        why = f"{s.get('host') or (s.get('worker') or {}).get('host', '')} since {fmt_time(s.get('started') or s.get('claimed'))}"
+def _show_far_queue(repo: Repo, store: Store, target: Target, show_all: bool, fmt: str) -> None:
+    """The far side's own queue and host resources, from one ssh round trip."""
+    from ..runners.ssh import SshRunner
+
+    runner = runner_for_target(repo, store, target)
+    assert isinstance(runner, SshRunner)
+    report = runner.queue_report(show_all)
+    if fmt == "json":
+        print_json(report)
+        return
+    click.echo(resources_text(target.name, report))
+    rows = [_row(entry) for kind in ("queued", "running", "done") for entry in _list(report.get(kind))
+            if isinstance(entry, dict)]
+    if not rows:
+        click.echo(f"nothing queued, running or done on {target.name}", err=True)
+        return
+    click.echo(render_table(HEADERS, rows))
+
+
+def _list(value: Any) -> List[Any]:
+    return value if isinstance(value, list) else []
+
+
+def resources_text(name: str, report: Dict[str, Any]) -> str:
+    res: Dict[str, Any] = report["resources"] if isinstance(report.get("resources"), dict) else {}
+    lines = [f"{fmt_value(name)} ({fmt_value(report.get('host'))}):"]
+    gpus = res.get("gpus")
+    if isinstance(gpus, list) and gpus:
+        free = [g for g in gpus if isinstance(g, dict) and (g.get("util") or 0) < 5
+                and _num(g.get("mem_free")) >= 0.9 * _num(g.get("mem_total"))]
+        lines.append(f"  GPUs     {len(gpus)}, {len(free)} free: " + "; ".join(
+            f"{fmt_value(g.get('index'))} {fmt_value(g.get('name'))} {format_size(_num(g.get('mem_free')))}/"
+            f"{format_size(_num(g.get('mem_total')))} free, {fmt_value(g.get('util'))}% busy"
+            for g in gpus if isinstance(g, dict)))
     else:
-        why = s.get("reason") or fmt_time(s.get("ended"))
-    return [position, exp.sha[:8], exp.name, status, str((s.get("queue") or {}).get("priority", "")), params, why or ""]
+        lines.append("  GPUs     none that nvidia-smi can list")
+    lines.append(f"  RAM      {format_size(_num(res.get('ram_available')))} available of "
+                 f"{format_size(_num(res.get('ram_total')))}")
+    lines.append(f"  disk     {format_size(_num(res.get('disk_free')))} free of {format_size(_num(res.get('disk_total')))}"
+                 f" at {fmt_value(res.get('disk_path'))}")
+    load = res.get("load")
+    load_text = f", load {fmt_value(load[0])}" if isinstance(load, list) and load else ""
+    lines.append(f"  CPUs     {fmt_value(res.get('cpus'))}{load_text}")
+    return "\n".join(lines)
+
+
+def _num(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def _row(entry: Dict[str, Any]) -> List[str]:
+    status = str(entry.get("status"))
+    params: Dict[str, Any] = entry["params"] if isinstance(entry.get("params"), dict) else {}
+    if status == QUEUED:
+        why = entry.get("wait_reason") or f"queued {fmt_time(entry.get('enqueued'))}"
+    elif status in ACTIVE:
+        host = entry.get("host") or entry.get("worker_host") or ""
+        why = entry.get("reason") or (f"{host} since {fmt_time(entry.get('started'))}" if host else "")
+    else:
+        why = entry.get("reason") or fmt_time(entry.get("ended"))
+    position = entry.get("position")
+    return [str(position) if position else "", str(entry.get("id"))[:8], fmt_value(entry.get("name")), status,
+            str(entry.get("priority")) if entry.get("enqueued") is not None else "",
+            " ".join(f"{k}={fmt_value(v)}" for k, v in params.items()), fmt_value(why)]
 
 
 @queue.command(name="retry")
@@ -110,15 +145,16 @@ def _retry(ctx: click.Context, idents: Tuple[str, ...], lost: bool, priority: Op
     if lost:
         everything = store.experiments()
         live = live_statuses(repo, everything)
-        targets += [e for e in everything if live[e.sha][0] == "lost" and e.summary.get("runner") != "slurm"]
+        targets += [e for e in everything if live[e.sha][0] == "lost" and runner_for(repo, store, e).LOCAL_QUEUE]
     live = live_statuses(repo, targets)
     for exp in targets:
         status = live[exp.sha][0]
         if status not in RETRYABLE:
             raise BadInput(f"{exp.name} is {status}; only {', '.join(RETRYABLE)} experiments can be retried")
-        if exp.summary.get("runner") == "slurm":
-            raise BadInput(f"{exp.name} ran on Slurm; the local queue does not take it",
-                           "submit its config again with git exp run ... --on <remote>")
+        runner = runner_for(repo, store, exp)
+        if not runner.LOCAL_QUEUE:
+            raise BadInput(f"{exp.name} ran on run target {runner.describe_target()}; the local queue does not take it",
+                           "submit its config again with git exp run ... --on <target>")
     q = Queue(repo, store)
     for exp in targets:
         q.requeue(exp, priority)
@@ -131,11 +167,9 @@ def parse_gpus(text: Optional[str]) -> Optional[List[int]]:
     if text is None:
         return None
     try:
-        ids = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise BadInput(f"--gpus {text!r}: expected GPU indices like 0,1")
-    if not ids or any(i < 0 for i in ids) or len(set(ids)) != len(ids):
-        raise BadInput(f"--gpus {text!r}: expected distinct GPU indices like 0,1")
+        ids = parse_gpu_list(text)
+    except ValueError as exc:
+        raise BadInput(f"--gpus {text!r}: {exc}") from None
     present = gpu_models()
     if present:
         missing = [i for i in ids if i >= len(present)]
@@ -152,7 +186,9 @@ def parse_gpus(text: Optional[str]) -> Optional[List[int]]:
 @click.option("--gpus", help="GPU indices to use, one per running experiment (sets CUDA_VISIBLE_DEVICES).")
 @click.option("--until-empty", is_flag=True, help="Exit once nothing is queued or running (for scripts and CI).")
 @click.option("--group", help="Only run experiments of this group (e.g. one sweep).")
-def worker(jobs: int, gpus: Optional[str], until_empty: bool, group: Optional[str]) -> int:
+@click.option("--lock", "lock_path", metavar="FILE",
+              help="One worker per lock file: exit at once if another worker holds it (run targets use it).")
+def worker(jobs: int, gpus: Optional[str], until_empty: bool, group: Optional[str], lock_path: Optional[str]) -> int:
     """Run the queue on this machine: at most --jobs at a time, one GPU each with --gpus."""
     if jobs < 1:
         raise BadInput(f"--jobs {jobs}: must be at least 1", "e.g. --jobs 2")
@@ -163,7 +199,10 @@ def worker(jobs: int, gpus: Optional[str], until_empty: bool, group: Optional[st
     problems = settings_problems()
     if problems:
         raise BadInput("; ".join(problems))
-    w = Worker(repo, store, jobs=jobs, gpus=gpu_ids, until_empty=until_empty, group=group)
+    w = Worker(repo, store, jobs=jobs, gpus=gpu_ids, until_empty=until_empty, group=group, lock_path=lock_path)
+    if lock_path and not w.take_lock():
+        click.echo(f"gitexp worker: another worker holds {lock_path}; it runs the queue", err=True)
+        return 0
     click.echo(f"gitexp worker: pid {w.identity['pid']}, {w.jobs} at a time"
                + (f", GPUs {gpus}" if gpu_ids else ""), err=True)
     code = w.run()
@@ -174,52 +213,11 @@ def worker(jobs: int, gpus: Optional[str], until_empty: bool, group: Optional[st
 @click.command()
 @click.argument("idents", metavar="ID...", nargs=-1, required=True)
 def cancel(idents: Tuple[str, ...]) -> None:
-    """Drop queued experiments; stop running ones (recorded killed)."""
+    """Drop queued experiments; stop running ones (recorded killed), wherever they run."""
     repo, store = open_store()
     exps = [store.find(i) for i in idents]
-    q = Queue(repo, store)
     for exp in exps:
-        click.echo(_cancel_one(repo, store, q, exp))
-
-
-def _cancel_one(repo: Repo, store: Store, q: Queue, exp: Experiment) -> str:
-    status = live_status(repo, exp)[0]
-    if exp.summary.get("runner") == "slurm":
-        if status not in ("pending", "starting", "running"):
-            raise BadInput(f"{exp.name} is {status}, not pending or running: nothing to cancel")
-        if not _slurm_runner(repo, store, exp).cancel(exp):
-            raise BadInput(f"{exp.name} has no usable Slurm job id recorded; nothing was cancelled",
-                           f"see git notes --ref=exps show {exp.sha}")
-        for _ in range(100):
-            if store.summary(exp.sha).get("status") not in ("pending", "running"):
-                break
-            time.sleep(0.1)
-        return f"cancelled {exp.name} (scancel; {store.summary(exp.sha).get('status')})"
-    if status == QUEUED and q.cancel_queued(exp):
-        return f"cancelled {exp.name} (was queued)"
-    deadline = time.time() + 10
-    while status in (QUEUED, CLAIMED) and time.time() < deadline:  # a worker is just starting it
-        time.sleep(0.2)
-        exp.summary = store.summary(exp.sha)
-        status = live_status(repo, exp)[0]
-    if status != "running":
-        raise BadInput(f"{exp.name} is {status}, not queued or running: nothing to cancel")
-    if exp.summary.get("host") != socket.gethostname():
-        raise GitExpError(f"{exp.name} runs on {fmt_value(exp.summary.get('host'))}, not here; cancel it there")
-    if not is_gitexp_process(exp.summary.get("pid"), exp.summary.get("pid_started")) \
-            or not LocalRunner(repo, store).cancel(exp):
-        raise GitExpError(f"{exp.name}: pid {fmt_value(exp.summary.get('pid'))} is not its gitexp executor; "
-                          "nothing was signalled")
-    for _ in range(100):
-        if store.summary(exp.sha).get("status") != "running":
-            break
-        time.sleep(0.1)
-    return f"stopped {exp.name} ({store.summary(exp.sha).get('status')})"
-
-
-def _slurm_runner(repo: Repo, store: Store, exp: Experiment) -> SlurmRunner:
-    remote_name = (exp.summary.get("slurm") or {}).get("remote") or "slurm"
-    return SlurmRunner(repo, store, Remote(str(remote_name), "slurm"))
+        click.echo(runner_for(repo, store, exp).cancel(exp))
 
 
 def stop_removed(repo: Repo, store: Store, exp: Experiment) -> str:
@@ -228,20 +226,4 @@ def stop_removed(repo: Repo, store: Store, exp: Experiment) -> str:
     Without this its executor would go on running and write its results for a commit that
     no ref names. What was done is returned as a line for the user.
     """
-    s = exp.summary
-    if s.get("runner") == "slurm":
-        ref = job_of(s)
-        if ref is None:
-            return "no usable Slurm job id was recorded: cancel its job by hand"
-        try:
-            _slurm_runner(repo, store, exp).scancel(ref)
-        except GitExpError as exc:
-            return f"could not cancel Slurm job {ref.spec}: {exc}"
-        return f"cancelled Slurm job {ref.spec}"
-    if s.get("host") and s.get("host") != socket.gethostname():
-        return f"it runs on {fmt_value(s.get('host'))}: stop its executor there"
-    if s.get("pid") is None:
-        return "its executor had not started yet; nothing to stop"
-    if not is_gitexp_process(s.get("pid"), s.get("pid_started")) or not LocalRunner(repo, store).cancel(exp):
-        return f"its executor (pid {fmt_value(s.get('pid'))}) is not running here; nothing to stop"
-    return f"stopped its executor (pid {s['pid']})"
+    return runner_for(repo, store, exp).stop_removed(exp)

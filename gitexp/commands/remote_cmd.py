@@ -1,71 +1,101 @@
-"""``git exp remote add/list/remove``: named places to run."""
+"""``git exp remote add/list/remove/setup``: run targets, the named places to run experiments.
+
+A run target is not a git remote: it names a runner (local, slurm) and where it runs (this
+machine, or a git repository on another host reached over ssh). See ``gitexp/targets.py``.
+"""
 from __future__ import annotations
 
 from typing import Optional, Tuple
 
 import click
 
-from ..remotes import RUNNERS, add_remote, describe, load_remotes, remove_remote
+from ..runners import RUNNERS
+from ..targets import add_target, describe, get_target, load_targets, remove_target
 from .common import open_store, output_format, print_json, render_table
 
 
 @click.group()
 def remote() -> None:
-    """Named places to run (kept in .gitexp.yaml, per-user overrides in git config)."""
+    """Run targets: named places to run (kept in .gitexp.yaml, per-user overrides in git config)."""
 
 
 @remote.command(name="add")
 @click.argument("name")
-@click.option("--runner", type=click.Choice(list(RUNNERS)), default="local", show_default=True)
+@click.option("--runner", type=click.Choice(sorted(RUNNERS)), default="local", show_default=True,
+              help="How experiments are scheduled there.")
+@click.option("--host", help="Run on this host over ssh (user@host, or an alias from ~/.ssh/config).")
+@click.option("--path", help="With --host: the git repository there (git exp remote setup creates it).")
+@click.option("--python", help="The Python that has gitexp there (default: python3 over ssh; for Slurm "
+              "without --host, this interpreter).")
+@click.option("--ssh-config", "ssh_config", help="With --host: an ssh client config file (ssh -F).")
+@click.option("--port", type=int, help="With --host: the ssh port.")
+@click.option("--disk-margin", "disk_margin", help="Free disk to keep there beyond requires.disk (default 1GB).")
+@click.option("--gpus", help="Local runner: GPU indices its worker hands out, one per experiment, e.g. 0,1.")
+@click.option("--jobs", type=int, help="Local runner: how many experiments its worker runs at once.")
 @click.option("--partition", help="Slurm partition (-p).")
 @click.option("--account", help="Slurm account (-A).")
 @click.option("--qos", help="Slurm QOS.")
-@click.option("--time", "time_", help="Default time limit, e.g. 4h (an experiment's requires.time wins).")
-@click.option("--mem", help="Default memory, e.g. 16GB (requires.ram wins).")
-@click.option("--cpus", type=int, help="CPUs per task.")
-@click.option("--gres", help="Generic resources, e.g. gpu:1.")
-@click.option("--constraint", help="Node features (-C).")
-@click.option("--max-parallel", type=int, help="At most this many array tasks at once (%N).")
-@click.option("--signal-warning", type=int, help="Seconds before the time limit to send SIGUSR1 (default 120).")
-@click.option("--python", help="Python on the nodes that has gitexp (default: this interpreter).")
-@click.option("--module", "modules", multiple=True, help="Module to load first (repeatable).")
-@click.option("--setup", "setup", multiple=True, help="Shell line to run first, e.g. 'source venv/bin/activate'.")
-@click.option("--sbatch", "sbatch", multiple=True, help="Extra #SBATCH line, e.g. '--exclusive' (repeatable).")
+@click.option("--time", "time_", help="Slurm: default time limit, e.g. 4h (an experiment's requires.time wins).")
+@click.option("--mem", help="Slurm: default memory, e.g. 16GB (requires.ram wins).")
+@click.option("--cpus", type=int, help="Slurm: CPUs per task.")
+@click.option("--gres", help="Slurm: generic resources, e.g. gpu:1.")
+@click.option("--constraint", help="Slurm: node features (-C).")
+@click.option("--max-parallel", type=int, help="Slurm: at most this many array tasks at once (%N).")
+@click.option("--signal-warning", type=int, help="Slurm: seconds before the time limit to send SIGUSR1 (default 120).")
+@click.option("--module", "modules", multiple=True, help="Slurm: module to load first (repeatable).")
+@click.option("--setup", "setup", multiple=True, help="Slurm: shell line to run first, e.g. 'source venv/bin/activate'.")
+@click.option("--sbatch", "sbatch", multiple=True, help="Slurm: extra #SBATCH line, e.g. '--exclusive' (repeatable).")
 @click.option("--user", is_flag=True, help="Keep it in your git config instead of the shared .gitexp.yaml.")
-def add(name: str, runner: str, partition: Optional[str], account: Optional[str], qos: Optional[str],
+def add(name: str, runner: str, host: Optional[str], path: Optional[str], python: Optional[str],
+        ssh_config: Optional[str], port: Optional[int], disk_margin: Optional[str], gpus: Optional[str],
+        jobs: Optional[int], partition: Optional[str], account: Optional[str], qos: Optional[str],
         time_: Optional[str], mem: Optional[str], cpus: Optional[int], gres: Optional[str],
         constraint: Optional[str], max_parallel: Optional[int], signal_warning: Optional[int],
-        python: Optional[str], modules: Tuple[str, ...], setup: Tuple[str, ...], sbatch: Tuple[str, ...],
-        user: bool) -> None:
-    """Add (or replace) remote NAME. With no host it is this machine (e.g. a Slurm login node)."""
+        modules: Tuple[str, ...], setup: Tuple[str, ...], sbatch: Tuple[str, ...], user: bool) -> None:
+    """Add (or replace) run target NAME. Without --host it is this machine (e.g. a Slurm login node)."""
     repo, _store = open_store()
-    options = {"runner": runner, "partition": partition, "account": account, "qos": qos, "time": time_,
-               "mem": mem, "cpus": cpus, "gres": gres, "constraint": constraint, "max_parallel": max_parallel,
-               "signal_warning": signal_warning, "python": python, "modules": list(modules),
-               "setup": list(setup), "sbatch": list(sbatch)}
-    where = add_remote(repo, name, options, user=user)
-    click.echo(f"remote {name} saved in {where}")
+    options = {"runner": runner, "host": host, "path": path, "python": python, "ssh_config": ssh_config,
+               "port": port, "disk_margin": disk_margin, "gpus": gpus, "jobs": jobs, "partition": partition,
+               "account": account, "qos": qos, "time": time_, "mem": mem, "cpus": cpus, "gres": gres,
+               "constraint": constraint, "max_parallel": max_parallel, "signal_warning": signal_warning,
+               "modules": list(modules), "setup": list(setup), "sbatch": list(sbatch)}
+    where = add_target(repo, name, options, user=user)
+    hint = f"; create the repository there with: git exp remote setup {name}" if host else ""
+    click.echo(f"run target {name} saved in {where}{hint}")
 
 
 @remote.command(name="list")
 @output_format("table", "json")
 def list_(fmt: str) -> None:
-    """The defined remotes and their settings."""
+    """The defined run targets and their settings."""
     repo, _store = open_store()
-    remotes = load_remotes(repo)
+    targets = load_targets(repo)
     if fmt == "json":
-        print_json({name: {"runner": r.runner, **r.options} for name, r in remotes.items()})
+        print_json({name: {"runner": t.runner, **t.options} for name, t in targets.items()})
         return
-    if not remotes:
-        click.echo("no remotes (git exp remote add NAME --runner slurm --partition P)", err=True)
+    if not targets:
+        click.echo("no run targets (git exp remote add NAME --runner slurm --partition P, "
+                   "or --host HOST --path REPO)", err=True)
         return
-    click.echo(render_table(["name", "settings"], [[n, describe(r)] for n, r in sorted(remotes.items())]))
+    click.echo(render_table(["name", "settings"], [[n, describe(t)] for n, t in sorted(targets.items())]))
 
 
 @remote.command(name="remove")
 @click.argument("name")
 def remove(name: str) -> None:
-    """Forget remote NAME (from .gitexp.yaml and your git config)."""
+    """Forget run target NAME (from .gitexp.yaml and your git config)."""
     repo, _store = open_store()
-    remove_remote(repo, name)
-    click.echo(f"removed remote {name}")
+    remove_target(repo, name)
+    click.echo(f"removed run target {name}")
+
+
+@remote.command(name="setup")
+@click.argument("name")
+def setup(name: str) -> None:
+    """Prepare run target NAME on its host: create its git repository there (git init) and check
+    that git, Python and a gitexp that reads this one's notes are installed there."""
+    from ..runners.ssh import setup_target
+
+    repo, store = open_store()
+    for line in setup_target(repo, store, get_target(repo, name)):
+        click.echo(line)

@@ -14,10 +14,11 @@ from ..paths import runs_root
 from ..queue import Queue
 from ..repo import Repo
 from ..resources import check as check_requires
-from ..runners.base import Transport, gitexp_argv
-from ..remotes import Remote, get_remote
+from ..runners import runner_for_target
+from ..runners.base import Runner, gitexp_argv, make
 from ..runners.local import LocalRunner
-from ..runners.slurm import SlurmRunner, filesystem_warning
+from ..targets import get_target
+from ..transport import LocalTransport
 from ..sweep import add_cli_sweeps, check_not_empty, expand, parse_spec
 from ..units import format_duration
 from ..worker import Worker
@@ -37,7 +38,7 @@ from .common import fmt_value, open_store, render_table
 @click.option("--queue", "to_queue", is_flag=True, help="Queue instead of running now (see git exp worker).")
 @click.option("--priority", type=int, default=0, show_default=True, help="Queue priority: higher runs first.")
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="For a sweep run now: how many at once.")
-@click.option("--on", "on", metavar="REMOTE", help="Run on a remote (git exp remote list), e.g. a Slurm cluster.")
+@click.option("--on", "on", metavar="TARGET", help="Run on a run target (git exp remote list): Slurm, a host over ssh.")
 @click.option("--dry-run", is_flag=True, help="Print the experiments that would be made; record nothing.")
 @click.option("--skip-done", is_flag=True, help="Skip points whose exact config already finished.")
 def run(config_path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], zipped: bool,
@@ -48,15 +49,14 @@ def run(config_path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], z
     if jobs < 1:
         raise BadInput(f"--jobs {jobs}: must be at least 1")
     configs, is_sweep, max_parallel = _configs(config_path, overrides, sweeps, zipped, name, group)
-    remote = get_remote(repo, on) if on else None
-    if remote is not None and remote.runner == "local":
-        remote = None
-    if remote is not None and to_queue:
-        raise BadInput(f"--queue with --on {on}: Slurm queues the jobs itself", "drop --queue")
+    target = get_target(repo, on) if on else None
+    if target is not None and to_queue:
+        raise BadInput(f"--queue with --on {on}: the run target queues them itself", "drop --queue")
     if not dry_run:
         repo.head()  # a repository with no commits is bad input, before anything is written
         for config in configs:
-            experiments.check_files(repo, config)
+            if target is None or not target.host:  # over ssh, files: are resolved there
+                experiments.check_files(repo, config)
     if skip_done:
         configs = _skip_done(store, configs)
         if not configs:
@@ -65,8 +65,8 @@ def run(config_path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], z
     if dry_run:  # what the real run would do: the same points, under the names they would get
         _print_points(configs, _planned_names(store, configs))
         return 0
-    if remote is not None:
-        return _submit(repo, store, remote, configs, max_parallel)
+    if target is not None:
+        return _submit(runner_for_target(repo, store, target), configs, max_parallel)
     if to_queue or is_sweep:
         return _queue_or_sweep(repo, store, configs, to_queue, detach, priority, jobs)
     return _run_one(repo, store, configs[0], detach)
@@ -141,7 +141,7 @@ def _queue_or_sweep(repo: Repo, store: Store, configs: List[ExperimentConfig], t
     if detach:
         argv = gitexp_argv("worker", "--until-empty", "--jobs", str(jobs), "--group", str(group))
         os.makedirs(runs_root(repo), exist_ok=True)
-        Transport().spawn(argv, cwd=repo.root, log_path=os.path.join(runs_root(repo), f"worker-{group}.log"))
+        LocalTransport().spawn(argv, cwd=repo.root, log_path=os.path.join(runs_root(repo), f"worker-{group}.log"))
         for exp in exps:
             click.echo(exp.sha)
         click.echo(f"gitexp: sweep {group} ({len(exps)} experiments) runs in the background; "
@@ -160,19 +160,15 @@ def _queue_or_sweep(repo: Repo, store: Store, configs: List[ExperimentConfig], t
     return 0 if set(statuses) == {"finished"} else 1
 
 
-def _submit(repo: Repo, store: Store, remote: Remote, configs: List[ExperimentConfig],
-            max_parallel: Optional[int]) -> int:
-    runner = SlurmRunner(repo, store, remote)
-    warning = filesystem_warning(repo.root)
-    exps = runner.submit_configs(configs, max_parallel)
-    if warning:
+def _submit(runner: Runner, configs: List[ExperimentConfig], max_parallel: Optional[int]) -> int:
+    """Make the commits and hand them to the target's runner: recorded and started, or nothing."""
+    with runner.repo.batch():
+        exps = runner.submit(make(runner.repo, runner.store, configs, runner.INITIAL_STATUS, max_parallel))
+    for warning in runner.warnings:
         click.echo(f"gitexp: {warning}", err=True)
     for exp in exps:
         click.echo(exp.sha)
-    jobs = sorted({(exp.summary.get("slurm") or {}).get("job") for exp in exps})
-    kind = "job array" if len(exps) > 1 else "job"
-    click.echo(f"gitexp: submitted {len(exps)} experiment(s) to {remote.name} as Slurm {kind} {', '.join(jobs)}; "
-               f"see git exp queue --on {remote.name}", err=True)
+    click.echo(f"gitexp: {runner.submitted(exps)}", err=True)
     return 0
 
 
@@ -183,7 +179,7 @@ def _run_one(repo: Repo, store: Store, config: ExperimentConfig, detach: bool) -
     exp = experiments.create(repo, store, config)
     runner = LocalRunner(repo, store)
     if detach:
-        runner.submit([exp])
+        runner.start_detached(exp)
         click.echo(exp.sha)
         click.echo(f"gitexp: started {exp.name} in the background; follow it with: git exp logs -f {exp.sha[:10]}",
                    err=True)

@@ -1,68 +1,198 @@
-"""The runner interface, and transports: *where* a command runs, apart from *how* it is scheduled."""
+"""The runner interface: *how* experiments are scheduled, apart from *where* (a transport).
+
+A runner is built for one run target (``gitexp.targets.Target``) and reaches it through one
+transport (``gitexp.transport``): every command it runs and every file it writes goes
+through ``self.transport``, never ``subprocess`` or ``open`` directly, so the same runner code
+drives this machine and, over ssh, another one.
+
+What each runner provides (see ``docs/runners.md``):
+
+* ``submit(exps)``: record made experiments (commits exist, nothing recorded yet) and start
+  them, all or nothing: if the scheduler refuses, nothing is recorded; if recording fails,
+  nothing is left with the scheduler. Returns the experiments as recorded.
+* ``cancel(exp)`` and ``stop_removed(exp)`` (``rm --force``): stop one run; a line for the user.
+* ``states(exps)``: live statuses of many experiments with one call to the target (one
+  ``squeue``, one ssh round trip), whatever their number.
+* ``stop_reason(...)`` (a class method, run on the node by the executor): why a run that was
+  stopped by a signal stopped (``killed``, ``timeout``), or None.
+* ``OPTIONS``: the settings of a run target that belong to this runner, with their kinds, so
+  ``git exp remote add`` validates them with one line naming the key.
+
+The handle of a submitted experiment is plain data in its summary note (``runner``,
+``target``, and what the runner adds: ``slurm: {job, task}``, the executor's ``host``/``pid``),
+so a runner rebuilt in another process finds it again from the note alone.
+"""
 from __future__ import annotations
 
-import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
-from ..notes import Experiment
+from ..config import ExperimentConfig
+from ..notes import DETAILS_REF, Experiment, Store, dump_json
+from ..repo import Repo
+from ..transport import LocalTransport, Transport
+from ..units import parse_duration, parse_size
+
+if TYPE_CHECKING:
+    from ..targets import Target
+
+__all__ = ["LocalTransport", "Transport", "Option", "Runner", "Made", "exec_argv", "gitexp_argv", "make"]
+
+Status = Tuple[str, Optional[str]]  # (status, reason or None)
 
 
 @dataclass(frozen=True)
-class Handle:
-    """Plain data that finds a submitted experiment again: rebuilt from its summary note."""
+class Option:
+    """One setting of a run target: ``kind`` says how it is checked (see :func:`check_option`)."""
 
-    runner: str
-    sha: str
-    job_id: Optional[str] = None
-    host: Optional[str] = None
+    kind: str  # "text", "count" (whole number >= 1), "duration", "size", "list", "gpus"
+    help: str
+
+
+def check_option(key: str, value: Any, option: Option) -> Optional[str]:
+    """What is wrong with ``value`` for ``key``, or None."""
+    if option.kind == "list":
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in items):
+            return f"{key} must be a list of strings"
+        return None
+    if isinstance(value, (list, dict)):
+        return f"{key} must be a single value, got {value!r}"
+    try:
+        if option.kind == "count":
+            if isinstance(value, bool) or int(value) < 1:
+                raise ValueError
+        elif option.kind == "duration":
+            parse_duration(value)
+        elif option.kind == "size":
+            parse_size(value)
+        elif option.kind == "gpus":
+            parse_gpu_list(value)
+    except (ValueError, TypeError) as exc:
+        if option.kind == "count":
+            return f"{key} must be a whole number of at least 1, got {value!r}"
+        return f"{key}: {exc}" if str(exc) else f"{key}: not a usable value: {value!r}"
+    return None
+
+
+def parse_gpu_list(value: Any) -> List[int]:
+    """``0,1`` (or a number) as distinct GPU indices."""
+    text = str(value)
+    try:
+        ids = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"expected GPU indices like 0,1, got {text!r}") from None
+    if not ids or any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        raise ValueError(f"expected distinct GPU indices like 0,1, got {text!r}")
+    return ids
 
 
 @dataclass
-class Transport:
-    """Runs an argv on this machine. The SSH transport (a later runner) runs it on another host."""
+class Made:
+    """Experiments made from configs (commits written, nothing recorded) and what they share."""
 
-    name: str = "local"
+    exps: List[Experiment]
+    configs: List[ExperimentConfig]
+    details: Dict[str, Any]  # the details note every experiment starts with (snapshot facts)
+    max_parallel: Optional[int] = None
+    per_exp: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # sha -> more details
 
-    def run(self, argv: Sequence[str], cwd: Optional[str] = None, input: Optional[bytes] = None,
-            env: Optional[Mapping[str, str]] = None) -> subprocess.CompletedProcess:
-        return subprocess.run(list(argv), cwd=cwd, input=input, capture_output=True,
-                              env=dict(env) if env is not None else None)
-
-    def spawn(self, argv: Sequence[str], cwd: str, log_path: str,
-              env: Optional[Mapping[str, str]] = None) -> int:
-        """Start argv detached from this terminal and session; returns its pid."""
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    env=dict(env) if env is not None else None)
-        return proc.pid
-
-
-def gitexp_argv(*args: str) -> List[str]:
-    """A gitexp command line, with this interpreter (the one gitexp is installed in)."""
-    return [sys.executable, "-m", "gitexp", *args]
+    def detail_notes(self, extra: Optional[Dict[str, Dict[str, Any]]] = None) -> Dict[Tuple[str, str], bytes]:
+        """The first details note of each experiment (empty ones left out)."""
+        notes = {}
+        for exp in self.exps:
+            data = {**self.details, **self.per_exp.get(exp.sha, {}), **((extra or {}).get(exp.sha) or {})}
+            if data:
+                notes[(DETAILS_REF, exp.sha)] = dump_json(data)
+        return notes
 
 
-def exec_argv(sha: str, extra: Sequence[str] = ()) -> List[str]:
-    """The executor's command line."""
-    return gitexp_argv("_exec", sha, *extra)
+def make(repo: Repo, store: Store, configs: List[ExperimentConfig], status: str,
+         max_parallel: Optional[int] = None) -> Made:
+    """Snapshot the working tree and write one commit per config, each with a free name."""
+    from ..experiments import make_experiments, take_snapshot
+
+    snap = take_snapshot(repo, configs[0].snapshot)
+    exps = make_experiments(repo, store, snap, configs, status)
+    return Made(exps, configs, snap.details(), max_parallel)
 
 
-@dataclass
 class Runner:
-    """Submit experiments, ask their state, cancel them. Subclasses per scheduling backend."""
+    """Submit experiments to one run target, ask their states, stop them.
 
-    name: str
-    transport: Transport = field(default_factory=Transport)
+    ``repo``/``store`` are this repository's; ``target`` the run target (its settings);
+    ``transport`` where the runner's commands and files go (default: the target's).
+    """
 
-    def submit(self, exps: Sequence[Experiment]) -> List[Handle]:
+    name: ClassVar[str] = "?"
+    OPTIONS: ClassVar[Dict[str, Option]] = {}
+    # Whether ``git exp queue retry`` may put its experiments on the local queue.
+    LOCAL_QUEUE: ClassVar[bool] = False
+    # Whether the executor's first note marks the run ``starting`` and names itself (a local
+    # run), or leaves the status to the scheduler (a Slurm job stays ``pending``).
+    EXECUTOR_CLAIMS: ClassVar[bool] = False
+    # Whether states() needs a round trip to another machine (log and show do without it).
+    REMOTE: ClassVar[bool] = False
+    # The status a submitted experiment is recorded with.
+    INITIAL_STATUS: ClassVar[str] = "pending"
+
+    def __init__(self, repo: Repo, store: Store, target: "Optional[Target]" = None,
+                 transport: Optional[Transport] = None) -> None:
+        from ..targets import Target
+
+        self.repo = repo
+        self.store = store
+        self.target = target or Target("", self.name)
+        self.transport = transport or self.target.transport()
+        self.warnings: List[str] = []  # said to the user after a submit
+
+    # -- the interface ---------------------------------------------------------------------------
+    def submit(self, made: Made) -> List[Experiment]:
         raise NotImplementedError
 
-    def cancel(self, exp: Experiment) -> bool:
+    def cancel(self, exp: Experiment) -> str:
         raise NotImplementedError
 
-    def states(self, exps: Sequence[Experiment]) -> Dict[str, str]:
-        """sha -> scheduler state, for many experiments in one call where the backend allows."""
-        return {}
+    def stop_removed(self, exp: Experiment) -> str:
+        """Stop the run of an experiment just removed (``rm --force``), writing no note."""
+        raise NotImplementedError
+
+    def states(self, exps: Sequence[Experiment]) -> Dict[str, Status]:
+        """sha -> (status, reason) for experiments of this target, in one call to it."""
+        return {exp.sha: (exp.status, None) for exp in exps}
+
+    @classmethod
+    def stop_reason(cls, summary: Dict[str, Any], saw_warning: bool, signalled: bool) -> Optional[str]:
+        """On the node, for the executor: why a run stopped by a signal stopped.
+
+        ``signalled``: the executor itself got SIGTERM/SIGINT/SIGHUP. None: no evidence of a
+        stop from outside (the program died of a signal of its own).
+        """
+        return "killed" if signalled else None
+
+    def follow_log(self, exp: Experiment, follow: bool) -> Optional[int]:
+        """Print the run's output from where it runs; None when it is in this machine's run
+        directory (the ``logs`` command reads it there)."""
+        return None
+
+    def submitted(self, exps: Sequence[Experiment]) -> str:
+        """The line ``git exp run --on`` ends with."""
+        return f"submitted {len(exps)} experiment(s) to {self.describe_target()}; see git exp queue --on {self.target.name}"
+
+    def batch_key(self) -> Tuple[str, ...]:
+        """Experiments whose runners share this key are asked in one ``states`` call."""
+        return (self.name, self.transport.name)
+
+    def describe_target(self) -> str:
+        return self.target.name or self.name
+
+
+def gitexp_argv(*args: str, python: Optional[str] = None) -> List[str]:
+    """A gitexp command line, with ``python`` (default: this interpreter, which has gitexp)."""
+    return [python or sys.executable, "-m", "gitexp", *args]
+
+
+def exec_argv(sha: str, extra: Sequence[str] = (), python: Optional[str] = None) -> List[str]:
+    """The executor's command line."""
+    return gitexp_argv("_exec", sha, *extra, python=python)

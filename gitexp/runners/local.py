@@ -1,54 +1,142 @@
-"""Local runner: the executor on this machine, in this process or detached in the background."""
+"""Local runner: the executor on this machine, in this process, detached, or by a queue worker.
+
+``submit`` (``git exp run --on <local target>``, and what the far side of an ssh target does)
+queues the experiments in one transaction and makes sure a detached worker runs them: a
+worker started with ``--lock`` holds that lock file while it works, so starting one when one
+is already running costs an interpreter start and nothing more (see ``Worker``).
+"""
 from __future__ import annotations
 
 import json
 import os
 import signal
 import socket
-from typing import List, Sequence
+import time
+from typing import Any, ClassVar, Dict, List, Optional, Sequence
 
 import psutil
 
-from ..executor import Executor
-from ..experiments import process_alive, read_exec_info
-from ..notes import Experiment, Store
-from ..paths import run_paths
-from ..repo import Repo
-from .base import Handle, Runner, exec_argv
+from ..errors import BadInput, GitExpError
+from ..experiments import effective_status, process_alive, read_exec_info
+from ..notes import Experiment
+from ..paths import run_paths, runs_root
+from ..summary import printable
+from .base import Made, Option, Runner, Status, exec_argv, gitexp_argv
+
+STOP_WAIT = 10.0  # seconds cancel waits for the executor to record the end
 
 
 class LocalRunner(Runner):
-    def __init__(self, repo: Repo, store: Store) -> None:
-        super().__init__(name="local")
-        self.repo = repo
-        self.store = store
+    name = "local"
+    OPTIONS: ClassVar[Dict[str, Option]] = {
+        "gpus": Option("gpus", "GPU indices the target's worker hands out, one per running experiment"),
+        "jobs": Option("count", "how many experiments the target's worker runs at once"),
+    }
+    LOCAL_QUEUE = True
+    EXECUTOR_CLAIMS = True
+    INITIAL_STATUS = "queued"
 
+    # -- starting ---------------------------------------------------------------------------------
     def run_foreground(self, exp: Experiment) -> int:
+        from ..executor import Executor
+
         return Executor(self.repo, self.store, exp.sha, echo=True).execute()
 
-    def submit(self, exps: Sequence[Experiment]) -> List[Handle]:
-        handles = []
-        for exp in exps:
-            paths = run_paths(self.repo, exp.sha)
-            os.makedirs(paths.root, exist_ok=True)
-            pid = self.transport.spawn(exec_argv(exp.sha), cwd=self.repo.root,
-                                       log_path=os.path.join(paths.root, "executor.log"))
-            _note_spawned(paths.exec_info, pid)
-            # The log exists from now on, so `git exp logs -f` run right after this command
-            # follows it instead of finding nothing yet.
-            open(paths.log, "ab").close()
-            handles.append(Handle("local", exp.sha, str(pid), socket.gethostname()))
-        return handles
+    def start_detached(self, exp: Experiment) -> int:
+        """The executor of a recorded experiment, in a new session; returns its pid."""
+        paths = run_paths(self.repo, exp.sha)
+        os.makedirs(paths.root, exist_ok=True)
+        pid = self.transport.spawn(exec_argv(exp.sha), cwd=self.repo.root,
+                                   log_path=os.path.join(paths.root, "executor.log"))
+        _note_spawned(paths.exec_info, pid)
+        # The log exists from now on, so `git exp logs -f` run right after this command
+        # follows it instead of finding nothing yet.
+        open(paths.log, "ab").close()
+        return pid
 
-    def cancel(self, exp: Experiment) -> bool:
-        """SIGTERM to the executor, which stops the program and records ``killed``."""
+    def submit(self, made: Made) -> List[Experiment]:
+        """Queue the experiments (one transaction) and make sure a worker runs them."""
+        from ..queue import Queue
+
+        Queue(self.repo, self.store).record(made.exps, extra_notes=made.detail_notes())
+        self.ensure_worker()
+        return made.exps
+
+    def submitted(self, exps: Sequence[Experiment]) -> str:
+        return (f"queued {len(exps)} experiment(s) for {self.target.name or 'this machine'}; a detached worker "
+                f"runs them; see git exp queue --on {self.target.name}")
+
+    def ensure_worker(self) -> int:
+        """Start a detached worker with this target's settings; it exits at once if another
+        worker holds the target's lock, which then sees the new experiments (see Worker)."""
+        label = self.target.name or "default"
+        root = runs_root(self.repo)
+        os.makedirs(root, exist_ok=True)
+        args = ["worker", "--until-empty", "--jobs", str(int(self.target.get("jobs") or 1)),
+                "--lock", os.path.join(root, f"worker-{label}.lock")]
+        if self.target.get("gpus") is not None:
+            args += ["--gpus", str(self.target.get("gpus"))]
+        return self.transport.spawn(gitexp_argv(*args), cwd=self.repo.root,
+                                    log_path=os.path.join(root, f"worker-{label}.log"))
+
+    # -- state --------------------------------------------------------------------------------------
+    def states(self, exps: Sequence[Experiment]) -> Dict[str, Status]:
+        host = socket.gethostname()
+        return {exp.sha: (effective_status(self.repo, exp, host), None) for exp in exps}
+
+    # -- stopping -----------------------------------------------------------------------------------
+    def cancel(self, exp: Experiment) -> str:
+        """Queued: dropped (``cancelled``). Running here: SIGTERM to its executor (``killed``)."""
+        from ..queue import CLAIMED, QUEUED, Queue
+
+        queue = Queue(self.repo, self.store)
+        status = self.states([exp])[exp.sha][0]
+        if status == QUEUED and queue.cancel_queued(exp):
+            return f"cancelled {exp.name} (was queued)"
+        deadline = time.time() + 10
+        while status in (QUEUED, CLAIMED) and time.time() < deadline:  # a worker is just starting it
+            time.sleep(0.2)
+            exp.summary = self.store.summary(exp.sha)
+            status = self.states([exp])[exp.sha][0]
+        if status != "running":
+            raise BadInput(f"{exp.name} is {status}, not queued or running: nothing to cancel")
+        if exp.summary.get("host") != socket.gethostname():
+            raise GitExpError(f"{exp.name} runs on {printable(str(exp.summary.get('host')))}, not here; "
+                              "cancel it there")
+        if not self.signal_executor(exp):
+            raise GitExpError(f"{exp.name}: pid {printable(str(exp.summary.get('pid')))} is not its gitexp "
+                              "executor; nothing was signalled")
+        for _ in range(int(STOP_WAIT * 10)):
+            if self.store.summary(exp.sha).get("status") != "running":
+                break
+            time.sleep(0.1)
+        return f"stopped {exp.name} ({self.store.summary(exp.sha).get('status')})"
+
+    def stop_removed(self, exp: Experiment) -> str:
+        s = exp.summary
+        if s.get("host") and s.get("host") != socket.gethostname():
+            return f"it runs on {printable(str(s.get('host')))}: stop its executor there"
+        if s.get("pid") is None:
+            return "its executor had not started yet; nothing to stop"
+        if not self.signal_executor(exp):
+            return f"its executor (pid {printable(str(s.get('pid')))}) is not running here; nothing to stop"
+        return f"stopped its executor (pid {s['pid']})"
+
+    def signal_executor(self, exp: Experiment) -> bool:
+        """SIGTERM to the run's executor, which stops the program and records ``killed``.
+
+        Only a live gitexp process of this user on this host is signalled: the pid comes
+        from a note, and notes come from anyone.
+        """
+        from ..status import is_gitexp_process
+
         summary = exp.summary
         if summary.get("host") != socket.gethostname():
             return False
-        pid = summary.get("pid")
-        if not process_alive(pid, summary.get("pid_started")):
+        pid, started = summary.get("pid"), summary.get("pid_started")
+        if not is_gitexp_process(pid, started) or not process_alive(pid, started):
             return False
-        os.kill(int(pid), signal.SIGTERM)
+        os.kill(int(str(pid)), signal.SIGTERM)
         return True
 
 
@@ -61,12 +149,13 @@ def _note_spawned(exec_info: str, pid: int) -> None:
     """
     if read_exec_info(exec_info).get("pid") == pid:
         return  # the executor was quicker
+    started: Optional[float]
     try:
         started = psutil.Process(pid).create_time()
     except psutil.Error:
         started = None
-    info = {"pid": pid, "pid_started": started, "host": socket.gethostname(), "started": None,
-            "child": None, "child_started": None}
+    info: Dict[str, Any] = {"pid": pid, "pid_started": started, "host": socket.gethostname(), "started": None,
+                            "child": None, "child_started": None}
     tmp = f"{exec_info}.{os.getpid()}.tmp"
     try:
         with open(tmp, "w", encoding="utf-8") as handle:

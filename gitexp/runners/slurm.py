@@ -14,24 +14,23 @@ SIGTERM at the limit. A run stopped by the limit or by preemption is recorded ``
 """
 from __future__ import annotations
 
-import getpass
 import os
 import re
 import shlex
-import shutil
+import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from ..config import ExperimentConfig
 from ..errors import BadInput, GitExpError
-from ..experiments import make_experiments, take_snapshot
-from ..notes import DETAILS_REF, Experiment, Store, dump_json
+from ..notes import Experiment, Store
 from ..paths import runs_root
-from ..remotes import Remote
 from ..repo import Repo
 from ..summary import job_problem
+from ..targets import Target
+from ..transport import LocalTransport, Transport
 from ..units import parse_duration, parse_size, slurm_time
-from .base import Runner, Transport, gitexp_argv
+from .base import Made, Option, Runner, Status, gitexp_argv, make
 
 DEFAULT_WARNING = 120
 # Slurm job states and what they mean for an experiment whose executor did not record an end.
@@ -81,19 +80,42 @@ def check_job_id(text: str) -> str:
 
 
 class SlurmRunner(Runner):
-    def __init__(self, repo: Repo, store: Store, remote: Remote, transport: Optional[Transport] = None) -> None:
-        super().__init__(name="slurm", transport=transport or Transport())
-        self.repo = repo
-        self.store = store
-        self.remote = remote
+    """sbatch, squeue, scancel and scontrol through ``self.transport``; the batch script is
+    written there too, and the job ``cd``s into the repository as the target sees it."""
+
+    name = "slurm"
+    OPTIONS: ClassVar[Dict[str, Option]] = {
+        **{key: Option("text", f"sbatch --{key}") for key in ("partition", "account", "qos", "constraint", "gres")},
+        "time": Option("duration", "default time limit (an experiment's requires.time wins)"),
+        "mem": Option("size", "default memory (requires.ram wins)"),
+        "cpus": Option("count", "CPUs per task (requires.cpus wins)"),
+        "max_parallel": Option("count", "at most this many array tasks at once (%N)"),
+        "signal_warning": Option("count", f"seconds before the time limit to send SIGUSR1 (default {DEFAULT_WARNING})"),
+        "modules": Option("list", "modules to load before the executor"),
+        "setup": Option("list", "shell lines to run before the executor"),
+        "sbatch": Option("list", "extra #SBATCH lines"),
+    }
+    INITIAL_STATUS = "pending"
+
+    def __init__(self, repo: Repo, store: Store, target: Optional[Target] = None,
+                 transport: Optional[Transport] = None) -> None:
+        super().__init__(repo, store, target or Target("slurm", "slurm"), transport)
+        self._tools: Dict[str, str] = {}
+
+    @property
+    def remote(self) -> Target:  # the name older callers use
+        return self.target
 
     # -- commands -------------------------------------------------------------------------------
     def _tool(self, name: str) -> str:
-        path = shutil.which(name)
-        if not path:
-            raise BadInput(f"{name} not found on PATH: remote '{self.remote.name}' needs Slurm's commands here",
-                           "run gitexp on the cluster's login node, or load Slurm's module first")
-        return path
+        if name not in self._tools:
+            path = self.transport.which(name)
+            if not path:
+                where = "here" if isinstance(self.transport, LocalTransport) else f"on {self.transport.name}"
+                raise BadInput(f"{name} not found on PATH {where}: run target '{self.target.name}' needs Slurm's "
+                               "commands", "run gitexp on the cluster's login node, or load Slurm's module first")
+            self._tools[name] = path
+        return self._tools[name]
 
     def _call(self, argv: Sequence[str], input: Optional[bytes] = None) -> Tuple[int, str, str]:
         proc = self.transport.run(argv, cwd=self.repo.root, input=input)
@@ -107,46 +129,50 @@ class SlurmRunner(Runner):
     # -- submission -----------------------------------------------------------------------------
     def submit_configs(self, configs: List[ExperimentConfig], max_parallel: Optional[int] = None) -> List[Experiment]:
         """Commit, submit held, record, release: all of it or nothing."""
-        sbatch = self._tool("sbatch")
-        snap = take_snapshot(self.repo, configs[0].snapshot)
         with self.repo.batch():
-            exps = make_experiments(self.repo, self.store, snap, configs, "pending")
-            for exp in exps:
-                exp.summary["runner"] = "slurm"
-            return self._submit(sbatch, exps, configs, max_parallel, snap.details())
+            return self.submit(make(self.repo, self.store, configs, self.INITIAL_STATUS, max_parallel))
 
-    def _submit(self, sbatch: str, exps: List[Experiment], configs: List[ExperimentConfig],
-                max_parallel: Optional[int], snap_details: Optional[Dict[str, Any]] = None) -> List[Experiment]:
+    def submit(self, made: Made) -> List[Experiment]:
+        """Submit held, record (refs and ``pending`` notes in one transaction), release."""
+        sbatch = self._tool("sbatch")
+        exps = made.exps
+        for exp in exps:
+            exp.summary.update(status="pending", runner=self.name)
+            exp.summary.pop("creator", None)
+            if self.target.name:
+                exp.summary["target"] = self.target.name
+        if isinstance(self.transport, LocalTransport):
+            warning = filesystem_warning(self.repo.root)
+            if warning:
+                self.warnings.append(warning)
         limit = max(1, self.max_array_size() - 1)
         chunks = [exps[i:i + limit] for i in range(0, len(exps), limit)] if len(exps) > 1 else [exps]
         folder = os.path.join(runs_root(self.repo), "slurm")
-        os.makedirs(folder, exist_ok=True)
         held: List[str] = []
-        scripts: Dict[str, str] = {}
+        scripts: Dict[str, Dict[str, Any]] = {}
         try:
+            self._call(["mkdir", "-p", "--", folder])
             for chunk in chunks:
-                script = self.batch_script(configs[0], chunk, folder, max_parallel)
+                script = self.batch_script(made.configs[0], chunk, folder, made.max_parallel)
                 path = os.path.join(folder, f"{chunk[0].sha[:12]}.sbatch")
-                with open(path, "w", encoding="utf-8") as handle:
-                    handle.write(script)
+                self.transport.write_file(path, script.encode())
                 code, out, err = self._call([sbatch, "--parsable", "--hold", path])
                 if code != 0:
                     message = " ".join(line.replace("sbatch: error: ", "") for line in err.strip().splitlines())
-                    raise BadInput(f"sbatch refused the job for remote '{self.remote.name}': {message or out.strip()}",
-                                   "fix the remote's settings (git exp remote list) or the config's requires")
+                    raise BadInput(f"sbatch refused the job for run target '{self.target.name}': "
+                                   f"{message or out.strip()}",
+                                   "fix the target's settings (git exp remote list) or the config's requires")
                 job = check_job_id(out)
                 held.append(job)
                 for index, exp in enumerate(chunk):
                     exp.summary["slurm"] = {"job": job, "task": index if len(chunk) > 1 else None,
-                                            "remote": self.remote.name, "script": path}
-                    scripts[exp.sha] = script
+                                            "remote": self.target.name, "script": path}
+                    scripts[exp.sha] = {"batch_script": script}
         except BaseException:
             self._cancel_jobs(held)
             raise
-        details = {(DETAILS_REF, e.sha): dump_json({**(snap_details or {}), "batch_script": scripts[e.sha]})
-                   for e in exps}
         try:
-            self.store.create_batch(exps, extra_notes=details)
+            self.store.create_batch(exps, extra_notes=made.detail_notes(scripts))
         except BaseException:
             self._cancel_jobs(held)  # nothing was recorded
             raise
@@ -161,6 +187,12 @@ class SlurmRunner(Runner):
             raise
         return exps
 
+    def submitted(self, exps: Sequence[Experiment]) -> str:
+        jobs = sorted({str((exp.summary.get("slurm") or {}).get("job")) for exp in exps})
+        kind = "job array" if len(exps) > 1 else "job"
+        return (f"submitted {len(exps)} experiment(s) to {self.target.name} as Slurm {kind} {', '.join(jobs)}; "
+                f"see git exp queue --on {self.target.name}")
+
     def _cancel_jobs(self, jobs: Sequence[str]) -> None:
         for job in jobs:
             self._call([self._tool("scancel"), "--", job])
@@ -172,7 +204,7 @@ class SlurmRunner(Runner):
 
     def directives(self, config: ExperimentConfig, count: int, folder: str,
                    max_parallel: Optional[int] = None) -> List[str]:
-        r, req = self.remote, config.requires
+        r, req = self.target, config.requires
         lines = [f"--job-name=gitexp-{config.group or config.name}"[:120]]
         lines.append(f"--output={folder}/%A_%a.out" if count > 1 else f"--output={folder}/%j.out")
         lines.append(f"--chdir={self.repo.root}")
@@ -203,15 +235,12 @@ class SlurmRunner(Runner):
 
     def batch_script(self, config: ExperimentConfig, exps: Sequence[Experiment], folder: str,
                      max_parallel: Optional[int] = None) -> str:
-        python = self.remote.get("python")
-        argv = gitexp_argv("_exec")
-        if python:
-            argv[0] = str(python)
+        argv = gitexp_argv("_exec", python=self.target.python)
         lines = ["#!/bin/bash"]
         lines += [f"#SBATCH {d}" for d in self.directives(config, len(exps), folder, max_parallel)]
         lines += ["# written by gitexp: runs the gitexp executor for each experiment of this job", "set -u"]
-        lines += [f"module load {shlex.quote(m)}" for m in self.remote.list("modules")]
-        lines += self.remote.list("setup")
+        lines += [f"module load {shlex.quote(m)}" for m in self.target.list("modules")]
+        lines += self.target.list("setup")
         root = shlex.quote(self.repo.root)
         lines += [
             f"if [ ! -d {root} ]; then",
@@ -227,13 +256,27 @@ class SlurmRunner(Runner):
         return "\n".join(lines) + "\n"
 
     # -- state ----------------------------------------------------------------------------------
-    def states(self, exps: Sequence[Experiment]) -> Dict[str, str]:
-        table = squeue_table(self.transport)
-        out = {}
-        for exp in exps:
+    def squeue_table(self) -> Dict[Tuple[str, Optional[int]], Tuple[str, str]]:
+        """(job, task) -> (state, reason) for every job of the target's user, from one ``squeue``."""
+        proc = self.transport.run([self._tool("squeue"), "-h", "-r", "-t", "all", "-u", self.transport.user(),
+                                   "-o", "%i|%F|%K|%T|%r"])
+        if proc.returncode != 0:
+            raise GitExpError(f"squeue failed: {proc.stderr.decode(errors='replace').strip()}")
+        return parse_squeue(proc.stdout.decode(errors="replace"))
+
+    def states(self, exps: Sequence[Experiment]) -> Dict[str, Status]:
+        """Our status merged with Slurm's, for all of them from one ``squeue``."""
+        open_ = [e for e in exps if e.status in ("pending", "starting", "running")]
+        out: Dict[str, Status] = {e.sha: (e.status, None) for e in exps}
+        if not open_:
+            return out
+        try:
+            table = self.squeue_table()
+        except GitExpError as exc:
+            return {**out, **{e.sha: (e.status, f"cannot ask Slurm: {exc}") for e in open_}}
+        for exp in open_:
             ref = job_of(exp.summary)
-            if ref and (ref.job, ref.task) in table:
-                out[exp.sha] = table[(ref.job, ref.task)][0]
+            out[exp.sha] = slurm_status(exp.status, table.get((ref.job, ref.task)) if ref else None)
         return out
 
     def scancel(self, ref: JobRef) -> None:
@@ -242,10 +285,14 @@ class SlurmRunner(Runner):
         if code != 0:
             raise GitExpError(f"scancel {ref.spec} failed: {err.strip()}")
 
-    def cancel(self, exp: Experiment) -> bool:
+    def cancel(self, exp: Experiment) -> str:
+        status = self.states([exp])[exp.sha][0]
+        if status not in ("pending", "starting", "running"):
+            raise BadInput(f"{exp.name} is {status}, not pending or running: nothing to cancel")
         ref = job_of(exp.summary)
         if ref is None:
-            return False
+            raise BadInput(f"{exp.name} has no usable Slurm job id recorded; nothing was cancelled",
+                           f"see git notes --ref=exps show {exp.sha}")
         self.store.update_summary(exp.sha, lambda s: {**s, "cancel_requested": True}, message="gitexp: cancel")
         self.scancel(ref)
 
@@ -255,20 +302,31 @@ class SlurmRunner(Runner):
             return {**s, "status": "killed", "reason": "cancelled before it started (scancel)"}
 
         self.store.update_summary(exp.sha, never_started, message="gitexp: cancelled")
-        return True
+        for _ in range(100):
+            if self.store.summary(exp.sha).get("status") not in ("pending", "running"):
+                break
+            time.sleep(0.1)
+        return f"cancelled {exp.name} (scancel; {self.store.summary(exp.sha).get('status')})"
+
+    def stop_removed(self, exp: Experiment) -> str:
+        ref = job_of(exp.summary)
+        if ref is None:
+            return "no usable Slurm job id was recorded: cancel its job by hand"
+        try:
+            self.scancel(ref)
+        except GitExpError as exc:
+            return f"could not cancel Slurm job {ref.spec}: {exc}"
+        return f"cancelled Slurm job {ref.spec}"
+
+    @classmethod
+    def stop_reason(cls, summary: Dict[str, Any], saw_warning: bool, signalled: bool = True) -> Optional[str]:
+        return stop_reason(summary, saw_warning, signalled)
 
 
-def squeue_table(transport: Optional[Transport] = None) -> Dict[Tuple[str, Optional[int]], Tuple[str, str]]:
-    """(job, task) -> (state, reason) for every job of this user, from one ``squeue`` call."""
-    squeue = shutil.which("squeue")
-    if not squeue:
-        raise GitExpError("squeue not found on PATH")
-    proc = (transport or Transport()).run([squeue, "-h", "-r", "-t", "all", "-u", getpass.getuser(),
-                                           "-o", "%i|%F|%K|%T|%r"])
-    if proc.returncode != 0:
-        raise GitExpError(f"squeue failed: {proc.stderr.decode(errors='replace').strip()}")
+def parse_squeue(text: str) -> Dict[Tuple[str, Optional[int]], Tuple[str, str]]:
+    """``squeue -o %i|%F|%K|%T|%r`` lines as (job, task) -> (state, reason)."""
     table: Dict[Tuple[str, Optional[int]], Tuple[str, str]] = {}
-    for line in proc.stdout.decode(errors="replace").splitlines():
+    for line in text.splitlines():
         parts = line.strip().split("|")
         if len(parts) != 5:
             continue
@@ -299,6 +357,7 @@ def slurm_status(recorded: str, state: Optional[Tuple[str, str]]) -> Tuple[str, 
 def stop_reason(summary: Dict[str, Any], saw_warning: bool, signalled: bool = True) -> Optional[str]:
     """Why a run inside a Slurm job was stopped: cancel, or time limit/preemption.
 
+    Runs on the node (the executor asks), so it asks this machine's ``scontrol``.
     ``signalled``: the executor itself got SIGTERM, so something stopped the job ("killed"
     when nothing more specific is known). Otherwise (only the program died of a signal,
     which happens when Slurm signals the program first) None means no evidence of a stop.
@@ -308,10 +367,10 @@ def stop_reason(summary: Dict[str, Any], saw_warning: bool, signalled: bool = Tr
     if saw_warning:
         return "timeout"
     job = os.environ.get("SLURM_JOB_ID")
-    scontrol = shutil.which("scontrol")
+    node = LocalTransport()
+    scontrol = node.which("scontrol")
     if job and job.isdigit() and scontrol:  # digits only: nothing else may reach scontrol's argv
-        proc = Transport().run([scontrol, "-o", "show", "job", job])
-        text = proc.stdout.decode(errors="replace")
+        text = node.run([scontrol, "-o", "show", "job", job]).stdout.decode(errors="replace")
         if re.search(r"JobState=(TIMEOUT|PREEMPTED|DEADLINE)|Reason=(TimeLimit|Preempt)", text):
             return "timeout"
         if re.search(r"JobState=CANCELLED", text):

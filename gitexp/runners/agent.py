@@ -1,0 +1,278 @@
+"""The far side of an ssh run target: what ``git exp _agent <op>`` does in the repository there.
+
+The client (:mod:`gitexp.runners.ssh`) runs ``<python> -m gitexp _agent <op>`` in the target's
+repository over ssh, sends one JSON request on stdin and reads one JSON answer from stdout;
+failures are ``error: ...`` on stderr with gitexp's exit codes, as for any command. Each op is
+one ssh round trip:
+
+* ``probe``: versions (gitexp, the agent protocol, the notes schemas it reads, git, Python),
+  whether this is a git repository, its run root and the free disk there.
+* ``submit``: the experiment commits arrived by ``git push`` as the parents of one commit
+  under ``refs/exps-inbox/<id>``; record them here (their names, free ones if taken) and start
+  them with this side's runner (local: queued, and a detached worker; slurm: sbatch). The
+  inbox ref is deleted whatever happens. A ``files:`` entry missing here fails that
+  experiment with the reason instead of starting it.
+* ``drop``: remove experiments again (the client could not record them on its side).
+* ``queue``: queued/running/recent experiments, their live states, and this host's free
+  resources (GPUs, GPU memory, RAM, disk).
+* ``cancel``: stop experiments here.
+
+Nothing in a request becomes a shell word: the request is data, read by Python.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, Set
+
+import psutil
+
+from .. import __version__
+from ..errors import BadInput, GitExpError
+from ..notes import Experiment, Store
+from ..paths import run_paths, runs_root
+from ..repo import RefUpdate, Repo
+from ..summary import summary_problem
+
+PROTOCOL = 1  # bumped when a request or answer changes shape
+NOTES_SCHEMAS = (1,)  # summary note schemas this gitexp reads and writes
+INBOX_PREFIX = "refs/exps-inbox/"
+
+
+def check_protocol(request: Dict[str, Any]) -> None:
+    theirs = request.get("protocol")
+    if theirs != PROTOCOL:
+        raise BadInput(f"the gitexp that sent this speaks agent protocol {theirs!r}, this one ({__version__}) "
+                       f"speaks {PROTOCOL}", "install the same gitexp version on both sides")
+
+
+# -- probe -----------------------------------------------------------------------------------------
+def probe() -> Dict[str, Any]:
+    """What the client checks before it pushes (no repository needed)."""
+    git = shutil.which("git")
+    answer: Dict[str, Any] = {"version": __version__, "protocol": PROTOCOL, "schemas": list(NOTES_SCHEMAS),
+                              "python": platform.python_version(), "executable": sys.executable,
+                              "host": socket.gethostname(), "git": None, "repo": False}
+    if git:
+        proc = subprocess.run([git, "--version"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        answer["git"] = proc.stdout.strip() or None
+    try:
+        repo = Repo.discover(".")
+    except GitExpError:
+        return answer
+    root = runs_root(repo)
+    existing = root
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    usage = shutil.disk_usage(existing)
+    answer.update(repo=True, root=repo.root, runs_root=root, disk_free=usage.free, disk_total=usage.total,
+                  bare=False)
+    return answer
+
+
+# -- submit ----------------------------------------------------------------------------------------
+def submit(repo: Repo, store: Store, request: Dict[str, Any]) -> Dict[str, Any]:
+    check_protocol(request)
+    inbox = str(request.get("inbox") or "")
+    if not inbox.startswith(INBOX_PREFIX) or "/" in inbox[len(INBOX_PREFIX):] or ".." in inbox:
+        raise BadInput(f"not an inbox ref: {inbox!r}")
+    try:
+        return _submit(repo, store, request, inbox)
+    finally:
+        tip = repo.refs(inbox).get(inbox)
+        if tip:
+            repo.update_refs([RefUpdate(inbox, None, tip)], "gitexp: inbox emptied")
+
+
+def _submit(repo: Repo, store: Store, request: Dict[str, Any], inbox: str) -> Dict[str, Any]:
+    from ..executor import load_experiment_config
+    from ..targets import Target
+    from . import runner_class
+    from .base import Made
+
+    tip = repo.refs(inbox).get(inbox)
+    if not tip:
+        raise BadInput(f"{inbox} was not pushed here", "push the experiment commits first")
+    parents = [p.decode() for p in repo.commit_object(tip).parents]
+    items = request.get("exps") or []
+    if not isinstance(items, list) or [i.get("sha") for i in items if isinstance(i, dict)] != parents:
+        raise BadInput("the experiments sent do not match the commits pushed to " + inbox)
+    runner_name = str(request.get("runner") or "local")
+    cls = runner_class(runner_name)
+    if cls.name != runner_name:
+        raise BadInput(f"unknown runner {runner_name!r} here (gitexp {__version__})")
+    options = {k: v for k, v in (request.get("options") or {}).items() if k in cls.OPTIONS}
+    target = Target("", runner_name, {"runner": runner_name, **options})
+    taken = set(store.experiment_refs())
+    exps, configs, missing = [], [], []
+    for item in items:
+        summary = dict(item.get("summary") or {})
+        problem = summary_problem(summary)
+        if problem:
+            raise BadInput(f"summary of {item['sha'][:10]}: {problem}")
+        name = _free_name(str(item.get("name") or summary.get("name") or item["sha"][:10]), taken)
+        summary.pop("target", None)  # here it runs on this side's own runner
+        config = load_experiment_config(repo, item["sha"])
+        absent = [p for p in config.files if not os.path.exists(p if os.path.isabs(p) else os.path.join(repo.root, p))]
+        exp = Experiment(item["sha"], name, summary)
+        if absent:
+            missing.append((exp, absent))
+        else:
+            exps.append(exp)
+            configs.append(config)
+    details = request.get("details") or {}
+    if missing:
+        _record_failed(store, missing, details)
+    recorded: List[Experiment] = []
+    warnings: List[str] = []
+    if exps:
+        runner = cls(repo, store, target)
+        per_exp = {e.sha: details.get(e.sha) or {} for e in exps}
+        recorded = runner.submit(Made(exps, configs, {}, request.get("max_parallel"), per_exp))
+        warnings = runner.warnings
+    return {"exps": [_brief(e) for e in recorded + [m[0] for m in missing]], "warnings": warnings,
+            "host": socket.gethostname()}
+
+
+def _free_name(name: str, taken: Set[str]) -> str:
+    base, n = name, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    taken.add(name)
+    return name
+
+
+def _record_failed(store: Store, missing: Sequence[Any], details: Dict[str, Any]) -> None:
+    """Experiments whose ``files:`` are not here: recorded failed (preflight), never started."""
+    from ..notes import DETAILS_REF, dump_json
+
+    now = time.time()
+    exps = []
+    for exp, absent in missing:
+        exp.summary.update(status="failed", ended=now, host=socket.gethostname(),
+                           reason="preflight: files listed under 'files' do not exist on "
+                                  f"{socket.gethostname()}: {', '.join(absent)}")
+        exp.summary.pop("creator", None)
+        exps.append(exp)
+    notes = {(DETAILS_REF, e.sha): dump_json(details[e.sha]) for e in exps if details.get(e.sha)}
+    store.create_batch(exps, extra_notes=notes)
+
+
+def _brief(exp: Experiment) -> Dict[str, Any]:
+    s = exp.summary
+    return {"sha": exp.sha, "name": exp.name, "status": s.get("status"), "reason": s.get("reason"),
+            "slurm": s.get("slurm"), "runner": s.get("runner")}
+
+
+# -- drop, cancel ----------------------------------------------------------------------------------
+def drop(repo: Repo, store: Store, request: Dict[str, Any]) -> Dict[str, Any]:
+    """Stop and remove experiments the client could not record (``rm --force`` here)."""
+    check_protocol(request)
+    from . import runner_for
+
+    names = {sha: name for name, sha in store.experiment_refs().items()}
+    done = []
+    for sha in _shas(request):
+        if sha not in names:
+            continue
+        exp = Experiment(sha, names[sha], store.summary(sha))
+        store.remove(exp)
+        if exp.status in ("queued", "pending", "starting", "running"):
+            runner_for(repo, store, exp).stop_removed(exp)
+        shutil.rmtree(run_paths(repo, sha).root, ignore_errors=True)
+        done.append(sha)
+    return {"dropped": done}
+
+
+def cancel(repo: Repo, store: Store, request: Dict[str, Any]) -> Dict[str, Any]:
+    check_protocol(request)
+    from . import runner_for
+
+    names = {sha: name for name, sha in store.experiment_refs().items()}
+    results: List[Dict[str, Any]] = []
+    for sha in _shas(request):
+        if sha not in names:
+            results.append({"sha": sha, "error": f"no experiment {sha[:10]} on {socket.gethostname()}"})
+            continue
+        exp = Experiment(sha, names[sha], store.summary(sha))
+        try:
+            line = runner_for(repo, store, exp).cancel(exp)
+            results.append({"sha": sha, "line": line, "summary": store.summary(sha)})
+        except GitExpError as exc:
+            results.append({"sha": sha, "error": str(exc)})
+    return {"results": results}
+
+
+def _shas(request: Dict[str, Any]) -> List[str]:
+    shas = request.get("shas") or []
+    if not isinstance(shas, list) or not all(isinstance(s, str) and len(s) == 40 and
+                                             all(c in "0123456789abcdef" for c in s) for s in shas):
+        raise BadInput("shas must be a list of full commit ids")
+    return shas
+
+
+# -- queue -----------------------------------------------------------------------------------------
+def queue(repo: Repo, store: Store, request: Dict[str, Any]) -> Dict[str, Any]:
+    check_protocol(request)
+    from ..queue import listing
+
+    exps = store.experiments()
+    wanted = set(_shas(request)) if request.get("shas") else None
+    view = listing(repo, store, exps, bool(request.get("all")), reach=True)
+    states = {sha: list(state) for sha, state in view.states.items() if wanted is None or sha in wanted}
+    return {"queued": view.items("queued"), "running": view.items("running"), "done": view.items("done"),
+            "states": states, "resources": resources(repo), "host": socket.gethostname()}
+
+
+def resources(repo: Repo) -> Dict[str, Any]:
+    """This host's free resources: GPUs (memory, use), RAM, disk at the run root, CPUs, load."""
+    root = runs_root(repo)
+    existing = root
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    disk = shutil.disk_usage(existing)
+    memory = psutil.virtual_memory()
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = None
+    answer: Dict[str, Any] = {"gpus": gpu_table(), "ram_available": memory.available, "ram_total": memory.total,
+            "disk_free": disk.free, "disk_total": disk.total, "disk_path": existing,
+            "cpus": os.cpu_count(), "load": load}
+    return answer
+
+
+def gpu_table() -> Optional[List[Dict[str, Any]]]:
+    """Per GPU: index, name, free and total memory, utilisation; None when none can be queried."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=index,name,memory.free,memory.total,utilization.gpu",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10,
+                             stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    table = []
+    for line in out.stdout.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 5:
+            continue
+        try:
+            table.append({"index": int(parts[0]), "name": parts[1], "mem_free": int(float(parts[2])) << 20,
+                          "mem_total": int(float(parts[3])) << 20,
+                          "util": int(float(parts[4])) if parts[4].replace(".", "").isdigit() else None})
+        except ValueError:
+            continue
+    return table
+
+
+__all__ = ["PROTOCOL", "NOTES_SCHEMAS", "INBOX_PREFIX", "probe", "submit", "drop", "cancel", "queue"]

@@ -1,0 +1,317 @@
+"""Run targets on another host, over ssh: the far side is a git repository with gitexp installed.
+
+No server of ours and no shared filesystem. What travels how:
+
+* experiment commits: ``git push`` over ssh (the transport's shared master connection), as
+  the parents of one throwaway commit pushed to ``refs/exps-inbox/<id>`` (one explicit refspec
+  however many experiments);
+* recording and starting them: the far side's own gitexp (``python -m gitexp _agent submit``,
+  see :mod:`gitexp.runners.agent`) records them there and starts them with the target's runner
+  there (a detached worker for ``local``, ``sbatch`` for ``slurm``), so a dropped connection
+  never stops a run;
+* results: the far side's executor writes notes there as the run goes; ``git exp pull
+  <target>`` fetches and merges them (:mod:`gitexp.sync`) over the same connection;
+* states, queue, cancel: one ``_agent`` round trip each; output: ``git exp logs -f`` there.
+
+Submission is all or nothing, as for Slurm: the far side records and starts the experiments
+only after every check passed; if it refuses, nothing is recorded here; if recording here
+fails, the far side is asked to stop and remove them again (``_agent drop``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from .. import __version__
+from ..errors import BadInput, GitExpError, NotReady
+from ..notes import Experiment
+from ..summary import printable
+from ..transport import SshTransport, TransportError, remote_command
+from . import runner_class
+from .agent import INBOX_PREFIX, PROTOCOL
+from .base import Made, Runner, Status
+
+SUMMARY_SCHEMA = 1  # the schema of the summaries this gitexp writes (experiments.initial_summary)
+FINAL = ("finished", "failed", "killed", "timeout", "cancelled")
+
+
+class SshRunner(Runner):
+    """The runner of a target on another host: its own runner runs there, driven over ssh."""
+
+    name = "ssh"
+    REMOTE = True
+    INITIAL_STATUS = "pending"
+
+    def __init__(self, repo: Any, store: Any, target: Any, transport: Any = None) -> None:
+        super().__init__(repo, store, target, transport)
+        self.far_runner = runner_class(self.target.runner)
+        self.python = self.target.python or "python3"
+        self.path = self.target.path or "."
+        self.host = self.target.host or "?"
+
+    def batch_key(self) -> Tuple[str, ...]:
+        return ("ssh", self.host, self.path, str(self.target.get("port")), str(self.target.get("ssh_config")))
+
+    def describe_target(self) -> str:
+        return f"{self.target.name} ({self.host}:{self.path})"
+
+    # -- the far side's gitexp ------------------------------------------------------------------
+    def agent(self, op: str, request: Optional[Dict[str, Any]] = None,
+              timeout: Optional[float] = None) -> Dict[str, Any]:
+        """One ``_agent`` round trip: a JSON request on stdin, a JSON answer on stdout."""
+        body = json.dumps({**(request or {}), "protocol": PROTOCOL, "client_version": __version__}).encode()
+        try:
+            proc = self.transport.run([self.python, "-m", "gitexp", "_agent", op], cwd=self.path,
+                                      input=body, timeout=timeout)
+        except TransportError as exc:
+            raise BadInput(str(exc)) from None
+        if proc.returncode != 0:
+            raise self._failure(proc.returncode, proc.stderr.decode(errors="replace"))
+        lines = [line for line in proc.stdout.decode(errors="replace").splitlines() if line.strip()]
+        try:
+            answer = json.loads(lines[-1])
+            if not isinstance(answer, dict):
+                raise ValueError
+        except (ValueError, IndexError):
+            raise GitExpError(f"run target {self.target.name}: gitexp on {self.host} answered "
+                              f"{printable(' '.join(lines)[-200:])!r} instead of JSON") from None
+        return answer
+
+    def _failure(self, code: int, stderr: str) -> GitExpError:
+        name, host = self.target.name, self.host
+        text = " ".join(stderr.split())
+        setup = f"git exp remote setup {name}"
+        if code == 126 and "cd:" in stderr:
+            return BadInput(f"run target {name}: {self.path} on {host} is not a gitexp repository "
+                            f"({printable(text[-200:])})", f"create it with: {setup}")
+        if code == 127:
+            return BadInput(f"run target {name}: {self.python} not found on {host}",
+                            f"install Python 3 there, or set the interpreter that has gitexp: "
+                            f"git exp remote add {name} ... --python /path/to/python")
+        if "No module named gitexp" in stderr:
+            return BadInput(f"run target {name}: gitexp is not installed for {self.python} on {host}",
+                            f"pip install gitexp=={__version__} there, or point --python at a Python that has it")
+        if "No such command '_agent'" in stderr:
+            return BadInput(f"run target {name}: the gitexp on {host} is too old to run experiments sent over ssh",
+                            f"install gitexp {__version__} there")
+        errors = [line[len("error: "):] for line in stderr.splitlines() if line.startswith("error: ")]
+        message = f"run target {name} ({host}): {printable(errors[-1] if errors else text[-300:] or f'exit {code}')}"
+        if code == BadInput.exit_code:
+            return BadInput(message)
+        if code == NotReady.exit_code:
+            return NotReady(message)
+        return GitExpError(message)
+
+    def preflight(self) -> Dict[str, Any]:
+        """The far side answers, is a git repository, and its gitexp reads our notes."""
+        info = self.agent("probe")
+        name, host = self.target.name, self.host
+        if not info.get("git"):
+            raise BadInput(f"run target {name}: git is not installed on {host}", "install git there")
+        if info.get("protocol") != PROTOCOL or SUMMARY_SCHEMA not in (info.get("schemas") or []):
+            raise BadInput(f"run target {name}: gitexp {printable(str(info.get('version')))} on {host} cannot read "
+                           f"the notes of gitexp {__version__} (agent protocol {info.get('protocol')!r}, "
+                           f"notes schemas {info.get('schemas')!r}; this one writes schema {SUMMARY_SCHEMA})",
+                           f"install gitexp {__version__} there")
+        if not info.get("repo"):
+            raise BadInput(f"run target {name}: {self.path} on {host} is not a gitexp repository",
+                           f"create it with: git exp remote setup {name}")
+        return info
+
+    # -- git over the same connection -------------------------------------------------------------
+    def git_url(self) -> str:
+        assert isinstance(self.transport, SshTransport)
+        return self.transport.git_url(self.path)
+
+    @contextmanager
+    def git_env(self) -> Iterator[None]:
+        """GIT_SSH_COMMAND for git's own ssh, so it rides the transport's master connection."""
+        assert isinstance(self.transport, SshTransport)
+        old = os.environ.get("GIT_SSH_COMMAND")
+        os.environ["GIT_SSH_COMMAND"] = self.transport.git_ssh_command()
+        try:
+            yield
+        finally:
+            if old is None:
+                os.environ.pop("GIT_SSH_COMMAND", None)
+            else:
+                os.environ["GIT_SSH_COMMAND"] = old
+
+    def push_commits(self, shas: Sequence[str]) -> str:
+        """Push the commits (and what they need) as the parents of one inbox commit; its ref."""
+        tip = self.repo.commit_tree(self.repo.build_tree(None, {}), list(shas),
+                                    f"gitexp: {len(shas)} experiment(s) for run target {self.target.name}\n")
+        self.repo.flush_objects()
+        ref = INBOX_PREFIX + uuid.uuid4().hex
+        self._git_push([f"{tip}:{ref}"], what="push the experiment commits")
+        return ref
+
+    def _git_push(self, refspecs: List[str], what: str) -> None:
+        with self.git_env():
+            # --no-verify: the pre-push disk check (gitexp hooks) was made by the caller already.
+            proc = self.repo.run(["push", "--quiet", "--no-verify", "--no-recurse-submodules", "--",
+                                  self.git_url(), *refspecs], check=False)
+        if proc.returncode != 0:
+            lines = [line.strip() for line in proc.stderr.decode(errors="replace").splitlines()
+                     if line.strip() and not line.startswith(("hint:", "warning:"))]
+            message = printable(" ".join(lines)[-300:]) or f"git push exited {proc.returncode}"
+            raise BadInput(f"run target {self.target.name}: could not {what} to {self.host}:{self.path}: {message}")
+
+    def fetch_source(self) -> Any:
+        """What :mod:`gitexp.sync` fetches from: the target's repository, over our connection."""
+        from ..sync import Source
+
+        return Source(self.target.name, self.git_url(), f"target-{self.target.name}")
+
+    def pull(self) -> Any:
+        """Fetch and merge the target's experiments and notes (``git exp pull <target>``)."""
+        from .. import sync
+
+        source = self.fetch_source()
+        try:
+            with self.git_env():
+                fetched = sync.fetch(self.repo, source)
+        except TransportError as exc:
+            raise BadInput(str(exc)) from None
+        return sync.merge_fetched(self.repo, [fetched], f"gitexp: pull {self.target.name}")
+
+    # -- the runner interface -----------------------------------------------------------------------
+    def submit(self, made: Made) -> List[Experiment]:
+        from ..hooks.disk import check_fit
+
+        info = self.preflight()
+        problems = check_fit(self.repo, self.target, made.configs, info.get("disk_free"))
+        if problems:
+            raise NotReady(f"not sent to run target {self.target.name}: " + "; ".join(problems),
+                           "free disk space, or lower requires.disk / the target's disk_margin")
+        exps = made.exps
+        for exp in exps:
+            exp.summary.update(status="pending", runner=self.target.runner, target=self.target.name)
+            exp.summary.pop("creator", None)
+        inbox = self.push_commits([e.sha for e in exps])
+        request = {"inbox": inbox, "runner": self.target.runner, "max_parallel": made.max_parallel,
+                   "options": {k: v for k, v in self.target.options.items() if k in self.far_runner.OPTIONS},
+                   "exps": [{"sha": e.sha, "name": e.name, "summary": e.summary} for e in exps],
+                   "details": {e.sha: {**made.details, **made.per_exp.get(e.sha, {})} for e in exps}}
+        answer = self.agent("submit", request)
+        there = {item.get("sha"): item for item in answer.get("exps") or [] if isinstance(item, dict)}
+        for exp in exps:
+            item = there.get(exp.sha) or {}
+            if item.get("name") and item["name"] != exp.name:
+                exp.summary["name_there"] = item["name"]
+            if isinstance(item.get("slurm"), dict):
+                exp.summary["slurm"] = item["slurm"]
+            if item.get("status") in FINAL:
+                exp.summary.update(status=item["status"], reason=item.get("reason"), ended=time.time())
+        try:
+            self.store.create_batch(exps, extra_notes=made.detail_notes())
+        except BaseException:
+            try:
+                self.agent("drop", {"shas": [e.sha for e in exps]})
+            except GitExpError:
+                pass
+            raise
+        self.warnings += [f"{self.target.name}: {w}" for w in answer.get("warnings") or []]
+        return exps
+
+    def submitted(self, exps: Sequence[Experiment]) -> str:
+        how = "queued there for its worker" if self.far_runner.name == "local" else "submitted to Slurm there"
+        failed = [e for e in exps if e.summary.get("status") == "failed"]
+        note = f" ({len(failed)} failed its preflight there: git exp show {failed[0].name})" if failed else ""
+        return (f"sent {len(exps)} experiment(s) to {self.describe_target()}, {how}{note}; "
+                f"see git exp queue --on {self.target.name}; results: git exp pull {self.target.name}")
+
+    def queue_report(self, show_all: bool) -> Dict[str, Any]:
+        """The far side's queue, states and free resources: one round trip."""
+        return self.agent("queue", {"all": show_all})
+
+    def states(self, exps: Sequence[Experiment]) -> Dict[str, Status]:
+        try:
+            answer = self.agent("queue", {"shas": [e.sha for e in exps]})
+        except GitExpError as exc:
+            return {e.sha: (e.status, f"cannot ask {self.target.name}: {exc}") for e in exps}
+        states = answer.get("states") or {}
+        out: Dict[str, Status] = {}
+        for exp in exps:
+            state = states.get(exp.sha)
+            if isinstance(state, list) and len(state) == 2 and isinstance(state[0], str):
+                why = f"on {self.target.name}" + (f": {state[1]}" if state[1] else "")
+                out[exp.sha] = (state[0], why)
+            else:
+                out[exp.sha] = (exp.status, f"not recorded on {self.target.name}")
+        return out
+
+    def cancel(self, exp: Experiment) -> str:
+        result = self._cancel_there(exp)
+        if result.get("error"):
+            raise BadInput(f"run target {self.target.name}: {printable(str(result['error']))}")
+        far: Dict[str, Any] = result["summary"] if isinstance(result.get("summary"), dict) else {}
+        if far.get("status") in FINAL:
+            keep: Dict[str, Any] = {k: far.get(k) for k in ("status", "ended", "reason", "exit_code") if k in far}
+            self.store.update_summary(exp.sha, lambda s: {**s, **keep} if s else None,
+                                      message=f"gitexp: cancelled on {self.target.name}")
+        return f"{printable(str(result.get('line')))} on {self.target.name}"
+
+    def stop_removed(self, exp: Experiment) -> str:
+        try:
+            result = self._cancel_there(exp)
+        except GitExpError as exc:
+            return f"could not stop it on {self.target.name}: {exc}"
+        if result.get("error"):
+            return f"on {self.target.name}: {printable(str(result['error']))}"
+        return f"{printable(str(result.get('line')))} on {self.target.name}"
+
+    def _cancel_there(self, exp: Experiment) -> Dict[str, Any]:
+        results = self.agent("cancel", {"shas": [exp.sha]}).get("results") or [{}]
+        return results[0] if isinstance(results[0], dict) else {}
+
+    def follow_log(self, exp: Experiment, follow: bool) -> Optional[int]:
+        """``git exp logs [-f]`` there, its output streamed here as it comes."""
+        assert isinstance(self.transport, SshTransport)
+        argv = [self.python, "-m", "gitexp", "logs", *(["-f"] if follow else []), exp.sha]
+        try:
+            self.transport.connect()
+        except TransportError as exc:
+            raise BadInput(str(exc)) from None
+        # The transport's ssh with its options (the shared master), streaming instead of capturing.
+        ssh = [*shlex.split(self.transport.git_ssh_command()), "--", self.host, remote_command(argv, self.path)]
+        code = subprocess.run(ssh, stdin=subprocess.DEVNULL, check=False).returncode
+        if code == 255 and self.transport.master_pid() is None:
+            raise GitExpError(f"the connection to {self.host} dropped; the run goes on there",
+                              f"follow it again with: git exp logs -f {exp.sha[:10]}")
+        return code
+
+
+def setup_target(repo: Any, store: Any, target: Any) -> List[str]:
+    """``git exp remote setup``: the repository there (``git init`` when missing), then the checks
+    every ``run --on`` makes. Returns the lines to print."""
+    if not target.host:
+        raise BadInput(f"run target {target.name} is this machine (no --host): there is nothing to set up")
+    runner = SshRunner(repo, store, target)
+    transport = runner.transport
+    try:
+        version = transport.run(["git", "--version"])
+        if version.returncode != 0:
+            raise BadInput(f"run target {target.name}: git is not installed on {runner.host}", "install git there")
+        path = runner.path
+        if path == "~" or path.startswith("~/"):
+            path = transport.home() + path[1:]  # argv words are never expanded
+        existed = transport.run(["git", "-C", path, "rev-parse", "--git-dir"]).returncode == 0
+        if not existed:
+            made = transport.run(["git", "init", "-q", "--", path])
+            if made.returncode != 0:
+                raise BadInput(f"run target {target.name}: could not create a git repository at {path} on "
+                               f"{runner.host}: {printable(made.stderr.decode(errors='replace').strip())}")
+    except TransportError as exc:
+        raise BadInput(str(exc)) from None
+    info = runner.preflight()
+    return [f"{target.name}: {'using the' if existed else 'created a'} git repository at {runner.host}:{path}",
+            f"{target.name}: {printable(version.stdout.decode(errors='replace').strip())}, "
+            f"Python {printable(str(info.get('python')))} ({printable(str(info.get('executable')))}), "
+            f"gitexp {printable(str(info.get('version')))} (agent protocol {info.get('protocol')}): ready"]

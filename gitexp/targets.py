@@ -1,0 +1,280 @@
+"""Run targets: named places to run experiments (``git exp remote add/list/remove/setup``).
+
+Not git remotes: a git remote is where ``git push``/``git fetch`` send commits; a run target
+says where and how gitexp runs experiments (a runner, and optionally an ssh host and the path
+of a git repository there). ``git exp pull <target>`` fetches results from a target's
+repository over the same ssh connection.
+
+Kept in ``.gitexp.yaml`` at the repository root (committed, shared by a team)::
+
+    targets:
+      triton:                     # Slurm from this machine (a login node)
+        runner: slurm
+        partition: gpu
+        time: 4h
+      gpu3:                       # a GPU box over ssh, its own detached worker
+        runner: local
+        host: gpu3                # any ssh destination: user@host, an alias from ~/.ssh/config
+        path: /scratch/me/myproj  # a git repository there (git exp remote setup gpu3 creates it)
+        gpus: 0,1
+        jobs: 2
+
+(``remotes:``, the older name of the section, is still read.) A user overrides any key
+without touching the shared file: ``git config exp.remote.triton.account my-project``.
+Settings are checked against the runner's own schema (``Runner.OPTIONS``): a Slurm key on a
+local target, a misspelt key or a bad value is one line naming the key.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from .config import closest, load_yaml
+from .errors import BadInput
+from .repo import Repo
+from .runners.base import Option, check_option
+from .transport import LocalTransport, SshTransport, Transport
+
+TARGETS_FILE = ".gitexp.yaml"
+SECTION = "targets"
+LEGACY_SECTION = "remotes"
+CONFIG_PREFIX = "exp.remote."  # git config exp.remote.<name>.<key>, as the CLI names them
+DEFAULT_DISK_MARGIN = "1GB"
+
+# Settings every target has, whatever its runner.
+COMMON: Dict[str, Option] = {
+    "runner": Option("text", "how experiments are scheduled there: local or slurm"),
+    "host": Option("text", "ssh destination (user@host or an alias from ~/.ssh/config); none: this machine"),
+    "path": Option("text", "the git repository on the host (git exp remote setup creates it)"),
+    "python": Option("text", "the Python that has gitexp there (default: python3 over ssh, this one here)"),
+    "ssh_config": Option("text", "an ssh client config file to use (ssh -F)"),
+    "port": Option("count", "ssh port"),
+    "disk_margin": Option("size", f"free disk to keep beyond requires.disk (default {DEFAULT_DISK_MARGIN})"),
+}
+SSH_ONLY = ("path", "ssh_config", "port")
+
+
+@dataclass
+class Target:
+    """A run target: a name, a runner, where (``host``, ``path``), and the runner's settings."""
+
+    name: str
+    runner: str = "local"
+    options: Dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.options.get(key, default)
+
+    def list(self, key: str) -> List[str]:
+        value = self.options.get(key) or []
+        return [str(v) for v in (value if isinstance(value, list) else [value])]
+
+    @property
+    def host(self) -> Optional[str]:
+        host = self.options.get("host")
+        return str(host) if host else None
+
+    @property
+    def path(self) -> Optional[str]:
+        path = self.options.get("path")
+        return str(path) if path else None
+
+    @property
+    def python(self) -> Optional[str]:
+        python = self.options.get("python")
+        return str(python) if python else None
+
+    def transport(self) -> Transport:
+        """Where this target's commands run: this machine, or its host over ssh."""
+        if not self.host:
+            return LocalTransport()
+        port = self.options.get("port")
+        return SshTransport(self.host, ssh_config=self.get("ssh_config"),
+                            port=int(port) if port is not None else None)
+
+    def disk_margin(self) -> int:
+        from .units import parse_size
+
+        return parse_size(self.get("disk_margin") or DEFAULT_DISK_MARGIN)
+
+
+def _file(repo: Repo) -> str:
+    return os.path.join(repo.root, TARGETS_FILE)
+
+
+def _read_file(repo: Repo) -> Dict[str, Any]:
+    path = _file(repo)
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = load_yaml(handle.read()) or {}
+    except yaml.YAMLError as exc:
+        raise BadInput(f"{TARGETS_FILE}: malformed YAML: {exc}".splitlines()[0], "fix the file") from None
+    if not isinstance(data, dict) or any(not isinstance(data.get(key, {}) or {}, dict)
+                                         for key in (SECTION, LEGACY_SECTION)):
+        raise BadInput(f"{TARGETS_FILE}: expected a '{SECTION}:' mapping of name to settings")
+    return data
+
+
+def _sections(data: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    merged = {str(k): dict(v or {}) for k, v in (data.get(LEGACY_SECTION) or {}).items()}
+    merged.update({str(k): dict(v or {}) for k, v in (data.get(SECTION) or {}).items()})
+    return merged
+
+
+def _user_overrides(repo: Repo) -> Dict[str, Dict[str, Any]]:
+    proc = repo.run(["config", "--get-regexp", r"^exp\.remote\."], check=False)
+    out: Dict[str, Dict[str, Any]] = {}
+    for line in proc.stdout.decode().splitlines():
+        key, _, value = line.partition(" ")
+        parts = key.split(".")
+        if len(parts) < 4:
+            continue
+        name, option = ".".join(parts[2:-1]), parts[-1]
+        entry = out.setdefault(name, {})
+        if _schema(entry.get("runner", "local")).get(option, Option("text", "")).kind == "list":
+            entry.setdefault(option, []).append(value)
+        else:
+            entry[option] = value
+    return out
+
+
+def load_targets(repo: Repo) -> Dict[str, Target]:
+    merged = _sections(_read_file(repo))
+    for name, options in _user_overrides(repo).items():
+        merged.setdefault(name, {}).update(options)
+    targets = {}
+    for name, options in merged.items():
+        validate(name, options)
+        targets[name] = Target(name, str(options.get("runner", "local")), options)
+    return targets
+
+
+def _schema(runner: str) -> Dict[str, Option]:
+    from .runners import runner_class
+
+    return {**COMMON, **runner_class(runner).OPTIONS}
+
+
+def validate(name: str, options: Dict[str, Any]) -> None:
+    """One line naming the key at fault; nothing is checked over the network here."""
+    from .runners import RUNNERS, runner_class
+
+    where = f"git exp remote {name}"
+    runner = options.get("runner", "local")
+    if not isinstance(runner, str) or runner not in RUNNERS:
+        raise BadInput(f"{where}: unknown runner {runner!r}", closest(str(runner), sorted(RUNNERS)))
+    schema = _schema(runner)
+    for key in options:
+        if key in schema:
+            continue
+        owners = [other for other in sorted(RUNNERS) if key in runner_class(other).OPTIONS]
+        if owners:
+            raise BadInput(f"{where}: '{key}' is a setting of the {owners[0]} runner, not of the {runner} runner",
+                           f"drop it, or use --runner {owners[0]}")
+        raise BadInput(f"{where}: unknown setting '{key}'", closest(str(key), sorted(schema)))
+    for key, value in options.items():
+        problem = check_option(key, value, schema[key])
+        if problem:
+            raise BadInput(f"{where}: {problem}")
+    if options.get("host"):
+        host = str(options["host"])
+        if host.startswith("-") or any(c.isspace() or ord(c) < 32 for c in host):
+            raise BadInput(f"{where}: host {host!r} is not an ssh destination")
+        if not options.get("path"):
+            raise BadInput(f"{where}: a target on another host needs --path, the git repository there",
+                           "e.g. --path ~/exps/myproj (git exp remote setup creates it)")
+    else:
+        for key in SSH_ONLY:
+            if options.get(key):
+                raise BadInput(f"{where}: '{key}' needs --host (without a host the target is this machine)")
+
+
+def get_target(repo: Repo, name: str) -> Target:
+    targets = load_targets(repo)
+    if name not in targets:
+        defined = ", ".join(sorted(targets)) or "none"
+        raise BadInput(f"no run target named '{name}' (defined: {defined})",
+                       f"add it with: git exp remote add {name} --runner slurm --partition <partition>, "
+                       f"or --host <ssh host> --path <repository there>")
+    return targets[name]
+
+
+def add_target(repo: Repo, name: str, options: Dict[str, Any], user: bool = False) -> str:
+    """Add or replace a target; in ``.gitexp.yaml`` or, with ``user``, in git config."""
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith((".", "-")):
+        raise BadInput(f"target name {name!r} may only hold letters, digits, '-', '_' and '.'")
+    options = {k: v for k, v in options.items() if v not in (None, [], ())}
+    validate(name, options)
+    if user:
+        for key, value in options.items():
+            values = value if isinstance(value, list) else [value]
+            repo.run(["config", "--unset-all", f"{CONFIG_PREFIX}{name}.{key}"], check=False)
+            for item in values:
+                repo.run(["config", "--add", f"{CONFIG_PREFIX}{name}.{key}", str(item)])
+        return "git config (this repository, this user)"
+    data = _read_file(repo)
+    legacy = data.get(LEGACY_SECTION) or {}
+    legacy.pop(name, None)
+    if not legacy:
+        data.pop(LEGACY_SECTION, None)
+    section = data.get(SECTION) or {}
+    section[name] = options
+    data[SECTION] = section
+    _write_file(repo, data)
+    return TARGETS_FILE
+
+
+def remove_target(repo: Repo, name: str) -> None:
+    data = _read_file(repo)
+    found = False
+    for key in (SECTION, LEGACY_SECTION):
+        section = data.get(key) or {}
+        if name in section:
+            del section[name]
+            found = True
+    if found:
+        _write_file(repo, data)
+    proc = repo.run(["config", "--remove-section", f"{CONFIG_PREFIX}{name}"], check=False)
+    if not found and proc.returncode != 0:
+        raise BadInput(f"no run target named '{name}'", "see git exp remote list")
+
+
+def _write_file(repo: Repo, data: Dict[str, Any]) -> None:
+    path = _file(repo)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write("# gitexp run targets: named places to run (git exp remote add/list/remove)\n")
+        yaml.safe_dump(data, handle, sort_keys=False, default_flow_style=False)
+    os.replace(tmp, path)
+
+
+def describe(target: Target) -> str:
+    parts = [target.runner]
+    if target.host:
+        parts.append(f"on {target.host}:{target.path}")
+    for key, value in target.options.items():
+        if key not in ("runner", "host", "path", "modules", "setup", "sbatch") and value is not None:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def find_by_url(targets: Dict[str, Target], url: str) -> Optional[Target]:
+    """The ssh target whose repository ``url`` names (``host:path``, ``ssh://host[:port]/path``)."""
+    for target in targets.values():
+        if target.host and url in _urls(target):
+            return target
+    return None
+
+
+def _urls(target: Target) -> List[str]:
+    host, path = target.host or "", target.path or ""
+    port = target.get("port")
+    urls = [f"{host}:{path}", f"ssh://{host}{path}" if path.startswith("/") else f"ssh://{host}/~/{path.lstrip('~/')}"]
+    if port:
+        urls.append(f"ssh://{host}:{port}{path}" if path.startswith("/") else f"ssh://{host}:{port}/{path}")
+    return urls
