@@ -326,3 +326,25 @@ def test_ssh_cancel_records_the_far_sides_end_here(repo: Path) -> None:
                       "summary": {"status": "killed", "ended": 5.0, "reason": "signal"}}]}))
     assert runner.cancel(exp) == "stopped x (killed) on gpu3"
     assert store.summary(head)["status"] == "killed"
+
+
+@pytest.mark.parametrize("said, message", [
+    ("gitexp-check nodir\n", "is not a gitexp repository"),
+    ("gitexp-check norepo\n", "is not a gitexp repository"),
+    ("gitexp-check nogit\n", "git is not installed on gpu3"),
+    ("gitexp-check nopython\n", "/opt/py/bin/python3 not found on gpu3"),
+])
+def test_the_check_before_a_push_names_what_is_missing_there(repo: Path, said: str, message: str) -> None:
+    fake = FakeTransport("ssh:gpu3")
+    fake.on(["sh", "-c"], stdout=said)
+    with pytest.raises(BadInput, match=message):
+        ssh_runner(repo, fake).check_there()
+    [call] = fake.commands()
+    assert call[3:] == ["sh", "/srv/my proj", "/opt/py/bin/python3"]  # values as arguments, not in the script
+
+
+def test_the_check_before_a_push_reads_the_free_disk_at_the_run_root(repo: Path) -> None:
+    fake = FakeTransport("ssh:gpu3")
+    fake.on(["sh", "-c"], stdout="gitexp-check ok /srv/my proj/.git/gitexp\n"
+                                 "/dev/sda1  1000  400  600  40% /srv\n")
+    assert ssh_runner(repo, fake).check_there() == (600 * 1024, "/srv/my proj/.git/gitexp")

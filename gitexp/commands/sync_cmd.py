@@ -15,11 +15,15 @@ from .common import open_store
 def pull(remotes: Tuple[str, ...]) -> int:
     """Fetch experiments and results from git REMOTES (names, paths or URLs) and merge them.
 
+    A run target's name (git exp remote list) pulls from its repository over ssh.
+
     Without REMOTES: origin (or the only git remote). Your branches are not touched;
     results are merged, never overwritten (see docs/architecture.md).
     """
     repo, _store = open_store()
-    report = sync.pull(repo, list(remotes))
+    from ..runners.ssh import pull_with_targets  # a run target's name: its repository over ssh
+
+    report = pull_with_targets(repo, list(remotes))
     label = " ".join(remotes) or sync.default_remote(sync.git_remotes(repo))
     for spec in report.empty:
         click.echo(printable(f"{spec} has no experiments (no refs/exps/* or refs/notes/exps there); "

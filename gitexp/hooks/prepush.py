@@ -62,14 +62,11 @@ def check(repo: Repo, name: str, url: str, lines: Sequence[str]) -> Tuple[int, L
             continue  # not an experiment commit: nothing to run there
     runner = SshRunner(repo, Store(repo), target)
     try:
-        info = runner.agent("probe")
-        free, where = info.get("disk_free"), str(info.get("runs_root") or "its run root")
-        if free is None:  # no repository there yet: the disk of the path's parent
-            free, where = runner.transport.disk_free(runner.path.rsplit("/", 1)[0] or "/"), runner.path
-    except (GitExpError, OSError) as exc:
+        free, where = runner.check_there()  # one ssh round trip
+    except GitExpError as exc:
         return 0, [f"gitexp pre-push: could not check the free disk on run target {target.name}: "
                    f"{printable(str(exc))}; pushing without the check"]
-    problems = check_fit(repo, target, configs, free if isinstance(free, int) else None, where)
+    problems = check_fit(repo, target, configs, free, where)
     if not problems:
         return 0, []
     return 1, [f"gitexp pre-push: refusing the push to run target {target.name}: " + "; ".join(problems),

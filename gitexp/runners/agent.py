@@ -45,10 +45,12 @@ INBOX_PREFIX = "refs/exps-inbox/"
 
 
 def check_protocol(request: Dict[str, Any]) -> None:
-    theirs = request.get("protocol")
-    if theirs != PROTOCOL:
-        raise BadInput(f"the gitexp that sent this speaks agent protocol {theirs!r}, this one ({__version__}) "
-                       f"speaks {PROTOCOL}", "install the same gitexp version on both sides")
+    """The client speaks our protocol and writes notes we read (else: exit 2, one line)."""
+    theirs, schema = request.get("protocol"), request.get("schema", 1)
+    if theirs != PROTOCOL or schema not in NOTES_SCHEMAS:
+        raise BadInput(f"gitexp {__version__} here cannot read the notes of gitexp {request.get('client_version')!r} "
+                       f"(agent protocol {theirs!r}, notes schema {schema!r}; here: protocol {PROTOCOL}, "
+                       f"schemas {list(NOTES_SCHEMAS)})", "install the same gitexp version on both sides")
 
 
 # -- probe -----------------------------------------------------------------------------------------
@@ -90,7 +92,6 @@ def submit(repo: Repo, store: Store, request: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _submit(repo: Repo, store: Store, request: Dict[str, Any], inbox: str) -> Dict[str, Any]:
-    from ..executor import load_experiment_config
     from ..targets import Target
     from . import runner_class
     from .base import Made
@@ -117,7 +118,7 @@ def _submit(repo: Repo, store: Store, request: Dict[str, Any], inbox: str) -> Di
             raise BadInput(f"summary of {item['sha'][:10]}: {problem}")
         name = _free_name(str(item.get("name") or summary.get("name") or item["sha"][:10]), taken)
         summary.pop("target", None)  # here it runs on this side's own runner
-        config = load_experiment_config(repo, item["sha"])
+        config = stored_config(repo, item["sha"])
         absent = [p for p in config.files if not os.path.exists(p if os.path.isabs(p) else os.path.join(repo.root, p))]
         exp = Experiment(item["sha"], name, summary)
         if absent:
@@ -137,6 +138,17 @@ def _submit(repo: Repo, store: Store, request: Dict[str, Any], inbox: str) -> Di
         warnings = runner.warnings
     return {"exps": [_brief(e) for e in recorded + [m[0] for m in missing]], "warnings": warnings,
             "host": socket.gethostname()}
+
+
+def stored_config(repo: Repo, sha: str) -> Any:
+    """The experiment's config from its commit (what the executor reads, without importing it)."""
+    from ..config import parse_config
+    from ..notes import CONFIG_PATH
+
+    raw = repo.show_file(sha, CONFIG_PATH)
+    if raw is None:
+        raise BadInput(f"commit {sha[:12]} is not an experiment (no {CONFIG_PATH})")
+    return parse_config(raw.decode(), source=f"{sha[:12]}:{CONFIG_PATH}", stored=True)
 
 
 def _free_name(name: str, taken: Set[str]) -> str:
@@ -225,7 +237,7 @@ def queue(repo: Repo, store: Store, request: Dict[str, Any]) -> Dict[str, Any]:
     exps = store.experiments()
     wanted = set(_shas(request)) if request.get("shas") else None
     view = listing(repo, store, exps, bool(request.get("all")), reach=True)
-    states = {sha: list(state) for sha, state in view.states.items() if wanted is None or sha in wanted}
+    states = {sha: list(state) for sha, state in view.states.items() if wanted is not None and sha in wanted}
     return {"queued": view.items("queued"), "running": view.items("running"), "done": view.items("done"),
             "states": states, "resources": resources(repo), "host": socket.gethostname()}
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -38,6 +39,23 @@ from .agent import INBOX_PREFIX, PROTOCOL
 from .base import Made, Runner, Status
 
 SUMMARY_SCHEMA = 1  # the schema of the summaries this gitexp writes (experiments.initial_summary)
+# What `run --on` and the pre-push hook ask before they push, in one round trip and without
+# starting Python there: is the path a repository, are git and the interpreter there, and the
+# free disk at its run root. Values arrive as positional parameters ($1 path, $2 python),
+# never spliced into the text.
+CHECK_SCRIPT = r"""
+case "$1" in "~") d=$HOME ;; "~/"*) d="$HOME/${1#"~/"}" ;; *) d=$1 ;; esac
+cd -- "$d" 2>/dev/null || { echo "gitexp-check nodir"; exit 0; }
+command -v git >/dev/null 2>&1 || { echo "gitexp-check nogit"; exit 0; }
+command -v "$2" >/dev/null 2>&1 || { echo "gitexp-check nopython"; exit 0; }
+[ "$(git rev-parse --is-bare-repository 2>/dev/null)" = false ] || { echo "gitexp-check norepo"; exit 0; }
+common=$(git rev-parse --git-common-dir) && common=$(cd -- "$common" && pwd) || { echo "gitexp-check norepo"; exit 0; }
+runs=${GITEXP_RUNS_DIR:-$(git config exp.runsDir 2>/dev/null)}
+case "$runs" in "") runs="$common/gitexp/runs" ;; "~") runs=$HOME ;; "~/"*) runs="$HOME/${runs#"~/"}" ;; esac
+while [ ! -e "$runs" ]; do runs=$(dirname -- "$runs"); done
+echo "gitexp-check ok $runs"
+LC_ALL=C df -Pk -- "$runs" | tail -n 1
+"""
 FINAL = ("finished", "failed", "killed", "timeout", "cancelled")
 
 
@@ -124,6 +142,33 @@ class SshRunner(Runner):
                            f"create it with: git exp remote setup {name}")
         return info
 
+    def check_there(self) -> Tuple[int, str]:
+        """(free bytes at the run root there, that path): one round trip, no Python there.
+
+        Raises BadInput for what makes the target unusable (no repository, no git, no Python).
+        """
+        name, host = self.target.name, self.host
+        try:
+            proc = self.transport.run(["sh", "-c", CHECK_SCRIPT, "sh", self.path, self.python])
+        except TransportError as exc:
+            raise BadInput(str(exc)) from None
+        lines = proc.stdout.decode(errors="replace").splitlines()
+        said = [line.split(" ", 2)[1:] for line in lines if line.startswith("gitexp-check ")]
+        state = said[-1][0] if said else f"exit {proc.returncode}: {proc.stderr.decode(errors='replace').strip()}"
+        setup = f"create it with: git exp remote setup {name}"
+        if state in ("nodir", "norepo"):
+            raise BadInput(f"run target {name}: {self.path} on {host} is not a gitexp repository", setup)
+        if state == "nogit":
+            raise BadInput(f"run target {name}: git is not installed on {host}", "install git there")
+        if state == "nopython":
+            raise BadInput(f"run target {name}: {self.python} not found on {host}",
+                           f"install Python 3 there, or set the interpreter that has gitexp: "
+                           f"git exp remote add {name} ... --python /path/to/python")
+        found = re.search(r"(\d+)\s+(\d+)\s+(\d+)\s+\d+%", lines[-1] if lines else "")
+        if state != "ok" or not found:
+            raise GitExpError(f"run target {name}: cannot read the free disk on {host}: {printable(state[:300])}")
+        return int(found.group(3)) * 1024, said[-1][1] if len(said[-1]) > 1 else self.path
+
     # -- git over the same connection -------------------------------------------------------------
     def git_url(self) -> str:
         assert isinstance(self.transport, SshTransport)
@@ -152,6 +197,12 @@ class SshRunner(Runner):
         self._git_push([f"{tip}:{ref}"], what="push the experiment commits")
         return ref
 
+    def _delete_ref(self, ref: str) -> None:
+        try:
+            self._git_push([f":{ref}"], what="delete " + ref)
+        except GitExpError:
+            pass
+
     def _git_push(self, refspecs: List[str], what: str) -> None:
         with self.git_env():
             # --no-verify: the pre-push disk check (gitexp hooks) was made by the caller already.
@@ -169,24 +220,12 @@ class SshRunner(Runner):
 
         return Source(self.target.name, self.git_url(), f"target-{self.target.name}")
 
-    def pull(self) -> Any:
-        """Fetch and merge the target's experiments and notes (``git exp pull <target>``)."""
-        from .. import sync
-
-        source = self.fetch_source()
-        try:
-            with self.git_env():
-                fetched = sync.fetch(self.repo, source)
-        except TransportError as exc:
-            raise BadInput(str(exc)) from None
-        return sync.merge_fetched(self.repo, [fetched], f"gitexp: pull {self.target.name}")
-
     # -- the runner interface -----------------------------------------------------------------------
     def submit(self, made: Made) -> List[Experiment]:
         from ..hooks.disk import check_fit
 
-        info = self.preflight()
-        problems = check_fit(self.repo, self.target, made.configs, info.get("disk_free"))
+        free, where = self.check_there()
+        problems = check_fit(self.repo, self.target, made.configs, free, where)
         if problems:
             raise NotReady(f"not sent to run target {self.target.name}: " + "; ".join(problems),
                            "free disk space, or lower requires.disk / the target's disk_margin")
@@ -196,10 +235,15 @@ class SshRunner(Runner):
             exp.summary.pop("creator", None)
         inbox = self.push_commits([e.sha for e in exps])
         request = {"inbox": inbox, "runner": self.target.runner, "max_parallel": made.max_parallel,
+                   "schema": SUMMARY_SCHEMA,
                    "options": {k: v for k, v in self.target.options.items() if k in self.far_runner.OPTIONS},
                    "exps": [{"sha": e.sha, "name": e.name, "summary": e.summary} for e in exps],
                    "details": {e.sha: {**made.details, **made.per_exp.get(e.sha, {})} for e in exps}}
-        answer = self.agent("submit", request)
+        try:
+            answer = self.agent("submit", request)
+        except GitExpError:
+            self._delete_ref(inbox)  # the far side deletes it itself, unless it never started
+            raise
         there = {item.get("sha"): item for item in answer.get("exps") or [] if isinstance(item, dict)}
         for exp in exps:
             item = there.get(exp.sha) or {}
@@ -315,3 +359,34 @@ def setup_target(repo: Any, store: Any, target: Any) -> List[str]:
             f"{target.name}: {printable(version.stdout.decode(errors='replace').strip())}, "
             f"Python {printable(str(info.get('python')))} ({printable(str(info.get('executable')))}), "
             f"gitexp {printable(str(info.get('version')))} (agent protocol {info.get('protocol')}): ready"]
+
+
+def pull_with_targets(repo: Any, specs: Sequence[str]) -> Any:
+    """``git exp pull``: run targets on other hosts by name (their repository over the target's
+    ssh connection), everything else as :func:`gitexp.sync.pull` takes it; one merge for all."""
+    from .. import sync
+    from ..notes import Store
+    from ..targets import load_targets
+
+    names = list(dict.fromkeys(specs))
+    targets = load_targets(repo) if names else {}
+    if not any(name in targets and targets[name].host for name in names):
+        return sync.pull(repo, names)
+    remotes = sync.git_remotes(repo)
+    fetched = []
+    for name in names:  # every name is checked before anything is fetched
+        if not (name in targets and targets[name].host):
+            sync.resolve(repo, name, remotes)
+    store = Store(repo)
+    for name in names:
+        target = targets.get(name)
+        if target is not None and target.host:
+            runner = SshRunner(repo, store, target)
+            try:
+                with runner.git_env():
+                    fetched.append(sync.fetch(repo, runner.fetch_source()))
+            except TransportError as exc:
+                raise BadInput(str(exc)) from None
+        else:
+            fetched.append(sync.fetch(repo, sync.resolve(repo, name, remotes)))
+    return sync.merge_fetched(repo, fetched, f"gitexp: pull {' '.join(names)}")
