@@ -134,7 +134,7 @@ def _user_overrides(repo: Repo) -> Dict[str, Dict[str, Any]]:
         parts = key.split(".")
         if len(parts) < 4:
             continue
-        name, option = ".".join(parts[2:-1]), parts[-1]
+        name, option = ".".join(parts[2:-1]), parts[-1].replace("-", "_")  # git keys cannot hold '_'
         entry = out.setdefault(name, {})
         if _schema(entry.get("runner", "local")).get(option, Option("text", "")).kind == "list":
             entry.setdefault(option, []).append(value)
@@ -213,9 +213,10 @@ def add_target(repo: Repo, name: str, options: Dict[str, Any], user: bool = Fals
     if user:
         for key, value in options.items():
             values = value if isinstance(value, list) else [value]
-            repo.run(["config", "--unset-all", f"{CONFIG_PREFIX}{name}.{key}"], check=False)
+            variable = f"{CONFIG_PREFIX}{name}.{key.replace('_', '-')}"
+            repo.run(["config", "--unset-all", variable], check=False)
             for item in values:
-                repo.run(["config", "--add", f"{CONFIG_PREFIX}{name}.{key}", str(item)])
+                repo.run(["config", "--add", variable, str(item)])
         return "git config (this repository, this user)"
     data = _read_file(repo)
     legacy = data.get(LEGACY_SECTION) or {}
