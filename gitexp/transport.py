@@ -447,7 +447,13 @@ class SshTransport(Transport):
             # setsid: a new session, out of sshd's reach; nohup where setsid is missing (macOS).
             "if command -v setsid >/dev/null 2>&1; then _gx_detach=setsid; else _gx_detach=nohup; fi",
             f"$_gx_detach {command} >> {log} 2>&1 < /dev/null &",
-            "echo $!",
+            "_gx_pid=$!",
+            # Return once it is in its own session: until setsid has run it would still get
+            # a hangup meant for this one (and a caller checking its session sees the old one).
+            ('if [ "$_gx_detach" = setsid ] && command -v ps >/dev/null 2>&1; then _gx_i=0; '
+             'while [ "$(ps -o sid= -p "$_gx_pid" 2>/dev/null | tr -d \' \')" = "$$" ] && [ $_gx_i -lt 100 ]; '
+             'do sleep 0.01; _gx_i=$((_gx_i+1)); done; fi'),
+            "echo $_gx_pid",
         ]))
         pid = _last_line(proc.stdout)
         if proc.returncode == 0 and pid.isdigit():
