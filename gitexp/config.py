@@ -1042,4 +1042,4 @@ def coerce_value(raw: str, like: Scalar, where: str) -> Scalar:
         raise BadInput(f"{where}: {raw!r} is not a number, but the param is ({like!r})", "give a number")
     if isinstance(like, bool) and not isinstance(value, bool):
         raise BadInput(f"{where}: {raw!r} is not true/false, but the param is ({like!r})")
-    return value  # type: ignore[return-value]
+    return value

@@ -59,7 +59,7 @@ def precedence(summary: Mapping[str, Any]) -> Precedence:
     """Which of two summaries of one run is the later state (larger wins); see the module doc."""
     attempts = summary.get("attempts")
     attempts = attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 1
-    rank = LIFECYCLE.get(summary.get("status") or "created", 0)  # type: ignore[arg-type]
+    rank = LIFECYCLE.get(summary.get("status") or "created", 0)
     executed = 1 if isinstance(summary.get("host"), str) and summary.get("host") else 0
     times = [t for t in (_number(summary.get(key)) for key in TIME_FIELDS) if t is not None]
     return attempts, rank, executed, max(times) if times else -math.inf

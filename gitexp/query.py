@@ -105,7 +105,7 @@ def sort_experiments(exps: List[Experiment], key: Optional[str]) -> List[Experim
         reverse = not reverse
     present = [e for e in exps if _sortable(field_value(e, key)) is not None]
     missing = [e for e in exps if _sortable(field_value(e, key)) is None]
-    present.sort(key=lambda e: _sortable(field_value(e, key)), reverse=reverse)  # type: ignore[arg-type,return-value]
+    present.sort(key=lambda e: _sortable(field_value(e, key)), reverse=reverse)
     return present + missing
 
 

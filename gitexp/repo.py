@@ -25,7 +25,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, 
 from dulwich.file import adjust_shared_perm
 from dulwich.repo import parse_shared_repository
 from dulwich.object_store import DiskObjectStore
-from dulwich.objects import Blob, Commit, ShaFile, Tree
+from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
 
 from .errors import BadInput, DiskFull, GitFailed, MissingObjects
 
@@ -425,7 +425,7 @@ class Repo:
         if self._pending and sha in self._pending:
             return self._pending[sha]
         try:
-            return self.odb[sha]
+            return self.odb[ObjectID(sha)]
         except KeyError:
             raise MissingObjects([sha.decode()]) from None
 
@@ -468,7 +468,7 @@ class Repo:
                 if head in tree:
                     del tree[head]
             else:
-                tree[head] = (0o100644, sha)
+                tree[head] = (0o100644, ObjectID(sha))
         for head, sub in nested.items():
             current = tree[head] if head in tree else None
             sub_base = current[1] if current and current[0] == 0o040000 else None
@@ -479,7 +479,7 @@ class Repo:
                 if head in tree:
                     del tree[head]
             else:
-                tree[head] = (0o040000, child)
+                tree[head] = (0o040000, ObjectID(child))
         if not tree.items():
             return None
         self._add(tree)
@@ -501,7 +501,7 @@ class Repo:
                 sub, sub_lost = self.salvage_tree(sha)
                 lost += sub_lost
                 if sub is not None:
-                    kept.add(entry.path, entry.mode, sub.encode())
+                    kept.add(entry.path, entry.mode, ObjectID(sub.encode()))
             elif entry.mode == 0o160000 or entry.sha in self.odb:
                 kept.add(entry.path, entry.mode, entry.sha)
             else:
@@ -583,8 +583,8 @@ class Repo:
 
     def commit_tree(self, tree: str, parents: Sequence[str], message: str) -> str:
         commit = Commit()
-        commit.tree = tree.encode()
-        commit.parents = [p.encode() for p in parents]
+        commit.tree = ObjectID(tree.encode())
+        commit.parents = [ObjectID(p.encode()) for p in parents]
         ident, when, tz = self._identity()
         commit.author = commit.committer = ident
         commit.author_time = commit.commit_time = int(time.time()) if when is None else when

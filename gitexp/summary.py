@@ -97,7 +97,7 @@ def _fields_problem(value: Any, fields: Mapping[str, Rule]) -> Optional[str]:
         if rule is None:
             continue  # unknown fields are allowed: newer versions may write more
         if rule.__class__ is tuple:
-            types, message, finite = rule  # type: ignore[misc]
+            types, message, finite = rule
             if item.__class__ not in types or (finite and isinstance(item, (int, float))
                                                 and not -_TIME_LIMIT <= item <= _TIME_LIMIT):
                 return f"{key} {message}"
