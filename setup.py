@@ -30,11 +30,14 @@ setup(
         "PyYAML>=5.3",
         "psutil>=5.6",
         "tabulate>=0.8",
+        # terminal plots (git exp plot): the 5.x series is pure Python, 64 KB, no dependencies;
+        # 6.x moved to a compiled kernel and a new API.
+        "plotext>=5.2,<6",
     ],
     extras_require={
-        "plot": ["matplotlib"],
+        "plot": ["matplotlib"],  # git exp plot -o x.png/.svg/.pdf
         "gpu": ["nvidia-ml-py"],
-        "test": ["pytest", "numpy", "aiosmtpd"],
+        "test": ["pytest", "numpy", "aiosmtpd", "matplotlib"],
     },
     entry_points={"console_scripts": ["git-exp=gitexp.cli:main"]},
     # `git exp --help` is `git help exp`, which runs `man git-exp`: man looks in <prefix>/share/man

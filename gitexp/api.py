@@ -115,6 +115,25 @@ def _check_checkpoint(path: Any, step: Any, meta: Dict[str, Any]) -> None:
         raise TypeError(f"gitexp.checkpoint: host must be a str, not {meta['host']!r}")
 
 
+def log_norms(model: Any, step: Optional[int] = None, grads: Any = None, by: str = "layer",
+              prefix: str = "") -> Dict[str, float]:
+    """Record per-layer weight norms, and gradient norms where gradients are present, as
+    metrics (``weight_norm``, ``weight_norm/<layer>``, ``grad_norm``, ``grad_norm/<layer>``)
+    at ``step``; returns them (also outside gitexp, where nothing is recorded).
+
+    ``model``: a PyTorch module (or anything with ``named_parameters()``), a mapping of names
+    to arrays (a state dict, NumPy arrays), or (name, array) pairs. ``grads``: gradients for
+    a mapping (a module's come from its parameters' ``.grad``). ``by="tensor"``: one value per
+    parameter instead of per layer. See gitexp/norms.py.
+    """
+    from .norms import norms  # imported on the first call: `import gitexp` stays light
+
+    values = norms(model, grads=grads, by=by, prefix=prefix)
+    if values:
+        log(step=step, **values)
+    return values
+
+
 def params() -> Dict[str, Any]:
     """The experiment's params as gitexp resolved them ({} outside gitexp)."""
     raw = os.environ.get(ENV_PARAMS)

@@ -385,9 +385,12 @@ def _sort_key(step: Any) -> float:
 
 def summarize(history: List[Dict[str, Any]], specs: Mapping[str, MetricSpec],
               sources: Optional[Mapping[str, str]] = None) -> Dict[str, Dict[str, Any]]:
-    """For every metric seen: last, best (by its goal), step of best, count, and where its
-    steps came from (``step_source``, from :func:`build_history`)."""
+    """For every metric seen: last, best (by its goal), step of best, count, where its
+    steps came from (``step_source``, from :func:`build_history`), and ``spark``: the curve
+    downsampled to at most :data:`SPARK_POINTS` values (:func:`spark_text`), so ``git exp
+    log`` can draw a sparkline from the summary alone, without reading any history."""
     out: Dict[str, Dict[str, Any]] = {}
+    series: Dict[str, List[float]] = {}
     for record in history:
         for key, value in record.items():
             if key in ("step", "time") or not is_number(value):
@@ -396,6 +399,7 @@ def summarize(history: List[Dict[str, Any]], specs: Mapping[str, MetricSpec],
             goal = spec.goal if spec else None
             entry = out.setdefault(key, {"count": 0, "goal": goal})
             entry["count"] += 1
+            series.setdefault(key, []).append(value)
             entry["last"] = value
             entry["last_step"] = record.get("step")
             if goal and not math.isnan(value):
@@ -404,12 +408,70 @@ def summarize(history: List[Dict[str, Any]], specs: Mapping[str, MetricSpec],
                 if better:
                     entry["best"] = value
                     entry["best_step"] = record.get("step")
+    for name, values in series.items():
+        out[name]["spark"] = spark_text(spark_series(values))
     for name, spec in specs.items():
         out.setdefault(name, {"count": 0, "goal": spec.goal})
     for name, source in (sources or {}).items():
         if name in out and out[name]["count"]:
             out[name]["step_source"] = source
     return out
+
+
+SPARK_POINTS = 16  # values in a summary's downsampled curve: ~150 bytes of JSON per metric
+
+
+def spark_series(values: List[float], points: int = SPARK_POINTS) -> List[Optional[float]]:
+    """The curve in at most ``points`` values: the mean of the finite values of each of
+    ``points`` equal runs of consecutive values (None where a run has none, e.g. all NaN),
+    each rounded to 4 significant digits to keep the summary note small."""
+    n = len(values)
+    if n == 0:
+        return []
+    buckets = min(points, n)
+    out: List[Optional[float]] = []
+    for b in range(buckets):
+        chunk = [f for f in map(_finite, values[b * n // buckets:(b + 1) * n // buckets]) if f is not None]
+        if not chunk:
+            out.append(None)
+            continue
+        mean = math.fsum(v / len(chunk) for v in chunk)  # each scaled first: the sum cannot overflow
+        rounded = float(f"{mean:.4g}")
+        out.append(rounded if math.isfinite(rounded) else mean)
+    return out
+
+
+def spark_text(series: List[Optional[float]]) -> str:
+    """The downsampled curve as it is kept in a metric's summary: ``"0.91,0.5,,0.12"`` (an
+    empty field: no finite value there). A string, not a list: a metric summary is a flat
+    mapping of scalars (``summary.py`` checks notes so, also in older gitexp versions that
+    read notes pulled from newer ones)."""
+    return ",".join("" if v is None else f"{v:.4g}" for v in series)
+
+
+def parse_spark(text: Any) -> List[Optional[float]]:
+    """The values of a summary's ``spark`` (notes are untrusted: anything else gives [])."""
+    if not isinstance(text, str) or not text or len(text) > 64 * SPARK_POINTS:
+        return []
+    out: List[Optional[float]] = []
+    for field in text.split(",")[:4 * SPARK_POINTS]:
+        if not field:
+            out.append(None)
+            continue
+        try:
+            value = float(field)
+        except ValueError:
+            return []
+        out.append(value if math.isfinite(value) else None)
+    return out
+
+
+def _finite(value: Any) -> Optional[float]:
+    try:
+        number = float(value)
+    except (OverflowError, TypeError, ValueError):  # an int beyond float's range
+        return None
+    return number if math.isfinite(number) else None
 
 
 def best_value(summary: Mapping[str, Any], name: str) -> Optional[float]:

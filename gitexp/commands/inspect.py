@@ -5,13 +5,14 @@ import csv
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import click
 import yaml
 from tabulate import tabulate
 
 from .. import live as live_mod
+from .. import timing as timing_mod
 from ..status import live_status
 from ..notes import Experiment, Store
 from ..paths import run_paths
@@ -25,8 +26,10 @@ from .log import record
 @click.command()
 @click.argument("ident", metavar="ID")
 @output_format("text", "json", default="text")
-def show(ident: str, fmt: str) -> None:
-    """Everything about one experiment: config, facts, metric summaries, outputs, log tail."""
+@click.option("--reach", "reach", multiple=True, metavar="METRIC=VALUE",
+              help="Also say when METRIC first reached VALUE (step, seconds since the start); repeatable.")
+def show(ident: str, fmt: str, reach: Tuple[str, ...] = ()) -> None:
+    """Everything about one experiment: config, facts, metric summaries, time, outputs, log tail."""
     repo, store = open_store()
     exp = store.find(ident)
     status, why = live_status(repo, exp)
@@ -38,20 +41,39 @@ def show(ident: str, fmt: str) -> None:
     # This machine's output directory, never a path named by the note: a note saying
     # outdir "/" must not make show walk the whole disk.
     outputs = _list_outputs(run_paths(repo, exp.sha).outdir)
+    timing, reached = _timing(repo, store, exp, reach)
     if fmt == "json":
         data = record(exp, status)
         data.update({"config": config, "facts": details.get("facts", {}), "log_tail": details.get("log_tail", ""),
                      "checkpoints": exp.summary.get("checkpoints", []), "outputs": outputs,
                      "parent_dirty": exp.summary.get("parent_dirty"), "config_hash": exp.summary.get("config_hash"),
                      "outdir": exp.summary.get("outdir"), "run_dir": exp.summary.get("run_dir"),
-                     "slurm": exp.summary.get("slurm")})
+                     "slurm": exp.summary.get("slurm"), "timing": timing,
+                     "reached": [{"metric": m, "what": w, **(hit or {"step": None, "seconds": None})}
+                                 for m, w, hit in reached]})
         print_json(data)
         return
-    _print_show(exp, status, config, details, outputs)
+    _print_show(exp, status, config, details, outputs, timing_mod.lines(timing, reached))
+
+
+def _timing(repo: Repo, store: Store, exp: Experiment, reach: Sequence[str]
+            ) -> Tuple[Dict[str, Any], List[Tuple[str, str, Optional[Dict[str, Any]]]]]:
+    """Time facts from the history (:mod:`gitexp.timing`), when each goal metric reached its
+    best, and when each --reach METRIC=VALUE was reached."""
+    targets = [timing_mod.parse_reach(text, exp.summary) for text in reach]  # BadInput before reading
+    history = live_mod.history(repo, exp, store)
+    reached: List[Tuple[str, str, Optional[Dict[str, Any]]]] = []
+    for name in sorted(exp.summary.get("metrics") or {}):
+        hit = timing_mod.time_to_best(history, exp.summary, name)
+        if hit is not None:
+            reached.append((name, "best", hit))
+    for name, value, goal, sign in targets:
+        reached.append((name, f"{sign} {value:g}", timing_mod.time_to(history, exp.summary, name, value, goal)))
+    return timing_mod.analyze(history, exp.summary), reached
 
 
 def _print_show(exp: Experiment, status: str, config: Dict[str, Any], details: Dict[str, Any],
-                outputs: List[Dict[str, Any]]) -> None:
+                outputs: List[Dict[str, Any]], time_lines: Sequence[str] = ()) -> None:
     """The text view. Every value from notes goes through fmt_value/cell: control characters
     are escaped, so a note cannot drive the terminal."""
     s = exp.summary
@@ -75,6 +97,8 @@ def _print_show(exp: Experiment, status: str, config: Dict[str, Any], details: D
     echo("\nconfig:")
     echo(_block(_yaml_text(config), "  "))
     _print_metrics(s.get("metrics") or {})
+    for line in time_lines:
+        echo(line)
     _print_facts(details.get("facts") or {})
     _print_checkpoints(s.get("checkpoints"))
     echo(f"\noutputs ({fmt_value(s.get('outdir', ''))}):")

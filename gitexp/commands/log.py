@@ -9,6 +9,7 @@ import click
 
 from .. import live as live_mod
 from ..config import closest
+from ..metrics import parse_spark
 from ..errors import BadInput
 from ..status import live_statuses
 from ..notes import Experiment
@@ -22,9 +23,11 @@ from .common import fmt_duration, fmt_time, fmt_value, open_store, output_format
 @click.option("--filter", "-f", "filters", multiple=True, help="Keep rows matching e.g. 'lr<0.01', status=finished (repeatable, all must hold).")
 @click.option("--group", "-g", help="Only this group (e.g. a sweep).")
 @click.option("-n", "limit", type=click.IntRange(min=1), help="Show at most N rows.")
+@click.option("--spark/--no-spark", default=True, show_default=True,
+              help="A sparkline column: the curve of the first metric shown (from the summaries: no history is read).")
 @output_format("table", "csv", "json")
 def log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[str, ...],
-        group: Optional[str], limit: Optional[int], fmt: str) -> None:
+        group: Optional[str], limit: Optional[int], spark: bool, fmt: str) -> None:
     """List experiments with their params, status and metrics."""
     repo, store = open_store()
     exps = store.experiments()
@@ -58,7 +61,7 @@ def log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[s
     elif fmt == "csv":
         _write_csv(exps, statuses, metrics)
     else:
-        _print_table(exps, statuses, metrics, show_last)
+        _print_table(exps, statuses, metrics, show_last, metrics[0] if spark and metrics else None)
 
 
 def _default_metrics(exps: List[Experiment]) -> List[str]:
@@ -85,13 +88,17 @@ def _metric_cells(exp: Experiment, name: str) -> Tuple[Any, Any]:
     return entry.get("best"), entry.get("last")
 
 
-def _print_table(exps: List[Experiment], statuses: Dict[str, str], metrics: List[str], show_last: bool) -> None:
+def _print_table(exps: List[Experiment], statuses: Dict[str, str], metrics: List[str], show_last: bool,
+                 spark_metric: Optional[str] = None) -> None:
     if not exps:
         click.echo("no experiments yet (git exp run config.yaml)", err=True)
         return
+    sparks = _sparks(exps, spark_metric) if spark_metric else None
     headers = ["id", "name", "status", "params"]
     for name in metrics:
         headers += [f"{name} best", f"{name} last"] if show_last else [name]
+    if sparks is not None:
+        headers.append(f"{spark_metric} curve")
     headers += ["duration", "when"]
     rows = []
     for exp in exps:
@@ -101,9 +108,51 @@ def _print_table(exps: List[Experiment], statuses: Dict[str, str], metrics: List
         for name in metrics:
             best, last = _metric_cells(exp, name)
             row += [fmt_value(best), fmt_value(last)] if show_last else [fmt_value(best if best is not None else last)]
+        if sparks is not None:
+            row.append(sparks.get(exp.sha, ""))
         row += [fmt_duration(s.get("duration")), fmt_time(s.get("created"))]
         rows.append(row)
     click.echo(render_table(headers, rows))
+
+
+SPARK_CHARS = "▁▂▃▄▅▆▇█"
+SPARK_ASCII = "_.-=*^"  # where the output cannot carry the block characters
+
+
+def _sparks(exps: List[Experiment], metric: str) -> Optional[Dict[str, str]]:
+    """sha -> sparkline of the metric's downsampled curve kept in its summary (``spark``,
+    written by metrics.summarize); None when no row has one (the column is left out). Notes
+    written before summaries carried a curve show an empty cell."""
+    out: Dict[str, str] = {}
+    chars = SPARK_CHARS if _can_print(SPARK_CHARS) else SPARK_ASCII
+    for exp in exps:
+        entry = (exp.summary.get("metrics") or {}).get(metric)
+        values = parse_spark(entry.get("spark")) if isinstance(entry, dict) else []
+        if values:
+            out[exp.sha] = sparkline(values, chars)
+    return out or None
+
+
+def sparkline(values: List[Optional[float]], chars: str = SPARK_CHARS) -> str:
+    """One character per value, scaled from the row's lowest to its highest (a blank for a
+    missing value); a flat curve is a flat line in the middle."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return ""
+    lo, hi = min(known), max(known)
+    top = len(chars) - 1
+    if hi <= lo:
+        return "".join(chars[top // 2] if v is not None else " " for v in values)
+    return "".join(" " if v is None else chars[round((v - lo) / (hi - lo) * top)] for v in values)
+
+
+def _can_print(text: str) -> bool:
+    encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 def _write_csv(exps: List[Experiment], statuses: Dict[str, str], metrics: List[str]) -> None:
