@@ -129,6 +129,8 @@ def check_metrics(exps: Sequence[Experiment], wanted: Sequence[str]) -> None:
 def split_args(store: Store, exps: Sequence[Experiment], args: Sequence[str]) -> Tuple[List[str], List[str]]:
     """``git exp plot val_err train_err a1b2 c3d4``: (metrics, ids). A word that is a metric
     of any experiment is a metric; else it must name an experiment."""
+    if not exps:
+        raise BadInput("no experiments here yet", "git exp run config.yaml records one")
     metrics_all = set(known_metrics(exps))
     metrics: List[str] = []
     idents: List[str] = []
