@@ -348,3 +348,37 @@ def test_the_check_before_a_push_reads_the_free_disk_at_the_run_root(repo: Path)
     fake.on(["sh", "-c"], stdout="gitexp-check ok /srv/my proj/.git/gitexp\n"
                                  "/dev/sda1  1000  400  600  40% /srv\n")
     assert ssh_runner(repo, fake).check_there() == (600 * 1024, "/srv/my proj/.git/gitexp")
+
+
+def test_the_far_sides_gpu_table_and_how_queue_on_shows_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gitexp.commands.queue_cmd import resources_text
+    from gitexp.runners.agent import gpu_table
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho '0, NVIDIA H200, 143000, 143771, 0'\necho '1, NVIDIA H200, 1000, 143771, 97'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    table = gpu_table()
+    assert table == [{"index": 0, "name": "NVIDIA H200", "mem_free": 143000 << 20, "mem_total": 143771 << 20, "util": 0},
+                     {"index": 1, "name": "NVIDIA H200", "mem_free": 1000 << 20, "mem_total": 143771 << 20, "util": 97}]
+    text = resources_text("gpu3", {"host": "gpu3.lab", "resources": {
+        "gpus": table, "ram_available": 10 ** 11, "ram_total": 2 * 10 ** 11, "disk_free": 10 ** 12,
+        "disk_total": 4 * 10 ** 12, "disk_path": "/scratch", "cpus": 16, "load": [0.5, 0.4, 0.3]}})
+    assert "GPUs     2, 1 free: 0 NVIDIA H200 149.9GB/150.8GB free, 0% busy" in text
+    assert "RAM      100.0GB available of 200.0GB" in text and "CPUs     16, load 0.5" in text
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert gpu_table() is None
+
+
+def test_a_slurm_runner_over_ssh_uses_the_targets_paths(repo: Path) -> None:
+    r, store = open_repo(repo)
+    fake = slurm_fake()
+    target = Target("c", "slurm", {"runner": "slurm", "host": "login", "path": "/proj/my \"repo\" $x"})
+    runner = SlurmRunner(r, store, target, fake)
+    runner.submit(made(r, store, runner))
+    [script_path] = [p for p in fake.files if p.endswith(".sbatch")]
+    assert script_path.startswith("/proj/my \"repo\" $x/.git/gitexp/runs/slurm/")
+    script = fake.files[script_path].decode()
+    assert "#SBATCH --chdir=/proj/my \"repo\" $x" in script
+    assert "if [ ! -d '/proj/my \"repo\" $x' ]; then" in script
+    assert {c.cwd for c in fake.calls if c.kind == "run"} == {"/proj/my \"repo\" $x"}

@@ -28,8 +28,9 @@ sys.path.insert(0, str(ROOT))
 from gitexp.transport import SshTransport  # noqa: E402
 
 TRAIN = textwrap.dedent('''
-    import sys, time
+    import os, sys, time
     lr = float(sys.argv[1]); steps = int(sys.argv[2]); pause = float(sys.argv[3])
+    print("gpu=" + os.environ.get("CUDA_VISIBLE_DEVICES", "none"), flush=True)
     for step in range(1, steps + 1):
         print(f"step {step} loss={1.0 / (1 + lr * step):.4f}", flush=True)
         time.sleep(pause)
@@ -93,7 +94,7 @@ def note(repo: Path, sha: str) -> Dict[str, Any]:
 @pytest.fixture
 def gpu3(laptop: Path, ssh_host: SshHost, tmp_path: Path, far_python: str) -> Path:  # noqa: F811
     far = tmp_path / "far side"
-    add_target(laptop, ssh_host, "gpu3", far, far_python, "--jobs", "2")
+    add_target(laptop, ssh_host, "gpu3", far, far_python, "--jobs", "2", "--gpus", "0,1")
     out = gitexp(laptop, "remote", "setup", "gpu3").stdout
     assert "created a git repository" in out and "ready" in out
     return far
@@ -120,7 +121,9 @@ def test_run_on_ssh_target_runs_there_and_pull_brings_the_results(laptop: Path, 
     assert mine["metrics"]["loss"]["best"] == pytest.approx(0.2857)
     assert len(json.loads(gitexp(laptop, "metrics", "toy", "--format", "json").stdout)) == 5
     assert "done" in json.loads(gitexp(laptop, "show", "toy", "--format", "json").stdout)["log_tail"]
-    assert "step 5 loss=0.2857" in gitexp(laptop, "logs", "toy").stdout  # over ssh, from there
+    output = gitexp(laptop, "logs", "toy").stdout  # over ssh, from there
+    assert "step 5 loss=0.2857" in output
+    assert "gpu=0" in output  # the target's worker handed it one of its --gpus
     assert gitexp(laptop, "pull", "gpu3").stdout.strip() == "up to date with gpu3"
 
 

@@ -118,7 +118,9 @@ def _row(entry: Dict[str, Any]) -> List[str]:
         why = entry.get("wait_reason") or f"queued {fmt_time(entry.get('enqueued'))}"
     elif status in ACTIVE:
         host = entry.get("host") or entry.get("worker_host") or ""
-        why = entry.get("reason") or (f"{host} since {fmt_time(entry.get('started'))}" if host else "")
+        where = f"{host} since {fmt_time(entry.get('started'))}" if host else \
+            (f"on {entry['target']} (git exp queue --on {entry['target']})" if entry.get("target") else "")
+        why = entry.get("reason") or where
     else:
         why = entry.get("reason") or fmt_time(entry.get("ended"))
     position = entry.get("position")

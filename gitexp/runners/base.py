@@ -147,6 +147,19 @@ class Runner:
         self.transport = transport or self.target.transport()
         self.warnings: List[str] = []  # said to the user after a submit
 
+    @property
+    def root(self) -> str:
+        """The repository as the target sees it: this one, or the target's path on its host."""
+        return self.target.path if self.target.host and self.target.path else self.repo.root
+
+    def runs_dir(self) -> str:
+        """The run root as the target sees it (there: the default under its git directory)."""
+        if self.target.host and self.target.path:
+            return self.target.path.rstrip("/") + "/.git/gitexp/runs"
+        from ..paths import runs_root
+
+        return runs_root(self.repo)
+
     # -- the interface ---------------------------------------------------------------------------
     def submit(self, made: Made) -> List[Experiment]:
         raise NotImplementedError

@@ -24,7 +24,6 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 from ..config import ExperimentConfig
 from ..errors import BadInput, GitExpError
 from ..notes import Experiment, Store
-from ..paths import runs_root
 from ..repo import Repo
 from ..summary import job_problem
 from ..targets import Target
@@ -118,7 +117,7 @@ class SlurmRunner(Runner):
         return self._tools[name]
 
     def _call(self, argv: Sequence[str], input: Optional[bytes] = None) -> Tuple[int, str, str]:
-        proc = self.transport.run(argv, cwd=self.repo.root, input=input)
+        proc = self.transport.run(argv, cwd=self.root, input=input)
         return proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
 
     def max_array_size(self) -> int:
@@ -142,12 +141,12 @@ class SlurmRunner(Runner):
             if self.target.name:
                 exp.summary["target"] = self.target.name
         if isinstance(self.transport, LocalTransport):
-            warning = filesystem_warning(self.repo.root)
+            warning = filesystem_warning(self.root)
             if warning:
                 self.warnings.append(warning)
         limit = max(1, self.max_array_size() - 1)
         chunks = [exps[i:i + limit] for i in range(0, len(exps), limit)] if len(exps) > 1 else [exps]
-        folder = os.path.join(runs_root(self.repo), "slurm")
+        folder = os.path.join(self.runs_dir(), "slurm")
         held: List[str] = []
         scripts: Dict[str, Dict[str, Any]] = {}
         try:
@@ -207,7 +206,7 @@ class SlurmRunner(Runner):
         r, req = self.target, config.requires
         lines = [f"--job-name=gitexp-{config.group or config.name}"[:120]]
         lines.append(f"--output={folder}/%A_%a.out" if count > 1 else f"--output={folder}/%j.out")
-        lines.append(f"--chdir={self.repo.root}")
+        lines.append(f"--chdir={self.root}")
         for key in ("partition", "account", "qos", "constraint"):
             if r.get(key):
                 lines.append(f"--{key}={r.get(key)}")
@@ -241,10 +240,10 @@ class SlurmRunner(Runner):
         lines += ["# written by gitexp: runs the gitexp executor for each experiment of this job", "set -u"]
         lines += [f"module load {shlex.quote(m)}" for m in self.target.list("modules")]
         lines += self.target.list("setup")
-        root = shlex.quote(self.repo.root)
+        root = shlex.quote(self.root)
         lines += [
             f"if [ ! -d {root} ]; then",
-            f"  echo \"gitexp: {self.repo.root} is not visible on $(hostname): the repository must be on a"
+            f"  echo \"gitexp: \"{root}\" is not visible on $(hostname): the repository must be on a"
             " filesystem shared with the compute nodes\" >&2",
             "  exit 97",
             "fi",
