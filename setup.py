@@ -37,7 +37,10 @@ setup(
     extras_require={
         "plot": ["matplotlib"],  # git exp plot -o x.png/.svg/.pdf
         "gpu": ["nvidia-ml-py"],
-        "test": ["pytest", "numpy", "aiosmtpd", "matplotlib"],
+        # ruff and mypy pinned: the README's test command runs both, and a new release's new
+        # rules must not fail CI by surprise.
+        "test": ["pytest", "numpy", "aiosmtpd", "matplotlib", "ruff==0.17.6", "mypy==2.4.1",
+                 "types-PyYAML", "types-psutil", "types-tabulate"],
     },
     entry_points={"console_scripts": ["git-exp=gitexp.cli:main"]},
     # `git exp --help` is `git help exp`, which runs `man git-exp`: man looks in <prefix>/share/man

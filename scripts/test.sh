@@ -2,11 +2,12 @@
 # The test command: installs what the tests need, runs the demo (scripts/demo.sh, in a
 # scratch directory removed afterwards: it leaves nothing in the checkout), starts the real
 # services it can (Slurm needs root; without root those tests skip with the reason, except
-# when CI=true), and runs the whole suite. Extra arguments go to pytest.
+# when CI=true; a loopback sshd), runs ruff and mypy, and runs the whole suite. Extra arguments go to pytest.
 # GITEXP_SKIP_DEMO=1 skips the demo (e.g. when running one test file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+scripts/chromium-up.sh >/dev/null || { echo "test.sh: no headless Chromium (tests/test_report_browser.py will skip)" >&2; [ "${CI:-}" != true ] || exit 1; }
 if [ "${GITEXP_SKIP_DEMO:-}" != 1 ]; then
   scratch=$(mktemp -d "${TMPDIR:-/tmp}/gitexp-test-demo-XXXXXX")
   trap 'rm -rf "$scratch"' EXIT
@@ -23,6 +24,10 @@ if [ "$(id -u)" = 0 ]; then
   fi
   scripts/slurm-up.sh || { echo "test.sh: could not start Slurm" >&2; [ "${CI:-}" != true ] || exit 1; }
 fi
+scripts/sshd-up.sh || { echo "test.sh: could not start the test sshd (ssh tests will skip)" >&2; [ "${CI:-}" != true ] || exit 1; }
+# The quality gate: lint and types (configured in pyproject.toml).
+.venv/bin/ruff check gitexp tests bench || { echo "test.sh: ruff found problems" >&2; exit 1; }
+.venv/bin/mypy || { echo "test.sh: mypy found problems" >&2; exit 1; }
 # Test files or directories among the arguments replace `tests` (scripts/test.sh tests/test_run.py
 # runs that file only); other arguments (-k, -x, ...) apply to the whole suite.
 where=(tests)

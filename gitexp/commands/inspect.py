@@ -217,9 +217,9 @@ def logs(ident: str, follow: bool) -> Optional[int]:
         tail = store.details(exp.sha).get("log_tail")
         if tail is None:
             click.echo(f"no output recorded for {exp.name} yet ({path} does not exist)", err=True)
-            return
+            return None
         click.echo(_block(tail, ""))  # from a note, maybe someone else's: escape it
-        return
+        return None
     out = sys.stdout.buffer
     with open(path, "rb") as handle:
         while True:
