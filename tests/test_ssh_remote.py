@@ -127,6 +127,15 @@ def test_run_on_ssh_target_runs_there_and_pull_brings_the_results(laptop: Path, 
     assert gitexp(laptop, "pull", "gpu3").stdout.strip() == "up to date with gpu3"
 
 
+def test_push_to_a_target_shares_local_experiments_there(laptop: Path, gpu3: Path) -> None:
+    gitexp(laptop, "run", "config.yaml")  # run here, then shared with the target by name
+    [mine] = log_json(laptop)
+    assert "pushed to gpu3: 1 experiment" in gitexp(laptop, "push", "gpu3").stdout
+    assert git(gpu3, "rev-parse", "refs/exps/toy").strip() == mine["id"]
+    assert json.loads(git(gpu3, "notes", "--ref=exps", "show", mine["id"]))["status"] == "finished"
+    assert gitexp(laptop, "push", "gpu3").stdout.strip() == "gpu3 is up to date"
+
+
 def test_a_sweep_goes_in_one_push_and_names_taken_there_get_another(laptop: Path, gpu3: Path) -> None:
     gitexp(laptop, "run", "config.yaml", "--on", "gpu3")
     far_finished(gpu3, 1)

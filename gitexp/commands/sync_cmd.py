@@ -40,11 +40,15 @@ def pull(remotes: Tuple[str, ...]) -> int:
 def push(remote: str) -> int:
     """Share your experiments and results with git REMOTE (a name, path or URL).
 
+    A run target's name (git exp remote list) pushes to its repository over ssh.
+
     Pulls first, so the results there are merged with yours; experiments are pushed under
     names that are free there, notes as fast-forwards with a lease.
     """
-    repo, _store = open_store()
-    report = sync.push(repo, remote)
+    repo, store = open_store()
+    from ..runners.ssh import push_to_target  # a run target's name: its repository over ssh
+
+    report = push_to_target(repo, store, remote)
     if report.pulled.changed:
         for line in report.pulled.lines(remote):
             click.echo(printable(line))

@@ -390,3 +390,20 @@ def pull_with_targets(repo: Any, specs: Sequence[str]) -> Any:
         else:
             fetched.append(sync.fetch(repo, sync.resolve(repo, name, remotes)))
     return sync.merge_fetched(repo, fetched, f"gitexp: pull {' '.join(names)}")
+
+
+def push_to_target(repo: Any, store: Any, spec: str) -> Any:
+    """``git exp push``: a run target on another host by name (its repository over the target's
+    ssh connection), anything else as :func:`gitexp.sync.push` takes it."""
+    from .. import sync
+    from ..targets import load_targets
+
+    target = load_targets(repo).get(spec)
+    if target is None or not target.host or spec in sync.git_remotes(repo):
+        return sync.push(repo, spec)
+    runner = SshRunner(repo, store, target)
+    try:
+        with runner.git_env():
+            return sync.push(repo, runner.git_url())
+    except TransportError as exc:
+        raise BadInput(str(exc)) from None
