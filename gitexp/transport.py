@@ -25,6 +25,10 @@ private directory, so only the first pays for the handshake; ``git_ssh_command()
 ``git_url()`` let git push and fetch over the same connection. ssh's own failures (refused,
 timed out, host key, authentication, a dropped connection) raise ``TransportError`` with
 ssh's message, while a command's own exit 255 stays a result.
+
+``FakeTransport``, which runs nothing and answers from rules, lives in
+:mod:`gitexp.fake_transport`; it is importable from here too (loaded only when asked for),
+so that module depends on this one and not the other way round at import time.
 """
 from __future__ import annotations
 
@@ -33,7 +37,6 @@ import fcntl
 import getpass
 import hashlib
 import os
-import posixpath
 import re
 import shlex
 import shutil
@@ -42,8 +45,7 @@ import stat
 import subprocess
 import tempfile
 import uuid
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, TypeVar
 
 from .errors import GitExpError
 
@@ -545,118 +547,16 @@ def transport_for(host: Optional[str], ssh_config: Optional[str] = None, **optio
     return SshTransport(host, ssh_config=ssh_config, **options)  # type: ignore[arg-type]
 
 
-# -- a fake, for unit tests of runner logic -----------------------------------------------------
+# -- the fake, for unit tests: ``from gitexp.transport import FakeTransport`` keeps working -----
+if TYPE_CHECKING:
+    from .fake_transport import FakeCall, FakeTransport, Matcher, Responder  # noqa: F401
 
-@dataclass
-class FakeCall:
-    kind: str  # "run" or "spawn"
-    argv: List[str]
-    cwd: Optional[str] = None
-    input: Optional[bytes] = None
-    env: Dict[str, str] = field(default_factory=dict)
-    log_path: Optional[str] = None
+_FAKE_NAMES = ("FakeCall", "FakeTransport", "Matcher", "Responder")
 
 
-Matcher = Union[Sequence[str], Callable[[List[str]], bool]]
-Responder = Callable[[FakeCall], Result]
-
-
-class FakeTransport(Transport):
-    """Records every call and answers from rules; files live in a dict (``files``).
-
-    ``on(["sbatch", "--parsable"], stdout="42\\n")`` answers commands whose argv starts with
-    those words (first matching rule wins; ``times`` limits how often a rule answers).
-    ``unreachable = "Connection refused"`` makes every call raise TransportError, as ssh does.
-    Unmatched commands exit 0 with no output, or raise AssertionError with ``strict=True``.
-    """
-
-    def __init__(self, name: str = "fake", strict: bool = False, home: str = "/home/fake",
-                 user: str = "fake", programs: Optional[Mapping[str, str]] = None,
-                 free: int = 10 ** 12) -> None:
-        self.name = name
-        self.strict = strict
-        self.calls: List[FakeCall] = []
-        self.files: Dict[str, bytes] = {}
-        self.modes: Dict[str, int] = {}
-        self.programs: Dict[str, str] = dict(programs or {})
-        self.free = free
-        self.unreachable: Optional[str] = None
-        self._home, self._user = home, user
-        self._rules: List[Tuple[Matcher, Responder, List[Optional[int]]]] = []
-        self._next_pid = 40000
-
-    def on(self, match: Matcher, stdout: Union[bytes, str] = b"", stderr: Union[bytes, str] = b"",
-           returncode: int = 0, respond: Optional[Responder] = None, times: Optional[int] = None) -> None:
-        out = stdout.encode() if isinstance(stdout, str) else stdout
-        err = stderr.encode() if isinstance(stderr, str) else stderr
-        responder = respond or (lambda call: subprocess.CompletedProcess(call.argv, returncode, out, err))
-        self._rules.append((match, responder, [times]))
-
-    def commands(self) -> List[List[str]]:
-        """The argv of every ``run``, in order."""
-        return [call.argv for call in self.calls if call.kind == "run"]
-
-    def _reach(self) -> None:
-        if self.unreachable is not None:
-            raise TransportError(f"cannot reach {self.name}: {self.unreachable}")
-
-    def _path(self, path: str) -> str:
-        if path == "~" or path.startswith("~/"):
-            path = self._home + path[1:]
-        return posixpath.normpath(posixpath.join(self._home, path))
-
-    def _answer(self, call: FakeCall) -> Result:
-        for match, responder, left in self._rules:
-            hit = match(call.argv) if callable(match) else call.argv[:len(match)] == list(match)
-            if hit and left[0] != 0:
-                if left[0] is not None:
-                    left[0] -= 1
-                return responder(call)
-        if self.strict:
-            raise AssertionError(f"FakeTransport: no rule for {call.argv}")
-        return subprocess.CompletedProcess(call.argv, 0, b"", b"")
-
-    def run(self, argv: Sequence[str], cwd: Optional[str] = None, input: Optional[bytes] = None,
-            env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None) -> Result:
-        self._reach()
-        call = FakeCall("run", _check_argv(argv), cwd, input, _check_env(env))
-        self.calls.append(call)
-        return self._answer(call)
-
-    def spawn(self, argv: Sequence[str], cwd: str, log_path: str,
-              env: Optional[Mapping[str, str]] = None) -> int:
-        self._reach()
-        self.calls.append(FakeCall("spawn", _check_argv(argv), cwd, None, _check_env(env), log_path))
-        self._next_pid += 1
-        return self._next_pid
-
-    def read_file(self, path: str) -> bytes:
-        self._reach()
-        try:
-            return self.files[self._path(path)]
-        except KeyError:
-            raise FileNotFoundError(errno.ENOENT, "No such file or directory", path) from None
-
-    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        self._reach()
-        self.files[self._path(path)] = bytes(data)
-        self.modes[self._path(path)] = mode
-
-    def exists(self, path: str) -> bool:
-        self._reach()
-        target = self._path(path)
-        return target in self.files or any(name.startswith(target.rstrip("/") + "/") for name in self.files)
-
-    def disk_free(self, path: str) -> int:
-        self._reach()
-        return self.free
-
-    def which(self, name: str) -> Optional[str]:
-        self._reach()
-        return self.programs.get(name)
-
-    def home(self) -> str:
-        return self._home
-
-    def user(self) -> str:
-        return self._user
+def __getattr__(name: str) -> object:
+    """Load the fake only when a test asks for it: production code never imports it."""
+    if name in _FAKE_NAMES:
+        from . import fake_transport
+        return getattr(fake_transport, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
