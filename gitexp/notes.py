@@ -8,6 +8,8 @@ Namespaces (each declared once, here):
 * ``refs/notes/exps-metrics`` metric history per run commit (JSON lines, one per point).
 * ``refs/notes/exps-details`` facts about the environment, log tail, batch script (JSON).
 * ``refs/exps-queue/<sha>``   a queued experiment (its value is the run commit).
+* ``refs/exps-inbox/<id>``    on a run target: experiments pushed there (the parents of one
+                              commit), until its agent records them.
 
 Notes trees use git's 2/38 fan-out, so ``git notes --ref=exps show <sha>`` reads them.  A write
 builds the new notes commits from the current ones and applies every ref change in one
@@ -28,6 +30,7 @@ from .repo import RefUpdate, Repo
 
 EXP_PREFIX = "refs/exps/"
 QUEUE_PREFIX = "refs/exps-queue/"
+INBOX_PREFIX = "refs/exps-inbox/"  # experiments pushed to a run target, until its agent records them
 SUMMARY_REF = "refs/notes/exps"
 METRICS_REF = "refs/notes/exps-metrics"
 DETAILS_REF = "refs/notes/exps-details"

@@ -34,14 +34,13 @@ import psutil
 
 from .. import __version__
 from ..errors import BadInput, GitExpError
-from ..notes import Experiment, Store
+from ..notes import INBOX_PREFIX, Experiment, Store
 from ..paths import run_paths, runs_root
 from ..repo import RefUpdate, Repo
 from ..summary import summary_problem
 
 PROTOCOL = 1  # bumped when a request or answer changes shape
 NOTES_SCHEMAS = (1,)  # summary note schemas this gitexp reads and writes
-INBOX_PREFIX = "refs/exps-inbox/"
 
 
 def check_protocol(request: Dict[str, Any]) -> None:
