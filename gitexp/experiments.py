@@ -139,17 +139,25 @@ def create(repo: Repo, store: Store, config: ExperimentConfig, status: str = "cr
     return Experiment(sha, name, summary)
 
 
+def free_names(store: Store, bases: Sequence[str]) -> List[str]:
+    """The names recording would give ``bases``: a taken name gets -2, -3, ... (as Store.create)."""
+    taken = set(store.experiment_refs())
+    names = []
+    for base in bases:
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base}-{n}"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
 def make_experiments(repo: Repo, store: Store, snap: Snapshot, configs: List[ExperimentConfig],
                      status: str) -> List[Experiment]:
     """Commits and first summaries for many configs, each with a free name (not yet recorded)."""
-    taken = set(store.experiment_refs())
     exps = []
-    for config in configs:
-        name, n = config.name, 1
-        while name in taken:
-            n += 1
-            name = f"{config.name}-{n}"
-        taken.add(name)
+    for config, name in zip(configs, free_names(store, [c.name for c in configs])):
         config = config.with_params({}, name=name)
         sha = make_commit(repo, snap, config)
         exps.append(Experiment(sha, name, initial_summary(config, snap, status)))

@@ -431,7 +431,7 @@ def spark_series(values: List[float], points: int = SPARK_POINTS) -> List[Option
     buckets = min(points, n)
     out: List[Optional[float]] = []
     for b in range(buckets):
-        chunk = [f for f in map(_finite, values[b * n // buckets:(b + 1) * n // buckets]) if f is not None]
+        chunk = [f for f in map(finite_number, values[b * n // buckets:(b + 1) * n // buckets]) if f is not None]
         if not chunk:
             out.append(None)
             continue
@@ -466,10 +466,13 @@ def parse_spark(text: Any) -> List[Optional[float]]:
     return out
 
 
-def _finite(value: Any) -> Optional[float]:
+def finite_number(value: Any) -> Optional[float]:
+    """``value`` as a finite float, or None (not a number, a bool, NaN, inf, an int beyond float)."""
+    if not is_number(value):
+        return None
     try:
         number = float(value)
-    except (OverflowError, TypeError, ValueError):  # an int beyond float's range
+    except OverflowError:
         return None
     return number if math.isfinite(number) else None
 

@@ -23,7 +23,7 @@ from . import live as live_mod
 from . import summary as checks
 from .config import closest
 from .errors import BadInput
-from .metrics import is_number
+from .metrics import finite_number, is_number
 from .notes import METRICS_REF, Experiment, Store
 from .repo import Repo
 from .timing import start_of
@@ -168,14 +168,6 @@ def histories(repo: Repo, store: Store, exps: Sequence[Experiment],
     return out
 
 
-def _finite(value: Any) -> Optional[float]:
-    if not is_number(value):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 def epoch_of_steps(history: Sequence[Mapping[str, Any]]) -> Optional[List[Tuple[float, float]]]:
@@ -183,7 +175,7 @@ def epoch_of_steps(history: Sequence[Mapping[str, Any]]) -> Optional[List[Tuple[
     order; None when it never did."""
     marks = []
     for record in history:
-        step, epoch = _finite(record.get("step")), _finite(record.get("epoch"))
+        step, epoch = finite_number(record.get("step")), finite_number(record.get("epoch"))
         if step is not None and epoch is not None:
             marks.append((step, epoch))
     return sorted(marks) or None
@@ -211,22 +203,22 @@ def points(history: Sequence[Mapping[str, Any]], metric: str, x: str,
     marks = epoch_of_steps(history) if x == "epoch" else None
     keys = [m[0] for m in marks] if marks else []
     for record in history:
-        y = _finite(record.get(metric))
+        y = finite_number(record.get(metric))
         if y is None:
             continue
         if x == "time":
-            when = _finite(record.get("time"))
+            when = finite_number(record.get("time"))
             if when is None or start is None:
                 continue
             xs.append(when - start)
         else:
-            step = _finite(record.get("step"))
+            step = finite_number(record.get("step"))
             if step is None:
                 continue
             if x == "epoch":
                 if not marks:
                     continue
-                own = _finite(record.get("epoch"))
+                own = finite_number(record.get("epoch"))
                 xs.append(own if own is not None else _interp(marks, step, keys))
             else:
                 xs.append(step)

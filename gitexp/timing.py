@@ -14,27 +14,19 @@ import statistics
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import BadInput
-from .metrics import is_number
+from .metrics import finite_number
 from .summary import printable
 from .units import format_duration
 
 
-def _num(value: Any) -> Optional[float]:
-    if not is_number(value):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 def start_of(history: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> Optional[float]:
     """When the run started: the executor's ``started``, else the first point's time."""
-    started = _num(summary.get("started"))
+    started = finite_number(summary.get("started"))
     if started is not None:
         return started
-    times = [t for t in (_num(r.get("time")) for r in history) if t is not None]
+    times = [t for t in (finite_number(r.get("time")) for r in history) if t is not None]
     return min(times) if times else None
 
 
@@ -42,7 +34,7 @@ def _timed_steps(history: Sequence[Mapping[str, Any]]) -> List[Tuple[float, floa
     """(step, time) of the records that have both, by step."""
     out = []
     for record in history:
-        step, when = _num(record.get("step")), _num(record.get("time"))
+        step, when = finite_number(record.get("step")), finite_number(record.get("time"))
         if step is not None and when is not None:
             out.append((step, when))
     return sorted(out)
@@ -62,7 +54,7 @@ def analyze(history: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) ->
     start = start_of(history, summary)
     out: Dict[str, Any] = {"points": len(timed), "first_step": None, "last_step": None, "span": None,
                            "startup": None, "step_time": None, "step_time_mean": None, "steps_per_s": None,
-                           "epochs": None, "epoch_time": None, "duration": _num(summary.get("duration"))}
+                           "epochs": None, "epoch_time": None, "duration": finite_number(summary.get("duration"))}
     if timed:
         out["first_step"], out["last_step"] = _int_if_whole(timed[0][0]), _int_if_whole(timed[-1][0])
         first_time = min(t for _, t in timed)
@@ -94,7 +86,7 @@ def _epoch_ends(history: Sequence[Mapping[str, Any]]) -> List[Tuple[float, float
     """(epoch, time of its last record) for each epoch value the program logged, in order."""
     last: Dict[float, float] = {}
     for record in history:
-        epoch, when = _num(record.get("epoch")), _num(record.get("time"))
+        epoch, when = finite_number(record.get("epoch")), finite_number(record.get("time"))
         if epoch is not None and when is not None:
             last[epoch] = max(when, last.get(epoch, when))
     return sorted(last.items())
@@ -113,17 +105,17 @@ def time_to(history: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], me
     start = start_of(history, summary)
     below = goal == "minimize"
     if goal not in ("minimize", "maximize"):
-        first = next((v for v in (_num(r.get(metric)) for r in history) if v is not None), None)
+        first = next((v for v in (finite_number(r.get(metric)) for r in history) if v is not None), None)
         if first is None:
             return None
         below = first > target
     for record in history:
-        value = _num(record.get(metric))
+        value = finite_number(record.get(metric))
         if value is None or (value > target if below else value < target):
             continue
-        when = _num(record.get("time"))
+        when = finite_number(record.get("time"))
         seconds = when - start if when is not None and start is not None else None
-        step = _num(record.get("step"))
+        step = finite_number(record.get("step"))
         return {"step": _int_if_whole(step) if step is not None else None, "seconds": seconds, "value": value}
     return None
 
@@ -134,7 +126,7 @@ def time_to_best(history: Sequence[Mapping[str, Any]], summary: Mapping[str, Any
     entry = (summary.get("metrics") or {}).get(metric)
     if not isinstance(entry, dict):
         return None
-    best, goal = _num(entry.get("best")), entry.get("goal")
+    best, goal = finite_number(entry.get("best")), entry.get("goal")
     if best is None or goal not in ("minimize", "maximize"):
         return None
     return time_to(history, summary, metric, best, goal)

@@ -99,18 +99,8 @@ def _configs(path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], zip
 
 
 def _planned_names(store: Store, configs: List[ExperimentConfig]) -> List[str]:
-    """The names recording would give: a taken name gets -2, -3, ... (the rule of
-    ``experiments.make_experiments`` and ``Store.create``)."""
-    taken = set(store.experiment_refs())
-    names = []
-    for config in configs:
-        name, n = config.name, 1
-        while name in taken:
-            n += 1
-            name = f"{config.name}-{n}"
-        taken.add(name)
-        names.append(name)
-    return names
+    """The names recording would give (the rule of ``experiments.make_experiments``)."""
+    return experiments.free_names(store, [c.name for c in configs])
 
 
 def _print_points(configs: List[ExperimentConfig], names: List[str]) -> None:
