@@ -35,10 +35,12 @@ class Damage:
     incomplete: Dict[str, List[str]] = field(default_factory=dict)  # exp ref -> missing objects
     no_summary: Dict[str, str] = field(default_factory=dict)  # exp ref -> commit without a summary
     stray_notes: List[str] = field(default_factory=list)  # summaries of commits no ref names
+    broken_reflogs: Dict[str, int] = field(default_factory=dict)  # notes ref -> reflog entries reaching missing objects
 
     @property
     def clean(self) -> bool:
-        return not (self.notes or self.lost_commits or self.incomplete or self.no_summary or self.stray_notes)
+        return not (self.notes or self.lost_commits or self.incomplete or self.no_summary or self.stray_notes
+                    or self.broken_reflogs)
 
     def lines(self) -> List[str]:
         out = []
@@ -53,6 +55,9 @@ class Damage:
             out.append(f"{ref}: no summary note for {sha[:12]}")
         for sha in self.stray_notes:
             out.append(f"{sha[:12]}: a summary note, but no experiment ref names this commit")
+        for ref, count in self.broken_reflogs.items():
+            out.append(f"{ref}: {count} reflog entr{'y' if count == 1 else 'ies'} reach missing objects "
+                       "(git fsck fails on them)")
         return out
 
 
@@ -84,6 +89,11 @@ def check(repo: Repo) -> Damage:
                     damage.incomplete[ref] = missing
     if SUMMARY_REF not in damage.notes:
         _check_pairing(Store(repo), ours, absent, damage)
+    for notes_ref in NOTES_REFS:
+        if notes_ref not in damage.notes:
+            broken = _broken_reflog_entries(repo, notes_ref)
+            if broken:
+                damage.broken_reflogs[notes_ref] = len(broken)
     return damage
 
 
@@ -102,6 +112,10 @@ def repair(repo: Repo, store: Store, damage: Damage) -> List[str]:
     done: List[str] = []
     for notes_ref in damage.notes:
         done.append(_rewind_notes(repo, notes_ref))
+    for notes_ref, count in damage.broken_reflogs.items():
+        _drop_broken_reflog_entries(repo, notes_ref)
+        done.append(f"dropped {count} reflog entr{'y' if count == 1 else 'ies'} of {notes_ref} that reached "
+                    "missing objects")
     current = repo.refs(EXP_PREFIX)
     for ref, missing in damage.incomplete.items():
         if ref in current:
@@ -197,12 +211,26 @@ def _reflog(repo: Repo, ref: str) -> List[str]:
     return [new for _old, new in _reflog_entries(repo, ref)]
 
 
+def _broken_reflog_entries(repo: Repo, ref: str) -> List[int]:
+    """Indexes of ``ref``'s reflog entries that name, or reach, a missing object.
+
+    git fsck walks every reflog entry like a ref, so an entry whose commit is there but
+    whose tree lost a subtree (a notes fan-out folder, say) fails it as surely as a
+    missing commit does.
+    """
+    entries = _reflog_entries(repo, ref)
+    shas = {sha for entry in entries for sha in entry if sha != "0" * 40}
+    absent = set(repo.missing(shas))
+    present = sorted(shas - absent)
+    # One walk over every entry; only if it finds something, one walk per entry.
+    if present and repo.missing_reachable(present):
+        absent |= {sha for sha in present if repo.missing_reachable([sha])}
+    return [i for i, entry in enumerate(entries) if absent & set(entry)]
+
+
 def _drop_broken_reflog_entries(repo: Repo, ref: str) -> None:
     """Reflog entries naming missing objects would make `git fsck` complain forever."""
-    entries = _reflog_entries(repo, ref)
-    absent = set(repo.missing({sha for entry in entries for sha in entry if sha != "0" * 40}))
-    broken = [i for i, entry in enumerate(entries) if absent & set(entry)]
-    for index in reversed(broken):  # highest first: deleting one renumbers those after it
+    for index in reversed(_broken_reflog_entries(repo, ref)):  # highest first: deleting one renumbers those after it
         repo.run(["reflog", "delete", f"{ref}@{{{index}}}"], check=False)
 
 

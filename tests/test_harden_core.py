@@ -147,6 +147,29 @@ def test_experiment_with_lost_files_is_mended_and_keeps_its_results(repo: Path) 
     assert_fsck_clean(repo)
 
 
+def test_reflog_entry_reaching_a_missing_subtree_is_found_and_dropped(repo: Path) -> None:
+    """What a prune racing a notes write left in CI: the tip whole, an older reflog entry's
+    commit present but one of its subtrees gone, so git fsck failed and git exp fsck said clean."""
+    gitexp(repo, "run", "config.yaml", "-p", "steps=1")
+    tip = git(repo, "rev-parse", "refs/notes/exps").strip()
+    blob = git(repo, "hash-object", "-w", "--stdin", input="x\n").strip()
+    sub = git(repo, "mktree", input=f"100644 blob {blob}\tnote\n").strip()
+    top = git(repo, "mktree", input=f"040000 tree {sub}\tab\n").strip()
+    side = git(repo, "commit-tree", top, "-p", tip, "-m", "a notes commit with a fan-out folder").strip()
+    git(repo, "update-ref", "-m", "side", "refs/notes/exps", side, tip)
+    git(repo, "update-ref", "-m", "back", "refs/notes/exps", tip, side)
+    _delete_object(repo, sub)
+    assert subprocess.run(["git", "fsck", "--no-progress"], cwd=repo, capture_output=True).returncode != 0
+    check = gitexp(repo, "fsck", check=False)
+    assert check.returncode == 1 and "reflog" in check.stdout and "refs/notes/exps" in check.stdout
+    fixed = gitexp(repo, "fsck", "--repair").stdout
+    assert "dropped" in fixed and "reflog" in fixed
+    assert gitexp(repo, "fsck").returncode == 0
+    assert git(repo, "rev-parse", "refs/notes/exps").strip() == tip  # the whole tip is kept
+    assert log_json(repo)[0]["status"] == "finished"
+    assert_fsck_clean(repo)
+
+
 def test_gc_prune_now_beside_writers_never_crashes_and_fsck_recovers(repo: Path) -> None:
     (repo / "quick.yaml").write_text("command: echo val_err={i}\nparams: {i: 0}\n"
                                      "metrics:\n  val_err: {regex: 'val_err=([0-9]+)'}\n")
