@@ -49,6 +49,8 @@ from . import metrics as metrics_mod
 from .config import ExperimentConfig, parse_config
 from .errors import DiskFull, GitExpError
 from .experiments import process_alive, read_exec_info
+from .lifecycle import FINAL as FINAL_STATES
+from .lifecycle import Status, transition
 from .notes import CONFIG_PATH, DETAILS_REF, METRICS_REF, Store, dump_json, jsonl
 from .paths import RunPaths, run_paths, runs_root
 from .repo import Repo
@@ -58,7 +60,7 @@ from .runners import runner_class
 LOG_TAIL_LINES = 60
 TAIL_BYTES = 64 * 1024  # the most the log tail may take in the details note (as JSON)
 HEARTBEAT_SECONDS = 5.0  # exec.json's mtime is touched this often while the run is alive
-FINAL = ("finished", "failed", "killed", "timeout", "cancelled")
+FINAL = tuple(s.value for s in FINAL_STATES)
 LOCK_NAME = "executor.lock"  # held by the live executor of a run directory (flock)
 SWEEP_EVERY = 3600.0  # an executor looks for stale worktrees at most this often
 # The runner's warning that the time limit is near (Slurm: --signal=B:USR1@<secs>).
@@ -250,15 +252,9 @@ class Executor:
         self.proc.wait()
 
     def _record_end(self, status: str, reason: str) -> None:
-        ended = time.time()
-
-        def change(s: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-            if not s or s.get("status") in FINAL:
-                return None  # removed, or already recorded as ended: keep what is there
-            return {**s, "status": status, "ended": ended, "reason": reason,
-                    "exit_code": self.proc.returncode if self.proc else None}
-
-        self.store.update_summary(self.sha, change, message=f"gitexp: {status}")
+        # A removed run, or one already recorded as ended, is kept as it is (transition's rules).
+        transition(self.store, self.sha, Status(status),
+                   {"ended": time.time(), "reason": reason, "exit_code": self.proc.returncode if self.proc else None})
 
     def _clean_up(self) -> None:
         """Runs however the run ends: the worktree goes, ``out/`` and the logs stay."""
@@ -296,22 +292,22 @@ class Executor:
         ident = self._identity()
         claims = runner_class(self.runner).EXECUTOR_CLAIMS
 
-        def change(s: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-            if not s:
-                return None  # not recorded (or removed): nothing to run
-            new = {**s, **ident, "runner": self.runner, "run_dir": self.paths.root, "outdir": self.paths.outdir}
-            if claims:
-                # A queue worker's claim already says ``starting`` and names the worker; a
-                # local run names its executor, whose death makes it ``lost``.
-                new.update(status="starting", exit_code=None, reason=None, ended=None)
-                new["worker"] = s.get("worker") or ident
-            return new
-
+        fields = {**ident, "runner": self.runner, "run_dir": self.paths.root, "outdir": self.paths.outdir}
         if claims:
-            recorded = self.store.update_summary(self.sha, change, message="gitexp: starting")
+            # A queue worker's claim already says ``starting`` and names the worker; a
+            # local run names its executor, whose death makes it ``lost``.
+            recorded = transition(self.store, self.sha, Status.STARTING, {**fields, "exit_code": None, "reason": None},
+                                  fields_from=lambda s: {"worker": s.get("worker") or ident})
         else:  # a scheduler's runs are judged by their runner; only check the run is recorded
             recorded = self.store.summary(self.sha)
+            if recorded.get("status") in FINAL:
+                recorded = {}
         if not recorded:
+            current = self.store.summary(self.sha)
+            if current.get("status") in FINAL:
+                raise GitExpError(f"{self.sha[:12]} already ended ({current.get('status')}); an attempt runs once",
+                                  f"git exp queue retry {self.sha[:12]} or git exp resume {self.sha[:12]} "
+                                  "starts a new attempt")
             raise GitExpError(f"{self.sha[:12]} is not a recorded experiment here (no summary note); "
                               "nothing was run")
 
@@ -319,13 +315,10 @@ class Executor:
         self.details_base = self.store.details(self.sha)
         ident = self._identity()
 
-        def change(s: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-            if not s:
-                return None  # removed meanwhile (git exp rm --force): never re-create the note
-            return {**s, **ident, "status": "running", "started": started, "runner": self.runner,
-                    "run_dir": self.paths.root, "outdir": self.paths.outdir, "exit_code": None, "reason": None}
-
-        self.store.update_summary(self.sha, change, message="gitexp: start")
+        # Removed meanwhile (git exp rm --force): transition never re-creates the note.
+        transition(self.store, self.sha, Status.RUNNING,
+                   {**ident, "started": started, "runner": self.runner, "run_dir": self.paths.root,
+                    "outdir": self.paths.outdir, "exit_code": None, "reason": None}, message="gitexp: start")
         self._write_exec_info(started)
 
     def _prepare_worktree(self) -> None:
@@ -672,21 +665,18 @@ class Executor:
         if reason is None and status == "failed" and code is not None:
             reason = f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
 
-        def change(s: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-            if not s:
-                return None  # removed meanwhile (git exp rm --force): never re-create the note
-            new = {**s, "status": status, "ended": ended, "exit_code": code, "metrics": summaries,
-                   "checkpoints": checkpoints[-20:], "reason": reason,
-                   "outdir": self.paths.outdir, "run_dir": self.paths.root}
-            if started is not None:
-                new["duration"] = ended - started
-            return new
+        fields: Dict[str, Any] = {"ended": ended, "exit_code": code, "metrics": summaries,
+                                  "checkpoints": checkpoints[-20:], "reason": reason,
+                                  "outdir": self.paths.outdir, "run_dir": self.paths.root}
+        if started is not None:
+            fields["duration"] = ended - started
 
         if getattr(self, "log_lost", 0):
             extra[(DETAILS_REF, self.sha)] = dump_json({**self._details(), "log_bytes_lost": self.log_lost})
         patience = _seconds("GITEXP_FULL_DISK_WAIT")[0]
         try:
-            self.store.update_summary(self.sha, change, extra=extra, message=f"gitexp: {status}", patience=patience)
+            # Removed meanwhile (git exp rm --force): transition never re-creates the note.
+            transition(self.store, self.sha, Status(status), fields, extra=extra, patience=patience)
         except DiskFull:
             self._say(f"gitexp: the disk stayed full for {patience:g}s: could not record {status} "
                       f"(exit code {code}); free space and run git exp queue --retry-lost")

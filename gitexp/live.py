@@ -55,7 +55,7 @@ def read(repo: Repo, exp: Experiment, status: Optional[str] = None,
         status = effective_status(repo, exp, host) if exp.status in OPEN else exp.status
     if not _ours(exp, status, host):
         return None
-    paths = run_paths(repo, exp.sha)  # this machine's directory, never a path from the note
+    paths = run_paths(repo, exp.sha, exp.summary)  # this machine's directory, never a path from the note
     info = read_exec_info(paths.exec_info)
     # The executor removes a previous attempt's files before it names itself in exec.json:
     # with it alive, what the directory holds is this attempt's.

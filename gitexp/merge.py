@@ -37,8 +37,9 @@ import json
 import math
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-LIFECYCLE = {"created": 0, "queued": 1, "pending": 2, "starting": 3, "running": 4, "lost": 5,
-             "finished": 6, "failed": 6, "killed": 6, "timeout": 6, "cancelled": 6}
+from .lifecycle import RANK
+
+LIFECYCLE = RANK  # one order of states, declared with them in gitexp.lifecycle
 TIME_FIELDS = ("updated", "ended", "started", "claimed")
 
 Precedence = Tuple[int, int, int, float]

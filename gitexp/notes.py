@@ -167,8 +167,12 @@ class Store:
         refs: Sequence[RefUpdate] = (),
         message: str = "gitexp: update",
         patience: float = 0.0,
+        moves_status: bool = False,
     ) -> Dict[str, Any]:
         """Read-modify-write of one summary note under CAS; ``change`` may return None to abort.
+
+        A change of ``status`` is refused here: runs change state only through
+        :func:`gitexp.lifecycle.transition` (which passes ``moves_status``).
 
         ``patience``: seconds to keep retrying while the disk is full (the executor's final
         write waits for space rather than lose a result it knows).
@@ -185,6 +189,9 @@ class Store:
             new = change(dict(current))
             if new is None:
                 return None
+            if not moves_status and current and new.get("status") != current.get("status"):
+                raise ValueError(f"a status change ({current.get('status')} -> {new.get('status')}) outside "
+                                 "gitexp.lifecycle.transition")
             result.clear()
             result.update(new)
             notes: Dict[Tuple[str, str], Optional[bytes]] = {(SUMMARY_REF, sha): dump_json(new)}

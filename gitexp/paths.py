@@ -4,20 +4,31 @@
 ``captured.jsonl`` (points the metric regexes found in the output), ``checkpoints.jsonl``,
 ``exec.json`` (pid, host, heartbeat), the throwaway worktree ``wt/`` and the persistent
 output directory ``out/`` (``{outdir}``, ``GITEXP_OUTPUT_DIR``).
+
+Every attempt of an experiment is a run commit of its own, so it has its own directory:
+nothing of an earlier attempt is overwritten. A resumed attempt shares ``out/`` with the
+attempt it continues (its summary's ``outdir_of`` names the commit whose ``out/`` it uses),
+so a program that saves ``{outdir}/model.pt`` and resumes from it works unchanged.
 The root is ``<git common dir>/gitexp/runs`` unless ``GITEXP_RUNS_DIR`` or git config
 ``exp.runsDir`` say otherwise.
 """
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+from typing import Any, Mapping, Optional
 
 from .repo import Repo
+
+
+_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True)
 class RunPaths:
     root: str
+    shared_out: Optional[str] = None  # another attempt's out/, along a resume chain
 
     @property
     def log(self) -> str:
@@ -51,7 +62,7 @@ class RunPaths:
 
     @property
     def outdir(self) -> str:
-        return os.path.join(self.root, "out")
+        return self.shared_out or os.path.join(self.root, "out")
 
 
 def runs_root(repo: Repo) -> str:
@@ -67,5 +78,13 @@ def runs_root(repo: Repo) -> str:
     return root
 
 
-def run_paths(repo: Repo, sha: str) -> RunPaths:
-    return RunPaths(os.path.join(runs_root(repo), sha))
+def run_paths(repo: Repo, sha: str, summary: Optional[Mapping[str, Any]] = None) -> RunPaths:
+    """This machine's directory of run ``sha``; with its summary, the ``out/`` it shares.
+
+    Only a commit id from the note is used (never a path from it: notes are untrusted).
+    """
+    root = runs_root(repo)
+    owner = (summary or {}).get("outdir_of")
+    shared = os.path.join(root, owner, "out") if isinstance(owner, str) and _SHA.match(owner) and owner != sha \
+        else None
+    return RunPaths(os.path.join(root, sha), shared)

@@ -17,6 +17,7 @@ import psutil
 from .config import ExperimentConfig
 from .errors import BadInput, RefConflict
 from .experiments import create_many
+from .lifecycle import Status, transition
 from .notes import QUEUE_PREFIX, Experiment, Store
 from .repo import RefUpdate, Repo
 
@@ -77,15 +78,13 @@ class Queue:
 
     def claim(self, exp: Experiment, worker: Dict[str, Any]) -> bool:
         """Take a queued experiment for this worker; False if another worker took it first."""
-        def change(s: Dict[str, Any]) -> Dict[str, Any]:
-            return {**s, "status": CLAIMED, "worker": worker, "wait_reason": None, "claimed": time.time()}
-
         try:
-            self.store.update_summary(exp.sha, change, refs=[RefUpdate(queue_ref(exp.sha), None, exp.sha)],
-                                      message=f"gitexp: claim {exp.name}")
+            moved = transition(self.store, exp.sha, Status.STARTING,
+                               {"worker": worker, "wait_reason": None, "claimed": time.time()},
+                               refs=[RefUpdate(queue_ref(exp.sha), None, exp.sha)], message=f"gitexp: claim {exp.name}")
         except RefConflict:
             return False
-        return True
+        return moved is not None
 
     def note_waiting(self, exp: Experiment, reason: str) -> None:
         """Show why a queued experiment does not start yet (written only when it changes)."""
@@ -101,15 +100,13 @@ class Queue:
         self.store.update_summary(exp.sha, change, message="gitexp: waiting")
 
     def cancel_queued(self, exp: Experiment) -> bool:
-        def change(s: Dict[str, Any]) -> Dict[str, Any]:
-            return {**s, "status": "cancelled", "ended": time.time(), "reason": "cancelled while queued"}
-
         try:
-            self.store.update_summary(exp.sha, change, refs=[RefUpdate(queue_ref(exp.sha), None, exp.sha)],
-                                      message=f"gitexp: cancel {exp.name}")
+            moved = transition(self.store, exp.sha, Status.CANCELLED,
+                               {"ended": time.time(), "reason": "cancelled while queued"},
+                               refs=[RefUpdate(queue_ref(exp.sha), None, exp.sha)], message=f"gitexp: cancel {exp.name}")
         except RefConflict:
             return False  # a worker claimed it meanwhile
-        return True
+        return moved is not None
 
     def fail_queued(self, exp: Experiment, reason: str) -> bool:
         """Record a queued experiment that can never run ``failed`` and take it off the queue.
@@ -117,15 +114,14 @@ class Queue:
         One transaction: the status and the queue entry change together, and only if the
         entry is still there (False if a worker claimed it or someone cancelled it first).
         """
-        def change(s: Dict[str, Any]) -> Dict[str, Any]:
-            return {**s, "status": "failed", "ended": time.time(), "reason": reason, "wait_reason": None}
-
         try:
-            self.store.update_summary(exp.sha, change, refs=[RefUpdate(queue_ref(exp.sha), None, exp.sha)],
-                                      message=f"gitexp: cannot run {exp.name}")
+            moved = transition(self.store, exp.sha, Status.FAILED,
+                               {"ended": time.time(), "reason": reason, "wait_reason": None},
+                               refs=[RefUpdate(queue_ref(exp.sha), None, exp.sha)],
+                               message=f"gitexp: cannot run {exp.name}")
         except RefConflict:
             return False
-        return True
+        return moved is not None
 
     def requeue(self, exp: Experiment, priority: Optional[int] = None) -> None:
         """Queue an experiment that ended (lost, failed, killed) again: the same commit runs."""

@@ -562,7 +562,7 @@ def _run_section(repo: Repo, exp: Experiment, status: str, history: List[Dict[st
 
 def _local_links(repo: Repo, exp: Experiment) -> str:
     """Links to this machine's run directory files (never to paths named by notes)."""
-    paths = run_paths(repo, exp.sha)
+    paths = run_paths(repo, exp.sha, exp.summary)
     links = []
     for label, path in (("output.log", paths.log), ("outputs", paths.outdir)):
         if os.path.exists(path):

@@ -26,8 +26,9 @@ import re
 import sys
 from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Set, Tuple, Union
 
-STATUSES = frozenset({"created", "queued", "starting", "pending", "running", "finished", "failed",
-                      "killed", "timeout", "cancelled", "lost"})
+from .lifecycle import Status
+
+STATUSES = frozenset(s.value for s in Status)
 INVALID = "invalid"  # shown for an experiment whose summary note could not be used
 MAX_DEPTH = 32  # deeper values (only possible in free-form records) are cut when printed
 _JOB_RE = re.compile(r"^[0-9]{1,18}(_[0-9]{1,9})?$")

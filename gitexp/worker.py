@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Set
 
 import psutil
 
+from .lifecycle import Status, transition
 from .config import Requires
 from .errors import NotReady
 from .executor import load_experiment_config, sweep_stale_worktrees
@@ -257,13 +258,9 @@ class Worker:
         log = os.path.join(run_paths(self.repo, exp.sha).root, "executor.log")
         reason = f"executor exited with code {code} before starting the program; see {log}"
 
-        def change(s: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-            if s.get("status") != CLAIMED:
-                return None
-            status = "killed" if code < 0 else "failed"  # a signal stopped it before it began
-            return {**s, "status": status, "exit_code": code, "reason": reason, "ended": time.time()}
-
-        self.store.update_summary(exp.sha, change, message="gitexp: executor failed")
+        status = Status.KILLED if code < 0 else Status.FAILED  # a signal stopped it before it began
+        transition(self.store, exp.sha, status, {"exit_code": code, "reason": reason, "ended": time.time()},
+                   only_from=[Status.STARTING], message="gitexp: executor failed")
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if self.stopping:  # asked again: executors kill their programs without grace

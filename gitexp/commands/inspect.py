@@ -40,7 +40,7 @@ def show(ident: str, fmt: str, reach: Tuple[str, ...] = ()) -> None:
     config = store.config_of(exp.sha)
     # This machine's output directory, never a path named by the note: a note saying
     # outdir "/" must not make show walk the whole disk.
-    outputs = _list_outputs(run_paths(repo, exp.sha).outdir)
+    outputs = _list_outputs(run_paths(repo, exp.sha, exp.summary).outdir)
     timing, reached = _timing(repo, store, exp, reach)
     if fmt == "json":
         data = record(exp, status)

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalTransport", "Transport", "Option", "Runner", "Made", "exec_argv", "gitexp_argv", "make"]
 
-Status = Tuple[str, Optional[str]]  # (status, reason or None)
+State = Tuple[str, Optional[str]]  # (status, reason or None)
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ class Runner:
         """Stop the run of an experiment just removed (``rm --force``), writing no note."""
         raise NotImplementedError
 
-    def states(self, exps: Sequence[Experiment]) -> Dict[str, Status]:
+    def states(self, exps: Sequence[Experiment]) -> Dict[str, State]:
         """sha -> (status, reason) for experiments of this target, in one call to it."""
         return {exp.sha: (exp.status, None) for exp in exps}
 

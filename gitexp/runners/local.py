@@ -21,7 +21,7 @@ from ..experiments import effective_status, process_alive, read_exec_info
 from ..notes import Experiment
 from ..paths import run_paths, runs_root
 from ..summary import printable
-from .base import Made, Option, Runner, Status, exec_argv, gitexp_argv
+from .base import Made, Option, Runner, State, exec_argv, gitexp_argv
 
 STOP_WAIT = 10.0  # seconds cancel waits for the executor to record the end
 
@@ -80,7 +80,7 @@ class LocalRunner(Runner):
                                     log_path=os.path.join(root, f"worker-{label}.log"))
 
     # -- state --------------------------------------------------------------------------------------
-    def states(self, exps: Sequence[Experiment]) -> Dict[str, Status]:
+    def states(self, exps: Sequence[Experiment]) -> Dict[str, State]:
         host = socket.gethostname()
         return {exp.sha: (effective_status(self.repo, exp, host), None) for exp in exps}
 

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
+from ..lifecycle import Status, transition
 from ..config import ExperimentConfig
 from ..errors import BadInput, GitExpError
 from ..notes import Experiment, Store
@@ -29,7 +30,7 @@ from ..summary import job_problem
 from ..targets import Target
 from ..transport import LocalTransport, Transport
 from ..units import parse_duration, parse_size, slurm_time
-from .base import Made, Option, Runner, Status, gitexp_argv, make
+from .base import Made, Option, Runner, State, gitexp_argv, make
 
 DEFAULT_WARNING = 120
 # Slurm job states and what they mean for an experiment whose executor did not record an end.
@@ -198,8 +199,8 @@ class SlurmRunner(Runner):
 
     def _mark_failed(self, exps: Sequence[Experiment], reason: str) -> None:
         for exp in exps:
-            self.store.update_summary(exp.sha, lambda s: {**s, "status": "failed", "reason": reason},
-                                      message="gitexp: submission failed")
+            transition(self.store, exp.sha, Status.FAILED, {"reason": reason, "ended": time.time()},
+                       message="gitexp: submission failed")
 
     def directives(self, config: ExperimentConfig, count: int, folder: str,
                    max_parallel: Optional[int] = None) -> List[str]:
@@ -263,10 +264,10 @@ class SlurmRunner(Runner):
             raise GitExpError(f"squeue failed: {proc.stderr.decode(errors='replace').strip()}")
         return parse_squeue(proc.stdout.decode(errors="replace"))
 
-    def states(self, exps: Sequence[Experiment]) -> Dict[str, Status]:
+    def states(self, exps: Sequence[Experiment]) -> Dict[str, State]:
         """Our status merged with Slurm's, for all of them from one ``squeue``."""
         open_ = [e for e in exps if e.status in ("pending", "starting", "running")]
-        out: Dict[str, Status] = {e.sha: (e.status, None) for e in exps}
+        out: Dict[str, State] = {e.sha: (e.status, None) for e in exps}
         if not open_:
             return out
         try:
@@ -295,12 +296,10 @@ class SlurmRunner(Runner):
         self.store.update_summary(exp.sha, lambda s: {**s, "cancel_requested": True}, message="gitexp: cancel")
         self.scancel(ref)
 
-        def never_started(s: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-            if s.get("status") != "pending":
-                return None  # the executor runs and records `killed` itself
-            return {**s, "status": "killed", "reason": "cancelled before it started (scancel)"}
-
-        self.store.update_summary(exp.sha, never_started, message="gitexp: cancelled")
+        # Only a job that never started: a running executor records `killed` itself.
+        transition(self.store, exp.sha, Status.KILLED, {"reason": "cancelled before it started (scancel)",
+                                                        "ended": time.time()},
+                   only_from=[Status.PENDING], message="gitexp: cancelled")
         for _ in range(100):
             if self.store.summary(exp.sha).get("status") not in ("pending", "running"):
                 break

@@ -30,13 +30,14 @@ from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .. import __version__
+from ..lifecycle import Status, transition
 from ..errors import BadInput, GitExpError, NotReady
 from ..notes import Experiment
 from ..summary import printable
 from ..transport import SshTransport, TransportError, remote_command
 from . import runner_class
 from .agent import INBOX_PREFIX, PROTOCOL
-from .base import Made, Runner, Status
+from .base import Made, Runner, State
 
 SUMMARY_SCHEMA = 1  # the schema of the summaries this gitexp writes (experiments.initial_summary)
 # What `run --on` and the pre-push hook ask before they push, in one round trip and without
@@ -275,13 +276,13 @@ class SshRunner(Runner):
         """The far side's queue, states and free resources: one round trip."""
         return self.agent("queue", {"all": show_all})
 
-    def states(self, exps: Sequence[Experiment]) -> Dict[str, Status]:
+    def states(self, exps: Sequence[Experiment]) -> Dict[str, State]:
         try:
             answer = self.agent("queue", {"shas": [e.sha for e in exps]})
         except GitExpError as exc:
             return {e.sha: (e.status, f"cannot ask {self.target.name}: {exc}") for e in exps}
         states = answer.get("states") or {}
-        out: Dict[str, Status] = {}
+        out: Dict[str, State] = {}
         for exp in exps:
             state = states.get(exp.sha)
             if isinstance(state, list) and len(state) == 2 and isinstance(state[0], str):
@@ -297,9 +298,8 @@ class SshRunner(Runner):
             raise BadInput(f"run target {self.target.name}: {printable(str(result['error']))}")
         far: Dict[str, Any] = result["summary"] if isinstance(result.get("summary"), dict) else {}
         if far.get("status") in FINAL:
-            keep: Dict[str, Any] = {k: far.get(k) for k in ("status", "ended", "reason", "exit_code") if k in far}
-            self.store.update_summary(exp.sha, lambda s: {**s, **keep} if s else None,
-                                      message=f"gitexp: cancelled on {self.target.name}")
+            keep: Dict[str, Any] = {k: far.get(k) for k in ("ended", "reason", "exit_code") if k in far}
+            transition(self.store, exp.sha, Status(far["status"]), keep, message=f"gitexp: cancelled on {self.target.name}")
         return f"{printable(str(result.get('line')))} on {self.target.name}"
 
     def stop_removed(self, exp: Experiment) -> str:
