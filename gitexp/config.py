@@ -35,12 +35,14 @@ __all__ = [  # what other modules import from here; the YAML and quoting names a
 ]
 
 TOP_KEYS = ("name", "group", "description", "command", "params", "metrics", "requires", "files", "env", "sweep",
-            "snapshot", "step")
+            "snapshot", "step", "resume", "checkpoints", "auto_resume")
 METRIC_KEYS = ("goal", "regex", "file", "key", "step")
 STEP_MODES = ("count", "latest")  # besides {regex: ...}; see MetricSpec.step
 REQUIRE_KEYS = ("disk", "ram", "gpu_mem", "time", "gpus", "cpus")
 GOALS = ("minimize", "maximize")
 BUILTIN_PLACEHOLDERS = ("outdir", "name", "run_dir")
+RESUME_PLACEHOLDERS = ("checkpoint", "step")  # only in `resume:`, filled from the checkpoint resumed from
+MAX_AUTO_RESUME = 100
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
 # A name is one file name under refs/exps/ (255 bytes on most filesystems, less ".lock"); 200
 # leaves room for the "-N" a taken name gets and for a sweep id's "-sweep-xxxxxx".
@@ -120,6 +122,9 @@ class ExperimentConfig:
     env: Dict[str, str] = field(default_factory=dict)
     sweep: Optional[Dict[str, Any]] = None
     snapshot: SnapshotSpec = field(default_factory=SnapshotSpec)
+    resume: Optional[Union[str, List[str]]] = None  # the command that continues from {checkpoint}
+    checkpoints: List[str] = field(default_factory=list)  # globs of checkpoint files the executor watches
+    auto_resume: int = 0  # resubmit a run stopped by the time limit, preemption or a lost node this often
     source: str = "<config>"
     lines: Dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -142,6 +147,12 @@ class ExperimentConfig:
             out["env"] = dict(self.env)
         if self.snapshot.to_dict():
             out["snapshot"] = self.snapshot.to_dict()
+        if self.resume is not None:
+            out["resume"] = self.resume
+        if self.checkpoints:
+            out["checkpoints"] = list(self.checkpoints)
+        if self.auto_resume:
+            out["auto_resume"] = self.auto_resume
         return out
 
     def config_hash(self) -> str:
@@ -163,13 +174,21 @@ class ExperimentConfig:
 
     def check_command(self) -> None:
         """Fill the placeholders once now, so a bad format spec is bad input, not a failed run."""
-        try:
-            self.render_command({b: "x" for b in BUILTIN_PLACEHOLDERS})
-        except TemplateError as exc:
-            raise BadInput(f"{self.where('command')}: {exc}", exc.hint) from exc
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
-            raise BadInput(f"{self.where('command')}: cannot fill the placeholders of 'command' "
-                           f"with params {self.params}: {exc}", "fix the format spec or the param's type") from exc
+        for key, render in (("command", self.render_command), ("resume", self.render_resume)):
+            if key == "resume" and self.resume is None:
+                continue
+            try:
+                render({b: "x" for b in BUILTIN_PLACEHOLDERS + RESUME_PLACEHOLDERS})
+            except TemplateError as exc:
+                raise BadInput(f"{self.where(key)}: {exc}", exc.hint) from exc
+            except (ValueError, TypeError, KeyError, IndexError) as exc:
+                raise BadInput(f"{self.where(key)}: cannot fill the placeholders of '{key}' "
+                               f"with params {self.params}: {exc}", "fix the format spec or the param's type") from exc
+
+    def render_resume(self, builtins: Mapping[str, str]) -> Union[str, List[str]]:
+        """The ``resume:`` command with placeholders filled (``builtins`` hold checkpoint and step)."""
+        assert self.resume is not None
+        return ExperimentConfig(**{**self.__dict__, "command": self.resume}).render_command(builtins)
 
     def render_command(self, builtins: Mapping[str, str]) -> Union[str, List[str]]:
         """The command with placeholders filled.
@@ -289,32 +308,63 @@ class _Validator:
             description=self.string(data, "description"), metrics=self.metrics(data),
             requires=self.requires(data), files=self.files(data), env=self.env(data),
             sweep=self.sweep(data), snapshot=snapshot_mod.parse(data.get("snapshot"), self.fail),
+            resume=self.command(data, "resume") if data.get("resume") is not None else None,
+            checkpoints=self.checkpoints(data), auto_resume=self.auto_resume(data),
             source=self.source, lines=self.lines,
         )
         known = set(config.params) | set(BUILTIN_PLACEHOLDERS)
-        for placeholder in placeholders(config.command):
-            if placeholder not in known:
-                raise self.fail("command", f"placeholder {{{placeholder}}} in 'command' has no param",
-                                f"add '{placeholder}' under params, or write {{{{ }}}} for a literal brace")
+        for key, template in (("command", config.command), ("resume", config.resume)):
+            for placeholder in placeholders(template) if template is not None else []:
+                if placeholder not in known and not (key == "resume" and placeholder in RESUME_PLACEHOLDERS):
+                    raise self.fail(key, f"placeholder {{{placeholder}}} in '{key}' has no param",
+                                    f"add '{placeholder}' under params, or write {{{{ }}}} for a literal brace"
+                                    + ("; 'resume' also knows {checkpoint} and {step}" if key == "resume" else ""))
         return config
 
-    def command(self, data: Mapping[str, Any]) -> Union[str, List[str]]:
-        value = data.get("command")
+    def checkpoints(self, data: Mapping[str, Any]) -> List[str]:
+        value = data.get("checkpoints")
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+            raise self.fail("checkpoints", "'checkpoints' must be a list of file patterns",
+                            'e.g. checkpoints: ["out/*.pt", "{outdir}/ckpt-*.pt"]')
+        for pattern in value:
+            rest = pattern[len("{outdir}"):].lstrip("/") if pattern.startswith("{outdir}") else pattern
+            if "\0" in pattern or os.path.isabs(rest) or _leaves_tree(rest) or "{" in rest:
+                raise self.fail("checkpoints", f"'checkpoints' pattern {pattern!r} must be a relative path "
+                                "in the run's directory, or start with {outdir}/",
+                                'e.g. "out/*.pt" (in the run\'s working tree) or "{outdir}/*.pt"')
+        return list(value)
+
+    def auto_resume(self, data: Mapping[str, Any]) -> int:
+        value = data.get("auto_resume", 0)
+        if value is None:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_AUTO_RESUME:
+            raise self.fail("auto_resume", f"'auto_resume' must be a whole number from 0 to {MAX_AUTO_RESUME}, "
+                            f"not {value!r}", "it is how often a run stopped by the time limit, preemption or "
+                            "a lost node is resumed from its latest checkpoint")
+        return value
+
+    def command(self, data: Mapping[str, Any], key: str = "command") -> Union[str, List[str]]:
+        value = data.get(key)
         if value is None:
             raise self.fail("command", "missing 'command': what to run", "e.g. command: python train.py --lr {lr}")
         if isinstance(value, list):
             if not value or not all(isinstance(v, (str, int, float)) for v in value):
-                raise self.fail("command", "'command' as a list must hold strings (an argv)")
+                raise self.fail(key, f"'{key}' as a list must hold strings (an argv)")
             parts = [str(v) for v in value]
         elif isinstance(value, str) and value.strip():
             parts = [value]
         else:
-            raise self.fail("command", f"'command' must be a string or a list of strings, got {value!r}")
+            raise self.fail(key, f"'{key}' must be a string or a list of strings, got {value!r}")
         for part in parts:
             try:
                 placeholders(part)
             except ValueError as exc:
-                raise self.fail("command", f"bad placeholder in 'command': {exc}", "write {param}, or {{ for a brace") from exc
+                raise self.fail(key, f"bad placeholder in '{key}': {exc}", "write {param}, or {{ for a brace") from exc
         return parts if isinstance(value, list) else value
 
     def params(self, data: Mapping[str, Any]) -> Dict[str, Scalar]:

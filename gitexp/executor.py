@@ -51,11 +51,12 @@ from .errors import DiskFull, GitExpError
 from .experiments import process_alive, read_exec_info
 from .lifecycle import FINAL as FINAL_STATES
 from .lifecycle import Status, transition
-from .notes import CONFIG_PATH, DETAILS_REF, METRICS_REF, Store, dump_json, jsonl
+from .notes import CONFIG_PATH, DETAILS_REF, METRICS_REF, Store, dump_json, jsonl, parse_jsonl
 from .paths import RunPaths, run_paths, runs_root
 from .repo import Repo
 from .resources import check as check_requires
 from .runners import runner_class
+from .watch import TICK_SECONDS, RunContext, Watchers
 
 LOG_TAIL_LINES = 60
 TAIL_BYTES = 64 * 1024  # the most the log tail may take in the details note (as JSON)
@@ -167,7 +168,8 @@ class Executor:
             self._restore_signal_handlers(old_handlers)
 
     def _execute(self) -> int:
-        self._remove_stale_files()  # a previous attempt's points are not this run's
+        self._take_attempt()  # an attempt that ended never runs again; nothing is touched then
+        self._set_stale_files_aside()  # this attempt started before (a scheduler's requeue)
         self._write_exec_info()  # first: from here on a crash leaves a pid to find dead
         self._mark_starting()
         self.config = load_experiment_config(self.repo, self.sha)
@@ -191,7 +193,58 @@ class Executor:
         if self.stop_reason:  # a signal arrived while the program was being started
             self._stop_program(signal.SIGTERM)
         self._mark_running(started)
+        self._start_watchers(started)
         return self._run_to_end(started)
+
+    def _take_attempt(self) -> None:
+        summary = self.store.summary(self.sha)
+        if summary.get("status") in FINAL:
+            raise GitExpError(f"{self.sha[:12]} already ended ({summary.get('status')}); an attempt runs once, "
+                              "nothing was run", f"git exp queue retry {self.sha[:12]} or git exp resume "
+                              f"{self.sha[:12]} starts a new attempt")
+        self.attempt = summary
+        self.paths = run_paths(self.repo, self.sha, summary)  # a resumed attempt shares out/
+
+    def _resume_point(self) -> Optional[Dict[str, Any]]:
+        point = (getattr(self, "attempt", None) or {}).get("resume")
+        return point if isinstance(point, dict) and isinstance(point.get("checkpoint"), str) else None
+
+    def _start_watchers(self, started: float) -> None:
+        assert self.config is not None and self.proc is not None
+        self.ctx = RunContext(self.sha, self.config.name, self.config, self.paths, self.proc.pid, started,
+                              self._stop_for, self._say)
+        self.watchers = Watchers(self.ctx)
+        self.api_offset = 0
+        self.points_seen = 0
+        if self.watchers.active:
+            threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self.done.wait(TICK_SECONDS):
+            self._feed_watchers()
+
+    def _feed_watchers(self) -> None:
+        """New points (regex-captured and API) and a tick to every watcher."""
+        new = self.capture.points[self.points_seen:]
+        self.points_seen += len(new)
+        try:
+            with open(self.paths.metrics, "rb") as handle:
+                handle.seek(self.api_offset)
+                data = handle.read()
+            whole = data[:data.rfind(b"\n") + 1]  # a torn last line waits for the next round
+            self.api_offset += len(whole)
+            new = new + parse_jsonl(whole)
+        except OSError:
+            pass
+        self.watchers.points(list(new))
+        self.watchers.tick(time.time())
+
+    def _stop_for(self, reason: str) -> None:
+        """A watcher's stop (a diagnostic rule): the run ends ``stopped`` with ``reason``."""
+        if self.stop_reason is None:
+            self.stop_reason = "stopped"
+            self.stop_detail = reason
+            self._stop_program(signal.SIGTERM)
 
     def _run_to_end(self, started: float) -> int:
         self.facts_thread = threading.Thread(target=self._collect_facts, daemon=True)
@@ -204,6 +257,10 @@ class Executor:
         finally:
             self.done.set()
         status = self._status_for(code)
+        watchers = getattr(self, "watchers", None)
+        if watchers is not None:
+            self._feed_watchers()
+            watchers.end(status)
         self._finish_summary(status, code, started=started)
         self.repo.maintain()
         if code < 0:
@@ -375,13 +432,26 @@ class Executor:
             "GITEXP_STOP_FILE": self.paths.stop_file,
             "PYTHONUNBUFFERED": env.get("PYTHONUNBUFFERED", "1"),
         })
+        env.pop("GITEXP_RESUME_FROM", None)
+        env.pop("GITEXP_RESUME_STEP", None)
+        point = self._resume_point()
+        if point:
+            env["GITEXP_RESUME_FROM"] = point["checkpoint"]
+            if point.get("step") is not None:
+                env["GITEXP_RESUME_STEP"] = str(point["step"])
         env.update(self.extra_env)
         return env
 
     def _start_program(self) -> None:
         assert self.config is not None
         builtins = {"outdir": self.paths.outdir, "name": self.config.name, "run_dir": self.paths.root}
-        command = self.config.render_command(builtins)
+        point = self._resume_point()
+        if point and self.config.resume is not None:
+            step = point.get("step")
+            command = self.config.render_resume({**builtins, "checkpoint": point["checkpoint"],
+                                                 "step": "" if step is None else str(step)})
+        else:  # without `resume:`, the command runs with GITEXP_RESUME_FROM set
+            command = self.config.render_command(builtins)
         argv = command if isinstance(command, list) else [shutil.which("bash") or "/bin/sh", "-c", command]
         # Unbuffered: a failed write (a full disk) loses that chunk only, never wedges a buffer.
         self.log = open(self.paths.log, "ab", buffering=0)
@@ -398,18 +468,23 @@ class Executor:
             self._finish_summary("failed", 127, reason=f"could not start: {exc}")
             raise GitExpError(f"could not start {argv[0]}: {exc}") from exc
 
-    def _remove_stale_files(self) -> None:
-        """Files a previous attempt at this run left (a retried run has the same directory).
+    def _set_stale_files_aside(self) -> None:
+        """Files an earlier start of this very attempt left go to ``earlier-<time>/``, kept.
 
-        Done before exec.json names this executor: while a live executor is named there, the
-        points files in the directory are its run's (``gitexp.live`` relies on that), and a run
-        that fails its preflight records none of the previous attempt's points.
+        Every retry or resume is a new attempt with a directory of its own; an attempt starts
+        twice only when a scheduler requeues its job. Done before exec.json names this
+        executor: while a live executor is named there, the points files in the directory are
+        its run's (``gitexp.live`` relies on that).
         """
-        for stale in (self.paths.metrics, self.paths.captured, self.paths.checkpoints, self.paths.stop_file):
-            try:
-                os.unlink(stale)
-            except FileNotFoundError:
-                pass
+        # output.log stays: it is appended to, and `git exp logs -f` may already follow it.
+        stale = [p for p in (self.paths.metrics, self.paths.captured, self.paths.checkpoints, self.paths.stop_file)
+                 if os.path.exists(p)]
+        if not stale:
+            return
+        folder = os.path.join(self.paths.root, f"earlier-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        os.makedirs(folder, exist_ok=True)
+        for path in stale:
+            os.replace(path, os.path.join(folder, os.path.basename(path)))
 
     def _write_exec_info(self, started: Optional[float] = None) -> None:
         info: Dict[str, Any] = {**self._identity(), "started": started, "child": None, "child_started": None}
@@ -563,11 +638,13 @@ class Executor:
             extra[(DETAILS_REF, self.sha)] = dump_json(self._details())
         present = [True]
 
+        watched = self.watchers.summary_fields() if getattr(self, "watchers", None) else {}
+
         def change(s: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             present[0] = bool(s)
             if s.get("status") != "running":
                 return None  # removed, or finished meanwhile (the final write has it all)
-            return {**s, "metrics": summaries, "updated": time.time()}
+            return {**s, **watched, "metrics": summaries, "updated": time.time()}
 
         self.store.update_summary(self.sha, change, extra=extra, message="gitexp: progress")
         return present[0]
@@ -648,7 +725,8 @@ class Executor:
     def _details(self) -> Dict[str, Any]:
         with self.lock:
             lines = list(self.tail)
-        return {**getattr(self, "details_base", {}), "facts": self.facts, "log_tail": _bounded_tail(lines)}
+        watched = self.watchers.details_fields() if getattr(self, "watchers", None) is not None else {}
+        return {**getattr(self, "details_base", {}), **watched, "facts": self.facts, "log_tail": _bounded_tail(lines)}
 
     def _finish_summary(self, status: str, code: Optional[int], started: Optional[float] = None,
                         reason: Optional[str] = None) -> None:
@@ -665,11 +743,15 @@ class Executor:
         if reason is None and status == "failed" and code is not None:
             reason = f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
 
+        if status == "stopped" and reason is None:
+            reason = getattr(self, "stop_detail", None)
         fields: Dict[str, Any] = {"ended": ended, "exit_code": code, "metrics": summaries,
                                   "checkpoints": checkpoints[-20:], "reason": reason,
                                   "outdir": self.paths.outdir, "run_dir": self.paths.root}
         if started is not None:
             fields["duration"] = ended - started
+        if getattr(self, "watchers", None) is not None:
+            fields.update(self.watchers.summary_fields())
 
         if getattr(self, "log_lost", 0):
             extra[(DETAILS_REF, self.sha)] = dump_json({**self._details(), "log_bytes_lost": self.log_lost})

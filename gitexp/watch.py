@@ -1,0 +1,152 @@
+"""Watchers: modules that follow a run as the executor runs it, without growing the executor.
+
+The executor owns the process, the output and the notes; everything that only *looks* at a
+run (resource sampling, diagnostics, checkpoint files appearing) is a :class:`Watcher`. The
+executor builds one per factory in :data:`FACTORIES` when the program starts and calls it
+from one watch thread:
+
+* :meth:`Watcher.on_points` with the metric records that arrived since the last call
+  (regex-captured and ``gitexp.log`` points alike);
+* :meth:`Watcher.on_tick` about every :data:`TICK_SECONDS` (a watcher keeps its own pace);
+* :meth:`Watcher.on_end` once the program ended, before the final notes are written.
+
+A watcher adds to the notes through :meth:`Watcher.summary_fields` (small: merged into the
+summary note) and :meth:`Watcher.details_fields` (merged into the details note), read at
+every progress write and at the end. It may stop the run with :meth:`RunContext.stop`
+(status ``stopped``, with the reason) and record an alert with :meth:`RunContext.alert`.
+A watcher that raises is reported once and dropped; it never fails the run.
+
+State changes (started, finished, failed, ...) are not a watcher's business: listen to
+them with :func:`gitexp.lifecycle.listen`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+TICK_SECONDS = 1.0
+
+
+class RunContext:
+    """What a watcher may know about its run and ask of the executor."""
+
+    def __init__(self, sha: str, name: str, config: Any, paths: Any, pid: int, started: float,
+                 stop: Callable[[str], None], say: Callable[[str], None]) -> None:
+        self.sha = sha
+        self.name = name
+        self.config = config  # gitexp.config.ExperimentConfig
+        self.paths = paths  # gitexp.paths.RunPaths (out/, logs, the worktree)
+        self.pid = pid  # the program's main process (its process group has the same id)
+        self.started = started
+        self._stop = stop
+        self._say = say
+        self.alerts: List[Dict[str, Any]] = []
+        self.last_output = started  # time of the last output line (stall detection)
+        self.lock = threading.Lock()
+
+    def stop(self, reason: str) -> None:
+        """Stop the program (SIGTERM to its group, SIGKILL after the grace); status ``stopped``."""
+        self._stop(reason)
+
+    def alert(self, rule: str, message: str, action: str = "warn", **data: Any) -> Dict[str, Any]:
+        """Record an alert (kept in the summary note, shown by show and log) and print it."""
+        record = {"rule": rule, "message": message, "action": action, "time": time.time(), **data}
+        with self.lock:
+            self.alerts.append(record)
+        self._say(f"gitexp: alert ({rule}): {message}")
+        return record
+
+    def say(self, text: str) -> None:
+        self._say(text)
+
+
+class Watcher:
+    """Override what you need; every method is optional."""
+
+    def on_points(self, records: List[Dict[str, Any]]) -> None:
+        pass
+
+    def on_tick(self, now: float) -> None:
+        pass
+
+    def on_end(self, status: str) -> None:
+        pass
+
+    def summary_fields(self) -> Dict[str, Any]:
+        return {}
+
+    def details_fields(self) -> Dict[str, Any]:
+        return {}
+
+
+Factory = Callable[[RunContext], Optional[Watcher]]
+# Each returns a watcher for the run, or None when it has nothing to watch (e.g. no
+# `checkpoints:` in the config). Modules register theirs with :func:`register`.
+FACTORIES: List[Factory] = []
+
+
+def register(factory: Factory) -> Factory:
+    if factory not in FACTORIES:
+        FACTORIES.append(factory)
+    return factory
+
+
+def default_factories() -> List[Factory]:
+    """The built-in watchers (imported here so that importing gitexp stays light)."""
+    from . import checkpoints  # noqa: F401 - registers its factory
+
+    return list(FACTORIES)
+
+
+class Watchers:
+    """The executor's side: build, feed and drain every watcher of one run."""
+
+    def __init__(self, ctx: RunContext, factories: Optional[List[Factory]] = None) -> None:
+        self.ctx = ctx
+        self.active: List[Watcher] = []
+        for factory in factories if factories is not None else default_factories():
+            watcher = self._guard(factory, ctx)
+            if watcher is not None:
+                self.active.append(watcher)
+
+    def _guard(self, call: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return call(*args)
+        except Exception as exc:  # noqa: BLE001 - a watcher's bug must not fail the run
+            self.ctx.say(f"gitexp: warning: a run watcher failed ({type(exc).__name__}: {exc}); it is turned off")
+            return None
+
+    def _each(self, method: str, *args: Any) -> None:
+        for watcher in list(self.active):
+            try:
+                getattr(watcher, method)(*args)
+            except Exception as exc:  # noqa: BLE001
+                self.ctx.say(f"gitexp: warning: run watcher {type(watcher).__name__} failed "
+                             f"({type(exc).__name__}: {exc}); it is turned off")
+                self.active.remove(watcher)
+
+    def points(self, records: List[Dict[str, Any]]) -> None:
+        if records:
+            self._each("on_points", records)
+
+    def tick(self, now: float) -> None:
+        self._each("on_tick", now)
+
+    def end(self, status: str) -> None:
+        self._each("on_end", status)
+
+    def summary_fields(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        for watcher in list(self.active):
+            out.update(self._guard(watcher.summary_fields) or {})
+        with self.ctx.lock:
+            if self.ctx.alerts:
+                out["alerts"] = list(self.ctx.alerts[-50:])
+        return out
+
+    def details_fields(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        for watcher in list(self.active):
+            out.update(self._guard(watcher.details_fields) or {})
+        return out
