@@ -32,6 +32,7 @@ COMMANDS: Dict[str, tuple] = {
     "worker": ("queue_cmd", "worker"),
     "cancel": ("queue_cmd", "cancel"),
     "remote": ("remote_cmd", "remote"),
+    "resume": ("resume_cmd", "resume"),
     "fsck": ("fsck_cmd", "fsck"),
     "pull": ("sync_cmd", "pull"),
     "push": ("sync_cmd", "push"),

@@ -22,7 +22,8 @@ from . import metrics as metrics_mod
 from .config import MetricSpec, parse_config
 from .errors import GitExpError
 from .experiments import effective_status, process_alive, read_exec_info
-from .notes import CONFIG_PATH, Experiment, Store
+from . import summary as checks
+from .notes import CONFIG_PATH, METRICS_REF, Experiment, Store
 from .paths import run_paths
 from .repo import Repo
 
@@ -83,10 +84,18 @@ def refresh(repo: Repo, exps: Iterable[Experiment], statuses: Mapping[str, str])
             exp.summary["metrics"] = run.metrics
 
 
-def history(repo: Repo, exp: Experiment, store: Store) -> List[Dict[str, Any]]:
-    """The whole history so far: live for a run in progress here, else the note's."""
+def history(repo: Repo, exp: Experiment, store: Store, raw: bool = False) -> List[Dict[str, Any]]:
+    """The whole history so far: live for a run in progress here, else the note's; across
+    the attempts of its chain (see :func:`gitexp.attempts.join_histories`) unless ``raw``."""
+    from .attempts import chain_shas, join_histories
+
     run = read(repo, exp)
-    return run.history if run is not None else store.history(exp.sha)
+    own = run.history if run is not None else store.history(exp.sha)
+    earlier = chain_shas(exp.summary, exp.sha)[:-1]
+    if raw or not earlier:
+        return own
+    notes = store.read_notes(METRICS_REF, earlier)
+    return join_histories([checks.load_history(sha, notes.get(sha, b""), METRICS_REF) for sha in earlier] + [own])
 
 
 def step_notes(metrics: Mapping[str, Any]) -> List[str]:

@@ -44,6 +44,7 @@ class Experiment:
     sha: str
     name: str
     summary: Dict[str, Any]
+    previous: Optional[str] = None  # a new attempt: the run commit its ref moves from (gitexp.attempts)
 
     @property
     def ref(self) -> str:
@@ -140,10 +141,31 @@ class Store:
         if matches:
             listed = ", ".join(sorted(n for n, _ in matches)[:5])
             raise BadInput(f"id {ident!r} is ambiguous: it matches {listed}", "give more characters of the sha")
-        hint = "see `git exp log` for ids and names"
+        earlier = self._find_attempt(ident, names) if len(ident) >= 4 else None
+        if earlier is not None:
+            return earlier
+        hint = "see `git exp log` (and git exp log --attempts) for ids and names"
         if 0 < len(ident) < 4:
             hint = "give at least 4 characters of the sha, or the name"
         raise BadInput(f"no experiment {ident!r} in {self.repo.root}", hint)
+
+    def _find_attempt(self, ident: str, names: Mapping[str, str]) -> Optional[Experiment]:
+        """An earlier attempt (not a ref's tip) by a prefix of its commit: it must have a summary
+        note and be named by the chain of the experiment its note names (notes are untrusted)."""
+        hits = [sha for sha in self.notes_index(SUMMARY_REF) if sha.startswith(ident.lower())]
+        if len(hits) > 1:
+            raise BadInput(f"id {ident!r} is ambiguous: it matches {len(hits)} attempts", "give more characters")
+        if not hits:
+            return None
+        summary = self.summary(hits[0])
+        name = summary.get("name")
+        tip = names.get(name) if isinstance(name, str) else None
+        if tip is None:
+            return None
+        chain = self.summary(tip).get("chain")
+        if not isinstance(chain, list) or hits[0] not in chain:
+            return None
+        return Experiment(hits[0], str(name), summary)
 
     # -- writes ---------------------------------------------------------------------------
     def write(
@@ -238,7 +260,7 @@ class Store:
         refs: List[RefUpdate] = []
         for exp in exps:
             exp.summary["name"] = exp.name
-            refs.append(RefUpdate(exp.ref, exp.sha, None))
+            refs.append(RefUpdate(exp.ref, exp.sha, exp.previous))
             if extra_refs_for:
                 refs.extend(extra_refs_for(exp))
         notes: Dict[Tuple[str, str], Optional[bytes]] = {(SUMMARY_REF, e.sha): dump_json(e.summary) for e in exps}
@@ -248,7 +270,8 @@ class Store:
             if self.repo.update_refs(updates + refs, "gitexp: create experiments"):
                 self.repo.maintain()
                 return
-            taken = set(self.experiment_refs()) & {e.name for e in exps}
+            now = self.experiment_refs()
+            taken = {e.name for e in exps if e.name in now and now[e.name] != e.previous}
             if taken:
                 raise RefConflict(f"experiment names were taken while writing: {', '.join(sorted(taken))}",
                                   "nothing was recorded; run the command again")
@@ -256,8 +279,10 @@ class Store:
         raise RefConflict(f"gave up recording {len(exps)} experiments after {MAX_ATTEMPTS} attempts")
 
     def remove(self, exp: Experiment) -> None:
-        """Delete the experiment's ref, its notes and its queue entry, if any, atomically."""
-        notes = {(ref, exp.sha): None for ref in NOTES_REFS}
+        """Delete the experiment's ref, the notes of all its attempts and its queue entry, atomically."""
+        chain = exp.summary.get("chain")
+        attempts = [c for c in chain if isinstance(c, str) and len(c) == 40] if isinstance(chain, list) else []
+        notes = {(ref, sha): None for ref in NOTES_REFS for sha in [*attempts, exp.sha]}
         refs = [RefUpdate(exp.ref, None, exp.sha)]
         queued = self.repo.refs(QUEUE_PREFIX + exp.sha).get(QUEUE_PREFIX + exp.sha)
         if queued:

@@ -42,18 +42,19 @@ def show(ident: str, fmt: str, reach: Tuple[str, ...] = ()) -> None:
     # outdir "/" must not make show walk the whole disk.
     outputs = _list_outputs(run_paths(repo, exp.sha, exp.summary).outdir)
     timing, reached = _timing(repo, store, exp, reach)
+    chain = chain_rows(store, exp, status)
     if fmt == "json":
         data = record(exp, status)
         data.update({"config": config, "facts": details.get("facts", {}), "log_tail": details.get("log_tail", ""),
                      "checkpoints": exp.summary.get("checkpoints", []), "outputs": outputs,
                      "parent_dirty": exp.summary.get("parent_dirty"), "config_hash": exp.summary.get("config_hash"),
                      "outdir": exp.summary.get("outdir"), "run_dir": exp.summary.get("run_dir"),
-                     "slurm": exp.summary.get("slurm"), "timing": timing,
+                     "slurm": exp.summary.get("slurm"), "timing": timing, "attempts": chain,
                      "reached": [{"metric": m, "what": w, **(hit or {"step": None, "seconds": None})}
                                  for m, w, hit in reached]})
         print_json(data)
         return
-    _print_show(exp, status, config, details, outputs, timing_mod.lines(timing, reached))
+    _print_show(exp, status, config, details, outputs, timing_mod.lines(timing, reached), chain)
 
 
 def _timing(repo: Repo, store: Store, exp: Experiment, reach: Sequence[str]
@@ -72,8 +73,45 @@ def _timing(repo: Repo, store: Store, exp: Experiment, reach: Sequence[str]
     return timing_mod.analyze(history, exp.summary), reached
 
 
+def chain_rows(store: Store, exp: Experiment, status: str) -> List[Dict[str, Any]]:
+    """One row per attempt of ``exp``'s chain: where it stopped and why, what it resumed from."""
+    from ..attempts import chain_of
+
+    rows = []
+    chain = chain_of(store, exp)
+    for n, (sha, s) in enumerate(chain, 1):
+        resume = s.get("resume") if isinstance(s.get("resume"), dict) else {}
+        rows.append({"attempt": s.get("attempt") if isinstance(s.get("attempt"), int) else n, "id": sha,
+                     "kind": s.get("kind") or ("run" if n == 1 else "retry"),
+                     "status": status if sha == exp.sha else s.get("status", "?"), "reason": s.get("reason"),
+                     "ended": s.get("ended"), "host": s.get("host"),
+                     "resumed_from": {"checkpoint": resume.get("checkpoint"), "step": resume.get("step"),
+                                      "attempt": resume.get("attempt")} if resume else None,
+                     "param_changes": s.get("param_changes")})
+    return rows
+
+
+def _print_chain(rows: List[Dict[str, Any]]) -> None:
+    if len(rows) < 2:
+        return
+    click.echo("\nattempts:")
+    for row in rows:
+        line = f"  {fmt_value(row['attempt'])}. {row['id'][:10]} {fmt_value(row['kind'])}: {fmt_value(row['status'])}"
+        if row.get("reason"):
+            line += f" ({cell(str(row['reason']), 120)})"
+        if row.get("resumed_from"):
+            point = row["resumed_from"]
+            line += f"; resumed from step {fmt_value(point.get('step'))} of {fmt_value(str(point.get('attempt'))[:10])}"
+        if isinstance(row.get("param_changes"), dict) and row["param_changes"]:
+            line += "; changed " + ", ".join(f"{fmt_value(k)}: {fmt_value(v[0] if isinstance(v, list) and v else v)}"
+                                             f" -> {fmt_value(v[1] if isinstance(v, list) and len(v) > 1 else v)}"
+                                             for k, v in row["param_changes"].items())
+        click.echo(line)
+
+
 def _print_show(exp: Experiment, status: str, config: Dict[str, Any], details: Dict[str, Any],
-                outputs: List[Dict[str, Any]], time_lines: Sequence[str] = ()) -> None:
+                outputs: List[Dict[str, Any]], time_lines: Sequence[str] = (),
+                chain: Optional[List[Dict[str, Any]]] = None) -> None:
     """The text view. Every value from notes goes through fmt_value/cell: control characters
     are escaped, so a note cannot drive the terminal."""
     s = exp.summary
@@ -101,6 +139,7 @@ def _print_show(exp: Experiment, status: str, config: Dict[str, Any], details: D
         echo(line)
     _print_facts(details.get("facts") or {})
     _print_checkpoints(s.get("checkpoints"))
+    _print_chain(chain or [])
     echo(f"\noutputs ({fmt_value(s.get('outdir', ''))}):")
     for item in outputs[:50] or [{"path": "(empty)", "size": None}]:
         echo(f"  {cell(item['path'], 200)}" + (f"  {format_size(item['size'])}" if item.get("size") is not None else ""))
@@ -246,11 +285,12 @@ def _still_running(repo: Repo, store: Store, exp: Experiment) -> bool:
 @click.command()
 @click.argument("ident", metavar="ID")
 @output_format("csv", "json", "jsonl", default="csv")
-def metrics(ident: str, fmt: str) -> None:
-    """Export the full metric histories: one record per step."""
+@click.option("--raw", is_flag=True, help="Only this attempt's own points, not the curve across its chain.")
+def metrics(ident: str, fmt: str, raw: bool = False) -> None:
+    """Export the full metric histories: one record per step (across retries and resumes)."""
     repo, store = open_store()
     exp = store.find(ident)
-    history = live_mod.history(repo, exp, store)  # a run in progress here: the curve so far
+    history = live_mod.history(repo, exp, store, raw=raw)  # a run in progress here: the curve so far
     if fmt == "json":
         print_json(history)
         return

@@ -12,7 +12,7 @@ from ..config import closest
 from ..metrics import parse_spark
 from ..errors import BadInput
 from ..status import live_statuses
-from ..notes import Experiment
+from ..notes import Experiment, Store
 from ..query import known_keys, parse_filter, sort_experiments
 from .common import fmt_duration, fmt_time, fmt_value, open_store, output_format, print_json, render_table
 
@@ -25,9 +25,11 @@ from .common import fmt_duration, fmt_time, fmt_value, open_store, output_format
 @click.option("-n", "limit", type=click.IntRange(min=1), help="Show at most N rows.")
 @click.option("--spark/--no-spark", default=True, show_default=True,
               help="A sparkline column: the curve of the first metric shown (from the summaries: no history is read).")
+@click.option("--attempts", "expand", is_flag=True,
+              help="One row per attempt (retries, resumes) instead of one per experiment.")
 @output_format("table", "csv", "json")
 def log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[str, ...],
-        group: Optional[str], limit: Optional[int], spark: bool, fmt: str) -> None:
+        group: Optional[str], limit: Optional[int], spark: bool, fmt: str, expand: bool = False) -> None:
     """List experiments with their params, status and metrics."""
     repo, store = open_store()
     exps = store.experiments()
@@ -54,6 +56,8 @@ def log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[s
     exps = sort_experiments(exps, sort_key)
     if limit:
         exps = exps[:limit]
+    if expand:
+        exps, statuses = _with_attempts(store, exps, statuses)
     metrics = list(metric_names) or _default_metrics(exps)
     show_last = bool(metric_names)
     if fmt == "json":
@@ -62,6 +66,24 @@ def log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[s
         _write_csv(exps, statuses, metrics)
     else:
         _print_table(exps, statuses, metrics, show_last, metrics[0] if spark and metrics else None)
+
+
+def _with_attempts(store: Store, exps: List[Experiment], statuses: Dict[str, str]
+                   ) -> Tuple[List[Experiment], Dict[str, str]]:
+    """Each experiment preceded by its earlier attempts (one read for all their summaries)."""
+    from ..attempts import chain_shas
+
+    earlier = {e.sha: chain_shas(e.summary, e.sha)[:-1] for e in exps}
+    notes = store.read_notes_json([sha for shas in earlier.values() for sha in shas])
+    out: List[Experiment] = []
+    statuses = dict(statuses)
+    for exp in exps:
+        for sha in earlier[exp.sha]:
+            summary = notes.get(sha, {})
+            out.append(Experiment(sha, exp.name, summary))
+            statuses[sha] = str(summary.get("status", "?"))
+        out.append(exp)
+    return out, statuses
 
 
 def _default_metrics(exps: List[Experiment]) -> List[str]:
@@ -80,6 +102,7 @@ def record(exp: Experiment, status: str) -> Dict[str, Any]:
         "created": s.get("created"), "started": s.get("started"), "ended": s.get("ended"),
         "duration": s.get("duration"), "exit_code": s.get("exit_code"), "host": s.get("host"),
         "runner": s.get("runner"), "parent": s.get("parent"), "reason": s.get("reason"),
+        "attempt": s.get("attempt") if isinstance(s.get("attempt"), int) else 1 + len(s.get("chain") or []),
     }
 
 
@@ -104,7 +127,8 @@ def _print_table(exps: List[Experiment], statuses: Dict[str, str], metrics: List
     for exp in exps:
         s = exp.summary
         params = " ".join(f"{k}={fmt_value(v)}" for k, v in (s.get("params") or {}).items())
-        row = [exp.sha[:8], exp.name, statuses[exp.sha], params]
+        attempt = record(exp, "")["attempt"]
+        row = [exp.sha[:8], exp.name + (f" #{attempt}" if attempt != 1 else ""), statuses[exp.sha], params]
         for name in metrics:
             best, last = _metric_cells(exp, name)
             row += [fmt_value(best), fmt_value(last)] if show_last else [fmt_value(best if best is not None else last)]

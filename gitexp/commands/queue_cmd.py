@@ -6,8 +6,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
+from ..attempts import find_attempt, make_attempt, supersede
 from ..errors import BadInput
 from ..facts import gpu_models
+from ..lifecycle import Status
 from ..notes import Experiment, Store
 from ..queue import QUEUED, Queue, item, listing
 from ..repo import Repo
@@ -20,7 +22,7 @@ from ..worker import Worker
 from .common import fmt_time, fmt_value, open_store, output_format, print_json, render_table
 
 ACTIVE = ("pending", "starting", "running")
-RETRYABLE = ("lost", "failed", "killed", "cancelled", "timeout")
+RETRYABLE = ("lost", "failed", "killed", "cancelled", "timeout", "stopped")
 
 
 @click.group(name="queue", invoke_without_command=True)
@@ -135,7 +137,7 @@ def _row(entry: Dict[str, Any]) -> List[str]:
 @click.option("--priority", type=int, help="Queue them with this priority.")
 @click.pass_context
 def retry(ctx: click.Context, idents: Tuple[str, ...], lost: bool, priority: Optional[int]) -> None:
-    """Queue ended experiments again (lost, failed, killed, cancelled): the same commit runs."""
+    """Start ended experiments over (lost, failed, killed, cancelled, timeout, stopped) as a new queued attempt."""
     _retry(ctx, idents, lost, priority)
 
 
@@ -143,7 +145,7 @@ def _retry(ctx: click.Context, idents: Tuple[str, ...], lost: bool, priority: Op
     repo, store = open_store()
     if not idents and not lost:
         raise BadInput("name the experiments to retry, or pass --lost", "e.g. git exp queue retry --lost")
-    targets = [store.find(i) for i in idents]
+    targets = [find_attempt(store, i)[1] for i in idents]  # any attempt names its experiment
     if lost:
         everything = store.experiments()
         live = live_statuses(repo, everything)
@@ -159,10 +161,20 @@ def _retry(ctx: click.Context, idents: Tuple[str, ...], lost: bool, priority: Op
                            "submit its config again with git exp run ... --on <target>")
     q = Queue(repo, store)
     for exp in targets:
-        q.requeue(exp, priority)
-        click.echo(f"queued {exp.name} ({exp.sha[:10]}) again")
+        new = retry_attempt(repo, store, exp, q, priority)
+        click.echo(f"queued {exp.name} again as attempt {new.summary['attempt']} ({new.sha[:10]})")
     if not targets:
         click.echo("no lost experiments", err=True)
+
+
+def retry_attempt(repo: Repo, store: Store, exp: Experiment, q: Queue, priority: Optional[int]) -> Experiment:
+    """Queue a new attempt of ``exp`` (start over): its own commit, run directory and notes."""
+    superseded = supersede(repo, store, exp, "a retry started over")
+    current = Experiment(exp.sha, exp.name, superseded)
+    new, _config = make_attempt(repo, store, current, "retry", Status.QUEUED)
+    old_priority = (exp.summary.get("queue") or {}).get("priority", 0)
+    q.record([new], priority if priority is not None else int(old_priority or 0))
+    return new
 
 
 def parse_gpus(text: Optional[str]) -> Optional[List[int]]:

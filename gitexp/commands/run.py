@@ -15,7 +15,7 @@ from ..queue import Queue
 from ..repo import Repo
 from ..resources import check as check_requires
 from ..runners import runner_for_target
-from ..runners.base import Runner, gitexp_argv, make
+from ..runners.base import Made, Runner, gitexp_argv, make
 from ..runners.local import LocalRunner
 from ..targets import get_target
 from ..transport import LocalTransport
@@ -153,7 +153,14 @@ def _queue_or_sweep(repo: Repo, store: Store, configs: List[ExperimentConfig], t
 def _submit(runner: Runner, configs: List[ExperimentConfig], max_parallel: Optional[int]) -> int:
     """Make the commits and hand them to the target's runner: recorded and started, or nothing."""
     with runner.repo.batch():
-        exps = runner.submit(make(runner.repo, runner.store, configs, runner.INITIAL_STATUS, max_parallel))
+        made = make(runner.repo, runner.store, configs, runner.INITIAL_STATUS, max_parallel)
+    return _submit_made(runner, made)
+
+
+def _submit_made(runner: Runner, made: Made) -> int:
+    """Hand made experiments (or a new attempt) to a runner: recorded and started, or nothing."""
+    with runner.repo.batch():
+        exps = runner.submit(made)
     for warning in runner.warnings:
         click.echo(f"gitexp: {warning}", err=True)
     for exp in exps:

@@ -1,0 +1,222 @@
+"""Attempts: an experiment runs again (retry, resume) as a new run commit on its branch.
+
+The first run is attempt 1. ``git exp queue retry`` and ``--retry-lost`` (start over) and
+``git exp resume`` (continue from a checkpoint) each make attempt *n+1*: a new commit whose
+parent is the experiment's current run commit (the tree changes only when params do), with a
+summary note of its own, and ``refs/exps/<name>`` moves to it with compare-and-swap. So every
+attempt has its own id, run directory, output log, metric history, exit status and reason,
+and nothing of an earlier attempt is overwritten. The summary of attempt *n* names the chain:
+
+* ``attempt``: *n*; ``chain``: the earlier attempts' commits, oldest first; ``kind``:
+  ``retry`` or ``resume``;
+* ``resume``: the checkpoint it starts from (``checkpoint`` path, ``step``, ``attempt`` whose
+  pointer it is, ``host``); ``outdir_of``: the commit whose ``out/`` it shares (a resume
+  continues in the same output directory);
+* ``param_changes``: ``{param: [old, new]}`` when ``-p`` changed params on resume.
+
+An attempt that had not recorded an end (its executor died: ``lost``) is recorded ``lost``
+when the next one starts, with whatever its run directory still holds (points, checkpoint
+pointers) recovered into its notes. A new attempt never starts while an earlier attempt's
+program is alive.
+"""
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from . import checkpoints as ckpt
+from . import metrics as metrics_mod
+from .config import ExperimentConfig, Scalar
+from .errors import BadInput
+from .experiments import process_alive, read_exec_info
+from .lifecycle import FINAL, Status, transition
+from .notes import CONFIG_PATH, EXP_PREFIX, METRICS_REF, Experiment, Store, jsonl
+from .paths import run_paths
+from .repo import Repo
+
+# Fields of the first summary an attempt inherits (what the experiment is, not how a run went).
+INHERITED = ("name", "group", "description", "config_hash", "goals", "parent", "parent_dirty", "submodules",
+             "target", "runner")
+
+
+def chain_shas(summary: Dict[str, Any], sha: str) -> List[str]:
+    """The attempts up to ``sha``, oldest first (a note's chain is checked: only commit ids)."""
+    chain = summary.get("chain")
+    earlier = [c for c in chain if isinstance(c, str) and len(c) == 40] if isinstance(chain, list) else []
+    return earlier + [sha]
+
+
+def chain_of(store: Store, exp: Experiment) -> List[Tuple[str, Dict[str, Any]]]:
+    """(sha, summary) of every attempt of ``exp``'s chain up to ``exp``, oldest first."""
+    shas = chain_shas(exp.summary, exp.sha)
+    notes = store.read_notes_json(shas[:-1]) if len(shas) > 1 else {}
+    return [(sha, notes.get(sha, {})) for sha in shas[:-1]] + [(exp.sha, exp.summary)]
+
+
+def attempt_number(summary: Dict[str, Any]) -> int:
+    n = summary.get("attempt")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else len(chain_shas(summary, "x" * 40))
+
+
+def find_attempt(store: Store, ident: str) -> Tuple[Experiment, Experiment]:
+    """(the attempt ``ident`` names, the experiment's current attempt). ``ident``: a name, or a
+    prefix of any attempt's commit."""
+    exp = store.find(ident)
+    tip = store.experiment_refs().get(exp.name)
+    if tip is None or tip == exp.sha:
+        return exp, exp
+    return exp, Experiment(tip, exp.name, store.summary(tip))
+
+
+def join_histories(histories: Sequence[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
+    """One curve across a chain (oldest attempt first): where a later attempt has points, they
+    replace the earlier attempts' points from its first step on (a resume repeats the steps
+    after its checkpoint; a retry starts over)."""
+    combined: List[Dict[str, Any]] = []
+    for history in histories:
+        steps = [r["step"] for r in history if isinstance(r.get("step"), (int, float)) and not isinstance(r.get("step"), bool)]
+        if steps:
+            cut = min(steps)
+            combined = [r for r in combined if not (isinstance(r.get("step"), (int, float))
+                                                    and not isinstance(r.get("step"), bool) and r["step"] >= cut)]
+        combined.extend(history)
+    return combined
+
+
+# -- liveness and recovery -------------------------------------------------------------------
+def live_program(repo: Repo, exp: Experiment) -> Optional[str]:
+    """What of ``exp``'s run is still alive on this machine (executor or program), or None."""
+    info = read_exec_info(run_paths(repo, exp.sha).exec_info)
+    here = socket.gethostname()
+    s = exp.summary
+    if s.get("host") == here and process_alive(s.get("pid"), s.get("pid_started")):
+        return f"its executor (pid {s.get('pid')})"
+    if info.get("host") == here:
+        if process_alive(info.get("pid"), info.get("pid_started")):
+            return f"its executor (pid {info.get('pid')})"
+        if process_alive(info.get("child"), info.get("child_started")):
+            return f"its program (pid {info.get('child')}), whose executor died"
+    worker = s.get("worker")
+    if s.get("status") == "starting" and isinstance(worker, dict) and worker.get("host") == here \
+            and process_alive(worker.get("pid"), worker.get("pid_started")):
+        return f"the queue worker that claimed it (pid {worker.get('pid')})"
+    return None
+
+
+def recovered(repo: Repo, exp: Experiment) -> Tuple[Dict[str, Any], Dict[Tuple[str, str], Optional[bytes]]]:
+    """What a dead executor had not written, from the run directory: summary fields and notes."""
+    paths = run_paths(repo, exp.sha, exp.summary)
+    records = metrics_mod.read_points(paths.captured)
+    try:
+        config = ExperimentConfig(name=exp.name, command="")
+        from .executor import load_experiment_config
+
+        config = load_experiment_config(repo, exp.sha)
+        records += metrics_mod.file_records(config.metrics, paths.outdir)
+    except Exception:  # noqa: BLE001 - an unreadable config still keeps the API points
+        pass
+    history, sources = metrics_mod.build_history(metrics_mod.read_points(paths.metrics), records)
+    fields: Dict[str, Any] = {}
+    notes: Dict[Tuple[str, str], Optional[bytes]] = {}
+    if history:
+        fields["metrics"] = metrics_mod.summarize(history, config.metrics, sources)
+        notes[(METRICS_REF, exp.sha)] = jsonl(history)
+    pointers = metrics_mod.read_checkpoints(paths.checkpoints)
+    if pointers:
+        fields["checkpoints"] = pointers[-20:]
+    return fields, notes
+
+
+def supersede(repo: Repo, store: Store, exp: Experiment, why: str) -> Dict[str, Any]:
+    """Make sure the current attempt has ended; a dead one is recorded ``lost`` with what its
+    run directory holds. Refuses (BadInput) while anything of it is alive or it is active."""
+    alive = live_program(repo, exp)
+    if alive:
+        raise BadInput(f"{exp.name}: {alive} is still running; nothing was started",
+                       f"stop it first: git exp cancel {exp.sha[:10]}")
+    status = exp.status
+    if status in {s.value for s in FINAL}:
+        return exp.summary
+    from .status import live_status
+
+    live, reason = live_status(repo, exp)
+    if live in ("queued", "pending", "starting", "running", "created") and live != "lost":
+        raise BadInput(f"{exp.name} is {live}" + (f" ({reason})" if reason else "") + "; nothing was started",
+                       f"wait for it to end, or stop it: git exp cancel {exp.sha[:10]}")
+    fields, notes = recovered(repo, exp)
+    fields.update(ended=time.time(), reason=f"its executor died without recording an end; {why}")
+    done = transition(store, exp.sha, Status.LOST, fields, extra=notes, message=f"gitexp: {exp.name} lost")
+    return done or store.summary(exp.sha)
+
+
+# -- making an attempt ---------------------------------------------------------------------------
+def make_attempt(repo: Repo, store: Store, current: Experiment, kind: str, status: Status,
+                 overrides: Optional[Dict[str, Scalar]] = None,
+                 resume: Optional[Dict[str, Any]] = None) -> Tuple[Experiment, ExperimentConfig]:
+    """The next attempt's commit and summary (not recorded: see :func:`record`)."""
+    from .executor import load_experiment_config
+
+    config = load_experiment_config(repo, current.sha)
+    changes = {k: [config.params.get(k), v] for k, v in (overrides or {}).items() if config.params.get(k) != v}
+    tree = repo.commit_object(current.sha).tree.decode()
+    if changes:
+        config = config.with_params({k: v for k, (_old, v) in changes.items()})
+        resolved = config.to_dict()
+        stored = yaml.safe_load(repo.show_file(current.sha, CONFIG_PATH) or b"{}") or {}
+        if isinstance(stored, dict) and "source_root" in stored:
+            resolved["source_root"] = stored["source_root"]
+        blob = repo.hash_blob(yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False).encode())
+        tree = repo.build_tree(tree, {CONFIG_PATH: blob})
+    n = attempt_number(current.summary) + 1
+    what = f"resume from step {resume.get('step')}" if resume else "retry"
+    lines = [f"exp: {current.name} (attempt {n}: {what})", ""]
+    lines += [f"{k} = {v}" for k, v in config.params.items()]
+    lines += ["", f"Gitexp-Config-Hash: {config.config_hash()}", f"Gitexp-Attempt: {n}",
+              f"Gitexp-Continues: {current.sha}", f"Gitexp-Run: {uuid.uuid4().hex}"]
+    sha = repo.commit_tree(tree, [current.sha], "\n".join(lines) + "\n")
+    summary: Dict[str, Any] = {k: current.summary[k] for k in INHERITED if k in current.summary}
+    summary.update(schema=2, params=config.params, config_hash=config.config_hash(), status=status.value,
+                   created=time.time(), attempt=n, kind=kind, chain=chain_shas(current.summary, current.sha))
+    if changes:
+        summary["param_changes"] = changes
+    if resume:
+        summary["resume"] = resume
+        owner = current.summary.get("outdir_of")
+        summary["outdir_of"] = owner if isinstance(owner, str) and len(owner) == 40 else current.sha
+    if status is Status.CREATED:
+        me = __import__("psutil").Process()
+        summary["creator"] = {"host": socket.gethostname(), "pid": me.pid, "pid_started": me.create_time()}
+    exp = Experiment(sha, current.name, summary, previous=current.sha)
+    return exp, config
+
+
+def resume_point(repo: Repo, store: Store, chain: Sequence[Tuple[str, Dict[str, Any]]], step: Optional[int],
+                 here: bool = True) -> Dict[str, Any]:
+    """The checkpoint to resume from: the newest of the chain, or the one at ``step``."""
+    candidates = ckpt.chain_checkpoints(chain)
+    name = chain[-1][1].get("name") or chain[-1][0][:10]
+    if not candidates:
+        raise BadInput(f"{name} recorded no checkpoint to resume from; nothing was started",
+                       "record them with gitexp.checkpoint(path, step=...) or `checkpoints:` in the config, "
+                       "or start it over: git exp resume --from-scratch")
+    chosen = ckpt.choose(candidates, step)
+    if chosen is None:
+        raise BadInput(f"{name} has no checkpoint at step {step}; nothing was started",
+                       f"steps with a checkpoint: {ckpt.describe_steps(candidates)}")
+    if here and chosen.get("host") not in (None, socket.gethostname()):
+        raise BadInput(f"the checkpoint {chosen['path']} is on {chosen['host']}, not this machine; nothing was started",
+                       f"resume it there: git exp resume {chain[-1][0][:10]} --on <the target on {chosen['host']}>")
+    if here and not ckpt.exists_here(chosen["path"]):
+        raise BadInput(f"the checkpoint {chosen['path']} (step {chosen['step']}) no longer exists on this machine; "
+                       "nothing was started", "pick another with --from STEP "
+                       f"(steps: {ckpt.describe_steps(candidates)}), or --from-scratch")
+    return {"checkpoint": chosen["path"], "step": chosen["step"], "attempt": chosen["attempt"],
+            "host": chosen.get("host")}
+
+
+def ref_name(exp: Experiment) -> str:
+    return EXP_PREFIX + exp.name
