@@ -20,6 +20,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
+from . import diagnostics as diagnostics_mod
+from . import notify as notify_mod
 from . import snapshot as snapshot_mod
 from .errors import BadInput
 from .shellquote import TemplateError, placeholders, render_shell, substitute
@@ -35,7 +37,7 @@ __all__ = [  # what other modules import from here; the YAML and quoting names a
 ]
 
 TOP_KEYS = ("name", "group", "description", "command", "params", "metrics", "requires", "files", "env", "sweep",
-            "snapshot", "step", "resume", "checkpoints", "auto_resume")
+            "snapshot", "step", "resume", "checkpoints", "auto_resume", "diagnostics", "notify")
 METRIC_KEYS = ("goal", "regex", "file", "key", "step")
 STEP_MODES = ("count", "latest")  # besides {regex: ...}; see MetricSpec.step
 REQUIRE_KEYS = ("disk", "ram", "gpu_mem", "time", "gpus", "cpus")
@@ -125,6 +127,8 @@ class ExperimentConfig:
     resume: Optional[Union[str, List[str]]] = None  # the command that continues from {checkpoint}
     checkpoints: List[str] = field(default_factory=list)  # globs of checkpoint files the executor watches
     auto_resume: int = 0  # resubmit a run stopped by the time limit, preemption or a lost node this often
+    diagnostics: Any = None  # gitexp.diagnostics.Rules (parsed by that module)
+    notify: Any = None  # gitexp.notify.NotifySpec (parsed by that module)
     source: str = "<config>"
     lines: Dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -153,6 +157,10 @@ class ExperimentConfig:
             out["checkpoints"] = list(self.checkpoints)
         if self.auto_resume:
             out["auto_resume"] = self.auto_resume
+        for key in ("diagnostics", "notify"):
+            given = getattr(self, key).to_dict() if getattr(self, key) is not None else None
+            if given is not None:
+                out[key] = given
         return out
 
     def config_hash(self) -> str:
@@ -275,6 +283,7 @@ class _Validator:
         self.lines = lines
         # A stored config was checked when it was recorded: names then allowed stay allowed.
         self.max_name_len = None if stored else MAX_NAME_LEN
+        self.stored = stored
 
     def fail(self, key: str, message: str, hint: Optional[str] = None) -> BadInput:
         line = self.lines.get(key)
@@ -310,6 +319,8 @@ class _Validator:
             sweep=self.sweep(data), snapshot=snapshot_mod.parse(data.get("snapshot"), self.fail),
             resume=self.command(data, "resume") if data.get("resume") is not None else None,
             checkpoints=self.checkpoints(data), auto_resume=self.auto_resume(data),
+            diagnostics=diagnostics_mod.parse(data.get("diagnostics"), self.fail),
+            notify=notify_mod.parse(data.get("notify"), self.fail, check=not self.stored),
             source=self.source, lines=self.lines,
         )
         known = set(config.params) | set(BUILTIN_PLACEHOLDERS)

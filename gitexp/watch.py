@@ -95,6 +95,9 @@ def register(factory: Factory) -> Factory:
 def default_factories() -> List[Factory]:
     """The built-in watchers (imported here so that importing gitexp stays light)."""
     from . import checkpoints  # noqa: F401 - registers its factory
+    from . import monitor  # noqa: F401 - resource sampling; before diagnostics, which reads its samples
+    from . import diagnostics  # noqa: F401
+    from . import notify  # noqa: F401
 
     return list(FACTORIES)
 
