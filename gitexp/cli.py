@@ -40,6 +40,8 @@ COMMANDS: Dict[str, tuple] = {
     "compare": ("compare_cmd", "compare"),
     "report": ("report_cmd", "report"),
     "hooks": ("hooks_cmd", "hooks"),
+    "top": ("monitor_cmd", "top"),
+    "hosts": ("monitor_cmd", "hosts"),
     "_exec": ("exec_cmd", "exec_"),
     "_agent": ("agent_cmd", "agent"),
     "_hook": ("hooks_cmd", "hook"),

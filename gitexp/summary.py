@@ -171,6 +171,31 @@ def _checkpoints(value: Any) -> Optional[str]:
     return None
 
 
+_ALERT = _typed_map({"rule": _STRING, "message": _STRING, "action": _STRING, "time": _TIME})
+_NOTIFY = _typed_map({"sent": _non_negative, "failed": _non_negative, "error": _STRING})
+
+
+def _alerts(value: Any) -> Optional[str]:
+    """Alerts of diagnostic rules (gitexp.diagnostics): flat records, printed by show and log."""
+    if value.__class__ is not list:
+        return "must be a list of mappings"
+    for item in value:
+        problem = _ALERT(item)
+        if problem:
+            return problem
+    return None
+
+
+def _numbers(value: Any) -> Optional[str]:
+    """Resource peaks (gitexp.monitor): a flat mapping of numbers."""
+    if value.__class__ is not dict:
+        return "must be a mapping"
+    for key, item in value.items():
+        if item is not None and (item.__class__ not in (int, float) or not -1e300 < item < 1e300):
+            return f"{key!r} must be a number"
+    return None
+
+
 def _mapping(value: Any) -> Optional[str]:
     return None if value.__class__ is dict else "must be a mapping"
 
@@ -185,12 +210,12 @@ _SUMMARY: Dict[str, Rule] = {
     "status": _status, "params": _scalar_map, "goals": _scalar_map, "metrics": _metrics,
     "checkpoints": _checkpoints, "worker": _WORKER, "queue": _QUEUE, "slurm": _SLURM,
     "schema": _INTEGER, "pid": _pid, "exit_code": _INTEGER, "attempts": _INTEGER,
-    "parent_dirty": _FLAG, "cancel_requested": _FLAG,
+    "parent_dirty": _FLAG, "cancel_requested": _FLAG, "alerts": _alerts, "resources": _numbers, "notify": _NOTIFY,
     **{key: _TIME for key in ("created", "started", "ended", "duration", "updated", "claimed", "pid_started")},
     **{key: _STRING for key in ("name", "group", "description", "config_hash", "parent", "host", "runner",
                                 "run_dir", "outdir", "reason", "wait_reason", "previous_status")},
 }
-_DETAILS: Dict[str, Rule] = {"facts": _mapping, "log_tail": _STRING, "batch_script": _STRING}
+_DETAILS: Dict[str, Rule] = {"facts": _mapping, "log_tail": _STRING, "batch_script": _STRING, "resources": _mapping}
 _FACTS: Dict[str, Rule] = {
     **{key: _STRING for key in ("hostname", "user", "platform", "python", "python_executable", "git")},
     "cpus": _INTEGER, "ram": _NUMBER, "gpus": _strings,

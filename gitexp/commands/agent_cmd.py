@@ -14,7 +14,7 @@ from ..errors import BadInput
 from ..runners import agent as far
 from .common import json_text, open_store
 
-OPS = ("probe", "submit", "drop", "queue", "cancel")
+OPS = ("probe", "submit", "drop", "queue", "cancel", "top")
 
 
 @click.command(name="_agent", hidden=True)
@@ -30,6 +30,11 @@ def agent(op: str) -> None:
             raise BadInput(f"_agent {op}: the request is not JSON: {exc}") from None
         if not isinstance(request, dict):
             raise BadInput(f"_agent {op}: the request is not a JSON object")
+        if op == "top":  # git exp top --on: the runs in progress here (gitexp/commands/monitor_cmd.py)
+            from .monitor_cmd import far_top
+
+            click.echo(json_text(far_top(request), indent=None))
+            return
         repo, store = open_store()
         answer = {"submit": far.submit, "drop": far.drop, "queue": far.queue, "cancel": far.cancel}[op](
             repo, store, request)

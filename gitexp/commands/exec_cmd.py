@@ -20,4 +20,8 @@ def exec_(sha: str, runner: str, echo: bool) -> int:
         from ..errors import BadInput
 
         raise BadInput(f"no commit {sha!r} in {repo.root}", "the experiment ref was not pushed here")
-    return Executor(repo, Store(repo), full, echo=echo, runner=runner).execute()
+    store = Store(repo)
+    from ..notify import install
+
+    install(repo, store)  # notifications of this run's state changes (the experiment's notify:)
+    return Executor(repo, store, full, echo=echo, runner=runner).execute()

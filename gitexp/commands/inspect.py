@@ -137,6 +137,10 @@ def _print_show(exp: Experiment, status: str, config: Dict[str, Any], details: D
     _print_metrics(s.get("metrics") or {})
     for line in time_lines:
         echo(line)
+    from .monitor_cmd import alert_lines, notify_lines, resource_lines
+
+    for line in alert_lines(s) + resource_lines(s) + notify_lines(s):
+        echo(line)
     _print_facts(details.get("facts") or {})
     _print_checkpoints(s.get("checkpoints"))
     _print_chain(chain or [])

@@ -103,6 +103,7 @@ def record(exp: Experiment, status: str) -> Dict[str, Any]:
         "duration": s.get("duration"), "exit_code": s.get("exit_code"), "host": s.get("host"),
         "runner": s.get("runner"), "parent": s.get("parent"), "reason": s.get("reason"),
         "attempt": s.get("attempt") if isinstance(s.get("attempt"), int) else 1 + len(s.get("chain") or []),
+        "alerts": s.get("alerts") or [],
     }
 
 
@@ -123,6 +124,11 @@ def _print_table(exps: List[Experiment], statuses: Dict[str, str], metrics: List
     if sparks is not None:
         headers.append(f"{spark_metric} curve")
     headers += ["duration", "when"]
+    from .monitor_cmd import alerts_cell
+
+    alerts = {e.sha: alerts_cell(e.summary) for e in exps if e.summary.get("alerts")}
+    if alerts:  # a column only when some run raised an alert (gitexp.diagnostics)
+        headers.append("alerts")
     rows = []
     for exp in exps:
         s = exp.summary
@@ -135,6 +141,8 @@ def _print_table(exps: List[Experiment], statuses: Dict[str, str], metrics: List
         if sparks is not None:
             row.append(sparks.get(exp.sha, ""))
         row += [fmt_duration(s.get("duration")), fmt_time(s.get("created"))]
+        if alerts:
+            row.append(alerts.get(exp.sha, ""))
         rows.append(row)
     click.echo(render_table(headers, rows))
 

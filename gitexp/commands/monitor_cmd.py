@@ -1,0 +1,291 @@
+"""``git exp top`` (running experiments, live) and ``git exp hosts`` (free resources per host).
+
+Both read this machine directly and each ssh run target in one ``_agent`` round trip (``top``
+and ``queue`` ops), so ``top --on gpu3`` shows what ``top`` shows on gpu3. The view is rich's
+live table when rich is installed (``pip install 'gitexp[top]'``); ``--once`` prints one plain
+table (and so does a run without rich, with the hint).
+
+Also here: the lines ``show`` and ``log`` print for alerts, resource peaks and notifications.
+"""
+from __future__ import annotations
+
+import math
+import socket
+import sys
+import time
+from typing import Any, Dict, List, Mapping, Optional
+
+import click
+
+from ..errors import BadInput
+from ..notes import Store
+from ..repo import Repo
+from ..units import format_duration, format_size
+from .common import fmt_value, open_store, print_json, render_table
+
+STEP_BUDGET_PARAMS = ("max_steps", "steps", "total_steps", "num_steps", "iterations", "iters")
+TOP_HEADERS = ["id", "name", "host", "step", "steps/s", "ETA", "metrics", "CPU", "RSS", "GPU", "alerts"]
+
+
+# -- what show and log print ---------------------------------------------------------------------
+def _num(value: Any) -> Optional[float]:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def alert_lines(summary: Mapping[str, Any]) -> List[str]:
+    alerts = summary.get("alerts")
+    if not isinstance(alerts, list) or not alerts:
+        return []
+    out = [f"\nalerts ({len(alerts)}):"]
+    for alert in alerts[-20:]:
+        if isinstance(alert, dict):
+            when = time.strftime("%H:%M:%S", time.localtime(alert["time"])) if _num(alert.get("time")) else ""
+            out.append(f"  {when} {fmt_value(alert.get('rule'))} ({fmt_value(alert.get('action'))}): "
+                       f"{fmt_value(alert.get('message'))}")
+    return out
+
+
+def resource_lines(summary: Mapping[str, Any]) -> List[str]:
+    res = summary.get("resources")
+    if not isinstance(res, dict) or not res:
+        return []
+    parts = []
+    for key, label, size in (("cpu_peak", "CPU", False), ("rss_peak", "RSS", True), ("ram_used_peak", "host RAM", True),
+                             ("disk_free_min", "free disk min", True), ("gpu_util_peak", "GPU util", False),
+                             ("gpu_mem_peak", "GPU mem", True)):
+        value = _num(res.get(key))
+        if value is not None:
+            parts.append(f"{label} {format_size(value) if size else f'{value:.0f}%'}")
+    gpu_util = [v for k, v in res.items() if k.startswith("gpu") and k.endswith("_util_peak") and _num(v) is not None]
+    if gpu_util and "gpu_util_peak" not in res:
+        parts.append(f"GPU util {max(gpu_util):.0f}%")
+    samples = res.get("samples")
+    return [f"\nresources (peaks{f' of {samples} samples' if _num(samples) else ''}): " + ", ".join(parts)]
+
+
+def notify_lines(summary: Mapping[str, Any]) -> List[str]:
+    record = summary.get("notify")
+    if not isinstance(record, dict):
+        return []
+    line = f"\nnotifications: {fmt_value(record.get('sent', 0))} sent"
+    if record.get("failed"):
+        line += f", {fmt_value(record.get('failed'))} failed: {fmt_value(record.get('error'))}"
+    return [line]
+
+
+def alerts_cell(summary: Mapping[str, Any]) -> str:
+    alerts = summary.get("alerts")
+    if not isinstance(alerts, list) or not alerts:
+        return ""
+    rules = {str(a.get("rule")) for a in alerts if isinstance(a, dict)}
+    return f"{len(alerts)}: " + ",".join(sorted(rules))
+
+
+# -- top -----------------------------------------------------------------------------------------
+def top_rows(repo: Repo, store: Store) -> List[Dict[str, Any]]:
+    """One row per run in progress (live files for those running here, the notes for others)."""
+    from .. import live as live_mod
+    from ..monitor import read_live
+    from ..paths import run_paths
+    from ..status import live_statuses
+
+    exps = store.experiments()
+    statuses = {sha: status for sha, (status, _why) in live_statuses(repo, exps).items()}
+    here = socket.gethostname()
+    now = time.time()
+    rows = []
+    for exp in exps:
+        if statuses.get(exp.sha) not in ("running", "starting"):
+            continue
+        s = exp.summary
+        run = live_mod.read(repo, exp, statuses[exp.sha], here)
+        history = run.history if run is not None else []
+        found = run.metrics if run is not None else s.get("metrics")
+        metrics: Dict[str, Any] = found if isinstance(found, dict) else {}
+        live = read_live(run_paths(repo, exp.sha, s).root) if run is not None else {}
+        started = _num(s.get("started"))
+        rows.append({"id": exp.sha, "name": exp.name, "host": s.get("host"), "status": statuses[exp.sha],
+                     "started": started, **_progress(history, s, repo, exp.sha, started, now),
+                     "metrics": {n: e.get("last") for n, e in list(metrics.items())[:4] if isinstance(e, dict)},
+                     "resources": live.get("latest") or {}, "alerts": alerts_cell(s)})
+    return rows
+
+
+def _progress(history: List[Dict[str, Any]], summary: Mapping[str, Any], repo: Repo, sha: str,
+              started: Optional[float], now: float) -> Dict[str, Any]:
+    steps = [(float(r["step"]), float(r["time"])) for r in history
+             if _num(r.get("step")) is not None and _num(r.get("time")) is not None]
+    step = steps[-1][0] if steps else None
+    rate = None
+    recent = steps[-50:]
+    if len(recent) >= 2 and recent[-1][1] > recent[0][1]:
+        rate = (recent[-1][0] - recent[0][0]) / (recent[-1][1] - recent[0][1])
+    eta = None
+    budget = _step_budget(summary)
+    if budget and step is not None and rate:
+        eta = max(0.0, (budget - step) / rate)
+    else:
+        limit = _time_limit(repo, sha)
+        if limit and started:
+            eta = max(0.0, started + limit - now)
+    return {"step": step, "rate": rate, "eta": eta, "budget": budget}
+
+
+def _step_budget(summary: Mapping[str, Any]) -> Optional[float]:
+    params = summary.get("params") if isinstance(summary.get("params"), dict) else {}
+    for key in STEP_BUDGET_PARAMS:
+        value = _num((params or {}).get(key))
+        if value:
+            return value
+    return None
+
+
+def _time_limit(repo: Repo, sha: str) -> Optional[float]:
+    from ..summary import load_config
+
+    requires = load_config(sha, repo.show_file(sha, ".gitexp/experiment.yaml"), ".gitexp/experiment.yaml").get("requires")
+    if isinstance(requires, dict) and requires.get("time"):
+        from ..units import parse_duration
+
+        try:
+            return float(parse_duration(requires["time"]))
+        except ValueError:
+            return None
+    return None
+
+
+def _cells(row: Mapping[str, Any]) -> List[str]:
+    res = row.get("resources") if isinstance(row.get("resources"), dict) else {}
+    gpu = [f"{_num(v) or 0:.0f}%" for k, v in sorted((res or {}).items()) if k.startswith("gpu") and k.endswith("_util")]
+    gpu_mem = [v for k, v in (res or {}).items() if k.startswith("gpu") and k.endswith("_mem_run") and _num(v)]
+    metrics = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
+    step, rate, eta = _num(row.get("step")), _num(row.get("rate")), _num(row.get("eta"))
+    budget = _num(row.get("budget"))
+    return [str(row.get("id"))[:8], fmt_value(row.get("name")), fmt_value(row.get("host")),
+            (f"{step:g}" if step is not None else "") + (f"/{budget:g}" if budget else ""),
+            f"{rate:.3g}" if rate else "", format_duration(eta) if eta is not None else "",
+            " ".join(f"{fmt_value(k)}={fmt_value(v)}" for k, v in (metrics or {}).items()),
+            f"{_num(res.get('cpu')) or 0:.0f}%" if res else "", format_size(_num(res.get("rss")) or 0) if res else "",
+            " ".join(gpu) + (f" {format_size(sum(gpu_mem))}" if gpu_mem else ""), fmt_value(row.get("alerts"))]
+
+
+def top_report(repo: Repo, store: Store) -> Dict[str, Any]:
+    return {"host": socket.gethostname(), "rows": top_rows(repo, store), "time": time.time()}
+
+
+def _far(repo: Repo, store: Store, name: str) -> Any:
+    from ..runners import runner_for_target
+    from ..runners.ssh import SshRunner
+    from ..targets import get_target
+
+    runner = runner_for_target(repo, store, get_target(repo, name))
+    if not isinstance(runner, SshRunner):
+        raise BadInput(f"run target {name!r} is not on another host", "--on takes an ssh run target (git exp remote)")
+    return runner
+
+
+@click.command()
+@click.option("--on", "target", metavar="TARGET", help="The experiments running on this ssh run target.")
+@click.option("--once", is_flag=True, help="Print the table once and exit (no live view).")
+@click.option("--interval", "-d", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
+              help="Seconds between refreshes.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Output format (json implies --once).")
+def top(target: Optional[str], once: bool, interval: float, fmt: str) -> None:
+    """Running experiments, live: step, rate, ETA, latest metrics, CPU, memory, GPU, alerts."""
+    repo, store = open_store()
+    runner = _far(repo, store, target) if target else None
+
+    def fetch() -> Dict[str, Any]:
+        return runner.agent("top", {}) if runner is not None else top_report(repo, store)
+
+    if fmt == "json":
+        print_json(fetch())
+        return
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        if not once:
+            click.echo("git exp top: the live view needs rich (pip install 'gitexp[top]'); printing once", err=True)
+        once = True
+    if once or not sys.stdout.isatty():
+        report = fetch()
+        rows = [_cells(r) for r in report.get("rows") or [] if isinstance(r, dict)]
+        click.echo(f"{fmt_value(report.get('host'))}: {len(rows)} running")
+        if rows:
+            click.echo(render_table(TOP_HEADERS, rows))
+        return
+    _live(fetch, interval)
+
+
+def _live(fetch: Any, interval: float) -> None:
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    def table() -> Table:
+        report = fetch()
+        rows = [r for r in report.get("rows") or [] if isinstance(r, dict)]
+        view = Table(title=f"gitexp top: {fmt_value(report.get('host'))}, {len(rows)} running, "
+                           f"{time.strftime('%H:%M:%S')}  (Ctrl-C quits)", title_justify="left")
+        for header in TOP_HEADERS:
+            view.add_column(header, overflow="fold")
+        for row in rows:
+            view.add_row(*_cells(row))  # every cell already escaped by fmt_value
+        return view
+
+    with Live(table(), console=Console(), auto_refresh=False, screen=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(table(), refresh=True)
+        except KeyboardInterrupt:
+            pass
+
+
+# -- hosts ---------------------------------------------------------------------------------------
+@click.command()
+@click.option("--on", "targets", metavar="TARGET", multiple=True,
+              help="Only these ssh run targets (repeatable); default: this machine and every ssh target.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Output format.")
+def hosts(targets: tuple, fmt: str) -> None:
+    """Free GPUs, GPU memory, RAM and disk: this machine and each ssh run target (one round trip each)."""
+    from ..runners.agent import resources
+    from ..targets import load_targets
+    from .queue_cmd import resources_text
+
+    repo, store = open_store()
+    names = list(targets) or [n for n, t in sorted(load_targets(repo).items()) if t.options.get("host")]
+    reports: Dict[str, Any] = {}
+    if not targets:
+        reports["here"] = {"host": socket.gethostname(), "resources": resources(repo)}
+    for name in names:
+        try:
+            reports[name] = _far(repo, store, name).queue_report(False)
+        except BadInput as exc:
+            if targets:
+                raise
+            reports[name] = {"error": str(exc)}
+    if fmt == "json":
+        print_json({name: {k: v for k, v in r.items() if k in ("host", "resources", "error")}
+                    for name, r in reports.items()})
+        return
+    for name, report in reports.items():
+        if report.get("error"):
+            click.echo(f"{fmt_value(name)}: unreachable: {fmt_value(report['error'])}")
+        else:
+            click.echo(resources_text(name, report))
+
+
+def far_top(request: Dict[str, Any]) -> Dict[str, Any]:
+    """The far side of ``top --on``: ``git exp _agent top`` answers with this."""
+    from ..runners.agent import check_protocol
+
+    check_protocol(request)
+    repo, store = open_store()
+    return top_report(repo, store)
+
+
+__all__ = ["top", "hosts", "alert_lines", "resource_lines", "notify_lines", "alerts_cell", "far_top"]
