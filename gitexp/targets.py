@@ -46,7 +46,7 @@ DEFAULT_DISK_MARGIN = "1GB"
 
 # Settings every target has, whatever its runner.
 COMMON: Dict[str, Option] = {
-    "runner": Option("text", "how experiments are scheduled there: local or slurm"),
+    "runner": Option("text", "how experiments are scheduled there: local, slurm or sge (Grid Engine)"),
     "host": Option("text", "ssh destination (user@host or an alias from ~/.ssh/config); none: this machine"),
     "path": Option("text", "the git repository on the host (git exp remote setup creates it)"),
     "python": Option("text", "the Python that has gitexp there (default: python3 over ssh, this one here)"),
@@ -259,7 +259,7 @@ def describe(target: Target) -> str:
     if target.host:
         parts.append(f"on {target.host}:{target.path}")
     for key, value in target.options.items():
-        if key not in ("runner", "host", "path", "modules", "setup", "sbatch") and value is not None:
+        if key not in ("runner", "host", "path", "modules", "setup", "sbatch", "qsub") and value is not None:
             parts.append(f"{key}={value}")
     return " ".join(parts)
 

@@ -1,6 +1,6 @@
 """``git exp remote add/list/remove/setup``: run targets, the named places to run experiments.
 
-A run target is not a git remote: it names a runner (local, slurm) and where it runs (this
+A run target is not a git remote: it names a runner (local, slurm, sge) and where it runs (this
 machine, or a git repository on another host reached over ssh). See ``gitexp/targets.py``.
 """
 from __future__ import annotations
@@ -35,30 +35,40 @@ def remote() -> None:
 @click.option("--partition", help="Slurm partition (-p).")
 @click.option("--account", help="Slurm account (-A).")
 @click.option("--qos", help="Slurm QOS.")
-@click.option("--time", "time_", help="Slurm: default time limit, e.g. 4h (an experiment's requires.time wins).")
-@click.option("--mem", help="Slurm: default memory, e.g. 16GB (requires.ram wins).")
-@click.option("--cpus", type=int, help="Slurm: CPUs per task.")
+@click.option("--time", "time_", help="Slurm, Grid Engine: default time limit, e.g. 4h (an experiment's requires.time wins).")
+@click.option("--mem", help="Slurm, Grid Engine: default memory, e.g. 16GB (requires.ram wins).")
+@click.option("--cpus", type=int, help="Slurm: CPUs per task; Grid Engine: slots of --pe.")
 @click.option("--gres", help="Slurm: generic resources, e.g. gpu:1.")
 @click.option("--constraint", help="Slurm: node features (-C).")
-@click.option("--max-parallel", type=int, help="Slurm: at most this many array tasks at once (%N).")
-@click.option("--signal-warning", type=int, help="Slurm: seconds before the time limit to send SIGUSR1 (default 120).")
-@click.option("--module", "modules", multiple=True, help="Slurm: module to load first (repeatable).")
-@click.option("--setup", "setup", multiple=True, help="Slurm: shell line to run first, e.g. 'source venv/bin/activate'.")
+@click.option("--max-parallel", type=int, help="Slurm, Grid Engine: at most this many array tasks at once (%N, -tc).")
+@click.option("--signal-warning", type=int, help="Slurm, Grid Engine: seconds before the time limit to send SIGUSR1 (default 120).")
+@click.option("--module", "modules", multiple=True, help="Slurm, Grid Engine: module to load first (repeatable).")
+@click.option("--setup", "setup", multiple=True, help="Slurm, Grid Engine: shell line to run first, e.g. 'source venv/bin/activate'.")
 @click.option("--sbatch", "sbatch", multiple=True, help="Slurm: extra #SBATCH line, e.g. '--exclusive' (repeatable).")
+@click.option("--queue", help="Grid Engine: cluster queue (-q), e.g. all.q.")
+@click.option("--pe", help="Grid Engine: parallel environment that requires.cpus asks slots of (-pe).")
+@click.option("--project", help="Grid Engine: project (-P).")
+@click.option("--ram-resource", "ram_resource", help="Grid Engine: resource that requires.ram asks, per slot "
+              "(default h_vmem; e.g. mem_free).")
+@click.option("--gpu-resource", "gpu_resource", help="Grid Engine: resource that requires.gpus asks, e.g. gpu.")
+@click.option("--qsub", "qsub", multiple=True, help="Grid Engine: extra #$ line, e.g. '-l scratch=10G' (repeatable).")
 @click.option("--user", is_flag=True, help="Keep it in your git config instead of the shared .gitexp.yaml.")
 def add(name: str, runner: str, host: Optional[str], path: Optional[str], python: Optional[str],
         ssh_config: Optional[str], port: Optional[int], disk_margin: Optional[str], gpus: Optional[str],
         jobs: Optional[int], partition: Optional[str], account: Optional[str], qos: Optional[str],
         time_: Optional[str], mem: Optional[str], cpus: Optional[int], gres: Optional[str],
         constraint: Optional[str], max_parallel: Optional[int], signal_warning: Optional[int],
-        modules: Tuple[str, ...], setup: Tuple[str, ...], sbatch: Tuple[str, ...], user: bool) -> None:
+        modules: Tuple[str, ...], setup: Tuple[str, ...], sbatch: Tuple[str, ...], queue: Optional[str],
+        pe: Optional[str], project: Optional[str], ram_resource: Optional[str], gpu_resource: Optional[str],
+        qsub: Tuple[str, ...], user: bool) -> None:
     """Add (or replace) run target NAME. Without --host it is this machine (e.g. a Slurm login node)."""
     repo, _store = open_store()
     options = {"runner": runner, "host": host, "path": path, "python": python, "ssh_config": ssh_config,
                "port": port, "disk_margin": disk_margin, "gpus": gpus, "jobs": jobs, "partition": partition,
                "account": account, "qos": qos, "time": time_, "mem": mem, "cpus": cpus, "gres": gres,
                "constraint": constraint, "max_parallel": max_parallel, "signal_warning": signal_warning,
-               "modules": list(modules), "setup": list(setup), "sbatch": list(sbatch)}
+               "modules": list(modules), "setup": list(setup), "sbatch": list(sbatch), "queue": queue, "pe": pe,
+               "project": project, "ram_resource": ram_resource, "gpu_resource": gpu_resource, "qsub": list(qsub)}
     where = add_target(repo, name, options, user=user)
     hint = f"; create the repository there with: git exp remote setup {name}" if host else ""
     click.echo(f"run target {name} saved in {where}{hint}")

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 RUNNERS: Dict[str, Tuple[str, str]] = {
     "local": ("local", "LocalRunner"),
     "slurm": ("slurm", "SlurmRunner"),
+    "sge": ("sge", "SgeRunner"),
 }
 DEFAULT = "local"
 
