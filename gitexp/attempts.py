@@ -220,3 +220,40 @@ def resume_point(repo: Repo, store: Store, chain: Sequence[Tuple[str, Dict[str, 
 
 def ref_name(exp: Experiment) -> str:
     return EXP_PREFIX + exp.name
+
+
+# -- automatic resume ---------------------------------------------------------------------------
+def wants_auto_resume(summary: Dict[str, Any], status: str) -> bool:
+    """Stopped by the time limit, preemption or a lost node: what ``auto_resume`` continues."""
+    reason = str(summary.get("reason") or "").lower()
+    return status in ("timeout", "lost") or (status == "killed" and "preempt" in reason)
+
+
+def auto_resume(repo: Repo, store: Store, exp: Experiment, status: Status
+                ) -> Optional[Tuple[Experiment, ExperimentConfig]]:
+    """The next attempt of a run that ``auto_resume: N`` lets continue (not recorded), or None.
+
+    From the latest checkpoint of the chain that exists here; without one, from scratch (as a
+    scheduler's requeue would). At most N automatic resumes along a chain.
+    """
+    from .executor import load_experiment_config
+
+    try:
+        config = load_experiment_config(repo, exp.sha)
+    except Exception:  # noqa: BLE001 - an unreadable config never resumes itself
+        return None
+    done = exp.summary.get("auto_resumes")
+    done = done if isinstance(done, int) and not isinstance(done, bool) else 0
+    live = exp.status if exp.status != "running" else "lost"
+    if not config.auto_resume or done >= config.auto_resume or not wants_auto_resume(exp.summary, live):
+        return None
+    superseded = supersede(repo, store, exp, "auto_resume continues it")
+    current = Experiment(exp.sha, exp.name, superseded)
+    chain = chain_of(store, current)
+    try:
+        point: Optional[Dict[str, Any]] = resume_point(repo, store, chain, None)
+    except BadInput:
+        point = None
+    new, new_config = make_attempt(repo, store, current, "resume" if point else "retry", status, None, point)
+    new.summary["auto_resumes"] = done + 1
+    return new, new_config

@@ -51,7 +51,7 @@ from .errors import DiskFull, GitExpError
 from .experiments import process_alive, read_exec_info
 from .lifecycle import FINAL as FINAL_STATES
 from .lifecycle import Status, transition
-from .notes import CONFIG_PATH, DETAILS_REF, METRICS_REF, Store, dump_json, jsonl, parse_jsonl
+from .notes import CONFIG_PATH, DETAILS_REF, METRICS_REF, Experiment, Store, dump_json, jsonl, parse_jsonl
 from .paths import RunPaths, run_paths, runs_root
 from .repo import Repo
 from .resources import check as check_requires
@@ -262,10 +262,34 @@ class Executor:
             self._feed_watchers()
             watchers.end(status)
         self._finish_summary(status, code, started=started)
+        self._auto_resume(status)
         self.repo.maintain()
         if code < 0:
             return 128 - code
         return code
+
+    def _auto_resume(self, status: str) -> None:
+        """``auto_resume: N`` on a scheduler (Slurm, Grid Engine): resubmit the run from its
+        latest checkpoint as a new attempt, from the node, through the run's own runner. The
+        local queue's worker does the same for its runs."""
+        if runner_class(self.runner).LOCAL_QUEUE or status == "finished":
+            return
+        from .attempts import auto_resume
+        from .runners import runner_for
+        from .runners.base import Made
+
+        exp = Experiment(self.sha, str(self.store.summary(self.sha).get("name") or ""), self.store.summary(self.sha))
+        try:
+            runner = runner_for(self.repo, self.store, exp)
+            made = auto_resume(self.repo, self.store, exp, Status(runner.INITIAL_STATUS))
+            if made is None:
+                return
+            new, config = made
+            runner.submit(Made([new], [config], {}))
+            self._say(f"gitexp: auto_resume: {exp.name} continues as attempt {new.summary.get('attempt')} "
+                      f"({new.sha[:12]})")
+        except Exception as exc:  # noqa: BLE001 - the run is recorded; a failed resubmission is reported
+            self._say(f"gitexp: auto_resume of {exp.name} failed: {exc}")
 
     def _status_for(self, code: int) -> str:
         if self.stop_reason == "killed" or (code < 0 and not self.stop_reason):

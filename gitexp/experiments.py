@@ -226,7 +226,13 @@ def effective_status(repo: Repo, exp: Experiment, host: Optional[str] = None) ->
         return status
     host = host or socket.gethostname()
     if summary.get("host") == host:
-        return status if process_alive(summary.get("pid"), summary.get("pid_started")) else "lost"
+        if process_alive(summary.get("pid"), summary.get("pid_started")):
+            return status
+        # The executor died (SIGKILL, OOM killer) but its program may live on: not lost
+        # while it does, so no retry or resume starts a second copy beside it.
+        info = read_exec_info(run_paths(repo, exp.sha).exec_info)
+        alive = info.get("host") == host and process_alive(info.get("child"), info.get("child_started"))
+        return status if alive else "lost"
     info_path = run_paths(repo, exp.sha).exec_info
     try:
         age = time.time() - os.path.getmtime(info_path)

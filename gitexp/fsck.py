@@ -101,6 +101,12 @@ def _check_pairing(store: Store, ours: Dict[str, str], absent: set, damage: Dama
     """Every experiment ref has a summary note, and every summary note an experiment ref."""
     summaries = store.notes_index(SUMMARY_REF)
     named = {sha for ref, sha in ours.items() if ref.startswith(EXP_PREFIX)}
+    # Earlier attempts of an experiment (retries, resumes) keep their notes: its chain names them.
+    tips = sorted(sha for sha in named if sha in summaries and sha not in absent)
+    for summary in store.read_notes_json(tips).values():
+        chain = summary.get("chain")
+        if isinstance(chain, list):
+            named.update(c for c in chain if isinstance(c, str))
     for ref, sha in sorted(ours.items()):
         if ref.startswith(EXP_PREFIX) and sha not in absent and sha not in summaries:
             damage.no_summary[ref] = sha

@@ -20,7 +20,7 @@ import psutil
 
 from .lifecycle import Status, transition
 from .config import Requires
-from .errors import NotReady
+from .errors import GitExpError, NotReady
 from .executor import load_experiment_config, sweep_stale_worktrees
 from .notes import Experiment, Store
 from .paths import run_paths, runs_root
@@ -253,6 +253,25 @@ class Worker:
                 self._mark_failed(item.exp, code)
                 summary = self.store.summary(item.exp.sha)
             self.say(f"gitexp worker: {item.exp.name} {summary.get('status', '?')}")
+            self._auto_resume(Experiment(item.exp.sha, item.exp.name, summary))
+
+    def _auto_resume(self, exp: Experiment) -> None:
+        """``auto_resume: N``: a run stopped by a time limit, preemption or its executor's death
+        goes back on the queue as a new attempt from its latest checkpoint."""
+        from .attempts import auto_resume
+
+        try:
+            made = auto_resume(self.repo, self.store, exp, Status.QUEUED)
+            if made is None:
+                return
+            Queue(self.repo, self.store).record([made[0]], int((exp.summary.get("queue") or {}).get("priority", 0)))
+        except GitExpError as exc:
+            self.say(f"gitexp worker: {exp.name}: no automatic resume: {exc}")
+            return
+        new = made[0]
+        point = new.summary.get("resume") or {}
+        self.say(f"gitexp worker: {exp.name}: auto_resume queued attempt {new.summary.get('attempt')} "
+                 + (f"from step {point.get('step')}" if point else "from scratch"))
 
     def _mark_failed(self, exp: Experiment, code: int) -> None:
         log = os.path.join(run_paths(self.repo, exp.sha).root, "executor.log")

@@ -114,7 +114,8 @@ def test_lost_summary_is_rebuilt_as_lost_and_retryable(repo: Path) -> None:
     assert rows[sha]["status"] == "lost" and "fsck" in rows[sha]["reason"]
     gitexp(repo, "queue", "--retry-lost")
     gitexp(repo, "worker", "--until-empty")
-    assert {r["id"]: r["status"] for r in log_json(repo)}[sha] == "finished"
+    [row] = log_json(repo)  # one row per experiment: its new attempt
+    assert row["status"] == "finished" and row["attempt"] == 2 and row["id"] != sha
 
 
 def _delete_object(repo: Path, sha: str) -> None:
@@ -301,8 +302,8 @@ def test_submodule_whose_commit_is_gone_fails_with_one_clear_reason(tmp_path: Pa
     sha = log_json(repo)[0]["id"]
     gitexp(repo, "queue", "retry", sha[:8], check=False)
     proc = gitexp(repo, "worker", "--until-empty", check=False)
-    row = {r["id"]: r for r in log_json(repo)}[sha]
-    assert row["status"] == "failed", (row, proc.stderr)
+    row = {r["name"]: r for r in log_json(repo)}["fail"]
+    assert row["status"] == "failed" and row["id"] != sha, (row, proc.stderr)
     assert "submodule lib" in (row["reason"] or "")
 
 

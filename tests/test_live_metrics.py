@@ -163,19 +163,18 @@ def test_captured_file_tolerates_a_torn_last_line(tmp_path: Path) -> None:
     assert metrics.read_captured(str(path)) == [good]  # a record of the wrong shape is dropped
 
 
-def test_restart_starts_from_clean_points_files(repo: Path) -> None:
+def test_a_retry_is_a_new_attempt_with_clean_points_and_the_old_files_stay(repo: Path) -> None:
     gitexp(repo, "run", "config.yaml")
     [row] = log_json(repo)
     sha = row["id"]
     stale = {"metric": "acc", "value": 0.99, "step": 999, "time": 1.0, "src": "count"}
     (run_dir(repo, sha) / "captured.jsonl").write_text(json.dumps(stale) + "\n")
-    (run_dir(repo, sha) / "metrics.jsonl").write_text(json.dumps({"step": 999, "val_err": 0.0}) + "\n")
-    gitexp(repo, "_exec", sha)  # the same run again, as a retry runs it
-    records = history(repo, sha[:10])
-    assert 999 not in [r["step"] for r in records]
-    assert steps_of(records, "acc") == [1, 2, 3, 4, 5]
-    captured = (run_dir(repo, sha) / "captured.jsonl").read_text()
-    assert "999" not in captured and captured.count("\n") == 5
+    before = (run_dir(repo, sha) / "captured.jsonl").read_text()
+    # An ended attempt never runs again: nothing of it is touched.
+    proc = gitexp(repo, "_exec", sha, check=False)
+    assert proc.returncode != 0 and "already ended" in proc.stderr
+    assert (run_dir(repo, sha) / "captured.jsonl").read_text() == before
+    assert log_json(repo)[0]["status"] == "finished"
 
 
 # -- 2. true steps for regex metrics -----------------------------------------------------------

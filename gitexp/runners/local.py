@@ -85,6 +85,41 @@ class LocalRunner(Runner):
         return {exp.sha: (effective_status(self.repo, exp, host), None) for exp in exps}
 
     # -- stopping -----------------------------------------------------------------------------------
+    def _orphaned_program(self, exp: Experiment) -> Optional[int]:
+        """The pid of a program whose executor died (SIGKILL, OOM) while it runs on, else None."""
+        if process_alive(exp.summary.get("pid"), exp.summary.get("pid_started")):
+            return None
+        info = read_exec_info(run_paths(self.repo, exp.sha).exec_info)
+        if info.get("host") != socket.gethostname() or not process_alive(info.get("child"), info.get("child_started")):
+            return None
+        try:
+            if psutil.Process(int(info["child"])).uids().real != os.getuid():
+                return None
+        except (psutil.Error, ValueError, KeyError):
+            return None
+        return int(info["child"])
+
+    def _stop_orphan(self, exp: Experiment, pid: int) -> str:
+        """Stop the program's process group (SIGTERM, SIGKILL after STOP_WAIT); record it killed
+        with what its run directory holds."""
+        from ..attempts import recovered
+        from ..lifecycle import Status, transition
+
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            deadline = time.time() + STOP_WAIT
+            while time.time() < deadline and process_alive(pid, None):
+                time.sleep(0.1)
+            if not process_alive(pid, None):
+                break
+        fields, notes = recovered(self.repo, exp)
+        fields.update(ended=time.time(), reason="cancelled; its executor had died and its program was stopped")
+        transition(self.store, exp.sha, Status.KILLED, fields, extra=notes, message=f"gitexp: cancel {exp.name}")
+        return f"stopped {exp.name}: its executor had died; its program (pid {pid}) was stopped (killed)"
+
     def cancel(self, exp: Experiment) -> str:
         """Queued: dropped (``cancelled``). Running here: SIGTERM to its executor (``killed``)."""
         from ..queue import CLAIMED, QUEUED, Queue
@@ -103,6 +138,9 @@ class LocalRunner(Runner):
         if exp.summary.get("host") != socket.gethostname():
             raise GitExpError(f"{exp.name} runs on {printable(str(exp.summary.get('host')))}, not here; "
                               "cancel it there")
+        orphan = self._orphaned_program(exp)
+        if orphan:
+            return self._stop_orphan(exp, orphan)
         if not self.signal_executor(exp):
             raise GitExpError(f"{exp.name}: pid {printable(str(exp.summary.get('pid')))} is not its gitexp "
                               "executor; nothing was signalled")
