@@ -36,10 +36,11 @@ setup(
     ],
     extras_require={
         "plot": ["matplotlib"],  # git exp plot -o x.png/.svg/.pdf
-        "gpu": ["nvidia-ml-py"],
+        "gpu": ["nvidia-ml-py"],  # per-GPU use and memory in the resource samples (gitexp.monitor)
+        "top": ["rich"],  # git exp top's live view
         # ruff and mypy pinned: the README's test command runs both, and a new release's new
         # rules must not fail CI by surprise.
-        "test": ["pytest", "numpy", "aiosmtpd", "matplotlib", "ruff==0.17.6", "mypy==2.4.1",
+        "test": ["pytest", "numpy", "aiosmtpd", "matplotlib", "rich", "ruff==0.17.6", "mypy==2.4.1",
                  "types-PyYAML", "types-psutil", "types-tabulate"],
     },
     entry_points={"console_scripts": ["git-exp=gitexp.cli:main"]},
