@@ -140,6 +140,16 @@ def params() -> Dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
+def resume_from() -> Optional[Dict[str, Any]]:
+    """None on a fresh run; on a resumed one (``git exp resume``, ``auto_resume``) the
+    checkpoint it continues from: ``{"path": ..., "step": ...}`` (step None when unknown)."""
+    path = os.environ.get("GITEXP_RESUME_FROM")
+    if not path:
+        return None
+    step = os.environ.get("GITEXP_RESUME_STEP")
+    return {"path": path, "step": int(step) if step and step.lstrip("-").isdigit() else None}
+
+
 def output_dir() -> Optional[str]:
     """The experiment's persistent output directory (None outside gitexp)."""
     return os.environ.get(ENV_OUTPUT)

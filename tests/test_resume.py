@@ -275,9 +275,6 @@ def test_queue_retry_keeps_every_attempts_output_and_history(trainer: Path) -> N
 
 # -- nothing lost, never two copies -------------------------------------------------------------------
 def test_sigkilled_executor_is_not_lost_while_its_program_lives_and_no_second_copy_starts(trainer: Path) -> None:
-    (trainer / "long.yaml").write_text("name: long\ncommand: python -c \"import gitexp, time\n"
-                                       "for i in range(4):\n    gitexp.log(step=i, x=i); time.sleep(1)\n"
-                                       "open('$GITEXP_OUTPUT_DIR/result.txt', 'w').write('done')\"\n")
     (trainer / "long.yaml").write_text(
         "name: long\ncommand: python long.py\n")
     (trainer / "long.py").write_text("import gitexp, os, time\nfor i in range(6):\n"
@@ -320,7 +317,8 @@ def test_random_sigkills_of_the_program_lose_no_point_and_resume_continues(train
             proc = gitexp(trainer, "resume", "k", "--from-scratch", "--detach")
         sha = proc.stdout.strip()
         info = trainer / ".git" / "gitexp" / "runs" / sha / "exec.json"
-        wait_for(lambda: info.exists() and json.loads(info.read_text()).get("child"), timeout=30, interval=0.02)
+        wait_for(lambda info=info: info.exists() and json.loads(info.read_text()).get("child"), timeout=30,
+                 interval=0.02)
         time.sleep(rng.uniform(0.2, 1.5))
         killed_at = time.time()
         try:

@@ -298,9 +298,8 @@ def metrics(ident: str, fmt: str, raw: bool = False) -> None:
     if fmt == "json":
         print_json(history)
         return
-    if fmt == "jsonl":
-        for rec in history:
-            click.echo(json_text(rec, indent=None))
+    if fmt == "jsonl":  # one write: per-line echo and flush cost more than the encoding
+        click.echo("".join(json_text(rec, indent=None) + "\n" for rec in history), nl=False)
         return
     keys: Dict[str, None] = {"step": None, "time": None}
     for rec in history:
