@@ -23,6 +23,7 @@ if [ "$(id -u)" = 0 ]; then
       || echo "test.sh: could not install man-db" >&2
   fi
   scripts/slurm-up.sh || { echo "test.sh: could not start Slurm" >&2; [ "${CI:-}" != true ] || exit 1; }
+  scripts/sge-up.sh || { echo "test.sh: could not start Grid Engine" >&2; [ "${CI:-}" != true ] || exit 1; }
 fi
 scripts/sshd-up.sh || { echo "test.sh: could not start the test sshd (ssh tests will skip)" >&2; [ "${CI:-}" != true ] || exit 1; }
 # The quality gate: lint and types (configured in pyproject.toml).

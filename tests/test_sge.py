@@ -14,6 +14,8 @@ import pytest
 from conftest import ROOT, all_refs, git, gitexp, log_json, wait_for
 
 from gitexp.runners.sge import ended_as, job_of, parse_qacct, parse_qstat, sge_status
+from sshd import ssh_host  # noqa: F401  (pytest fixture)
+from test_ssh_remote import far_python, laptop  # noqa: F401  (pytest fixtures)
 
 
 def _sge_ready() -> bool:
@@ -243,3 +245,23 @@ def test_plain_job_ids_pass() -> None:
     assert ref is not None and ref.argv() == ["12", "-t", "3"]
     plain = job_of({"sge": {"job": 12}})
     assert plain is not None and plain.argv() == ["12"]
+
+
+# -- over the ssh transport: Grid Engine on a cluster's login node, from a laptop --------------------
+def test_sge_runner_over_ssh(laptop: Path, ssh_host: Any, far_python: str, sge: None,  # noqa: F811
+                             tmp_path: Path) -> None:
+    from test_ssh_remote import add_target, far_finished
+
+    far = tmp_path / "cluster"
+    add_target(laptop, ssh_host, "hpc", far, far_python, "--runner", "sge", "--queue", "all.q")
+    gitexp(laptop, "remote", "setup", "hpc")
+    proc = gitexp(laptop, "run", "config.yaml", "--on", "hpc", "--sweep", "lr=0.1,0.5")
+    shas = proc.stdout.split()
+    rows = far_finished(far, 2, timeout=180)
+    assert {r["runner"] for r in rows} == {"sge"}
+    gitexp(laptop, "pull", "hpc")
+    mine = log_json(laptop)
+    assert {r["id"] for r in mine} == set(shas) and {r["status"] for r in mine} == {"finished"}
+    handle = note(laptop, shas[0])["sge"]
+    assert handle["job"].isdigit() and handle["task"] in (1, 2)
+    assert "#$ -t 1-2" in json.loads(git(laptop, "notes", "--ref=exps-details", "show", shas[0]))["batch_script"]

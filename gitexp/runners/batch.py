@@ -52,6 +52,7 @@ class BatchRunner(Runner):
     SCHEDULER: ClassVar[str] = "?"  # in messages: "Slurm", "Grid Engine"
     HANDLE: ClassVar[str] = "?"  # the summary key of the job handle
     SCRIPT_SUFFIX: ClassVar[str] = ".job"
+    ARRAY_KIND: ClassVar[str] = "array job"  # in messages: "Slurm job array 12", "Grid Engine array job 12"
     COMMANDS_HINT: ClassVar[str] = "run gitexp on the cluster's login node"
     SUBMIT_TOOLS: ClassVar[Tuple[str, ...]] = ()  # checked before anything is written
     INITIAL_STATUS = "pending"
@@ -78,6 +79,10 @@ class BatchRunner(Runner):
     # -- what a scheduler provides ----------------------------------------------------------------
     def max_array_size(self) -> int:
         raise NotImplementedError
+
+    def array_limit(self) -> int:
+        """The most experiments one array job may hold."""
+        return self.max_array_size()
 
     def job_script(self, config: ExperimentConfig, exps: Sequence[Experiment], folder: str,
                    max_parallel: Optional[int] = None) -> str:
@@ -107,7 +112,7 @@ class BatchRunner(Runner):
     def chunks(self, exps: List[Experiment]) -> List[List[Experiment]]:
         if len(exps) <= 1:
             return [exps]
-        limit = max(1, self.max_array_size())
+        limit = max(1, self.array_limit())
         return [exps[i:i + limit] for i in range(0, len(exps), limit)]
 
     def submit(self, made: Made) -> List[Experiment]:
@@ -160,7 +165,7 @@ class BatchRunner(Runner):
 
     def submitted(self, exps: Sequence[Experiment]) -> str:
         jobs = sorted({str((exp.summary.get(self.HANDLE) or {}).get("job")) for exp in exps})
-        kind = "array job" if len(exps) > 1 else "job"
+        kind = self.ARRAY_KIND if len(exps) > 1 else "job"
         return (f"submitted {len(exps)} experiment(s) to {self.target.name} as {self.SCHEDULER} {kind} "
                 f"{', '.join(jobs)}; see git exp queue --on {self.target.name}")
 

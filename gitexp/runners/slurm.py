@@ -3,10 +3,10 @@
 The batch script runs the same executor as a local run (``python -m gitexp _exec <sha>
 --runner slurm``) inside the allocation, so metrics, facts and notes are the same.
 
-Submission is all-or-nothing: the commits are made first (objects only), the job is
-submitted held (``sbatch --hold``), the experiments are recorded (refs and notes in one
-transaction), and only then is the job released. If sbatch refuses, nothing is recorded;
-if recording fails, the held job is cancelled.
+Submission is all-or-nothing (:mod:`gitexp.runners.batch`, shared with Grid Engine): the job
+is submitted held (``sbatch --hold``), the experiments are recorded, and only then is the job
+released (``scontrol release``). If sbatch refuses, nothing is recorded; if recording fails,
+the held job is cancelled.
 
 Time limits: jobs are submitted with ``--signal=B:USR1@<signal_warning>``; the executor passes
 SIGUSR1 on to the program (and creates ``$GITEXP_STOP_FILE``) so it can checkpoint, then
@@ -17,11 +17,9 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
-from ..lifecycle import Status, transition
 from ..config import ExperimentConfig
 from ..errors import BadInput, GitExpError
 from ..notes import Experiment, Store
@@ -30,7 +28,10 @@ from ..summary import job_problem
 from ..targets import Target
 from ..transport import LocalTransport, Transport
 from ..units import parse_duration, parse_size, slurm_time
-from .base import Made, Option, Runner, State, gitexp_argv, make
+from .base import Option, State, gitexp_argv
+from .batch import OPEN, SHARED_FS, BatchRunner, filesystem_warning
+
+__all__ = ["SlurmRunner", "JobRef", "job_of", "SHARED_FS", "filesystem_warning", "stop_reason"]
 
 DEFAULT_WARNING = 120
 # Slurm job states and what they mean for an experiment whose executor did not record an end.
@@ -40,8 +41,6 @@ RUNNING_STATES = ("RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING")
 ENDED_AS = {"TIMEOUT": "timeout", "PREEMPTED": "timeout", "DEADLINE": "timeout", "CANCELLED": "killed",
             "FAILED": "failed", "NODE_FAIL": "failed", "OUT_OF_MEMORY": "failed", "BOOT_FAIL": "failed",
             "COMPLETED": "lost", "SPECIAL_EXIT": "failed", "REVOKED": "lost"}
-SHARED_FS = ("nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "ceph", "fuse.sshfs", "panfs",
-             "fuse.glusterfs", "glusterfs", "wekafs", "fuse.juicefs")
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ def check_job_id(text: str) -> str:
     return job
 
 
-class SlurmRunner(Runner):
+class SlurmRunner(BatchRunner):
     """sbatch, squeue, scancel and scontrol through ``self.transport``; the batch script is
     written there too, and the job ``cd``s into the repository as the target sees it."""
 
@@ -95,112 +94,49 @@ class SlurmRunner(Runner):
         "setup": Option("list", "shell lines to run before the executor"),
         "sbatch": Option("list", "extra #SBATCH lines"),
     }
-    INITIAL_STATUS = "pending"
+    SCHEDULER = "Slurm"
+    HANDLE = "slurm"
+    SCRIPT_SUFFIX = ".sbatch"
+    ARRAY_KIND = "job array"
+    SUBMIT_TOOLS = ("sbatch",)
+    COMMANDS_HINT = "run gitexp on the cluster's login node, or load Slurm's module first"
 
     def __init__(self, repo: Repo, store: Store, target: Optional[Target] = None,
                  transport: Optional[Transport] = None) -> None:
         super().__init__(repo, store, target or Target("slurm", "slurm"), transport)
-        self._tools: Dict[str, str] = {}
 
     @property
     def remote(self) -> Target:  # the name older callers use
         return self.target
-
-    # -- commands -------------------------------------------------------------------------------
-    def _tool(self, name: str) -> str:
-        if name not in self._tools:
-            path = self.transport.which(name)
-            if not path:
-                where = "here" if isinstance(self.transport, LocalTransport) else f"on {self.transport.name}"
-                raise BadInput(f"{name} not found on PATH {where}: run target '{self.target.name}' needs Slurm's "
-                               "commands", "run gitexp on the cluster's login node, or load Slurm's module first")
-            self._tools[name] = path
-        return self._tools[name]
-
-    def _call(self, argv: Sequence[str], input: Optional[bytes] = None) -> Tuple[int, str, str]:
-        proc = self.transport.run(argv, cwd=self.root, input=input)
-        return proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
 
     def max_array_size(self) -> int:
         code, out, _ = self._call([self._tool("scontrol"), "show", "config"])
         match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
         return int(match.group(1)) if code == 0 and match else 1001
 
+    def array_limit(self) -> int:
+        return self.max_array_size() - 1  # MaxArraySize bounds the index: 0..MaxArraySize-1
+
     # -- submission -----------------------------------------------------------------------------
-    def submit_configs(self, configs: List[ExperimentConfig], max_parallel: Optional[int] = None) -> List[Experiment]:
-        """Commit, submit held, record, release: all of it or nothing."""
-        with self.repo.batch():
-            return self.submit(make(self.repo, self.store, configs, self.INITIAL_STATUS, max_parallel))
+    def submit_held(self, path: str) -> str:
+        code, out, err = self._call([self._tool("sbatch"), "--parsable", "--hold", path])
+        if code != 0:
+            message = " ".join(line.replace("sbatch: error: ", "") for line in err.strip().splitlines())
+            raise BadInput(f"sbatch refused the job for run target '{self.target.name}': {message or out.strip()}",
+                           "fix the target's settings (git exp remote list) or the config's requires")
+        return check_job_id(out)
 
-    def submit(self, made: Made) -> List[Experiment]:
-        """Submit held, record (refs and ``pending`` notes in one transaction), release."""
-        sbatch = self._tool("sbatch")
-        exps = made.exps
-        for exp in exps:
-            exp.summary.update(status="pending", runner=self.name)
-            exp.summary.pop("creator", None)
-            if self.target.name:
-                exp.summary["target"] = self.target.name
-        if isinstance(self.transport, LocalTransport):
-            warning = filesystem_warning(self.root)
-            if warning:
-                self.warnings.append(warning)
-        limit = max(1, self.max_array_size() - 1)
-        chunks = [exps[i:i + limit] for i in range(0, len(exps), limit)] if len(exps) > 1 else [exps]
-        folder = os.path.join(self.runs_dir(), "slurm")
-        held: List[str] = []
-        scripts: Dict[str, Dict[str, Any]] = {}
-        try:
-            self._call(["mkdir", "-p", "--", folder])
-            for chunk in chunks:
-                script = self.batch_script(made.configs[0], chunk, folder, made.max_parallel)
-                path = os.path.join(folder, f"{chunk[0].sha[:12]}.sbatch")
-                self.transport.write_file(path, script.encode())
-                code, out, err = self._call([sbatch, "--parsable", "--hold", path])
-                if code != 0:
-                    message = " ".join(line.replace("sbatch: error: ", "") for line in err.strip().splitlines())
-                    raise BadInput(f"sbatch refused the job for run target '{self.target.name}': "
-                                   f"{message or out.strip()}",
-                                   "fix the target's settings (git exp remote list) or the config's requires")
-                job = check_job_id(out)
-                held.append(job)
-                for index, exp in enumerate(chunk):
-                    exp.summary["slurm"] = {"job": job, "task": index if len(chunk) > 1 else None,
-                                            "remote": self.target.name, "script": path}
-                    scripts[exp.sha] = {"batch_script": script}
-        except BaseException:
-            self._cancel_jobs(held)
-            raise
-        try:
-            self.store.create_batch(exps, extra_notes=made.detail_notes(scripts))
-        except BaseException:
-            self._cancel_jobs(held)  # nothing was recorded
-            raise
-        try:
-            for job in held:
-                code, _, err = self._call([self._tool("scontrol"), "release", job])
-                if code != 0:
-                    raise GitExpError(f"could not release held Slurm job {job}: {err.strip()}")
-        except BaseException as exc:
-            self._cancel_jobs(held)
-            self._mark_failed(exps, f"submission failed after recording: {exc}")
-            raise
-        return exps
+    def release(self, job: str) -> None:
+        code, _, err = self._call([self._tool("scontrol"), "release", job])
+        if code != 0:
+            raise GitExpError(f"could not release held Slurm job {job}: {err.strip()}")
 
-    def submitted(self, exps: Sequence[Experiment]) -> str:
-        jobs = sorted({str((exp.summary.get("slurm") or {}).get("job")) for exp in exps})
-        kind = "job array" if len(exps) > 1 else "job"
-        return (f"submitted {len(exps)} experiment(s) to {self.target.name} as Slurm {kind} {', '.join(jobs)}; "
-                f"see git exp queue --on {self.target.name}")
-
-    def _cancel_jobs(self, jobs: Sequence[str]) -> None:
+    def delete_jobs(self, jobs: Sequence[str]) -> None:
         for job in jobs:
             self._call([self._tool("scancel"), "--", job])
 
-    def _mark_failed(self, exps: Sequence[Experiment], reason: str) -> None:
-        for exp in exps:
-            transition(self.store, exp.sha, Status.FAILED, {"reason": reason, "ended": time.time()},
-                       message="gitexp: submission failed")
+    def handle(self, job: str, index: int, count: int, script: str) -> Dict[str, Any]:
+        return {"job": job, "task": index if count > 1 else None, "remote": self.target.name, "script": script}
 
     def directives(self, config: ExperimentConfig, count: int, folder: str,
                    max_parallel: Optional[int] = None) -> List[str]:
@@ -233,7 +169,7 @@ class SlurmRunner(Runner):
         lines += r.list("sbatch")
         return lines
 
-    def batch_script(self, config: ExperimentConfig, exps: Sequence[Experiment], folder: str,
+    def job_script(self, config: ExperimentConfig, exps: Sequence[Experiment], folder: str,
                      max_parallel: Optional[int] = None) -> str:
         argv = gitexp_argv("_exec", python=self.target.python)
         lines = ["#!/bin/bash"]
@@ -266,7 +202,7 @@ class SlurmRunner(Runner):
 
     def states(self, exps: Sequence[Experiment]) -> Dict[str, State]:
         """Our status merged with Slurm's, for all of them from one ``squeue``."""
-        open_ = [e for e in exps if e.status in ("pending", "starting", "running")]
+        open_ = [e for e in exps if e.status in OPEN]
         out: Dict[str, State] = {e.sha: (e.status, None) for e in exps}
         if not open_:
             return out
@@ -285,36 +221,17 @@ class SlurmRunner(Runner):
         if code != 0:
             raise GitExpError(f"scancel {ref.spec} failed: {err.strip()}")
 
-    def cancel(self, exp: Experiment) -> str:
-        status = self.states([exp])[exp.sha][0]
-        if status not in ("pending", "starting", "running"):
-            raise BadInput(f"{exp.name} is {status}, not pending or running: nothing to cancel")
-        ref = job_of(exp.summary)
-        if ref is None:
+    def stop_job_check(self, exp: Experiment) -> None:
+        if job_of(exp.summary) is None:
             raise BadInput(f"{exp.name} has no usable Slurm job id recorded; nothing was cancelled",
                            f"see git notes --ref=exps show {exp.sha}")
-        self.store.update_summary(exp.sha, lambda s: {**s, "cancel_requested": True}, message="gitexp: cancel")
-        self.scancel(ref)
 
-        # Only a job that never started: a running executor records `killed` itself.
-        transition(self.store, exp.sha, Status.KILLED, {"reason": "cancelled before it started (scancel)",
-                                                        "ended": time.time()},
-                   only_from=[Status.PENDING], message="gitexp: cancelled")
-        for _ in range(100):
-            if self.store.summary(exp.sha).get("status") not in ("pending", "running"):
-                break
-            time.sleep(0.1)
-        return f"cancelled {exp.name} (scancel; {self.store.summary(exp.sha).get('status')})"
-
-    def stop_removed(self, exp: Experiment) -> str:
+    def stop_job(self, exp: Experiment) -> str:
         ref = job_of(exp.summary)
         if ref is None:
-            return "no usable Slurm job id was recorded: cancel its job by hand"
-        try:
-            self.scancel(ref)
-        except GitExpError as exc:
-            return f"could not cancel Slurm job {ref.spec}: {exc}"
-        return f"cancelled Slurm job {ref.spec}"
+            raise BadInput("no usable Slurm job id was recorded: cancel its job by hand")
+        self.scancel(ref)
+        return f"scancel {ref.spec}"
 
     @classmethod
     def stop_reason(cls, summary: Dict[str, Any], saw_warning: bool, signalled: bool = True) -> Optional[str]:
@@ -374,21 +291,4 @@ def stop_reason(summary: Dict[str, Any], saw_warning: bool, signalled: bool = Tr
         if re.search(r"JobState=CANCELLED", text):
             return "killed"
     return "killed" if signalled else None
-
-
-def filesystem_warning(path: str) -> Optional[str]:
-    """A note when ``path`` is on a local filesystem, which other nodes cannot see."""
-    try:
-        import psutil
-
-        best = None
-        for part in psutil.disk_partitions(all=True):
-            if path.startswith(part.mountpoint) and (best is None or len(part.mountpoint) > len(best.mountpoint)):
-                best = part
-    except Exception:  # noqa: BLE001 - informational only
-        return None
-    if best is None or best.fstype in SHARED_FS:
-        return None
-    return (f"note: {path} is on a local {best.fstype} filesystem ({best.mountpoint}); jobs on other nodes "
-            "cannot see it: keep the repository on a filesystem shared with the compute nodes")
 
