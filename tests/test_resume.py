@@ -356,3 +356,15 @@ def test_auto_resume_in_the_local_queue_after_a_lost_executor(trainer: Path) -> 
     new = note(trainer, rows[1]["id"])
     assert new["auto_resumes"] == 1 and new["resume"]["step"] == 7
     assert "resumed from" in (trainer / ".git" / "gitexp" / "runs" / rows[1]["id"] / "output.log").read_text()
+
+
+def test_resume_from_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gitexp
+
+    monkeypatch.delenv("GITEXP_RESUME_FROM", raising=False)
+    assert gitexp.resume_from() is None
+    monkeypatch.setenv("GITEXP_RESUME_FROM", "/x/ckpt12.pt")
+    monkeypatch.setenv("GITEXP_RESUME_STEP", "12")
+    assert gitexp.resume_from() == {"path": "/x/ckpt12.pt", "step": 12}
+    monkeypatch.setenv("GITEXP_RESUME_STEP", "")
+    assert gitexp.resume_from() == {"path": "/x/ckpt12.pt", "step": None}
