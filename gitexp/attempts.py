@@ -21,6 +21,7 @@ program is alive.
 """
 from __future__ import annotations
 
+import re
 import socket
 import time
 import uuid
@@ -38,6 +39,7 @@ from .notes import CONFIG_PATH, EXP_PREFIX, METRICS_REF, Experiment, Store, json
 from .paths import run_paths
 from .repo import Repo
 
+_SHA = re.compile(r"^[0-9a-f]{40}$")
 # Fields of the first summary an attempt inherits (what the experiment is, not how a run went).
 INHERITED = ("name", "group", "description", "config_hash", "goals", "parent", "parent_dirty", "submodules",
              "target", "runner")
@@ -46,7 +48,7 @@ INHERITED = ("name", "group", "description", "config_hash", "goals", "parent", "
 def chain_shas(summary: Dict[str, Any], sha: str) -> List[str]:
     """The attempts up to ``sha``, oldest first (a note's chain is checked: only commit ids)."""
     chain = summary.get("chain")
-    earlier = [c for c in chain if isinstance(c, str) and len(c) == 40] if isinstance(chain, list) else []
+    earlier = [c for c in chain if isinstance(c, str) and _SHA.match(c)] if isinstance(chain, list) else []
     return earlier + [sha]
 
 

@@ -31,6 +31,7 @@ from .lifecycle import Status
 STATUSES = frozenset(s.value for s in Status)
 INVALID = "invalid"  # shown for an experiment whose summary note could not be used
 MAX_DEPTH = 32  # deeper values (only possible in free-form records) are cut when printed
+_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _JOB_RE = re.compile(r"^[0-9]{1,18}(_[0-9]{1,9})?$")
 
 # C0 controls, DEL and C1 controls: a terminal may act on them (colours, cursor moves,
@@ -196,6 +197,13 @@ def _numbers(value: Any) -> Optional[str]:
     return None
 
 
+def _commit_ids(value: Any) -> Optional[str]:
+    """Attempt chains name commits: 40 hex digits each, nothing a git revision could misread."""
+    if value.__class__ is list and all(item.__class__ is str and _SHA_RE.match(item) for item in value):
+        return None
+    return "must list commit ids (40 hex digits)"
+
+
 def _mapping(value: Any) -> Optional[str]:
     return None if value.__class__ is dict else "must be a mapping"
 
@@ -210,7 +218,10 @@ _SUMMARY: Dict[str, Rule] = {
     "status": _status, "params": _scalar_map, "goals": _scalar_map, "metrics": _metrics,
     "checkpoints": _checkpoints, "worker": _WORKER, "queue": _QUEUE, "slurm": _SLURM,
     "schema": _INTEGER, "pid": _pid, "exit_code": _INTEGER, "attempts": _INTEGER,
-    "parent_dirty": _FLAG, "cancel_requested": _FLAG, "alerts": _alerts, "resources": _numbers, "notify": _NOTIFY,
+    "parent_dirty": _FLAG, "cancel_requested": _FLAG,
+    "attempt": _INTEGER, "auto_resumes": _INTEGER, "chain": lambda v: _commit_ids(v),
+    "resume": lambda v: _mapping(v), "param_changes": lambda v: _mapping(v), "kind": _STRING,
+    "outdir_of": lambda v: _commit_ids([v]), "alerts": _alerts, "resources": _numbers, "notify": _NOTIFY,
     **{key: _TIME for key in ("created", "started", "ended", "duration", "updated", "claimed", "pid_started")},
     **{key: _STRING for key in ("name", "group", "description", "config_hash", "parent", "host", "runner",
                                 "run_dir", "outdir", "reason", "wait_reason", "previous_status")},

@@ -368,3 +368,14 @@ def test_resume_from_api(monkeypatch: pytest.MonkeyPatch) -> None:
     assert gitexp.resume_from() == {"path": "/x/ckpt12.pt", "step": 12}
     monkeypatch.setenv("GITEXP_RESUME_STEP", "")
     assert gitexp.resume_from() == {"path": "/x/ckpt12.pt", "step": None}
+
+
+def test_a_forged_chain_in_a_note_is_refused_not_followed(trainer: Path) -> None:
+    gitexp(trainer, "run", "c.yaml", check=False)
+    sha = log_json(trainer)[0]["id"]
+    forged = {**note(trainer, sha), "chain": ["HEAD:../../etc/passwd" + "x" * 19]}
+    git(trainer, "notes", "--ref=exps", "add", "-f", "-m", json.dumps(forged), sha)
+    proc = gitexp(trainer, "log", "--format", "json")
+    assert json.loads(proc.stdout)[0]["status"] == "invalid" and "chain" in proc.stderr
+    proc = gitexp(trainer, "metrics", "toy", "--format", "json")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
