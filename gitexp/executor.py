@@ -147,6 +147,11 @@ class Executor:
 
     # -- the whole run ----------------------------------------------------------------------
     def execute(self) -> int:
+        from .notify import install
+
+        # Notifications of this run's state changes (its config's notify:), also of a
+        # preflight failure or a crash before the program starts; once per process.
+        install(self.repo, self.store)
         # Handlers first: a stop asked for at any moment from here on is honoured and recorded.
         old_handlers = self._install_signal_handlers()
         try:
@@ -576,6 +581,9 @@ class Executor:
                 self.echo = False  # the terminal or pipe went away; output.log still has it all
 
     def _feed_lines(self, lines: List[Tuple[str, int]]) -> None:
+        ctx = getattr(self, "ctx", None)
+        if lines and ctx is not None:
+            ctx.last_output = time.time()
         if lines:
             with self.budget.watching():  # one timer for the batch bounds each search in it
                 for line, cut in lines:

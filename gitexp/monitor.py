@@ -276,5 +276,5 @@ def _factory(ctx: RunContext) -> Optional[Watcher]:
     if interval <= 0:
         return None
     watcher = ResourceWatcher(ctx, interval)
-    ctx.monitor = watcher  # type: ignore[attr-defined]  # read by diagnostics (disk, RAM, GPU rules)
+    ctx.monitor = watcher  # read by diagnostics (disk, RAM, GPU rules)
     return watcher

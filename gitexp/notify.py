@@ -570,6 +570,7 @@ def _heard(change: Change) -> None:
     notifier = _active.get(change.sha) or _notifier_from_repo(change.sha)
     if notifier is None or not notifier.spec.wants(event):
         return
+    _active.setdefault(change.sha, notifier)  # one outbox per run: every mail sent is recorded
     if change.new.final and not notifier.curves:
         _curves_from_notes(notifier)
     notifier.summary = dict(change.summary)
@@ -636,6 +637,9 @@ def _factory(ctx: RunContext) -> Optional[Watcher]:
         install(repo, Store(repo))
     goals = [n for n, m in (getattr(ctx.config, "metrics", None) or {}).items() if getattr(m, "goal", None)]
     notifier = Notifier(ctx.sha, spec, ctx.paths.log, goals, ctx)
+    earlier = _active.get(ctx.sha)  # made when the change to running was heard: keep what it sent
+    if earlier is not None:
+        notifier.outbox = earlier.outbox
     _active[ctx.sha] = notifier
     summary = {"name": ctx.name, "status": "running", "params": getattr(ctx.config, "params", {})}
     notifier.summary = summary

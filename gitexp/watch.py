@@ -43,6 +43,7 @@ class RunContext:
         self._say = say
         self.alerts: List[Dict[str, Any]] = []
         self.last_output = started  # time of the last output line (stall detection)
+        self.monitor: Optional[Any] = None  # the resource sampler (gitexp.monitor), read by diagnostics
         self.lock = threading.Lock()
 
     def stop(self, reason: str) -> None:

@@ -21,7 +21,4 @@ def exec_(sha: str, runner: str, echo: bool) -> int:
 
         raise BadInput(f"no commit {sha!r} in {repo.root}", "the experiment ref was not pushed here")
     store = Store(repo)
-    from ..notify import install
-
-    install(repo, store)  # notifications of this run's state changes (the experiment's notify:)
     return Executor(repo, store, full, echo=echo, runner=runner).execute()
