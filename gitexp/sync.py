@@ -36,7 +36,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from . import merge as rules
 from . import summary as checks
@@ -273,13 +273,14 @@ def _warn_remote(source: Source, notes_ref: str, sha: str, blob: str, problem: s
 @dataclass
 class MergeReport:
     added: List[Tuple[str, str, str]] = field(default_factory=list)  # (local name, remote name, remote spec)
+    forwarded: List[str] = field(default_factory=list)  # experiments resumed or retried there: moved to that attempt
     updated: int = 0                                                    # experiments here whose notes changed
     left_out: int = 0                                                   # remote experiments without a usable summary
     empty: List[str] = field(default_factory=list)                      # remotes without any experiments
 
     @property
     def changed(self) -> bool:
-        return bool(self.added) or bool(self.updated)
+        return bool(self.added) or bool(self.updated) or bool(self.forwarded)
 
     def lines(self, spec: str) -> List[str]:
         """What a person reads: one line, plus one per experiment that got another name."""
@@ -289,6 +290,8 @@ class MergeReport:
             parts = []
             if self.added:
                 parts.append(f"{len(self.added)} new experiment{'s' if len(self.added) != 1 else ''}")
+            if self.forwarded:
+                parts.append(f"{len(self.forwarded)} with a new attempt there")
             if self.updated:
                 parts.append(f"notes of {self.updated} experiment{'s' if self.updated != 1 else ''} merged")
             out = [f"pulled from {spec}: {', '.join(parts)}"]
@@ -334,6 +337,11 @@ class _Merger:
             self._parsed[key] = _parse(notes_ref, self._blobs[blob])
         return self._parsed[key]
 
+    def attempts_between(self, old: str, new: str) -> List[str]:
+        """Commits on the first-parent line from ``new`` back to ``old`` (both ends excluded)."""
+        proc = self.repo.run(["rev-list", "--first-parent", f"{old}..{new}"], check=False)
+        return [line for line in proc.stdout.decode().split() if line != new]
+
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         key = (ancestor, descendant)
         if key not in self._ancestor:
@@ -349,13 +357,25 @@ class _Merger:
         # Which remote experiments are new here, and under which names.
         known = set(local_exps.values())
         candidates: List[Tuple[str, str, Fetched]] = []  # (remote name, sha, from)
+        forward: List[Tuple[str, str, str]] = []  # (name, remote sha, local sha): a later attempt there
+        earlier: Set[str] = set()  # remote tips that are earlier attempts of ours (we resumed here)
         seen: Set[str] = set()
         for f in self.fetched:
             for name, sha in sorted(f.exps.items()):
-                if sha not in known and sha not in seen:
-                    seen.add(sha)
+                if sha in known or sha in seen:
+                    continue
+                mine = local_exps.get(name)
+                if mine is not None and self.is_ancestor(sha, mine):
+                    earlier.add(sha)
+                    continue
+                seen.add(sha)
+                if mine is not None and self.is_ancestor(mine, sha) and not any(n == name for n, _s, _m in forward):
+                    forward.append((name, sha, mine))
+                else:
                     candidates.append((name, sha, f))
-        named = known | seen
+        # Attempts made there between our tip and theirs come with their notes.
+        between = {c for _name, sha, mine in forward for c in self.attempts_between(mine, sha)}
+        named = known | seen | earlier | between
 
         # A notes ref whose remote tips are the local tip holds the same notes: with no new
         # experiment, nothing there can change (no ls-tree, no reads). Any other tip is merged
@@ -363,7 +383,7 @@ class _Merger:
         def same(ref: str) -> bool:
             return all(not f.tips[ref] or f.tips[ref] == local_tips[ref] for f in self.fetched)
 
-        active = [ref for ref in NOTES_REFS if candidates or not same(ref)]
+        active = [ref for ref in NOTES_REFS if candidates or forward or not same(ref)]
         if not active:
             report.added, report.updated, report.left_out = [], 0, 0
             return []
@@ -414,6 +434,12 @@ class _Merger:
                 taken.add(local_name)
                 added.append((local_name, name, f.source.spec))
                 refs.append(RefUpdate(EXP_PREFIX + local_name, sha, None))
+            for name, sha, mine in forward:  # resumed or retried there: our ref moves to the later attempt
+                if sha not in usable_summary:
+                    left_out += 1
+                    continue
+                refs.append(RefUpdate(EXP_PREFIX + name, sha, mine))
+                report.forwarded.append(name)
             for ref in NOTES_REFS:
                 update = self._notes_update(ref, local_tips[ref], changes[ref],
                                             [f.tips[ref] for f in self.fetched], message)
@@ -617,7 +643,7 @@ def push(repo: Repo, spec: str, attempts: int = PUSH_ATTEMPTS) -> PushReport:
         pulled = merge_fetched(repo, [fetched], message)
         report = PushReport(pulled, attempts=attempt)
         local = repo.refs(EXP_PREFIX, *NOTES_REFS)
-        args, leases = _experiment_refspecs(local, fetched, report)
+        args, leases = _experiment_refspecs(local, fetched, report, repo.is_ancestor)
         for ref in NOTES_REFS:
             tip, remote_tip = local.get(ref), fetched.tips.get(ref)
             if tip and tip != remote_tip:
@@ -639,7 +665,8 @@ def push(repo: Repo, spec: str, attempts: int = PUSH_ATTEMPTS) -> PushReport:
 GLOB_FROM = 100  # pushing more new experiments than this: one glob refspec, not one refspec each
 
 
-def _experiment_refspecs(local: Mapping[str, str], fetched: Fetched, report: PushReport) -> Tuple[List[str], List[str]]:
+def _experiment_refspecs(local: Mapping[str, str], fetched: Fetched, report: PushReport,
+                         is_ancestor: Optional[Callable[[str, str], bool]] = None) -> Tuple[List[str], List[str]]:
     """Refspecs and leases for the local experiments the remote lacks (by commit).
 
     A name the remote has for another commit is never overwritten: the experiment goes under
@@ -655,9 +682,14 @@ def _experiment_refspecs(local: Mapping[str, str], fetched: Fetched, report: Pus
     keep: List[str] = []
     left_out: List[str] = []
     renamed: List[Tuple[str, str]] = []
+    forwarded: List[Tuple[str, str, str]] = []  # (name, ours, theirs): a later attempt here
     for name, sha in mine.items():  # first the ones that keep their names, so renames avoid them
         if fetched.exps.get(name) == sha:
             continue  # up to date there
+        theirs = fetched.exps.get(name)
+        if theirs and is_ancestor is not None and is_ancestor(theirs, sha):
+            forwarded.append((name, sha, theirs))
+            continue
         if sha in there or name in taken:
             left_out.append(name)
             if sha not in there:
@@ -666,7 +698,8 @@ def _experiment_refspecs(local: Mapping[str, str], fetched: Fetched, report: Pus
         taken.add(name)
         there.add(sha)
         keep.append(name)
-    glob = len(keep) + len(renamed) > GLOB_FROM
+    # A forwarded ref needs a lease on its old value, which a negative refspec would drop.
+    glob = len(keep) + len(renamed) > GLOB_FROM and not forwarded
     if glob:
         taken.update(left_out)  # a negative refspec also drops an explicit push to its name
     args: List[str] = []
@@ -679,6 +712,10 @@ def _experiment_refspecs(local: Mapping[str, str], fetched: Fetched, report: Pus
             args.append(f"{mine[name]}:{EXP_PREFIX}{name}")
             leases.append(f"--force-with-lease={EXP_PREFIX}{name}:")
     report.pushed = [(name, name) for name in keep]
+    for name, sha, theirs in forwarded:
+        args.append(f"{sha}:{EXP_PREFIX}{name}")
+        leases.append(f"--force-with-lease={EXP_PREFIX}{name}:{theirs}")
+        report.pushed.append((name, name))
     for name, sha in renamed:
         if sha in there:
             continue  # the same commit under two local names: once is enough

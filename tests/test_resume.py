@@ -379,3 +379,28 @@ def test_a_forged_chain_in_a_note_is_refused_not_followed(trainer: Path) -> None
     assert json.loads(proc.stdout)[0]["status"] == "invalid" and "chain" in proc.stderr
     proc = gitexp(trainer, "metrics", "toy", "--format", "json")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr
+
+
+def test_attempts_travel_with_pull_and_push_as_fast_forwards(trainer: Path, tmp_path: Path) -> None:
+    gitexp(trainer, "run", "c.yaml", check=False)
+    first = log_json(trainer)[0]["id"]
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", str(trainer), str(other))
+    gitexp(other, "pull", str(trainer))
+    gitexp(other, "resume", "toy")  # resumed there: attempt 2
+    second = log_json(other)[0]["id"]
+    proc = gitexp(trainer, "pull", str(other))
+    assert "new attempt" in proc.stderr + proc.stdout
+    rows = log_json(trainer)
+    assert [(r["name"], r["id"], r["attempt"], r["status"]) for r in rows] == [("toy", second, 2, "finished")]
+    assert [r["id"] for r in log_json(trainer, "--attempts")] == [first, second]
+    gitexp(trainer, "resume", "toy", "--from", "2")  # attempt 3 here, pushed there
+    third = log_json(trainer)[0]["id"]
+    gitexp(trainer, "push", str(other))
+    assert git(other, "rev-parse", "refs/exps/toy").strip() == third
+    assert [r["attempt"] for r in log_json(other, "--attempts")] == [1, 2, 3]
+    # Pulling an earlier attempt of ours changes nothing and never makes a "toy-2".
+    proc = gitexp(trainer, "pull", str(other))
+    assert [r["name"] for r in log_json(trainer)] == ["toy"]
+    assert_fsck_clean(trainer)
+    assert_fsck_clean(other)
