@@ -21,6 +21,7 @@ program is alive.
 """
 from __future__ import annotations
 
+import os
 import re
 import socket
 import time
@@ -91,14 +92,19 @@ def join_histories(histories: Sequence[List[Dict[str, Any]]]) -> List[Dict[str, 
 
 # -- liveness and recovery -------------------------------------------------------------------
 def live_program(repo: Repo, exp: Experiment) -> Optional[str]:
-    """What of ``exp``'s run is still alive on this machine (executor or program), or None."""
+    """What of ``exp``'s run is still alive on this machine (executor or program), or None.
+
+    The calling process does not count: an executor resubmitting its own ended run
+    (``auto_resume``) is about to exit.
+    """
     info = read_exec_info(run_paths(repo, exp.sha).exec_info)
     here = socket.gethostname()
     s = exp.summary
-    if s.get("host") == here and process_alive(s.get("pid"), s.get("pid_started")):
+    me = os.getpid()
+    if s.get("host") == here and s.get("pid") != me and process_alive(s.get("pid"), s.get("pid_started")):
         return f"its executor (pid {s.get('pid')})"
     if info.get("host") == here:
-        if process_alive(info.get("pid"), info.get("pid_started")):
+        if info.get("pid") != me and process_alive(info.get("pid"), info.get("pid_started")):
             return f"its executor (pid {info.get('pid')})"
         if process_alive(info.get("child"), info.get("child_started")):
             return f"its program (pid {info.get('child')}), whose executor died"

@@ -216,7 +216,7 @@ def _strings(value: Any) -> Optional[str]:
 
 _SUMMARY: Dict[str, Rule] = {
     "status": _status, "params": _scalar_map, "goals": _scalar_map, "metrics": _metrics,
-    "checkpoints": _checkpoints, "worker": _WORKER, "queue": _QUEUE, "slurm": _SLURM,
+    "checkpoints": _checkpoints, "worker": _WORKER, "queue": _QUEUE, "slurm": _SLURM, "sge": _SLURM,
     "schema": _INTEGER, "pid": _pid, "exit_code": _INTEGER, "attempts": _INTEGER,
     "parent_dirty": _FLAG, "cancel_requested": _FLAG,
     "attempt": _INTEGER, "auto_resumes": _INTEGER, "chain": lambda v: _commit_ids(v),

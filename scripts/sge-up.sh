@@ -37,7 +37,11 @@ usable_queue() {  # a queue instance without an alarm, error, disabled or unknow
     timeout 10 qstat -f 2>/dev/null | awk '$1 ~ /@/ && (NF < 6 || $6 !~ /[uEdDsSCa]/) {ok=1} END {exit !ok}'
 }
 
-usable_queue && ready
+execd_alive() {  # the local execution daemon, where this machine has one installed
+    [ ! -x /usr/sbin/sge_execd ] || pgrep -x sge_execd >/dev/null 2>&1
+}
+
+usable_queue && execd_alive && ready
 [ "$(id -u)" = 0 ] || { log "no Grid Engine answers here and installing one needs root"; exit 3; }
 
 # --- packages ------------------------------------------------------------------
@@ -91,6 +95,10 @@ qconf -ssconf | grep -Eq '^schedule_interval[[:space:]]+0:0:1$' || config_set -m
 
 # --- execd ---------------------------------------------------------------------
 if ! running sge_execd; then
+    # Jobs an earlier execd of this test install had taken when it died stay in state "t"
+    # holding their slots forever: they are orphans, deleted before a new execd starts.
+    stuck=$(qstat -u '*' -s r 2>/dev/null | awk 'NR > 2 && $5 ~ /^t/ {print $1}' | sort -u)
+    [ -z "$stuck" ] || { log "deleting jobs stuck in transfer by a dead execd: $stuck"; qdel -f $stuck >&2 || true; }
     log "starting sge_execd"
     /usr/sbin/sge_execd
     echo "sge_execd $(pgrep -x sge_execd | head -n1)" >> "$RUN_DIR/started"

@@ -359,3 +359,31 @@ def _far_config(far: Path) -> Path:
     path.write_text("name: q\ncommand: echo {steps}\nparams: {steps: 1}\n")
     git(far, "commit", "-q", "--allow-empty", "-m", "far base")
     return path
+
+
+def test_resume_on_an_ssh_target_checks_the_checkpoint_there_and_comes_back(laptop: Path, gpu3: Path) -> None:
+    from test_resume import CONFIG as RESUME_CONFIG
+    from test_resume import TRAIN as RESUME_TRAIN
+
+    (laptop / "rtrain.py").write_text(RESUME_TRAIN)
+    (laptop / "r.yaml").write_text(RESUME_CONFIG.replace("train.py", "rtrain.py"))
+    assert gitexp(laptop, "run", "r.yaml", check=False).returncode == 3
+    first = log_json(laptop)[0]["id"]
+    out = Path(note(laptop, first)["outdir"])
+    # A checkpoint that is not on the target: one line, exit 2, nothing pushed or recorded.
+    (out / "ckpt2.json").rename(out / "moved.json")
+    before, far_before = all_refs(laptop), all_refs(gpu3)
+    proc = gitexp(laptop, "resume", "toy", "--on", "gpu3", "--from", "2", check=False)
+    assert proc.returncode == 2 and "does not exist on gpu3" in proc.stderr, proc.stderr
+    assert all_refs(laptop) == before and all_refs(gpu3) == far_before
+    # The latest one is there (same machine in this test): the new attempt runs there.
+    proc = gitexp(laptop, "resume", "toy", "--on", "gpu3")
+    second = proc.stdout.strip()
+    assert len(second) == 40 and "sent 1 experiment(s) to gpu3" in proc.stderr
+    [row] = far_finished(gpu3, 1)
+    assert row["id"] == second and row["attempt"] == 2
+    gitexp(laptop, "pull", "gpu3")
+    [mine] = log_json(laptop)
+    assert (mine["id"], mine["status"], mine["attempt"]) == (second, "finished", 2)
+    curve = json.loads(gitexp(laptop, "metrics", "toy", "--format", "json").stdout)
+    assert [r["val"] for r in curve if "val" in r] == [0, 1, 2, 3, 4, 105, 106, 107]

@@ -127,11 +127,12 @@ def _print_show(exp: Experiment, status: str, config: Dict[str, Any], details: D
              f"({fmt_value(s.get('runner', 'local'))})")
     if s.get("duration") is not None:
         echo(f"duration   {fmt_duration(s['duration'])}")
-    if s.get("slurm"):
-        slurm = s["slurm"]
-        task = f"_{fmt_value(slurm['task'])}" if slurm.get("task") is not None else ""
-        echo(f"slurm      job {fmt_value(slurm.get('job'))}{task} on remote {fmt_value(slurm.get('remote'))}; "
-             f"script {fmt_value(slurm.get('script'))}")
+    for key in ("slurm", "sge"):  # a scheduler's job handle
+        job = s.get(key)
+        if isinstance(job, dict):
+            task = f"_{fmt_value(job['task'])}" if job.get("task") is not None else ""
+            echo(f"{key:<10} job {fmt_value(job.get('job'))}{task} on remote {fmt_value(job.get('remote'))}; "
+                 f"script {fmt_value(job.get('script'))}")
     echo("\nconfig:")
     echo(_block(_yaml_text(config), "  "))
     _print_metrics(s.get("metrics") or {})

@@ -108,18 +108,24 @@ def _submit(repo: Repo, store: Store, request: Dict[str, Any], inbox: str) -> Di
         raise BadInput(f"unknown runner {runner_name!r} here (gitexp {__version__})")
     options = {k: v for k, v in (request.get("options") or {}).items() if k in cls.OPTIONS}
     target = Target("", runner_name, {"runner": runner_name, **options})
-    taken = set(store.experiment_refs())
+    here = store.experiment_refs()
+    taken = set(here)
     exps, configs, missing = [], [], []
     for item in items:
         summary = dict(item.get("summary") or {})
         problem = summary_problem(summary)
         if problem:
             raise BadInput(f"summary of {item['sha'][:10]}: {problem}")
-        name = _free_name(str(item.get("name") or summary.get("name") or item["sha"][:10]), taken)
+        wanted = str(item.get("name") or summary.get("name") or item["sha"][:10])
+        previous = item.get("previous")
+        # A new attempt (resume, retry) of an experiment this side has at the attempt it
+        # continues: its ref moves (compare-and-swap), under the same name.
+        follows = isinstance(previous, str) and here.get(wanted) == previous
+        name = wanted if follows else _free_name(wanted, taken)
         summary.pop("target", None)  # here it runs on this side's own runner
         config = stored_config(repo, item["sha"])
         absent = [p for p in config.files if not os.path.exists(p if os.path.isabs(p) else os.path.join(repo.root, p))]
-        exp = Experiment(item["sha"], name, summary)
+        exp = Experiment(item["sha"], name, summary, previous=previous if follows else None)
         if absent:
             missing.append((exp, absent))
         else:
@@ -176,9 +182,12 @@ def _record_failed(store: Store, missing: Sequence[Any], details: Dict[str, Any]
 
 
 def _brief(exp: Experiment) -> Dict[str, Any]:
+    from . import runner_class
+
     s = exp.summary
     return {"sha": exp.sha, "name": exp.name, "status": s.get("status"), "reason": s.get("reason"),
-            "slurm": s.get("slurm"), "runner": s.get("runner")}
+            "slurm": s.get("slurm"), "runner": s.get("runner"),
+            "handle": s.get(getattr(runner_class(str(s.get("runner") or "local")), "HANDLE", "") or "-")}
 
 
 # -- drop, cancel ----------------------------------------------------------------------------------

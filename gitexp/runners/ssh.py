@@ -238,7 +238,8 @@ class SshRunner(Runner):
         request = {"inbox": inbox, "runner": self.target.runner, "max_parallel": made.max_parallel,
                    "schema": SUMMARY_SCHEMA,
                    "options": {k: v for k, v in self.target.options.items() if k in self.far_runner.OPTIONS},
-                   "exps": [{"sha": e.sha, "name": e.name, "summary": e.summary} for e in exps],
+                   "exps": [{"sha": e.sha, "name": e.name, "summary": e.summary,
+                             **({"previous": e.previous} if e.previous else {})} for e in exps],
                    "details": {e.sha: {**made.details, **made.per_exp.get(e.sha, {})} for e in exps}}
         try:
             answer = self.agent("submit", request)
@@ -250,7 +251,10 @@ class SshRunner(Runner):
             item = there.get(exp.sha) or {}
             if item.get("name") and item["name"] != exp.name:
                 exp.summary["name_there"] = item["name"]
-            if isinstance(item.get("slurm"), dict):
+            handle = getattr(self.far_runner, "HANDLE", None)  # the far scheduler's job handle
+            if handle and isinstance(item.get("handle"), dict):
+                exp.summary[handle] = item["handle"]
+            elif isinstance(item.get("slurm"), dict):  # an older far side
                 exp.summary["slurm"] = item["slurm"]
             if item.get("status") in FINAL:
                 exp.summary.update(status=item["status"], reason=item.get("reason"), ended=time.time())
@@ -266,7 +270,8 @@ class SshRunner(Runner):
         return exps
 
     def submitted(self, exps: Sequence[Experiment]) -> str:
-        how = "queued there for its worker" if self.far_runner.name == "local" else "submitted to Slurm there"
+        how = "queued there for its worker" if self.far_runner.name == "local" else \
+            f"submitted to {getattr(self.far_runner, 'SCHEDULER', self.far_runner.name)} there"
         failed = [e for e in exps if e.summary.get("status") == "failed"]
         note = f" ({len(failed)} failed its preflight there: git exp show {failed[0].name})" if failed else ""
         return (f"sent {len(exps)} experiment(s) to {self.describe_target()}, {how}{note}; "
