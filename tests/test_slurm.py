@@ -123,6 +123,31 @@ def test_time_limit_sends_warning_then_records_timeout(cluster_repo: Path) -> No
     assert "#SBATCH --time=0-00:01:00" in script and "#SBATCH --signal=B:USR1@30" in script
 
 
+def test_auto_resume_after_the_time_limit_resubmits_from_the_node(cluster_repo: Path) -> None:
+    (cluster_repo / "ck.py").write_text(
+        "import os, sys, time, gitexp\n"
+        "if gitexp.resume_from():\n"
+        "    print('resumed from', gitexp.resume_from()['path'], 'at', gitexp.resume_from()['step'], flush=True)\n"
+        "    sys.exit(0)\n"
+        "path = os.path.join(gitexp.output_dir(), 'c2.json')\n"
+        "open(path, 'w').write('{}')\n"
+        "gitexp.checkpoint(path, step=2)\n"
+        "time.sleep(600)\n")
+    (cluster_repo / "ck.yaml").write_text("name: ck\ncommand: python ck.py\nrequires: {time: 1m}\nauto_resume: 1\n")
+    gitexp(cluster_repo, "run", "ck.yaml", "--on", "triton")
+
+    def both() -> list:
+        rows = log_json(cluster_repo, "--attempts")
+        return rows if [r["status"] for r in rows] == ["timeout", "finished"] else []
+    first, second = wait_for(both, timeout=240, interval=1)
+    again = json.loads(git(cluster_repo, "notes", "--ref=exps", "show", second["id"]))
+    assert again["auto_resumes"] == 1 and again["resume"]["step"] == 2 and again["runner"] == "slurm"
+    old = json.loads(git(cluster_repo, "notes", "--ref=exps", "show", first["id"]))
+    assert again["slurm"]["job"] != old["slurm"]["job"]  # a new job, sbatch from the node
+    shown = json.loads(gitexp(cluster_repo, "show", second["id"][:12], "--format", "json").stdout)
+    assert "resumed from" in shown["log_tail"] and "at 2" in shown["log_tail"]
+
+
 def _no_held_jobs() -> bool:
     out = subprocess.run(["squeue", "-h", "-t", "PENDING", "-o", "%r"], capture_output=True, text=True).stdout
     return "JobHeldUser" not in out
