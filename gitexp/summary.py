@@ -298,6 +298,9 @@ def load_details(sha: str, data: Optional[bytes], notes_ref: str) -> Dict[str, A
 def load_history(sha: str, data: Optional[bytes], notes_ref: str) -> List[Dict[str, Any]]:
     """Records of a JSON-lines history; a torn last line (a crash mid-write) is skipped quietly."""
     lines = [line for line in (data or b"").splitlines() if line.strip()]
+    fast = _whole_history(lines)
+    if fast is not None:
+        return fast
     out: List[Dict[str, Any]] = []
     bad: Optional[str] = None
     for number, line in enumerate(lines, 1):
@@ -314,6 +317,26 @@ def load_history(sha: str, data: Optional[bytes], notes_ref: str) -> List[Dict[s
     if bad:
         warn("bad records of the metric-history note of", notes_ref, sha, bad)
     return out
+
+
+def _whole_history(lines: List[bytes]) -> Optional[List[Dict[str, Any]]]:
+    """Every line at once (one decoder call: 100,000 points are read in a fraction of the
+    time), when each is a flat record; None to check line by line (a torn or bad line, or
+    lines that only decode joined: the count of records must be the count of lines)."""
+    try:
+        values = json.loads(b"[" + b",".join(lines) + b"]")
+    except (ValueError, RecursionError):
+        return None
+    if len(values) != len(lines):
+        return None
+    scalars = _SCALARS
+    for value in values:
+        if value.__class__ is not dict:
+            return None
+        for item in value.values():
+            if item.__class__ not in scalars:
+                return None
+    return values
 
 
 def load_config(sha: str, raw: Optional[bytes], path: str) -> Dict[str, Any]:

@@ -7,22 +7,31 @@ import sys
 import textwrap
 from pathlib import Path
 
-from conftest import ROOT, assert_fsck_clean, gitexp, log_json, wait_for
+from conftest import ROOT, assert_fsck_clean, git, gitexp, log_json, wait_for
 
 
-def test_twenty_experiments_finishing_at_once_all_land(repo: Path) -> None:
+def test_fifty_experiments_finishing_at_once_beside_a_pull_all_land(repo: Path, tmp_path: Path) -> None:
     barrier = repo.parent / "go"
     (repo / "wait.yaml").write_text(
         f"command: while [ ! -e {barrier} ]; do sleep 0.05; done; echo val_err={{i}}\n"
         "params: {i: 0}\nmetrics:\n  val_err: {regex: 'val_err=([0-9.]+)'}\n")
-    for i in range(20):
+    other = tmp_path / "colleague"
+    git(tmp_path, "clone", "-q", str(repo), str(other))
+    for i in range(3):  # a colleague's results, pulled while ours finish
+        gitexp(other, "run", "config.yaml", "-p", "steps=1", "--name", f"theirs-{i}")
+    for i in range(50):
         gitexp(repo, "run", "wait.yaml", "-p", f"i={i}", "--detach")
-    wait_for(lambda: len([r for r in log_json(repo) if r["status"] == "running"]) == 20, timeout=120)
+    wait_for(lambda: len([r for r in log_json(repo) if r["status"] == "running"]) == 50, timeout=300)
+    pull = subprocess.Popen([sys.executable, "-m", "gitexp", "pull", str(other)], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     barrier.write_text("")
-    rows = wait_for(lambda: (lambda rs: rs if all(r["status"] == "finished" for r in rs) else None)(log_json(repo)),
-                    timeout=120)
-    assert len(rows) == 20
-    assert sorted(r["metrics"]["val_err"]["last"] for r in rows) == list(range(20))
+    out, err = pull.communicate(timeout=300)
+    assert pull.returncode == 0, err
+    rows = wait_for(lambda: (lambda rs: rs if sum(r["status"] == "finished" for r in rs) == 53 else None)(
+        log_json(repo)), timeout=300)
+    assert len(rows) == 53
+    assert sorted(r["metrics"]["val_err"]["last"] for r in rows if r["name"].startswith("wait")) == list(range(50))
+    assert sorted(r["name"] for r in rows if r["name"].startswith("theirs")) == ["theirs-0", "theirs-1", "theirs-2"]
     assert_fsck_clean(repo)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import sys
 import time
@@ -300,7 +301,14 @@ def metrics(ident: str, fmt: str, raw: bool = False) -> None:
         print_json(history)
         return
     if fmt == "jsonl":  # one write: per-line echo and flush cost more than the encoding
-        click.echo("".join(json_text(rec, indent=None) + "\n" for rec in history), nl=False)
+        encode = json.JSONEncoder(sort_keys=True, default=str, allow_nan=False).encode  # made once
+
+        def line(rec: Dict[str, Any]) -> str:
+            try:
+                return encode(rec)
+            except (ValueError, TypeError, RecursionError):
+                return json_text(rec, indent=None)  # NaN as null, deep nesting cut
+        click.echo("".join(line(rec) + "\n" for rec in history), nl=False)
         return
     keys: Dict[str, None] = {"step": None, "time": None}
     for rec in history:
