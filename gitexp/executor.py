@@ -27,7 +27,6 @@ What a run can always count on:
 from __future__ import annotations
 
 import collections
-import fcntl
 import json
 import math
 import os
@@ -48,22 +47,20 @@ from . import facts as facts_mod
 from . import metrics as metrics_mod
 from .config import ExperimentConfig, parse_config
 from .errors import DiskFull, GitExpError
-from .experiments import process_alive, read_exec_info
 from .lifecycle import FINAL as FINAL_STATES
 from .lifecycle import Status, transition
 from .notes import CONFIG_PATH, DETAILS_REF, METRICS_REF, Experiment, Store, dump_json, jsonl, parse_jsonl
-from .paths import RunPaths, run_paths, runs_root
+from .paths import RunPaths, run_paths
 from .repo import Repo
 from .resources import check as check_requires
 from .runners import runner_class
+from .rundirs import LOCK_NAME, prepare_worktree, sweep_stale_worktrees, try_lock
 from .watch import TICK_SECONDS, RunContext, Watchers
 
 LOG_TAIL_LINES = 60
 TAIL_BYTES = 64 * 1024  # the most the log tail may take in the details note (as JSON)
 HEARTBEAT_SECONDS = 5.0  # exec.json's mtime is touched this often while the run is alive
 FINAL = tuple(s.value for s in FINAL_STATES)
-LOCK_NAME = "executor.lock"  # held by the live executor of a run directory (flock)
-SWEEP_EVERY = 3600.0  # an executor looks for stale worktrees at most this often
 # The runner's warning that the time limit is near (Slurm: --signal=B:USR1@<secs>).
 TIMEOUT_SIGNALS = (signal.SIGUSR1,)
 DEFAULT_SECONDS = {"GITEXP_NOTES_INTERVAL": 120.0, "GITEXP_KILL_GRACE": 10.0, "GITEXP_FULL_DISK_WAIT": 600.0}
@@ -359,7 +356,7 @@ class Executor:
         os.makedirs(self.paths.root, exist_ok=True)
         deadline = time.monotonic() + 30  # a sweeper holds the lock for a moment only
         while True:
-            fd = _try_lock(self.paths.root)
+            fd = try_lock(self.paths.root)
             if fd is not None:
                 self.lock_fd = fd
                 return
@@ -408,43 +405,9 @@ class Executor:
         self._write_exec_info(started)
 
     def _prepare_worktree(self) -> None:
-        """Check the commit out into ``wt/`` (no git admin state to clean after a kill)."""
+        """Check the commit out into ``wt/`` and link its ``files`` (see gitexp.rundirs)."""
         assert self.config is not None
-        shutil.rmtree(self.paths.worktree, ignore_errors=True)
-        os.makedirs(self.paths.worktree)
-        self.repo.checkout_to(self.sha, self.paths.worktree)
-        for entry in self.config.files:
-            self._link_entry(entry)
-
-    def _link_entry(self, entry: str) -> None:
-        """Link one ``files`` entry (data, weights: what git does not hold) into ``wt/``."""
-        wt = self.paths.worktree
-        rel = os.path.normpath(entry)  # "data/" and "data" name the same directory
-        source = os.path.abspath(rel if os.path.isabs(rel) else os.path.join(self.repo.root, rel))
-        target = os.path.normpath(os.path.join(wt, os.path.basename(rel) if os.path.isabs(rel) else rel))
-        if not target.startswith(wt + os.sep):
-            raise GitExpError(f"files: {entry!r} would be linked at {target}, outside the run's directory {wt}; "
-                              "nothing was run", "list paths inside the repository, or absolute paths")
-        self._link_into(source, target, entry)
-
-    def _link_into(self, source: str, target: str, entry: str) -> None:
-        wt = self.paths.worktree
-        if not _within(os.path.dirname(target), wt):  # through a symlink the commit holds
-            raise GitExpError(f"files: {entry!r} would be linked through a symlink to "
-                              f"{os.path.realpath(os.path.dirname(target))}, outside the run's directory; "
-                              "nothing was run")
-        if not os.path.lexists(target):
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            os.symlink(source, target)
-            return
-        if os.path.isdir(target) and not os.path.islink(target) and os.path.isdir(source):
-            # The commit holds part of this directory (say data/README): its files stay, and
-            # what only the source has (the ignored data) is linked in beside them.
-            for name in sorted(os.listdir(source)):
-                self._link_into(os.path.join(source, name), os.path.join(target, name), entry)
-            return
-        rel = os.path.relpath(target, wt)
-        self._log_text(f"gitexp: files: {rel} is in the experiment commit; the committed version is used\n")
+        prepare_worktree(self.repo, self.sha, self.paths.worktree, self.config.files, self._log_text)
 
     def _environment(self) -> Dict[str, str]:
         assert self.config is not None
@@ -825,82 +788,6 @@ def _bounded_tail(lines: List[str]) -> str:
             break
         kept.append(line)
     return "\n".join(reversed(kept))
-
-
-def _within(path: str, root: str) -> bool:
-    """Whether ``path``, with the symlinks among its existing parts resolved, lies in ``root``."""
-    probe = path
-    while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
-        probe = os.path.dirname(probe)
-    real, base = os.path.realpath(probe), os.path.realpath(root)
-    return real == base or real.startswith(base + os.sep)
-
-
-def _try_lock(run_dir: str) -> Optional[int]:
-    """The run directory's executor lock, or None while a live executor holds it."""
-    try:
-        fd = os.open(os.path.join(run_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    except OSError:
-        pass  # no locks on this filesystem: liveness is judged by pids alone
-    return fd
-
-
-def sweep_stale_worktrees(repo: Repo, force: bool = False) -> List[str]:
-    """Remove the ``wt/`` of runs on this host whose executor and program are both gone.
-
-    An executor removes its worktree however its run ends, except when it is SIGKILLed:
-    this catches those. ``out/`` and the logs stay. Without ``force`` it runs at most once
-    every SWEEP_EVERY seconds per runs root (executors call it; workers force it).
-    """
-    root = runs_root(repo)
-    stamp = os.path.join(root, ".wt-swept")
-    try:
-        if not force and os.path.exists(stamp) and time.time() - os.path.getmtime(stamp) < SWEEP_EVERY:
-            return []
-        os.makedirs(root, exist_ok=True)
-        with open(stamp, "a"):
-            os.utime(stamp)
-        entries = [e.path for e in os.scandir(root) if e.is_dir(follow_symlinks=False)]
-    except OSError:
-        return []
-    return [run_dir for run_dir in entries if _remove_stale_worktree(run_dir)]
-
-
-def _remove_stale_worktree(run_dir: str) -> bool:
-    worktree = os.path.join(run_dir, "wt")
-    if not os.path.isdir(worktree):
-        return False
-    fd = _try_lock(run_dir)  # held by a live executor: not stale; held by us: none can start
-    if fd is None:
-        return False
-    try:
-        if not _is_stale(run_dir, worktree):
-            return False
-        shutil.rmtree(worktree, ignore_errors=True)
-        return True
-    finally:
-        os.close(fd)
-
-
-def _is_stale(run_dir: str, worktree: str) -> bool:
-    info = read_exec_info(os.path.join(run_dir, "exec.json"))
-    if not info:  # written first by every executor since; older ones: judge by age
-        try:
-            return time.time() - os.path.getmtime(worktree) > SWEEP_EVERY
-        except OSError:
-            return False
-    if info.get("host") != socket.gethostname():
-        return False  # a run on another machine sharing this directory: its business
-    # An executor killed with SIGKILL may leave its program running in wt/: keep it then.
-    return not process_alive(info.get("pid"), info.get("pid_started")) and \
-        not process_alive(info.get("child"), info.get("child_started"))
 
 
 def _visible_gpus() -> Optional[List[int]]:

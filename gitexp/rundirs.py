@@ -1,0 +1,138 @@
+"""Run directories on this machine: the throwaway worktree of a run, the executor's lock,
+and sweeping the worktrees that SIGKILLed executors left.
+
+Every executor holds ``<run dir>/executor.lock`` (flock) while it runs; a run directory whose
+lock is free and whose executor and program are both gone is stale, and its ``wt/`` goes
+(``out/`` and the logs stay).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import socket
+import time
+from typing import Callable, List, Optional
+
+from .errors import GitExpError
+from .experiments import process_alive, read_exec_info
+from .paths import runs_root
+from .repo import Repo
+
+LOCK_NAME = "executor.lock"  # held by the live executor of a run directory (flock)
+SWEEP_EVERY = 3600.0  # an executor looks for stale worktrees at most this often
+
+
+def prepare_worktree(repo: Repo, sha: str, wt: str, files: List[str], log_text: Callable[[str], None]) -> None:
+    """Check commit ``sha`` out into ``wt`` (no git admin state to clean after a kill) and
+    link each ``files`` entry (data, weights: what git does not hold) into it."""
+    shutil.rmtree(wt, ignore_errors=True)
+    os.makedirs(wt)
+    repo.checkout_to(sha, wt)
+    for entry in files:
+        _link_entry(repo, wt, entry, log_text)
+
+
+def _link_entry(repo: Repo, wt: str, entry: str, log_text: Callable[[str], None]) -> None:
+    rel = os.path.normpath(entry)  # "data/" and "data" name the same directory
+    source = os.path.abspath(rel if os.path.isabs(rel) else os.path.join(repo.root, rel))
+    target = os.path.normpath(os.path.join(wt, os.path.basename(rel) if os.path.isabs(rel) else rel))
+    if not target.startswith(wt + os.sep):
+        raise GitExpError(f"files: {entry!r} would be linked at {target}, outside the run's directory {wt}; "
+                          "nothing was run", "list paths inside the repository, or absolute paths")
+    _link_into(wt, source, target, entry, log_text)
+
+
+def _link_into(wt: str, source: str, target: str, entry: str, log_text: Callable[[str], None]) -> None:
+    if not within(os.path.dirname(target), wt):  # through a symlink the commit holds
+        raise GitExpError(f"files: {entry!r} would be linked through a symlink to "
+                          f"{os.path.realpath(os.path.dirname(target))}, outside the run's directory; "
+                          "nothing was run")
+    if not os.path.lexists(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.symlink(source, target)
+        return
+    if os.path.isdir(target) and not os.path.islink(target) and os.path.isdir(source):
+        # The commit holds part of this directory (say data/README): its files stay, and
+        # what only the source has (the ignored data) is linked in beside them.
+        for name in sorted(os.listdir(source)):
+            _link_into(wt, os.path.join(source, name), os.path.join(target, name), entry, log_text)
+        return
+    rel = os.path.relpath(target, wt)
+    log_text(f"gitexp: files: {rel} is in the experiment commit; the committed version is used\n")
+
+
+def within(path: str, root: str) -> bool:
+    """Whether ``path``, with the symlinks among its existing parts resolved, lies in ``root``."""
+    probe = path
+    while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    real, base = os.path.realpath(probe), os.path.realpath(root)
+    return real == base or real.startswith(base + os.sep)
+
+
+def try_lock(run_dir: str) -> Optional[int]:
+    """The run directory's executor lock, or None while a live executor holds it."""
+    try:
+        fd = os.open(os.path.join(run_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError:
+        pass  # no locks on this filesystem: liveness is judged by pids alone
+    return fd
+
+
+def sweep_stale_worktrees(repo: Repo, force: bool = False) -> List[str]:
+    """Remove the ``wt/`` of runs on this host whose executor and program are both gone.
+
+    An executor removes its worktree however its run ends, except when it is SIGKILLed:
+    this catches those. ``out/`` and the logs stay. Without ``force`` it runs at most once
+    every SWEEP_EVERY seconds per runs root (executors call it; workers force it).
+    """
+    root = runs_root(repo)
+    stamp = os.path.join(root, ".wt-swept")
+    try:
+        if not force and os.path.exists(stamp) and time.time() - os.path.getmtime(stamp) < SWEEP_EVERY:
+            return []
+        os.makedirs(root, exist_ok=True)
+        with open(stamp, "a"):
+            os.utime(stamp)
+        entries = [e.path for e in os.scandir(root) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+    return [run_dir for run_dir in entries if _remove_stale_worktree(run_dir)]
+
+
+def _remove_stale_worktree(run_dir: str) -> bool:
+    worktree = os.path.join(run_dir, "wt")
+    if not os.path.isdir(worktree):
+        return False
+    fd = try_lock(run_dir)  # held by a live executor: not stale; held by us: none can start
+    if fd is None:
+        return False
+    try:
+        if not _is_stale(run_dir, worktree):
+            return False
+        shutil.rmtree(worktree, ignore_errors=True)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _is_stale(run_dir: str, worktree: str) -> bool:
+    info = read_exec_info(os.path.join(run_dir, "exec.json"))
+    if not info:  # written first by every executor since; older ones: judge by age
+        try:
+            return time.time() - os.path.getmtime(worktree) > SWEEP_EVERY
+        except OSError:
+            return False
+    if info.get("host") != socket.gethostname():
+        return False  # a run on another machine sharing this directory: its business
+    # An executor killed with SIGKILL may leave its program running in wt/: keep it then.
+    return not process_alive(info.get("pid"), info.get("pid_started")) and \
+        not process_alive(info.get("child"), info.get("child_started"))
