@@ -158,7 +158,8 @@ def _retry(ctx: click.Context, idents: Tuple[str, ...], lost: bool, priority: Op
         runner = runner_for(repo, store, exp)
         if not runner.LOCAL_QUEUE:
             raise BadInput(f"{exp.name} ran on run target {runner.describe_target()}; the local queue does not take it",
-                           "submit its config again with git exp run ... --on <target>")
+                           f"start a new attempt there: git exp resume {exp.name} --on {runner.target.name or '<target>'} "
+                           "(add --from-scratch to start over)")
     q = Queue(repo, store)
     for exp in targets:
         new = retry_attempt(repo, store, exp, q, priority)
