@@ -25,25 +25,25 @@ import os
 import re
 import socket
 import time
-import uuid
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import yaml
 
 from . import checkpoints as ckpt
 from . import metrics as metrics_mod
 from .config import ExperimentConfig, Scalar
 from .errors import BadInput
-from .experiments import process_alive, read_exec_info
+from .experiments import commit_message, config_tree, creator_identity, process_alive, read_exec_info
 from .lifecycle import FINAL, Status, transition
-from .notes import CONFIG_PATH, EXP_PREFIX, METRICS_REF, Experiment, Store, jsonl
+from .notes import METRICS_REF, Experiment, Store, jsonl
 from .paths import run_paths
 from .repo import Repo
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
-# Fields of the first summary an attempt inherits (what the experiment is, not how a run went).
+FINAL_NAMES = frozenset(s.value for s in FINAL)
+# Fields of the summary an attempt inherits (what the experiment is, not how a run went;
+# auto_resumes counts along the whole chain, so a manual resume does not reset it).
 INHERITED = ("name", "group", "description", "config_hash", "goals", "parent", "parent_dirty", "submodules",
-             "target", "runner")
+             "target", "runner", "auto_resumes")
 
 
 def chain_shas(summary: Dict[str, Any], sha: str) -> List[str]:
@@ -58,11 +58,6 @@ def chain_of(store: Store, exp: Experiment) -> List[Tuple[str, Dict[str, Any]]]:
     shas = chain_shas(exp.summary, exp.sha)
     notes = store.read_notes_json(shas[:-1]) if len(shas) > 1 else {}
     return [(sha, notes.get(sha, {})) for sha in shas[:-1]] + [(exp.sha, exp.summary)]
-
-
-def attempt_number(summary: Dict[str, Any]) -> int:
-    n = summary.get("attempt")
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else len(chain_shas(summary, "x" * 40))
 
 
 def find_attempt(store: Store, ident: str) -> Tuple[Experiment, Experiment]:
@@ -117,21 +112,21 @@ def live_program(repo: Repo, exp: Experiment) -> Optional[str]:
 
 def recovered(repo: Repo, exp: Experiment) -> Tuple[Dict[str, Any], Dict[Tuple[str, str], Optional[bytes]]]:
     """What a dead executor had not written, from the run directory: summary fields and notes."""
+    from .executor import load_experiment_config
+
     paths = run_paths(repo, exp.sha, exp.summary)
     records = metrics_mod.read_points(paths.captured)
+    specs: Dict[str, Any] = {}
     try:
-        config = ExperimentConfig(name=exp.name, command="")
-        from .executor import load_experiment_config
-
-        config = load_experiment_config(repo, exp.sha)
-        records += metrics_mod.file_records(config.metrics, paths.outdir)
+        specs = dict(load_experiment_config(repo, exp.sha).metrics)
+        records += metrics_mod.file_records(specs, paths.outdir)
     except Exception:  # noqa: BLE001 - an unreadable config still keeps the API points
         pass
     history, sources = metrics_mod.build_history(metrics_mod.read_points(paths.metrics), records)
     fields: Dict[str, Any] = {}
     notes: Dict[Tuple[str, str], Optional[bytes]] = {}
     if history:
-        fields["metrics"] = metrics_mod.summarize(history, config.metrics, sources)
+        fields["metrics"] = metrics_mod.summarize(history, specs, sources)
         notes[(METRICS_REF, exp.sha)] = jsonl(history)
     pointers = metrics_mod.read_checkpoints(paths.checkpoints)
     if pointers:
@@ -139,24 +134,34 @@ def recovered(repo: Repo, exp: Experiment) -> Tuple[Dict[str, Any], Dict[Tuple[s
     return fields, notes
 
 
-def supersede(repo: Repo, store: Store, exp: Experiment, why: str) -> Dict[str, Any]:
-    """Make sure the current attempt has ended; a dead one is recorded ``lost`` with what its
-    run directory holds. Refuses (BadInput) while anything of it is alive or it is active."""
+Recovered = Tuple[Dict[str, Any], Dict[Tuple[str, str], Optional[bytes]]]
+
+
+def ensure_ended(repo: Repo, exp: Experiment, reach: bool = False) -> None:
+    """Refuse (BadInput, nothing written) while anything of ``exp``'s run is alive or active."""
     alive = live_program(repo, exp)
     if alive:
-        raise BadInput(f"{exp.name}: {alive} is still running; nothing was started",
-                       f"stop it first: git exp cancel {exp.sha[:10]}")
-    status = exp.status
-    if status in {s.value for s in FINAL}:
-        return exp.summary
+        raise BadInput(f"{exp.name} is still running ({alive}); nothing was started",
+                       f"wait for it, or stop it first: git exp cancel {exp.sha[:10]}")
+    if exp.status in FINAL_NAMES:
+        return
     from .status import live_status
 
-    live, reason = live_status(repo, exp)
-    if live in ("queued", "pending", "starting", "running", "created") and live != "lost":
+    live, reason = live_status(repo, exp, reach=reach)
+    if live != "lost" and live not in FINAL_NAMES:
         raise BadInput(f"{exp.name} is {live}" + (f" ({reason})" if reason else "") + "; nothing was started",
-                       f"wait for it to end, or stop it: git exp cancel {exp.sha[:10]}")
-    fields, notes = recovered(repo, exp)
-    fields.update(ended=time.time(), reason=f"its executor died without recording an end; {why}")
+                       f"wait for it to end, or stop it first: git exp cancel {exp.sha[:10]}")
+
+
+def supersede(repo: Repo, store: Store, exp: Experiment, why: str, found: Optional[Recovered] = None
+              ) -> Dict[str, Any]:
+    """The current attempt's summary once it has surely ended: a dead one is recorded ``lost``
+    with what its run directory holds (``found``: that, already read). Refuses as ensure_ended."""
+    ensure_ended(repo, exp)
+    if exp.status in FINAL_NAMES:
+        return exp.summary
+    fields, notes = found if found is not None else recovered(repo, exp)
+    fields = {**fields, "ended": time.time(), "reason": f"its executor died without recording an end; {why}"}
     done = transition(store, exp.sha, Status.LOST, fields, extra=notes, message=f"gitexp: {exp.name} lost")
     return done or store.summary(exp.sha)
 
@@ -171,21 +176,14 @@ def make_attempt(repo: Repo, store: Store, current: Experiment, kind: str, statu
     config = load_experiment_config(repo, current.sha)
     changes = {k: [config.params.get(k), v] for k, v in (overrides or {}).items() if config.params.get(k) != v}
     tree = repo.commit_object(current.sha).tree.decode()
-    if changes:
+    if changes:  # else the tree stays the very same
         config = config.with_params({k: v for k, (_old, v) in changes.items()})
-        resolved = config.to_dict()
-        stored = yaml.safe_load(repo.show_file(current.sha, CONFIG_PATH) or b"{}") or {}
-        if isinstance(stored, dict) and "source_root" in stored:
-            resolved["source_root"] = stored["source_root"]
-        blob = repo.hash_blob(yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False).encode())
-        tree = repo.build_tree(tree, {CONFIG_PATH: blob})
-    n = attempt_number(current.summary) + 1
+        tree = config_tree(repo, tree, config)
+    n = current.attempt + 1
     what = f"resume from step {resume.get('step')}" if resume else "retry"
-    lines = [f"exp: {current.name} (attempt {n}: {what})", ""]
-    lines += [f"{k} = {v}" for k, v in config.params.items()]
-    lines += ["", f"Gitexp-Config-Hash: {config.config_hash()}", f"Gitexp-Attempt: {n}",
-              f"Gitexp-Continues: {current.sha}", f"Gitexp-Run: {uuid.uuid4().hex}"]
-    sha = repo.commit_tree(tree, [current.sha], "\n".join(lines) + "\n")
+    message = commit_message(config, f" (attempt {n}: {what})",
+                             [f"Gitexp-Attempt: {n}", f"Gitexp-Continues: {current.sha}"])
+    sha = repo.commit_tree(tree, [current.sha], message)
     summary: Dict[str, Any] = {k: current.summary[k] for k in INHERITED if k in current.summary}
     summary.update(schema=2, params=config.params, config_hash=config.config_hash(), status=status.value,
                    created=time.time(), attempt=n, kind=kind, chain=chain_shas(current.summary, current.sha))
@@ -196,8 +194,7 @@ def make_attempt(repo: Repo, store: Store, current: Experiment, kind: str, statu
         owner = current.summary.get("outdir_of")
         summary["outdir_of"] = owner if isinstance(owner, str) and len(owner) == 40 else current.sha
     if status is Status.CREATED:
-        me = __import__("psutil").Process()
-        summary["creator"] = {"host": socket.gethostname(), "pid": me.pid, "pid_started": me.create_time()}
+        summary["creator"] = creator_identity()
     exp = Experiment(sha, current.name, summary, previous=current.sha)
     return exp, config
 
@@ -218,16 +215,12 @@ def resume_point(repo: Repo, store: Store, chain: Sequence[Tuple[str, Dict[str, 
     if here and chosen.get("host") not in (None, socket.gethostname()):
         raise BadInput(f"the checkpoint {chosen['path']} is on {chosen['host']}, not this machine; nothing was started",
                        f"resume it there: git exp resume {chain[-1][0][:10]} --on <the target on {chosen['host']}>")
-    if here and not ckpt.exists_here(chosen["path"]):
+    if here and not os.path.isfile(chosen["path"]):
         raise BadInput(f"the checkpoint {chosen['path']} (step {chosen['step']}) no longer exists on this machine; "
                        "nothing was started", "pick another with --from STEP "
                        f"(steps: {ckpt.describe_steps(candidates)}), or --from-scratch")
     return {"checkpoint": chosen["path"], "step": chosen["step"], "attempt": chosen["attempt"],
             "host": chosen.get("host")}
-
-
-def ref_name(exp: Experiment) -> str:
-    return EXP_PREFIX + exp.name
 
 
 # -- automatic resume ---------------------------------------------------------------------------
@@ -252,7 +245,7 @@ def auto_resume(repo: Repo, store: Store, exp: Experiment, status: Status
         return None
     done = exp.summary.get("auto_resumes")
     done = done if isinstance(done, int) and not isinstance(done, bool) else 0
-    live = exp.status if exp.status != "running" else "lost"
+    live = exp.status if exp.status in FINAL_NAMES else "lost"  # its executor has ended without a word
     if not config.auto_resume or done >= config.auto_resume or not wants_auto_resume(exp.summary, live):
         return None
     superseded = supersede(repo, store, exp, "auto_resume continues it")

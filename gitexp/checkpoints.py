@@ -25,9 +25,9 @@ import os
 import re
 import shutil
 import socket
-import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .metrics import checkpoint_record
 from .watch import RunContext, Watcher, register
 
 KEEP_DIR = ".gitexp-checkpoints"
@@ -143,17 +143,12 @@ def usable(records: Any) -> List[Dict[str, Any]]:
         return []
     out: List[Dict[str, Any]] = []
     seen = set()
-    for record in reversed(records):
-        if not isinstance(record, dict) or not isinstance(record.get("path"), str) or not record["path"]:
+    for raw in reversed(records):
+        record = checkpoint_record(raw)
+        if record is None or record["path"] in seen:
             continue
-        if "\0" in record["path"] or record["path"] in seen:
-            continue
-        step = record.get("step")
         seen.add(record["path"])
-        out.append({"path": record["path"], "step": step if isinstance(step, int) and not isinstance(step, bool)
-                    else None, "host": record.get("host") if isinstance(record.get("host"), str) else None,
-                    "time": record.get("time") if isinstance(record.get("time"), (int, float))
-                    and not isinstance(record.get("time"), bool) else None})
+        out.append({key: record[key] for key in ("path", "step", "host", "time")})
     return out
 
 
@@ -178,11 +173,3 @@ def choose(candidates: List[Dict[str, Any]], step: Optional[int]) -> Optional[Di
 def describe_steps(candidates: List[Dict[str, Any]]) -> str:
     steps = sorted({c["step"] for c in candidates if c["step"] is not None})
     return ", ".join(str(s) for s in steps) if steps else "none has a step"
-
-
-def exists_here(path: str) -> bool:
-    return os.path.isfile(path)
-
-
-def age(record: Mapping[str, Any]) -> Optional[float]:
-    return time.time() - record["time"] if record.get("time") else None

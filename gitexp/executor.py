@@ -280,7 +280,8 @@ class Executor:
         from .runners import runner_for
         from .runners.base import Made
 
-        exp = Experiment(self.sha, str(self.store.summary(self.sha).get("name") or ""), self.store.summary(self.sha))
+        summary = self.store.summary(self.sha)
+        exp = Experiment(self.sha, str(summary.get("name") or ""), summary)
         try:
             runner = runner_for(self.repo, self.store, exp)
             made = auto_resume(self.repo, self.store, exp, Status(runner.INITIAL_STATUS))

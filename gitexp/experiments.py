@@ -80,26 +80,29 @@ def check_files(repo: Repo, config: ExperimentConfig) -> None:
                            "fix the path (relative to the repository root)")
 
 
-def commit_message(config: ExperimentConfig) -> str:
+def commit_message(config: ExperimentConfig, title: str = "", trailers: Sequence[str] = ()) -> str:
     """The message of a run commit; its ``Gitexp-Run`` trailer is random.
 
     Without it, two runs of one config from one tree in the same second would be the very
     same commit (same tree, parent, message and timestamp) and share a note and a run
     directory: every run must be a commit of its own, whatever the timing.
     """
-    lines = [f"exp: {config.name}", ""]
+    lines = [f"exp: {config.name}{title}", ""]
     lines += [f"{k} = {v}" for k, v in config.params.items()]
-    lines += ["", f"Gitexp-Config-Hash: {config.config_hash()}", f"Gitexp-Run: {uuid.uuid4().hex}"]
+    lines += ["", f"Gitexp-Config-Hash: {config.config_hash()}", *trailers, f"Gitexp-Run: {uuid.uuid4().hex}"]
     return "\n".join(lines) + "\n"
 
 
-def make_commit(repo: Repo, snap: Snapshot, config: ExperimentConfig) -> str:
+def config_tree(repo: Repo, base_tree: str, config: ExperimentConfig) -> str:
+    """``base_tree`` with the resolved config at CONFIG_PATH."""
     resolved = config.to_dict()
     resolved["source_root"] = repo.root
     text = yaml.dump(resolved, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
-    blob = repo.hash_blob(text.encode())
-    tree = repo.build_tree(snap.tree, {CONFIG_PATH: blob})
-    return repo.commit_tree(tree, [snap.head], commit_message(config))
+    return repo.build_tree(base_tree, {CONFIG_PATH: repo.hash_blob(text.encode())})
+
+
+def make_commit(repo: Repo, snap: Snapshot, config: ExperimentConfig) -> str:
+    return repo.commit_tree(config_tree(repo, snap.tree, config), [snap.head], commit_message(config))
 
 
 def initial_summary(config: ExperimentConfig, snap: Snapshot, status: str) -> Dict[str, Any]:
@@ -116,11 +119,12 @@ def initial_summary(config: ExperimentConfig, snap: Snapshot, status: str) -> Di
         "parent": snap.head,
         "parent_dirty": snap.dirty,
         **({"submodules": snap.submodules} if snap.submodules else {}),
-        **({"creator": _me()} if status == "created" else {}),
+        **({"creator": creator_identity()} if status == "created" else {}),
     }
 
 
-def _me() -> Dict[str, Any]:
+def creator_identity() -> Dict[str, Any]:
+    """This process, as the ``creator`` of a run nobody has started yet (see effective_status)."""
     me = psutil.Process()
     return {"host": socket.gethostname(), "pid": me.pid, "pid_started": me.create_time()}
 

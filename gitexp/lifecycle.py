@@ -47,26 +47,20 @@ class Status(str, Enum):
     def final(self) -> bool:
         return self in FINAL
 
-    @property
-    def resumable(self) -> bool:
-        """Ended without completing: what auto-resume continues."""
-        return self in (Status.TIMEOUT, Status.KILLED, Status.LOST, Status.FAILED, Status.STOPPED)
-
 
 FINAL: FrozenSet[Status] = frozenset({Status.FINISHED, Status.FAILED, Status.KILLED, Status.TIMEOUT,
                                       Status.CANCELLED, Status.STOPPED, Status.LOST})
 ACTIVE: FrozenSet[Status] = frozenset({Status.PENDING, Status.STARTING, Status.RUNNING})
-_ENDS = frozenset(FINAL)
 # Where each state may go. Staying in a non-final state is allowed (a field update with the
 # same status, e.g. the executor taking over a worker's claim). Final states go nowhere.
 MOVES: Dict[Status, FrozenSet[Status]] = {
     Status.CREATED: frozenset({Status.CREATED, Status.STARTING, Status.RUNNING, Status.QUEUED, Status.PENDING})
-    | _ENDS,
+    | FINAL,
     Status.QUEUED: frozenset({Status.QUEUED, Status.STARTING, Status.PENDING, Status.CANCELLED, Status.FAILED,
                               Status.LOST}),
-    Status.PENDING: frozenset({Status.PENDING, Status.STARTING, Status.RUNNING}) | _ENDS,
-    Status.STARTING: frozenset({Status.STARTING, Status.RUNNING}) | _ENDS,
-    Status.RUNNING: frozenset({Status.RUNNING}) | (_ENDS - {Status.CANCELLED}),
+    Status.PENDING: frozenset({Status.PENDING, Status.STARTING, Status.RUNNING}) | FINAL,
+    Status.STARTING: frozenset({Status.STARTING, Status.RUNNING}) | FINAL,
+    Status.RUNNING: frozenset({Status.RUNNING}) | (FINAL - {Status.CANCELLED}),
     **{status: frozenset() for status in FINAL},
 }
 # Order of states in time, for the merge of two copies of one summary (gitexp.merge): the

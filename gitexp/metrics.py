@@ -252,17 +252,22 @@ def read_checkpoints(path: str) -> List[Dict[str, Any]]:
     is trusted: ``path`` must be a string (else the record is dropped); ``size`` a
     non-negative int, ``step`` an int, ``time`` a number and ``host`` a string, else None.
     """
-    out = []
-    for record in read_points(path):
-        if not isinstance(record.get("path"), str):
-            continue
-        size, step = record.get("size"), record.get("step")
-        record["size"] = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
-        record["step"] = step if isinstance(step, int) and not isinstance(step, bool) else None
-        record["time"] = record.get("time") if is_number(record.get("time")) else None
-        record["host"] = record.get("host") if isinstance(record.get("host"), str) else None
-        out.append(record)
-    return out
+    return [r for r in (checkpoint_record(record) for record in read_points(path)) if r is not None]
+
+
+def checkpoint_record(record: Any) -> Optional[Dict[str, Any]]:
+    """One pointer with its known fields mended (None when it names no path); also used on
+    pointers read back from summary notes, which are just as untrusted."""
+    if not isinstance(record, dict) or not isinstance(record.get("path"), str) or not record["path"] \
+            or "\0" in record["path"]:
+        return None
+    record = dict(record)
+    size, step = record.get("size"), record.get("step")
+    record["size"] = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
+    record["step"] = step if isinstance(step, int) and not isinstance(step, bool) else None
+    record["time"] = record.get("time") if is_number(record.get("time")) else None
+    record["host"] = record.get("host") if isinstance(record.get("host"), str) else None
+    return record
 
 
 def file_records(specs: Mapping[str, MetricSpec], base_dir: str) -> List[Dict[str, Any]]:

@@ -54,6 +54,15 @@ class Experiment:
     def status(self) -> str:
         return str(self.summary.get("status", "created"))
 
+    @property
+    def attempt(self) -> int:
+        """Which run of the experiment this is (1: the first; see gitexp.attempts)."""
+        n = self.summary.get("attempt")
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            return n
+        chain = self.summary.get("chain")
+        return 1 + (len(chain) if isinstance(chain, list) else 0)
+
 
 def _note_paths(sha: str) -> Tuple[str, ...]:
     """Every path git may have stored a note for ``sha`` under (fan-out 0, 1 or 2)."""

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import psutil
 
 from .config import ExperimentConfig
-from .errors import BadInput, RefConflict
+from .errors import RefConflict
 from .experiments import create_many
 from .lifecycle import Status, transition
 from .notes import QUEUE_PREFIX, Experiment, Store
@@ -122,25 +122,6 @@ class Queue:
         except RefConflict:
             return False
         return moved is not None
-
-    def requeue(self, exp: Experiment, priority: Optional[int] = None) -> None:
-        """Queue an experiment that ended (lost, failed, killed) again: the same commit runs."""
-        now = time.time()
-
-        def change(s: Dict[str, Any]) -> Dict[str, Any]:
-            queue = dict(s.get("queue") or {})
-            queue["enqueued"] = now
-            if priority is not None:
-                queue["priority"] = priority
-            return {**s, "status": QUEUED, "queue": queue, "attempts": int(s.get("attempts", 1)) + 1,
-                    "previous_status": s.get("status"), "reason": None, "wait_reason": None,
-                    "exit_code": None, "ended": None, "worker": None}
-
-        try:
-            self.store.update_summary(exp.sha, change, refs=[RefUpdate(queue_ref(exp.sha), exp.sha, None)],
-                                      message=f"gitexp: requeue {exp.name}")
-        except RefConflict:
-            raise BadInput(f"{exp.name} is already queued") from None
 
 
 def worker_identity() -> Dict[str, Any]:

@@ -82,7 +82,7 @@ def chain_rows(store: Store, exp: Experiment, status: str) -> List[Dict[str, Any
     chain = chain_of(store, exp)
     for n, (sha, s) in enumerate(chain, 1):
         resume = s.get("resume") if isinstance(s.get("resume"), dict) else {}
-        rows.append({"attempt": s.get("attempt") if isinstance(s.get("attempt"), int) else n, "id": sha,
+        rows.append({"attempt": n, "id": sha,  # the chain's order is the attempts' order
                      "kind": s.get("kind") or ("run" if n == 1 else "retry"),
                      "status": status if sha == exp.sha else s.get("status", "?"), "reason": s.get("reason"),
                      "ended": s.get("ended"), "host": s.get("host"),

@@ -102,7 +102,7 @@ def record(exp: Experiment, status: str) -> Dict[str, Any]:
         "created": s.get("created"), "started": s.get("started"), "ended": s.get("ended"),
         "duration": s.get("duration"), "exit_code": s.get("exit_code"), "host": s.get("host"),
         "runner": s.get("runner"), "parent": s.get("parent"), "reason": s.get("reason"),
-        "attempt": s.get("attempt") if isinstance(s.get("attempt"), int) else 1 + len(s.get("chain") or []),
+        "attempt": exp.attempt,
         "alerts": s.get("alerts") or [],
     }
 
@@ -133,8 +133,7 @@ def _print_table(exps: List[Experiment], statuses: Dict[str, str], metrics: List
     for exp in exps:
         s = exp.summary
         params = " ".join(f"{k}={fmt_value(v)}" for k, v in (s.get("params") or {}).items())
-        attempt = record(exp, "")["attempt"]
-        row = [exp.sha[:8], exp.name + (f" #{attempt}" if attempt != 1 else ""), statuses[exp.sha], params]
+        row = [exp.sha[:8], exp.name + (f" #{exp.attempt}" if exp.attempt != 1 else ""), statuses[exp.sha], params]
         for name in metrics:
             best, last = _metric_cells(exp, name)
             row += [fmt_value(best), fmt_value(last)] if show_last else [fmt_value(best if best is not None else last)]

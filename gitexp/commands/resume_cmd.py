@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import shlex
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import click
 
@@ -10,14 +10,13 @@ from .. import attempts
 from ..config import parse_override
 from ..errors import BadInput
 from ..executor import load_experiment_config
-from ..lifecycle import FINAL, Status
-from ..notes import Experiment, Store
-from ..repo import Repo
+from ..lifecycle import Status
+from ..notes import Experiment
 from ..runners.base import Made
-from ..runners.local import LocalRunner
+from ..runners import runner_for_target
 from ..targets import get_target
 from .common import open_store
-from .run import _closing_line, _exit_code, _submit_made
+from .run import _submit_made, start_here
 
 
 @click.command(name="resume")
@@ -48,32 +47,29 @@ def resume(ident: str, from_step: Optional[int], from_scratch: bool, overrides: 
     target = get_target(repo, on) if on else None
     config = load_experiment_config(repo, current.sha)
     values: Dict[str, Any] = dict(parse_override(text, config) for text in overrides)
-    _refuse_if_running(repo, current)
+    attempts.ensure_ended(repo, current, reach=True)
     chain = attempts.chain_of(store, current)
-    if current.status not in {s.value for s in FINAL}:
-        fields, _notes = attempts.recovered(repo, current)  # what a dead executor had not written
-        chain[-1] = (current.sha, {**current.summary, **fields})
-    upto = [pair for pair in chain[:[sha for sha, _ in chain].index(chosen.sha) + 1]]
+    found = None
+    if current.status not in attempts.FINAL_NAMES:
+        found = attempts.recovered(repo, current)  # what a dead executor had not written
+        chain[-1] = (current.sha, {**current.summary, **found[0]})
+    upto = chain[:[sha for sha, _ in chain].index(chosen.sha) + 1]  # the chain up to the attempt named
+    remote = runner_for_target(repo, store, target) if target is not None else None
     point = None
     if not from_scratch:
-        point = attempts.resume_point(repo, store, upto, from_step, here=target is None or not target.host)
-        if target is not None and target.host:
-            _check_there(repo, store, target, point)
-    superseded = attempts.supersede(repo, store, current, "a resume continues it")
+        over_ssh = target is not None and bool(target.host)
+        point = attempts.resume_point(repo, store, upto, from_step, here=not over_ssh)
+        if over_ssh:
+            _check_there(remote, target, point)
+    superseded = attempts.supersede(repo, store, current, "a resume continues it", found)
     current = Experiment(current.sha, current.name, superseded)
-    runner = LocalRunner(repo, store) if target is None else None
-    status = Status.QUEUED if to_queue else Status.CREATED
-    if target is not None:
-        from ..runners import runner_for_target
-
-        remote_runner = runner_for_target(repo, store, target)
-        status = Status(remote_runner.INITIAL_STATUS)
+    status = Status(remote.INITIAL_STATUS) if remote else Status.QUEUED if to_queue else Status.CREATED
     new, new_config = attempts.make_attempt(repo, store, current, "resume" if point else "retry", status,
                                             values, point)
-    if target is not None:
-        new.summary.pop("target", None)
+    if remote is not None:
+        new.summary.pop("target", None)  # the runner records where it went
         new.summary.pop("runner", None)
-        return _submit_made(remote_runner, Made([new], [new_config], {}))
+        return _submit_made(remote, Made([new], [new_config], {}))
     if to_queue:
         from ..queue import Queue
 
@@ -82,41 +78,13 @@ def resume(ident: str, from_step: Optional[int], from_scratch: bool, overrides: 
         click.echo(f"gitexp: queued {new.name} attempt {new.summary['attempt']}; run it with: git exp worker", err=True)
         return 0
     store.create_batch([new])
-    assert runner is not None
-    what = f"from step {point['step']} ({point['checkpoint']})" if point else "from scratch"
-    if detach:
-        runner.start_detached(new)
-        click.echo(new.sha)
-        click.echo(f"gitexp: resumed {new.name} {what} as attempt {new.summary['attempt']} in the background; "
-                   f"follow it with: git exp logs -f {new.sha[:10]}", err=True)
-        return 0
-    click.echo(f"gitexp: resuming {new.name} {what} as attempt {new.summary['attempt']} ({new.sha[:10]})", err=True)
-    code = runner.run_foreground(new)
-    summary = store.summary(new.sha)
-    click.echo(_closing_line(new.name, summary), err=True)
-    return _exit_code(code, summary)
+    what = f"{new.name} {'from step ' + str(point['step']) if point else 'from scratch'} as attempt {new.attempt}"
+    return start_here(store, new, detach, f"resumed {what}", f"resuming {what} ({new.sha[:10]})")
 
 
-def _refuse_if_running(repo: Repo, exp: Experiment) -> None:
-    alive = attempts.live_program(repo, exp)
-    if alive:
-        raise BadInput(f"{exp.name} is still running ({alive}); nothing was started",
-                       f"wait for it, or stop it first: git exp cancel {exp.sha[:10]}")
-    from ..status import live_status
-
-    status, reason = live_status(repo, exp, reach=True)
-    if status in ("queued", "pending", "starting", "running", "created"):
-        raise BadInput(f"{exp.name} is {status}" + (f" ({reason})" if reason else "") + "; nothing was started",
-                       f"wait for it to end, or stop it first: git exp cancel {exp.sha[:10]}")
-
-
-def _check_there(repo: Repo, store: Store, target: Any, point: Dict[str, Any]) -> None:
+def _check_there(runner: Any, target: Any, point: Dict[str, Any]) -> None:
     """The checkpoint must exist on the target's host (one ``test -f`` over its ssh connection)."""
-    from ..runners import runner_for_target
-
-    runner = runner_for_target(repo, store, target)
-    argv: List[str] = ["test", "-f", point["checkpoint"]]
-    proc = runner.transport.run(argv, timeout=60)
+    proc = runner.transport.run(["test", "-f", point["checkpoint"]], timeout=60)
     if getattr(proc, "returncode", 1) != 0:
         raise BadInput(f"the checkpoint {point['checkpoint']} (step {point['step']}) does not exist on "
                        f"{target.name} ({target.host}); nothing was started",

@@ -9,7 +9,7 @@ import click
 from .. import experiments
 from ..config import ExperimentConfig, check_name, load_config, parse_override
 from ..errors import BadInput, NotReady
-from ..notes import Store
+from ..notes import Experiment, Store
 from ..paths import runs_root
 from ..queue import Queue
 from ..repo import Repo
@@ -174,14 +174,19 @@ def _run_one(repo: Repo, store: Store, config: ExperimentConfig, detach: bool) -
     if problems:
         raise NotReady("not started: " + "; ".join(problems), "free resources or lower 'requires'")
     exp = experiments.create(repo, store, config)
-    runner = LocalRunner(repo, store)
+    return start_here(store, exp, detach, f"started {exp.name}", f"experiment {exp.name} ({exp.sha[:10]})")
+
+
+def start_here(store: Store, exp: Experiment, detach: bool, started: str, running: str) -> int:
+    """Run a recorded experiment on this machine: in the background (print its id), or in the
+    foreground (its output, a closing line, its exit code)."""
+    runner = LocalRunner(store.repo, store)
     if detach:
         runner.start_detached(exp)
         click.echo(exp.sha)
-        click.echo(f"gitexp: started {exp.name} in the background; follow it with: git exp logs -f {exp.sha[:10]}",
-                   err=True)
+        click.echo(f"gitexp: {started} in the background; follow it with: git exp logs -f {exp.sha[:10]}", err=True)
         return 0
-    click.echo(f"gitexp: experiment {exp.name} ({exp.sha[:10]})", err=True)
+    click.echo(f"gitexp: {running}", err=True)
     code = runner.run_foreground(exp)
     summary = store.summary(exp.sha)
     click.echo(_closing_line(exp.name, summary), err=True)
