@@ -113,3 +113,33 @@ def assert_fsck_clean(cwd: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     bad = [line for line in (proc.stdout + proc.stderr).splitlines() if line and not line.startswith("dangling ")]
     assert not bad, bad
+
+
+# -- real schedulers (Slurm, Grid Engine): shared by their test files ------------------------------
+def need_service(ready: Any, script: str, what: str) -> None:
+    """Make sure ``ready()``: start the service with its project script (root only) if not;
+    skip with the reason on a laptop, fail under CI=true."""
+    if not ready() and os.geteuid() == 0:
+        subprocess.run([str(ROOT / "scripts" / script)], capture_output=True, timeout=600)
+    if ready():
+        return
+    reason = f"{what} is not running and cannot be started here (scripts/{script} needs root)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI must run the {what} tests")
+    pytest.skip(reason)
+
+
+def with_target(repo: Path, name: str, *options: str) -> Path:
+    """``repo`` with run target ``name`` added (``git exp remote add``) and committed."""
+    gitexp(repo, "remote", "add", name, *options)
+    git(repo, "add", ".gitexp.yaml")
+    git(repo, "commit", "-q", "-m", f"target {name}")
+    return repo
+
+
+def rows_when(repo: Path, count: int, statuses: tuple = ("finished",), timeout: float = 180) -> List[Dict[str, Any]]:
+    """``git exp log`` rows, once at least ``count`` of them are in one of ``statuses``."""
+    def ready() -> List[Dict[str, Any]]:
+        rows = log_json(repo)
+        return rows if len([r for r in rows if r["status"] in statuses]) >= count else []
+    return wait_for(ready, timeout=timeout, interval=0.5)

@@ -11,7 +11,7 @@ from typing import Any, Dict
 
 import pytest
 
-from conftest import ROOT, all_refs, git, gitexp, log_json, wait_for
+from conftest import all_refs, git, gitexp, log_json, need_service, rows_when, wait_for, with_target
 
 from gitexp.runners.sge import ended_as, job_of, parse_qacct, parse_qstat, sge_status
 from sshd import ssh_host  # noqa: F401  (pytest fixture)
@@ -31,30 +31,12 @@ def _sge_ready() -> bool:
 @pytest.fixture
 def sge() -> None:
     """Checked before every test: a daemon that died under an earlier test is started again."""
-    if not _sge_ready() and os.geteuid() == 0:
-        subprocess.run([str(ROOT / "scripts" / "sge-up.sh")], capture_output=True, timeout=600)
-    if _sge_ready():
-        return
-    reason = "Grid Engine is not running and cannot be started here (scripts/sge-up.sh needs root)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason + "; CI must run the Grid Engine tests")
-    pytest.skip(reason)
+    need_service(_sge_ready, "sge-up.sh", "Grid Engine")
 
 
 @pytest.fixture
 def grid_repo(repo: Path, sge: None) -> Path:
-    gitexp(repo, "remote", "add", "hpc", "--runner", "sge", "--queue", "all.q", "--pe", "smp")
-    git(repo, "add", ".gitexp.yaml")
-    git(repo, "commit", "-q", "-m", "remote")
-    return repo
-
-
-def ended(repo: Path, count: int, statuses: tuple = ("finished",), timeout: float = 180) -> list:
-    def ready() -> list:
-        rows = log_json(repo)
-        done = [r for r in rows if r["status"] in statuses]
-        return rows if len(done) >= count else []
-    return wait_for(ready, timeout=timeout, interval=0.5)
+    return with_target(repo, "hpc", "--runner", "sge", "--queue", "all.q", "--pe", "smp")
 
 
 def note(repo: Path, sha: str) -> Dict[str, Any]:
@@ -69,7 +51,7 @@ def our_jobs() -> str:
 def test_single_experiment_runs_through_qsub(grid_repo: Path) -> None:
     proc = gitexp(grid_repo, "run", "config.yaml", "--on", "hpc")
     assert "Grid Engine job" in proc.stderr
-    [row] = ended(grid_repo, 1)
+    [row] = rows_when(grid_repo, 1)
     assert row["runner"] == "sge" and row["metrics"]["val_err"]["count"] == 5
     recorded = note(grid_repo, row["id"])
     assert recorded["sge"]["job"].isdigit() and recorded["sge"]["task"] is None
@@ -83,7 +65,7 @@ def test_single_experiment_runs_through_qsub(grid_repo: Path) -> None:
 def test_sweep_is_one_array_job_with_task_limit(grid_repo: Path) -> None:
     gitexp(grid_repo, "remote", "add", "hpc", "--runner", "sge", "--queue", "all.q", "--max-parallel", "2")
     gitexp(grid_repo, "run", "config.yaml", "--on", "hpc", "--sweep", "lr=0.1,0.5,1.0", "--sweep", "steps=2,3")
-    rows = ended(grid_repo, 6)
+    rows = rows_when(grid_repo, 6)
     notes = [note(grid_repo, r["id"]) for r in rows]
     assert len({n["sge"]["job"] for n in notes}) == 1
     assert sorted(n["sge"]["task"] for n in notes) == [1, 2, 3, 4, 5, 6]
@@ -105,7 +87,7 @@ def test_cancel_running_job_and_one_task_of_an_array(grid_repo: Path) -> None:
     wait_for(lambda: {r["id"]: r["status"] for r in log_json(grid_repo)}[first["id"]] == "killed", timeout=60)
     assert {r["id"]: r["status"] for r in log_json(grid_repo)}[second["id"]] == "running"
     gitexp(grid_repo, "cancel", second["name"])
-    statuses = {r["status"] for r in ended(grid_repo, 2, ("killed",), timeout=60)}
+    statuses = {r["status"] for r in rows_when(grid_repo, 2, ("killed",), timeout=60)}
     assert statuses == {"killed"}
     proc = gitexp(grid_repo, "cancel", second["name"], check=False)
     assert proc.returncode == 2 and "nothing to cancel" in proc.stderr
@@ -118,7 +100,7 @@ def test_pending_job_shows_grid_engine_state_and_cancels(grid_repo: Path) -> Non
     queue = gitexp(grid_repo, "queue", "--on", "narrow").stdout
     assert "wide" in queue and "Grid Engine: qw" in queue, queue
     gitexp(grid_repo, "cancel", "wide")
-    [row] = ended(grid_repo, 1, ("killed",), timeout=30)
+    [row] = rows_when(grid_repo, 1, ("killed",), timeout=30)
     assert "qdel" in row.get("reason", "") or row["status"] == "killed"
 
 
@@ -141,7 +123,7 @@ def test_time_limit_sends_warning_then_records_timeout(grid_repo: Path) -> None:
         "    time.sleep(1)\n")
     (grid_repo / "long.yaml").write_text("command: python long.py\nrequires: {time: 1m}\n")
     gitexp(grid_repo, "run", "long.yaml", "--on", "hpc")
-    [row] = ended(grid_repo, 1, ("timeout",), timeout=150)
+    [row] = rows_when(grid_repo, 1, ("timeout",), timeout=150)
     shown = json.loads(gitexp(grid_repo, "show", "long", "--format", "json").stdout)
     assert "got the warning" in shown["log_tail"]
     assert [o["path"] for o in shown["outputs"]] == ["ckpt"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, all_refs, git, gitexp, log_json, wait_for
+from conftest import ROOT, all_refs, git, gitexp, log_json, need_service, rows_when, wait_for, with_target
 
 
 def _slurm_ready() -> bool:
@@ -21,36 +21,18 @@ def _slurm_ready() -> bool:
 
 @pytest.fixture(scope="session")
 def slurm() -> None:
-    if not _slurm_ready() and os.geteuid() == 0:
-        subprocess.run([str(ROOT / "scripts" / "slurm-up.sh")], capture_output=True, timeout=600)
-    if _slurm_ready():
-        return
-    reason = "Slurm is not running and cannot be started here (scripts/slurm-up.sh needs root)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason + "; CI must run the Slurm tests")
-    pytest.skip(reason)
+    need_service(_slurm_ready, "slurm-up.sh", "Slurm")
 
 
 @pytest.fixture
 def cluster_repo(repo: Path, slurm: None) -> Path:
-    gitexp(repo, "remote", "add", "triton", "--runner", "slurm", "--partition", "debug")
-    git(repo, "add", ".gitexp.yaml")
-    git(repo, "commit", "-q", "-m", "remote")
-    return repo
-
-
-def finished(repo: Path, count: int, statuses: tuple = ("finished",)) -> list:
-    def ready() -> list:
-        rows = log_json(repo)
-        done = [r for r in rows if r["status"] in statuses]
-        return rows if len(done) >= count else []
-    return wait_for(ready, timeout=180, interval=0.5)
+    return with_target(repo, "triton", "--runner", "slurm", "--partition", "debug")
 
 
 def test_single_experiment_runs_through_sbatch(cluster_repo: Path) -> None:
     proc = gitexp(cluster_repo, "run", "config.yaml", "--on", "triton")
     assert "Slurm job" in proc.stderr
-    [row] = finished(cluster_repo, 1)
+    [row] = rows_when(cluster_repo, 1)
     assert row["runner"] == "slurm" and row["metrics"]["val_err"]["count"] == 5
     shown = json.loads(gitexp(cluster_repo, "show", "toy", "--format", "json").stdout)
     note = json.loads(git(cluster_repo, "notes", "--ref=exps", "show", row["id"]))
@@ -64,7 +46,7 @@ def test_single_experiment_runs_through_sbatch(cluster_repo: Path) -> None:
 
 def test_sweep_is_one_job_array(cluster_repo: Path) -> None:
     gitexp(cluster_repo, "run", "config.yaml", "--on", "triton", "--sweep", "lr=0.1,0.5,1.0", "--sweep", "steps=2,3")
-    rows = finished(cluster_repo, 6)
+    rows = rows_when(cluster_repo, 6)
     notes = [json.loads(git(cluster_repo, "notes", "--ref=exps", "show", r["id"])) for r in rows]
     assert len({n["slurm"]["job"] for n in notes}) == 1
     assert sorted(n["slurm"]["task"] for n in notes) == [0, 1, 2, 3, 4, 5]
@@ -79,14 +61,14 @@ def test_cancel_running_job_records_killed(cluster_repo: Path) -> None:
     wait_for(lambda: [r for r in log_json(cluster_repo) if r["status"] == "running"], timeout=60)
     out = gitexp(cluster_repo, "cancel", "sleep").stdout
     assert "cancelled sleep" in out
-    [row] = finished(cluster_repo, 1, ("killed",))
+    [row] = rows_when(cluster_repo, 1, ("killed",))
     assert row["status"] == "killed"
 
 
 def test_crash_ends_failed_with_exit_code(cluster_repo: Path) -> None:
     (cluster_repo / "crash.yaml").write_text("command: echo dying; exit 3\n")
     gitexp(cluster_repo, "run", "crash.yaml", "--on", "triton")
-    [row] = finished(cluster_repo, 1, ("failed",))
+    [row] = rows_when(cluster_repo, 1, ("failed",))
     assert row["exit_code"] == 3
     assert "dying" in gitexp(cluster_repo, "show", "crash").stdout
 
@@ -114,7 +96,7 @@ def test_time_limit_sends_warning_then_records_timeout(cluster_repo: Path) -> No
         "    time.sleep(1)\n")
     (cluster_repo / "long.yaml").write_text("command: python long.py\nrequires: {time: 1m}\n")
     gitexp(cluster_repo, "run", "long.yaml", "--on", "triton")
-    [row] = finished(cluster_repo, 1, ("timeout",))
+    [row] = rows_when(cluster_repo, 1, ("timeout",))
     shown = json.loads(gitexp(cluster_repo, "show", "long", "--format", "json").stdout)
     assert "got the warning" in shown["log_tail"]
     assert [o["path"] for o in shown["outputs"]] == ["ckpt"]
@@ -215,5 +197,5 @@ def test_sweep_larger_than_max_array_size_is_split(cluster_repo: Path) -> None:
         os.chdir(cwd)
     jobs = [e.summary["slurm"]["job"] for e in exps]
     assert len(set(jobs)) == 3 and [e.summary["slurm"]["task"] for e in exps] == [0, 1, 2, 0, 1, 2, None]
-    rows = finished(cluster_repo, 7)
+    rows = rows_when(cluster_repo, 7)
     assert {r["status"] for r in rows} == {"finished"}
