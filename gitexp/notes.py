@@ -281,6 +281,10 @@ class Store:
                 return
             now = self.experiment_refs()
             taken = {e.name for e in exps if e.name in now and now[e.name] != e.previous}
+            moved = sorted(e.name for e in exps if e.previous and e.name in taken)
+            if moved:  # another retry or resume of the same attempt got there first
+                raise RefConflict(f"{', '.join(moved)} got a new attempt from another command meanwhile; "
+                                  "nothing was recorded", "see git exp log --attempts")
             if taken:
                 raise RefConflict(f"experiment names were taken while writing: {', '.join(sorted(taken))}",
                                   "nothing was recorded; run the command again")

@@ -404,3 +404,36 @@ def test_attempts_travel_with_pull_and_push_as_fast_forwards(trainer: Path, tmp_
     assert [r["name"] for r in log_json(trainer)] == ["toy"]
     assert_fsck_clean(trainer)
     assert_fsck_clean(other)
+
+
+def test_five_resumes_of_one_attempt_at_once_make_exactly_one_new_attempt(trainer: Path) -> None:
+    gitexp(trainer, "run", "c.yaml", check=False)
+    first = log_json(trainer)[0]["id"]
+    env = {**os.environ}
+    procs = [subprocess.Popen([sys.executable, "-m", "gitexp", "resume", "toy", "--queue"], cwd=trainer, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(5)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert sum(code == 0 for code, _ in results) == 1, results
+    for code, err in results:
+        if code != 0:
+            # Lost the race on the ref, or came after the winner had recorded its attempt.
+            assert "Traceback" not in err and ("got a new attempt from another command" in err
+                                               or "toy is queued; nothing was started" in err), err
+    rows = log_json(trainer, "--attempts")
+    assert [r["attempt"] for r in rows] == [1, 2] and rows[0]["id"] == first
+    assert len(git(trainer, "for-each-ref", "refs/exps-queue/").splitlines()) == 1
+    assert_fsck_clean(trainer)
+
+
+def test_a_hostile_checkpoint_path_reaches_the_program_as_one_exact_argument(trainer: Path) -> None:
+    gitexp(trainer, "run", "c.yaml", check=False)
+    sha = log_json(trainer)[0]["id"]
+    weird = trainer.parent / "x'; touch PWNED; echo '$(touch PWNED2)`touch PWNED3`\nckpt.json"
+    weird.write_text(json.dumps({"step": 4}))
+    forged = note(trainer, sha)  # a note someone else wrote: its pointer names that file
+    forged["checkpoints"] = [{"path": str(weird), "step": 4, "host": None, "time": 1.0}]
+    git(trainer, "notes", "--ref=exps", "add", "-f", "-m", json.dumps(forged), sha)
+    proc = gitexp(trainer, "resume", "toy")
+    assert "resumed at 5" in proc.stdout
+    assert not list(trainer.parent.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
+    assert note(trainer, log_json(trainer)[0]["id"])["resume"]["checkpoint"] == str(weird)
