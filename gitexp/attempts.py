@@ -23,16 +23,19 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import socket
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 
 from . import checkpoints as ckpt
+from . import evidence
 from . import metrics as metrics_mod
 from .config import ExperimentConfig, Scalar
 from .errors import BadInput
-from .experiments import commit_message, config_tree, creator_identity, process_alive, read_exec_info
+from .evidence import local_executor, local_program, process_alive
+from .experiments import commit_message, config_tree, creator_identity
 from .lifecycle import FINAL, Status, transition
 from .notes import METRICS_REF, Experiment, Store, jsonl
 from .paths import run_paths
@@ -55,7 +58,7 @@ def chain_shas(summary: Dict[str, Any], sha: str) -> List[str]:
 
 def chain_of(store: Store, exp: Experiment) -> List[Tuple[str, Dict[str, Any]]]:
     """(sha, summary) of every attempt of ``exp``'s chain up to ``exp``, oldest first."""
-    shas = chain_shas(exp.summary, exp.sha)
+    shas = [*evidence.verified_chain(store.repo, exp.sha, exp.summary), exp.sha]  # the note's chain is a claim
     notes = store.read_notes_json(shas[:-1]) if len(shas) > 1 else {}
     return [(sha, notes.get(sha, {})) for sha in shas[:-1]] + [(exp.sha, exp.summary)]
 
@@ -89,22 +92,19 @@ def join_histories(histories: Sequence[List[Dict[str, Any]]]) -> List[Dict[str, 
 def live_program(repo: Repo, exp: Experiment) -> Optional[str]:
     """What of ``exp``'s run is still alive on this machine (executor or program), or None.
 
-    The calling process does not count: an executor resubmitting its own ended run
+    Judged from this repository's run directory (``gitexp.evidence``), never from a pid in the
+    note. The calling process does not count: an executor resubmitting its own ended run
     (``auto_resume``) is about to exit.
     """
-    info = read_exec_info(run_paths(repo, exp.sha).exec_info)
-    here = socket.gethostname()
+    executor = local_executor(repo, exp.sha)
+    if executor and executor[0] != os.getpid():
+        return f"its executor (pid {executor[0]})"
+    program = local_program(repo, exp.sha)
+    if program:
+        return f"its program (pid {program}), whose executor died"
     s = exp.summary
-    me = os.getpid()
-    if s.get("host") == here and s.get("pid") != me and process_alive(s.get("pid"), s.get("pid_started")):
-        return f"its executor (pid {s.get('pid')})"
-    if info.get("host") == here:
-        if info.get("pid") != me and process_alive(info.get("pid"), info.get("pid_started")):
-            return f"its executor (pid {info.get('pid')})"
-        if process_alive(info.get("child"), info.get("child_started")):
-            return f"its program (pid {info.get('child')}), whose executor died"
     worker = s.get("worker")
-    if s.get("status") == "starting" and isinstance(worker, dict) and worker.get("host") == here \
+    if s.get("status") == "starting" and isinstance(worker, dict) and worker.get("host") == socket.gethostname() \
             and process_alive(worker.get("pid"), worker.get("pid_started")):
         return f"the queue worker that claimed it (pid {worker.get('pid')})"
     return None
@@ -191,8 +191,9 @@ def make_attempt(repo: Repo, store: Store, current: Experiment, kind: str, statu
         summary["param_changes"] = changes
     if resume:
         summary["resume"] = resume
-        owner = current.summary.get("outdir_of")
-        summary["outdir_of"] = owner if isinstance(owner, str) and len(owner) == 40 else current.sha
+        owner = current.summary.get("outdir_of")  # only an earlier attempt of this very chain
+        own_line = evidence.verified_chain(repo, current.sha, current.summary)
+        summary["outdir_of"] = owner if isinstance(owner, str) and owner in own_line else current.sha
     if status is Status.CREATED:
         summary["creator"] = creator_identity()
     exp = Experiment(sha, current.name, summary, previous=current.sha)
@@ -200,14 +201,36 @@ def make_attempt(repo: Repo, store: Store, current: Experiment, kind: str, statu
 
 
 def resume_point(repo: Repo, store: Store, chain: Sequence[Tuple[str, Dict[str, Any]]], step: Optional[int],
-                 here: bool = True) -> Dict[str, Any]:
-    """The checkpoint to resume from: the newest of the chain, or the one at ``step``."""
-    candidates = ckpt.chain_checkpoints(chain)
+                 here: bool = True, given: Optional[str] = None) -> Dict[str, Any]:
+    """The checkpoint to resume from: the newest of the chain, or the one at ``step``.
+
+    Pointers come from notes, which may have been pulled: on this machine one is followed
+    only when local evidence backs it (:func:`trusted_checkpoint`). ``given``: a path the
+    user named on the command line (``--checkpoint``), used as it is.
+    """
     name = chain[-1][1].get("name") or chain[-1][0][:10]
+    if given is not None:
+        if not os.path.isfile(given):
+            raise BadInput(f"--checkpoint {given}: no such file on this machine; nothing was started",
+                           "give the path of a checkpoint file")
+        return {"checkpoint": os.path.abspath(given), "step": step, "attempt": chain[-1][0],
+                "host": socket.gethostname(), "given": True}
+    candidates = ckpt.chain_checkpoints(chain)
     if not candidates:
         raise BadInput(f"{name} recorded no checkpoint to resume from; nothing was started",
                        "record them with gitexp.checkpoint(path, step=...) or `checkpoints:` in the config, "
                        "or start it over: git exp resume --from-scratch")
+    if here:
+        shas = [sha for sha, _summary in chain]
+        untrusted = [c for c in candidates if not trusted_checkpoint(repo, shas, c["path"])]
+        candidates = [c for c in candidates if c not in untrusted]
+        bad = next((c for c in untrusted if step is None or c["step"] == step), None)
+        if bad is not None and (not candidates or (step is not None and not any(c["step"] == step
+                                                                               for c in candidates))):
+            raise BadInput(f"the checkpoint {bad['path']} (step {bad['step']}) of {name} was not recorded on this "
+                           "machine for this experiment (a pulled note names it); nothing was started",
+                           f"if you trust that file, name it yourself: git exp resume {chain[-1][0][:10]} "
+                           f"--checkpoint {shlex.quote(bad['path'])}")
     chosen = ckpt.choose(candidates, step)
     if chosen is None:
         raise BadInput(f"{name} has no checkpoint at step {step}; nothing was started",
@@ -221,6 +244,18 @@ def resume_point(repo: Repo, store: Store, chain: Sequence[Tuple[str, Dict[str, 
                        f"(steps: {ckpt.describe_steps(candidates)}), or --from-scratch")
     return {"checkpoint": chosen["path"], "step": chosen["step"], "attempt": chosen["attempt"],
             "host": chosen.get("host")}
+
+
+def trusted_checkpoint(repo: Repo, chain: Sequence[str], path: str) -> bool:
+    """Whether this machine has evidence that ``path`` is a checkpoint of this chain: it lies in
+    the run directory of one of its attempts (``out/`` included), or that attempt's own
+    ``checkpoints.jsonl`` here (written by its run on this machine) names it."""
+    if evidence.inside(path, evidence.chain_run_dirs(repo, chain)):
+        return True
+    for sha in chain:
+        if any(r["path"] == path for r in metrics_mod.read_checkpoints(run_paths(repo, sha).checkpoints)):
+            return True
+    return False
 
 
 # -- automatic resume ---------------------------------------------------------------------------
@@ -239,6 +274,8 @@ def auto_resume(repo: Repo, store: Store, exp: Experiment, status: Status
     """
     from .executor import load_experiment_config
 
+    if not evidence.ran_here(repo, exp.sha):
+        return None  # only a run this repository executed continues itself (a note is a claim)
     try:
         config = load_experiment_config(repo, exp.sha)
     except Exception:  # noqa: BLE001 - an unreadable config never resumes itself

@@ -7,7 +7,6 @@ written without touching the user's index, working tree, ``HEAD`` or branches.
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
@@ -23,6 +22,7 @@ from .config import ExperimentConfig
 from .errors import BadInput
 from . import snapshot as snapshot_mod
 from .notes import CONFIG_PATH, DETAILS_REF, Experiment, Store, dump_json
+from .evidence import local_executor, local_program, process_alive, ran_here, read_exec_info
 from .paths import run_paths, runs_root
 from .repo import RefUpdate, Repo
 
@@ -183,26 +183,6 @@ def create_many(repo: Repo, store: Store, configs: List[ExperimentConfig], statu
 
 
 # -- live status ------------------------------------------------------------------------------
-def read_exec_info(path: str) -> Dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return {}
-
-
-def process_alive(pid: Optional[int], started: Optional[float]) -> bool:
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(int(pid))
-        if started is not None and abs(proc.create_time() - float(started)) > 2.0:
-            return False  # the pid was reused by another process
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return False
-
-
 def effective_status(repo: Repo, exp: Experiment, host: Optional[str] = None) -> str:
     """The recorded status, except that a run whose executor died silently is ``lost``.
 
@@ -230,13 +210,14 @@ def effective_status(repo: Repo, exp: Experiment, host: Optional[str] = None) ->
         return status
     host = host or socket.gethostname()
     if summary.get("host") == host:
-        if process_alive(summary.get("pid"), summary.get("pid_started")):
+        # The note is a claim (it may have been pulled): only this repository's run directory
+        # says whether the run is alive here. Its executor, or its program when the executor
+        # died (SIGKILL, OOM killer) and the program lives on: not lost while it does, so no
+        # retry or resume starts a second copy beside it.
+        if local_executor(repo, exp.sha) or local_program(repo, exp.sha):
             return status
-        # The executor died (SIGKILL, OOM killer) but its program may live on: not lost
-        # while it does, so no retry or resume starts a second copy beside it.
-        info = read_exec_info(run_paths(repo, exp.sha).exec_info)
-        alive = info.get("host") == host and process_alive(info.get("child"), info.get("child_started"))
-        return status if alive else "lost"
+        # No run directory here: another repository's run (on this host), not ours to judge.
+        return "lost" if ran_here(repo, exp.sha) else status
     info_path = run_paths(repo, exp.sha).exec_info
     try:
         age = time.time() - os.path.getmtime(info_path)

@@ -5,19 +5,22 @@ No git here: functions take parsed notes and return the merged value. Every rule
 *absorbing* (``merge(merge(a, b), b) == merge(a, b)``), so two repositories that pull from each
 other in any order end with the same notes, and pulling again changes nothing.
 
+Which side may change a note at all is decided before these rules (``gitexp.sync``): a run
+this machine executed (its run directory is here) keeps this machine's notes, and a remote
+summary whose ``chain``, ``attempt`` or ``outdir_of`` contradict the commit graph is skipped.
+
 Summary (``refs/notes/exps``)
     The two notes are ordered by :func:`precedence`:
 
-    1. ``attempts`` (``git exp queue retry`` runs the same commit again: a later attempt is a
-       later life of the run, whatever its status);
-    2. the lifecycle rank of ``status``: created < queued < pending < starting < running <
+    1. the lifecycle rank of ``status``: created < queued < pending < starting < running <
        lost < finished = failed = killed = timeout = cancelled. ``lost`` is what a machine
        concludes without word from the run, so any real final state beats it;
-    3. whether the note was written by the executor (it carries ``host``, the machine that ran
+    2. whether the note was written by the executor (it carries ``host``, the machine that ran
        the program): at the same rank the executing host's note beats the submitting host's;
-    4. the newest of its times (``updated``, ``ended``, ``started``, ``claimed``).
+    3. the newest of its times (``updated``, ``ended``, ``started``, ``claimed``).
 
-    The fields of both are kept: the later note's fields win, fields only the other note has
+    No count field decides (an old note's ``attempts`` is ignored: every attempt is a commit of
+    its own, so which attempt a note is comes from the commit graph). The fields of both are kept: the later note's fields win, fields only the other note has
     are added. When all four compare equal, each field takes the larger of the two values
     (compared as canonical JSON text), so the result does not depend on which side is local.
 
@@ -42,7 +45,7 @@ from .lifecycle import RANK
 LIFECYCLE = RANK  # one order of states, declared with them in gitexp.lifecycle
 TIME_FIELDS = ("updated", "ended", "started", "claimed")
 
-Precedence = Tuple[int, int, int, float]
+Precedence = Tuple[int, int, float]
 
 
 def canonical(value: Any) -> str:
@@ -58,12 +61,10 @@ def _number(value: Any) -> Optional[float]:
 
 def precedence(summary: Mapping[str, Any]) -> Precedence:
     """Which of two summaries of one run is the later state (larger wins); see the module doc."""
-    attempts = summary.get("attempts")
-    attempts = attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 1
     rank = LIFECYCLE.get(summary.get("status") or "created", 0)
     executed = 1 if isinstance(summary.get("host"), str) and summary.get("host") else 0
     times = [t for t in (_number(summary.get(key)) for key in TIME_FIELDS) if t is not None]
-    return attempts, rank, executed, max(times) if times else -math.inf
+    return rank, executed, max(times) if times else -math.inf
 
 
 def merge_fields(a: Mapping[str, Any], b: Mapping[str, Any], key_a: Precedence, key_b: Precedence) -> Dict[str, Any]:

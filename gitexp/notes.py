@@ -291,10 +291,13 @@ class Store:
             time.sleep(random.uniform(0.005, 0.05) * min(attempt + 1, 8))
         raise RefConflict(f"gave up recording {len(exps)} experiments after {MAX_ATTEMPTS} attempts")
 
-    def remove(self, exp: Experiment) -> None:
-        """Delete the experiment's ref, the notes of all its attempts and its queue entry, atomically."""
-        chain = exp.summary.get("chain")
-        attempts = [c for c in chain if isinstance(c, str) and len(c) == 40] if isinstance(chain, list) else []
+    def remove(self, exp: Experiment, attempts: Sequence[str] = ()) -> None:
+        """Delete the experiment's ref, its notes and its queue entry, atomically.
+
+        ``attempts``: the earlier attempts whose notes go too. The caller passes what the commit
+        graph confirms (``gitexp.evidence.verified_chain``), never a note's ``chain`` as it is:
+        a pulled note could list another experiment's commits there.
+        """
         notes = {(ref, sha): None for ref in NOTES_REFS for sha in [*attempts, exp.sha]}
         refs = [RefUpdate(exp.ref, None, exp.sha)]
         queued = self.repo.refs(QUEUE_PREFIX + exp.sha).get(QUEUE_PREFIX + exp.sha)

@@ -38,10 +38,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
+from . import evidence
 from . import merge as rules
 from . import summary as checks
 from .errors import BadInput, DiskFull, GitFailed, MissingObjects, RefConflict
-from .notes import DETAILS_REF, EXP_PREFIX, METRICS_REF, NOTES_REFS, SUMMARY_REF, _note_paths, dump_json, jsonl
+from .notes import CONFIG_PATH, DETAILS_REF, EXP_PREFIX, METRICS_REF, NOTES_REFS, SUMMARY_REF, _note_paths, dump_json, jsonl
 from .repo import RefUpdate, Repo
 
 SYNC_PREFIX = "refs/exps-sync/"
@@ -313,6 +314,7 @@ class _Merger:
         self._blobs: Dict[str, bytes] = {}
         self._parsed: Dict[Tuple[str, str], Tuple[Any, Optional[str]]] = {}
         self._ancestor: Dict[Tuple[str, str], bool] = {}
+        self._ran_here: Dict[str, bool] = {}
 
     # reads, cached: commits and blobs never change
     def index(self, tip: Optional[str]) -> Dict[str, str]:
@@ -342,6 +344,36 @@ class _Merger:
         proc = self.repo.run(["rev-list", "--first-parent", f"{old}..{new}"], check=False)
         return [line for line in proc.stdout.decode().split() if line != new]
 
+    def ran_here(self, sha: str) -> bool:
+        if sha not in self._ran_here:
+            self._ran_here[sha] = evidence.ran_here(self.repo, sha)
+        return self._ran_here[sha]
+
+    def graph_problem(self, sha: str, summary: Mapping[str, Any]) -> Optional[str]:
+        """Why a remote summary's chain, attempt or outdir_of contradict the commit graph."""
+        if not any(key in summary for key in ("chain", "attempt", "outdir_of")):
+            return None
+        return evidence.chain_problem(self.repo, sha, summary)
+
+    def _graph_rejected(self, sha: str, blob: str) -> bool:
+        self.load([blob])
+        value, problem = self.parsed(SUMMARY_REF, blob)
+        return problem is None and self.graph_problem(sha, value) is not None
+
+    def only_params_changed(self, old: str, new: str) -> bool:
+        """Whether every attempt from ``old`` to ``new`` keeps the code: only the config differs.
+
+        A later attempt of one of our experiments moves our ref; one whose tree changes code
+        is not an attempt (resuming it would run that code here), whatever its note says.
+        """
+        line = [new, *self.attempts_between(old, new), old]
+        for child, parent in zip(line, line[1:]):
+            proc = self.repo.run(["diff-tree", "-r", "--name-only", "--no-commit-id", parent, child], check=False)
+            changed = [p for p in proc.stdout.decode(errors="replace").splitlines() if p]
+            if proc.returncode != 0 or any(p != CONFIG_PATH for p in changed):
+                return False
+        return True
+
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         key = (ancestor, descendant)
         if key not in self._ancestor:
@@ -370,6 +402,9 @@ class _Merger:
                     continue
                 seen.add(sha)
                 if mine is not None and self.is_ancestor(mine, sha) and not any(n == name for n, _s, _m in forward):
+                    if not self.only_params_changed(mine, sha):
+                        _warn_forward(f.source, name, sha)
+                        continue
                     forward.append((name, sha, mine))
                 else:
                     candidates.append((name, sha, f))
@@ -453,16 +488,29 @@ class _Merger:
     def _merge_note(self, ref: str, sha: str, here: Optional[str], there: List[Tuple[Fetched, Optional[str]]],
                     local_idx: Mapping[str, Mapping[str, str]],
                     remote_idx: Sequence[Mapping[str, Mapping[str, str]]]) -> Optional[str]:
-        """The blob to keep for one note; None when no side has a usable one."""
+        """The blob to keep for one note; None when no side has a usable one.
+
+        A run this machine executed (its run directory is here) keeps this machine's note:
+        a remote note of it is a claim and never replaces the record made where it ran.
+        """
+        if here and self.ran_here(sha):
+            return here
         versions: List[Tuple[str, Any, Optional[Any]]] = []  # (blob, value, its summary)
         for i, (f, blob) in enumerate([(None, here), *there]):
             if not blob:
                 continue
             value, problem = self.parsed(ref, blob)
+            if problem is None and f is not None and ref == SUMMARY_REF:
+                problem = self.graph_problem(sha, value)
             if problem is not None:
                 if f is not None:
                     _warn_remote(f.source, ref, sha, blob, problem, bool(here))
                 continue
+            if f is not None and ref != SUMMARY_REF:
+                idx = remote_idx[i - 1]
+                summary_blob = idx[SUMMARY_REF].get(sha)
+                if summary_blob and self._graph_rejected(sha, summary_blob):
+                    continue  # its summary did not match the commit graph: none of its notes are taken
             summary = None
             if ref == DETAILS_REF:
                 idx = local_idx if f is None else remote_idx[i - 1]
@@ -524,6 +572,12 @@ class _Merger:
             tree = self.repo.tree_of(local_tip)
         parents = ([local_tip] if local_tip else []) + extra
         return RefUpdate(ref, self.repo.commit_tree(tree, parents, message), local_tip)
+
+
+def _warn_forward(source: Source, name: str, sha: str) -> None:
+    print(checks.printable(f"warning: not moving {name} to {sha[:10]} from {source.spec}: it claims to be a later "
+                           "attempt of this experiment but changes its code (an attempt changes only the config); "
+                           f"see git diff {sha[:10]}~1 {sha[:10]}"), file=sys.stderr, flush=True)
 
 
 def _valid_name(name: str, sha: str) -> str:

@@ -387,7 +387,12 @@ def test_attempts_travel_with_pull_and_push_as_fast_forwards(trainer: Path, tmp_
     other = tmp_path / "other"
     git(tmp_path, "clone", "-q", str(trainer), str(other))
     gitexp(other, "pull", str(trainer))
-    gitexp(other, "resume", "toy")  # resumed there: attempt 2
+    # The pulled pointer names a file outside this clone's run directories: it is a claim, so
+    # the resume refuses it until the user names the file.
+    refused = gitexp(other, "resume", "toy", check=False)
+    assert refused.returncode == 2 and "--checkpoint" in refused.stderr
+    latest = note(trainer, first)["checkpoints"][-1]
+    gitexp(other, "resume", "toy", "--checkpoint", latest["path"], "--from", str(latest["step"]))  # attempt 2 there
     second = log_json(other)[0]["id"]
     proc = gitexp(trainer, "pull", str(other))
     assert "new attempt" in proc.stderr + proc.stdout
@@ -433,7 +438,9 @@ def test_a_hostile_checkpoint_path_reaches_the_program_as_one_exact_argument(tra
     forged = note(trainer, sha)  # a note someone else wrote: its pointer names that file
     forged["checkpoints"] = [{"path": str(weird), "step": 4, "host": None, "time": 1.0}]
     git(trainer, "notes", "--ref=exps", "add", "-f", "-m", json.dumps(forged), sha)
-    proc = gitexp(trainer, "resume", "toy")
+    refused = gitexp(trainer, "resume", "toy", check=False)  # a pointer from a note alone is not followed
+    assert refused.returncode == 2 and "not recorded on this machine" in refused.stderr
+    proc = gitexp(trainer, "resume", "toy", "--checkpoint", str(weird), "--from", "4")  # named by the user
     assert "resumed at 5" in proc.stdout
     assert not list(trainer.parent.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
     assert note(trainer, log_json(trainer)[0]["id"])["resume"]["checkpoint"] == str(weird)

@@ -162,7 +162,8 @@ def test_final_state_from_the_executing_host_beats_pending() -> None:
     ({"status": "lost"}, {"status": "finished"}),
     ({"status": "cancelled", "ended": 300.0}, {"status": "killed", "host": "node7", "ended": 290.0}),
     ({"status": "running", "host": "h", "updated": 10.0}, {"status": "running", "host": "h", "updated": 20.0}),
-    ({"status": "failed", "host": "h", "ended": 99.0, "attempts": 1}, {"status": "queued", "attempts": 2}),
+    # A count field never decides (issue 16): a forged "attempts" does not outrank a final state.
+    ({"status": "queued", "attempts": 99999}, {"status": "failed", "host": "h", "ended": 99.0, "attempts": 1}),
 ])
 def test_lifecycle_order(lower: Dict[str, Any], higher: Dict[str, Any]) -> None:
     for merged in (rules.merge_summary(lower, higher), rules.merge_summary(higher, lower)):

@@ -14,7 +14,7 @@ import click
 from tabulate import tabulate
 
 from ..errors import BadInput, GitExpError
-from ..experiments import process_alive
+from ..evidence import local_executor, process_alive, verified_chain
 from ..notes import CONFIG_PATH, Experiment, Store
 from ..paths import run_paths
 from ..repo import RefUpdate, Repo
@@ -36,6 +36,11 @@ def rm(idents: tuple, force: bool, keep_files: bool) -> None:
     With --force a running experiment is removed too, then its run is stopped (its executor
     signalled, or its Slurm job cancelled), so it does not go on writing results.
     """
+    from ..executor import settings_problems
+
+    problems = settings_problems()  # GITEXP_KILL_GRACE is read when stopping: refuse before removing
+    if problems:
+        raise BadInput("; ".join(problems))
     repo, store = open_store()
     exps = [store.find(ident) for ident in idents]  # all resolved before anything is removed
     live = live_statuses(repo, exps)
@@ -44,7 +49,7 @@ def rm(idents: tuple, force: bool, keep_files: bool) -> None:
         if status in OPEN and not force:
             raise BadInput(f"{exp.name} is {status}", f"stop it first (git exp cancel {exp.name}), or pass --force")
     for exp in exps:
-        store.remove(exp)
+        store.remove(exp, own_attempts(repo, store, exp))
         line = f"removed {exp.name} ({exp.sha[:10]})"
         if live[exp.sha][0] in OPEN:
             line += "; " + _stop_run(repo, store, exp)
@@ -53,16 +58,38 @@ def rm(idents: tuple, force: bool, keep_files: bool) -> None:
         click.echo(line)
 
 
+def own_attempts(repo: Repo, store: Store, exp: Experiment) -> List[str]:
+    """The earlier attempts of ``exp`` whose notes go with it.
+
+    Only commits on its own first-parent line (the note's chain is a claim), and none that
+    another experiment names or continues: a commit someone built on one of ours and pushed
+    under another name can never take our notes with it.
+    """
+    earlier = verified_chain(repo, exp.sha, exp.summary)
+    if not earlier:
+        return []
+    keep: set = set()
+    for other in store.experiments():
+        if other.name == exp.name:
+            continue
+        keep.add(other.sha)
+        if other.summary.get("chain"):
+            keep.update(verified_chain(repo, other.sha, other.summary))
+    return [sha for sha in earlier if sha not in keep]
+
+
 def _stop_run(repo: Repo, store: Store, exp: Experiment) -> str:
     """Stop a removed experiment's run; wait (briefly) for a local executor to exit first,
     so the run directory is not removed under it."""
     from .queue_cmd import stop_removed  # the queue module imports the worker: only when needed
 
+    from ..executor import kill_grace
+
+    executor = local_executor(repo, exp.sha)  # before it is signalled: this run's own executor, if any
     said = stop_removed(repo, store, exp)
-    pid, started = exp.summary.get("pid"), exp.summary.get("pid_started")
-    if said.startswith("stopped"):
-        deadline = time.time() + float(os.environ.get("GITEXP_KILL_GRACE") or 10) + 5
-        while process_alive(pid, started) and time.time() < deadline:
+    if said.startswith("stopped") and executor:
+        deadline = time.time() + kill_grace() + 5
+        while process_alive(*executor) and time.time() < deadline:
             time.sleep(0.1)
     return said
 

@@ -7,7 +7,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from ..attempts import find_attempt, make_attempt, supersede
-from ..errors import BadInput
+from ..errors import BadInput, GitExpError
+from ..evidence import ran_here
 from ..facts import gpu_models
 from ..lifecycle import Status
 from ..notes import Experiment, Store
@@ -16,6 +17,7 @@ from ..repo import Repo
 from ..runners import runner_for, runner_for_target, target_of
 from ..runners.base import parse_gpu_list
 from ..status import live_statuses
+from ..summary import printable
 from ..targets import Target, get_target, load_targets
 from ..units import format_size
 from ..worker import Worker
@@ -146,12 +148,8 @@ def _retry(ctx: click.Context, idents: Tuple[str, ...], lost: bool, priority: Op
     if not idents and not lost:
         raise BadInput("name the experiments to retry, or pass --lost", "e.g. git exp queue retry --lost")
     targets = [find_attempt(store, i)[1] for i in idents]  # any attempt names its experiment
-    if lost:
-        everything = store.experiments()
-        live = live_statuses(repo, everything)
-        targets += [e for e in everything if live[e.sha][0] == "lost" and runner_for(repo, store, e).LOCAL_QUEUE]
     live = live_statuses(repo, targets)
-    for exp in targets:
+    for exp in targets:  # named ones: all checked before anything is queued
         status = live[exp.sha][0]
         if status not in RETRYABLE:
             raise BadInput(f"{exp.name} is {status}; only {', '.join(RETRYABLE)} experiments can be retried")
@@ -160,12 +158,45 @@ def _retry(ctx: click.Context, idents: Tuple[str, ...], lost: bool, priority: Op
             raise BadInput(f"{exp.name} ran on run target {runner.describe_target()}; the local queue does not take it",
                            f"start a new attempt there: git exp resume {exp.name} --on {runner.target.name or '<target>'} "
                            "(add --from-scratch to start over)")
+        if not ran_here(repo, exp.sha):
+            raise BadInput(elsewhere(exp), f"to run its code here anyway: git exp resume {exp.name} --from-scratch")
+    if lost:
+        everything = store.experiments()
+        statuses = live_statuses(repo, everything)
+        for exp in everything:
+            if statuses[exp.sha][0] != "lost" or any(t.sha == exp.sha for t in targets):
+                continue
+            if not runner_for(repo, store, exp).LOCAL_QUEUE:
+                continue
+            if not ran_here(repo, exp.sha):
+                click.echo(f"skipped {elsewhere(exp)}", err=True)
+                continue
+            targets.append(exp)
     q = Queue(repo, store)
+    failed = 0
     for exp in targets:
-        new = retry_attempt(repo, store, exp, q, priority)
+        try:
+            new = retry_attempt(repo, store, exp, q, priority)
+        except GitExpError as exc:
+            if not lost or idents:
+                raise
+            failed += 1  # --retry-lost: one that cannot be queued is said, and the rest go on
+            click.echo(f"not retried {exp.name}: {exc}", err=True)
+            continue
         click.echo(f"queued {exp.name} again as attempt {new.summary['attempt']} ({new.sha[:10]})")
     if not targets:
         click.echo("no lost experiments", err=True)
+    if failed:
+        ctx.exit(1)
+
+
+def elsewhere(exp: Experiment) -> str:
+    """Why a run this repository did not execute is not retried here, and how to go on."""
+    host = exp.summary.get("host") or (exp.summary.get("worker") or {}).get("host") or "another machine"
+    target = exp.summary.get("target")
+    how = f"git exp resume {exp.name} --on {target}" if isinstance(target, str) and target else \
+        f"git exp resume {exp.name} --on <a target on {host}>, or in the repository that ran it"
+    return printable(f"{exp.name} ran on {host}, not in this repository (it came with a pull): resume it there: {how}")
 
 
 def retry_attempt(repo: Repo, store: Store, exp: Experiment, q: Queue, priority: Optional[int]) -> Experiment:

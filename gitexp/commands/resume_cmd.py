@@ -23,13 +23,15 @@ from .run import _submit_made, start_here
 @click.argument("ident", metavar="ID")
 @click.option("--from", "from_step", type=int, metavar="STEP", help="Resume from the checkpoint at this step "
               "(default: the latest).")
+@click.option("--checkpoint", "given", metavar="PATH", help="Resume from this checkpoint file (for one no run "
+              "here recorded; --from STEP then says its step).")
 @click.option("--from-scratch", is_flag=True, help="No checkpoint: start the experiment over as a new attempt.")
 @click.option("-p", "--param", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Change a param for the new attempt (recorded as a change in the chain).")
 @click.option("--on", metavar="TARGET", help="Resume on this run target (the checkpoint must be there).")
 @click.option("--detach", "-d", is_flag=True, help="Start in the background; print the new attempt's id.")
 @click.option("--queue", "to_queue", is_flag=True, help="Queue the new attempt for a worker instead of running it.")
-def resume(ident: str, from_step: Optional[int], from_scratch: bool, overrides: Tuple[str, ...],
+def resume(ident: str, from_step: Optional[int], given: Optional[str], from_scratch: bool, overrides: Tuple[str, ...],
            on: Optional[str], detach: bool, to_queue: bool) -> int:
     """Continue experiment ID (a name, or any attempt's id) from its latest checkpoint.
 
@@ -41,6 +43,10 @@ def resume(ident: str, from_step: Optional[int], from_scratch: bool, overrides: 
     repo, store = open_store()
     if from_scratch and from_step is not None:
         raise BadInput("--from and --from-scratch exclude each other", "give one of them")
+    if from_scratch and given is not None:
+        raise BadInput("--checkpoint and --from-scratch exclude each other", "give one of them")
+    if given is not None and on:
+        raise BadInput("--checkpoint names a file on this machine: leave out --on")
     if to_queue and (on or detach):
         raise BadInput("--queue runs it through the local queue: leave out --on and --detach")
     chosen, current = attempts.find_attempt(store, ident)
@@ -58,7 +64,7 @@ def resume(ident: str, from_step: Optional[int], from_scratch: bool, overrides: 
     point = None
     if not from_scratch:
         over_ssh = target is not None and bool(target.host)
-        point = attempts.resume_point(repo, store, upto, from_step, here=not over_ssh)
+        point = attempts.resume_point(repo, store, upto, from_step, here=not over_ssh, given=given)
         if over_ssh:
             _check_there(remote, target, point)
     superseded = attempts.supersede(repo, store, current, "a resume continues it", found)

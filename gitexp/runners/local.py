@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence
 import psutil
 
 from ..errors import BadInput, GitExpError
+from ..evidence import local_executor, local_program, ran_here
 from ..experiments import effective_status, process_alive, read_exec_info
 from ..notes import Experiment
 from ..paths import run_paths, runs_root
@@ -86,18 +87,13 @@ class LocalRunner(Runner):
 
     # -- stopping -----------------------------------------------------------------------------------
     def _orphaned_program(self, exp: Experiment) -> Optional[int]:
-        """The pid of a program whose executor died (SIGKILL, OOM) while it runs on, else None."""
-        if process_alive(exp.summary.get("pid"), exp.summary.get("pid_started")):
+        """The pid of a program whose executor died (SIGKILL, OOM) while it runs on, else None.
+
+        Both pids come from this repository's run directory, never from the note.
+        """
+        if local_executor(self.repo, exp.sha):
             return None
-        info = read_exec_info(run_paths(self.repo, exp.sha).exec_info)
-        if info.get("host") != socket.gethostname() or not process_alive(info.get("child"), info.get("child_started")):
-            return None
-        try:
-            if psutil.Process(int(info["child"])).uids().real != os.getuid():
-                return None
-        except (psutil.Error, ValueError, KeyError):
-            return None
-        return int(info["child"])
+        return local_program(self.repo, exp.sha)
 
     def _stop_orphan(self, exp: Experiment, pid: int) -> str:
         """Stop the program's process group (SIGTERM, SIGKILL after STOP_WAIT); record it killed
@@ -138,6 +134,10 @@ class LocalRunner(Runner):
         if exp.summary.get("host") != socket.gethostname():
             raise GitExpError(f"{exp.name} runs on {printable(str(exp.summary.get('host')))}, not here; "
                               "cancel it there")
+        if not ran_here(self.repo, exp.sha):
+            raise GitExpError(f"{exp.name} was not started by this repository (its note says it runs on this host, "
+                              "but there is no run directory of it here); nothing was signalled",
+                              "cancel it in the repository that started it")
         orphan = self._orphaned_program(exp)
         if orphan:
             return self._stop_orphan(exp, orphan)
@@ -154,27 +154,23 @@ class LocalRunner(Runner):
         s = exp.summary
         if s.get("host") and s.get("host") != socket.gethostname():
             return f"it runs on {printable(str(s.get('host')))}: stop its executor there"
-        if s.get("pid") is None:
-            return "its executor had not started yet; nothing to stop"
-        if not self.signal_executor(exp):
-            return f"its executor (pid {printable(str(s.get('pid')))}) is not running here; nothing to stop"
-        return f"stopped its executor (pid {s['pid']})"
+        if not ran_here(self.repo, exp.sha):
+            return "it was not started by this repository (no run directory here); nothing to stop"
+        found = local_executor(self.repo, exp.sha)
+        if found is None or not self.signal_executor(exp):
+            return "its executor is not running here; nothing to stop"
+        return f"stopped its executor (pid {found[0]})"
 
     def signal_executor(self, exp: Experiment) -> bool:
         """SIGTERM to the run's executor, which stops the program and records ``killed``.
 
-        Only a live gitexp process of this user on this host is signalled: the pid comes
-        from a note, and notes come from anyone.
+        The pid comes from this repository's run directory (``exec.json``), never from the
+        note, and the process must prove it is that run's executor (``gitexp.evidence``).
         """
-        from ..status import is_gitexp_process
-
-        summary = exp.summary
-        if summary.get("host") != socket.gethostname():
+        found = local_executor(self.repo, exp.sha)
+        if found is None:
             return False
-        pid, started = summary.get("pid"), summary.get("pid_started")
-        if not is_gitexp_process(pid, started) or not process_alive(pid, started):
-            return False
-        os.kill(int(str(pid)), signal.SIGTERM)
+        os.kill(found[0], signal.SIGTERM)
         return True
 
 
