@@ -15,16 +15,25 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import psutil
 
 from .experiments import process_alive
-from .notes import Experiment, Store
+from .notes import QUEUE_PREFIX, Experiment, Store
 from .repo import Repo
 from .runners import group
 
 OPEN = ("pending", "starting", "running")
+# The reason given with a status that a note claims for a run this repository does not hold
+# (queued in another repository's queue, running in another repository on this host).
+ELSEWHERE = "elsewhere"
 
 
 def live_statuses(repo: Repo, exps: Sequence[Experiment], reach: bool = False) -> Dict[str, Tuple[str, Optional[str]]]:
     """sha -> (status, reason or None)."""
     out: Dict[str, Tuple[str, Optional[str]]] = {exp.sha: (exp.status, None) for exp in exps}
+    queued = [e for e in exps if e.status == "queued" and not e.summary.get("target")]
+    if queued:  # a note says queued, but this repository's queue does not hold it: a claim from elsewhere
+        held = repo.refs(QUEUE_PREFIX)
+        for exp in queued:
+            if QUEUE_PREFIX + exp.sha not in held:
+                out[exp.sha] = ("queued", ELSEWHERE + ": not in this repository's queue (queued where it came from)")
     asked = [e for e in exps if e.status in OPEN or e.status in ("created", "starting")]
     if not asked:
         return out

@@ -305,7 +305,9 @@ def load_history(sha: str, data: Optional[bytes], notes_ref: str) -> List[Dict[s
     bad: Optional[str] = None
     for number, line in enumerate(lines, 1):
         value, problem = parse_json(line)
-        torn = problem is not None and problem.startswith("it is not valid JSON") and number == len(lines)
+        # A torn last line (a crash mid-write) after good records is quiet; a note with no
+        # usable record at all is corrupt, and says so.
+        torn = problem is not None and problem.startswith("it is not valid JSON") and number == len(lines) and out
         if problem is None and not isinstance(value, dict):
             problem = "it is not a JSON object"
         if problem is None and any(not is_scalar(v) for v in value.values()):

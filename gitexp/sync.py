@@ -300,7 +300,8 @@ class MergeReport:
             out[0] += f" ({self.left_out} without a usable summary note there left out)"
         for local, remote, where in self.added:
             if local != remote:
-                out.append(f"  {local}: named {remote} on {where}, a name taken here")
+                why = "a name taken here" if _valid_name(remote, "0" * 40) == remote else "not a valid name here"
+                out.append(checks.printable(f"  {local}: named {remote} on {where}, {why}"))
         return out
 
 

@@ -11,7 +11,7 @@ from .. import live as live_mod
 from ..config import closest
 from ..metrics import parse_spark
 from ..errors import BadInput
-from ..status import live_statuses
+from ..status import ELSEWHERE, live_statuses
 from ..notes import Experiment, Store
 from ..query import known_keys, parse_filter, sort_experiments
 from .common import fmt_duration, fmt_time, fmt_value, open_store, output_format, print_json, render_table
@@ -47,6 +47,7 @@ def log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[s
             raise BadInput(f"unknown param or metric {name!r}", closest(name, keys))
     live = live_statuses(repo, exps)
     statuses = {sha: status for sha, (status, _why) in live.items()}
+    elsewhere = {sha for sha, (_status, why) in live.items() if why and why.startswith(ELSEWHERE)}
     # Runs in progress on this machine: their points so far, from the run directory (the
     # notes are written every GITEXP_NOTES_INTERVAL seconds). Ended runs read no file.
     live_mod.refresh(repo, exps, statuses)
@@ -65,7 +66,8 @@ def log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[s
     elif fmt == "csv":
         _write_csv(exps, statuses, metrics)
     else:
-        _print_table(exps, statuses, metrics, show_last, metrics[0] if spark and metrics else None)
+        _print_table(exps, {sha: st + (" elsewhere" if sha in elsewhere else "") for sha, st in statuses.items()},
+                     metrics, show_last, metrics[0] if spark and metrics else None)
 
 
 def _with_attempts(store: Store, exps: List[Experiment], statuses: Dict[str, str]

@@ -82,8 +82,16 @@ class LocalRunner(Runner):
 
     # -- state --------------------------------------------------------------------------------------
     def states(self, exps: Sequence[Experiment]) -> Dict[str, State]:
+        from ..status import ELSEWHERE
+
         host = socket.gethostname()
-        return {exp.sha: (effective_status(self.repo, exp, host), None) for exp in exps}
+        out: Dict[str, State] = {}
+        for exp in exps:
+            status = effective_status(self.repo, exp, host)
+            claim = status == "running" and exp.summary.get("host") == host and not ran_here(self.repo, exp.sha)
+            out[exp.sha] = (status, f"{ELSEWHERE}: another repository's run on this host (no run directory here)"
+                            if claim else None)
+        return out
 
     # -- stopping -----------------------------------------------------------------------------------
     def _orphaned_program(self, exp: Experiment) -> Optional[int]:
