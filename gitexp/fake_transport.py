@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .transport import Result, Transport, TransportError, _check_argv, _check_env
+from .transport import ReplyTooLarge, Result, Transport, TransportError, _check_argv, _check_env
 
 
 @dataclass
@@ -90,11 +90,15 @@ class FakeTransport(Transport):
         return subprocess.CompletedProcess(call.argv, 0, b"", b"")
 
     def run(self, argv: Sequence[str], cwd: Optional[str] = None, input: Optional[bytes] = None,
-            env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None) -> Result:
+            env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None,
+            max_output: Optional[int] = None) -> Result:
         self._reach()
         call = FakeCall("run", _check_argv(argv), cwd, input, _check_env(env))
         self.calls.append(call)
-        return self._answer(call)
+        result = self._answer(call)
+        if max_output is not None and len(result.stdout or b"") > max_output:
+            raise ReplyTooLarge(f"{self.name}: more than {max_output} bytes of output")
+        return result
 
     def spawn(self, argv: Sequence[str], cwd: str, log_path: str,
               env: Optional[Mapping[str, str]] = None) -> int:

@@ -12,7 +12,10 @@ a race leaves:
   reflog entries naming missing objects are dropped;
 * experiments whose summary note was lost get a new one rebuilt from their commit, status
   ``lost`` (so ``git exp queue --retry-lost`` can run them again);
-* an experiment or queue ref whose commit is gone is deleted (its run directory is kept).
+* an experiment or queue ref whose commit is gone is deleted (its run directory is kept);
+* on a run target, an inbox ref (``refs/exps-inbox/*``) older than :data:`INBOX_GRACE` is a
+  submission no gitexp here took (its sender's connection dropped first): it is deleted (the
+  sender's next pull says the experiments did not run; an agent that comes late refuses).
 """
 from __future__ import annotations
 
@@ -22,8 +25,10 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from .errors import GitExpError, MissingObjects
-from .notes import EXP_PREFIX, NOTES_REFS, QUEUE_PREFIX, SUMMARY_REF, Store, dump_json
+from .notes import EXP_PREFIX, INBOX_PREFIX, NOTES_REFS, QUEUE_PREFIX, SUMMARY_REF, Store, dump_json
 from .repo import RefUpdate, Repo
+
+INBOX_GRACE = 600  # seconds: an agent takes its inbox ref within seconds of the push
 
 
 @dataclass
@@ -36,11 +41,12 @@ class Damage:
     no_summary: Dict[str, str] = field(default_factory=dict)  # exp ref -> commit without a summary
     stray_notes: List[str] = field(default_factory=list)  # summaries of commits no ref names
     broken_reflogs: Dict[str, int] = field(default_factory=dict)  # notes ref -> reflog entries reaching missing objects
+    leftover_inbox: Dict[str, str] = field(default_factory=dict)  # inbox ref -> its commit, never taken
 
     @property
     def clean(self) -> bool:
         return not (self.notes or self.lost_commits or self.incomplete or self.no_summary or self.stray_notes
-                    or self.broken_reflogs)
+                    or self.broken_reflogs or self.leftover_inbox)
 
     def lines(self) -> List[str]:
         out = []
@@ -58,6 +64,9 @@ class Damage:
         for ref, count in self.broken_reflogs.items():
             out.append(f"{ref}: {count} reflog entr{'y' if count == 1 else 'ies'} reach missing objects "
                        "(git fsck fails on them)")
+        for ref in self.leftover_inbox:
+            out.append(f"{ref}: experiments pushed by a run --on whose connection dropped before gitexp here "
+                       "took them (nothing ran); --repair deletes it")
         return out
 
 
@@ -94,7 +103,21 @@ def check(repo: Repo) -> Damage:
             broken = _broken_reflog_entries(repo, notes_ref)
             if broken:
                 damage.broken_reflogs[notes_ref] = len(broken)
+    damage.leftover_inbox = _leftover_inbox(repo)
     return damage
+
+
+def _leftover_inbox(repo: Repo) -> Dict[str, str]:
+    """Inbox refs older than INBOX_GRACE (by their commit's time; a missing commit: at once)."""
+    found = {}
+    for ref, sha in sorted(repo.refs(INBOX_PREFIX).items()):
+        try:
+            when = repo.commit_object(sha).commit_time
+        except (MissingObjects, KeyError, ValueError):
+            when = 0
+        if time.time() - when > INBOX_GRACE:
+            found[ref] = sha
+    return found
 
 
 def _check_pairing(store: Store, ours: Dict[str, str], absent: set, damage: Damage) -> None:
@@ -126,6 +149,10 @@ def repair(repo: Repo, store: Store, damage: Damage) -> List[str]:
     for ref, missing in damage.incomplete.items():
         if ref in current:
             done.append(_mend_experiment(repo, store, ref, current[ref], missing))
+    for ref, sha in damage.leftover_inbox.items():
+        # With its old value: an agent that takes it meanwhile wins, and this deletes nothing.
+        if repo.update_refs([RefUpdate(ref, None, sha)], "gitexp fsck: drop a submission never taken"):
+            done.append(f"deleted {ref}: a submission no gitexp here took (nothing of it ran)")
     for ref, sha in damage.lost_commits.items():
         if not repo.update_refs([RefUpdate(ref, None, sha)], "gitexp fsck: drop ref to a missing commit"):
             raise GitExpError(f"{ref} changed while repairing", "run git exp fsck --repair again")

@@ -202,12 +202,14 @@ class Repo:
         env: Optional[Mapping[str, str]] = None,
         check: bool = True,
         cwd: Optional[str] = None,
+        timeout: Optional[float] = None,
     ) -> subprocess.CompletedProcess:
         # Its own session: Ctrl-C at the terminal is gitexp's to handle (stop runs, record
         # them); a git killed by it halfway would turn an orderly stop into an error.
+        # ``timeout``: subprocess.TimeoutExpired once git has run that long (it is killed).
         proc = subprocess.run(
             ["git", *args], cwd=cwd or self.root, env=_clean_env(env), input=input,
-            capture_output=True, start_new_session=True,
+            capture_output=True, start_new_session=True, timeout=timeout,
         )
         if check and proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip()

@@ -53,8 +53,9 @@ COMMON: Dict[str, Option] = {
     "ssh_config": Option("text", "an ssh client config file to use (ssh -F)"),
     "port": Option("count", "ssh port"),
     "disk_margin": Option("size", f"free disk to keep beyond requires.disk (default {DEFAULT_DISK_MARGIN})"),
+    "ssh_timeout": Option("duration", "how long one round trip to the host may take, e.g. 2m (default 5m)"),
 }
-SSH_ONLY = ("path", "ssh_config", "port")
+SSH_ONLY = ("path", "ssh_config", "port", "ssh_timeout")
 
 
 @dataclass

@@ -26,6 +26,11 @@ private directory, so only the first pays for the handshake; ``git_ssh_command()
 timed out, host key, authentication, a dropped connection) raise ``TransportError`` with
 ssh's message, while a command's own exit 255 stays a result.
 
+``run(..., timeout=T, max_output=N)`` bounds a round trip: past ``T`` seconds it raises
+``NoAnswer``, past ``N`` bytes of stdout ``ReplyTooLarge`` (both ``TransportError``s; the
+command is killed here and may go on there). ``ConnectionDropped`` says the connection broke
+while a command ran (what it did there is unknown), apart from a host that cannot be reached.
+
 ``FakeTransport``, which runs nothing and answers from rules, lives in
 :mod:`gitexp.fake_transport`; it is importable from here too (loaded only when asked for),
 so that module depends on this one and not the other way round at import time.
@@ -38,12 +43,14 @@ import getpass
 import hashlib
 import os
 import re
+import selectors
 import shlex
 import shutil
 import socket
 import stat
 import subprocess
 import tempfile
+import time
 import uuid
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, TypeVar
 
@@ -61,6 +68,84 @@ CONTROL_NAME_LEN = 1 + CONTROL_KEY_LEN + 17
 
 class TransportError(GitExpError):
     """The target could not be reached (or the connection broke); carries ssh's own message."""
+
+
+class ConnectionDropped(TransportError):
+    """The connection broke while a command ran there: it may have done its work or not."""
+
+
+class NoAnswer(TransportError):
+    """A command did not end within its timeout (killed here; it may go on there)."""
+
+
+class ReplyTooLarge(TransportError):
+    """A command wrote more than its ``max_output`` bytes to stdout (killed here)."""
+
+
+def capture(argv: Sequence[str], input: Optional[bytes], timeout: Optional[float],
+            max_output: Optional[int], **popen: object) -> Result:
+    """``subprocess.run(capture_output=True)`` with stdout bounded to ``max_output`` bytes.
+
+    One thread and a selector rather than reader threads: an ssh client multiplexed over a
+    master hands its pipes to the master, so killing the client does not close them, and a
+    thread blocked reading one could not be stopped.
+    """
+    proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)  # type: ignore[call-overload]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    out, err = bytearray(), bytearray()
+    try:
+        with selectors.DefaultSelector() as selector:
+            _pump(proc, selector, input, out, err, deadline, max_output)
+        proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
+    return subprocess.CompletedProcess(list(argv), proc.returncode, bytes(out), bytes(err))
+
+
+def _pump(proc: "subprocess.Popen[bytes]", selector: selectors.BaseSelector, input: Optional[bytes],
+          out: bytearray, err: bytearray, deadline: Optional[float], max_output: Optional[int]) -> None:
+    pending = memoryview(input or b"")
+    if proc.stdin is not None:
+        if pending:
+            os.set_blocking(proc.stdin.fileno(), False)
+            selector.register(proc.stdin, selectors.EVENT_WRITE)
+        else:
+            proc.stdin.close()
+    assert proc.stdout is not None and proc.stderr is not None
+    selector.register(proc.stdout, selectors.EVENT_READ, out)
+    selector.register(proc.stderr, selectors.EVENT_READ, err)
+    while selector.get_map():
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise subprocess.TimeoutExpired(proc.args, 0)
+        for key, _events in selector.select(left):
+            if key.fileobj is proc.stdin:
+                try:
+                    pending = pending[os.write(key.fd, pending[:1 << 16]):]
+                except BlockingIOError:
+                    continue
+                except BrokenPipeError:  # it stopped reading: its answer says why
+                    pending = pending[:0]
+                if not pending:
+                    selector.unregister(proc.stdin)
+                    proc.stdin.close()
+                continue
+            chunk = os.read(key.fd, 1 << 16)
+            if not chunk:
+                selector.unregister(key.fileobj)
+                continue
+            key.data.extend(chunk)
+            if key.data is out and max_output is not None and len(out) > max_output:
+                raise ReplyTooLarge(f"more than {max_output} bytes of output")
+            if key.data is err and len(err) > 1 << 20:
+                del err[:-(1 << 16)]  # what matters of a flood on stderr is its end
 
 
 def _check_argv(argv: Sequence[str]) -> List[str]:
@@ -108,7 +193,8 @@ class Transport:
     name = "transport"
 
     def run(self, argv: Sequence[str], cwd: Optional[str] = None, input: Optional[bytes] = None,
-            env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None) -> Result:
+            env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None,
+            max_output: Optional[int] = None) -> Result:
         raise NotImplementedError
 
     def spawn(self, argv: Sequence[str], cwd: str, log_path: str,
@@ -161,10 +247,16 @@ class LocalTransport(Transport):
         return {**os.environ, **extra} if extra else None
 
     def run(self, argv: Sequence[str], cwd: Optional[str] = None, input: Optional[bytes] = None,
-            env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None) -> Result:
+            env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None,
+            max_output: Optional[int] = None) -> Result:
         words = _check_argv(argv)
         where = self._path(cwd) if cwd is not None else None
         try:
+            if max_output is not None:
+                try:
+                    return capture(words, input, timeout, max_output, cwd=where, env=self._environ(env))
+                except subprocess.TimeoutExpired:
+                    raise NoAnswer(f"{words[0]} did not end within {timeout:g}s") from None
             # stdin is /dev/null unless given: a command must never read gitexp's terminal.
             return subprocess.run(words, check=False, cwd=where, input=input, capture_output=True, timeout=timeout,
                                   stdin=subprocess.DEVNULL if input is None else None,
@@ -416,23 +508,32 @@ class SshTransport(Transport):
             self._control("exit")
 
     def script(self, script: str, input: Optional[bytes] = None,
-               timeout: Optional[float] = None) -> Result:
-        """Run a shell script on the host. Every value in it must already be quoted."""
+               timeout: Optional[float] = None, max_output: Optional[int] = None) -> Result:
+        """Run a shell script on the host. Every value in it must already be quoted.
+
+        Past ``timeout`` seconds: NoAnswer; past ``max_output`` bytes on stdout: ReplyTooLarge
+        (the ssh client is killed; the command may go on there).
+        """
         self.connect()
-        proc = subprocess.run([self._ssh(), *self.options(), "--", self.host, script], check=False, input=input,
-                              stdin=subprocess.DEVNULL if input is None else None,
-                              capture_output=True, timeout=timeout)
+        try:
+            proc = capture([self._ssh(), *self.options(), "--", self.host, script], input, timeout, max_output)
+        except subprocess.TimeoutExpired:
+            raise NoAnswer(f"{self.host} did not answer within {timeout:g}s") from None
+        except ReplyTooLarge as exc:
+            raise ReplyTooLarge(f"{self.host} answered {exc}") from None
         # ssh exits 255 for its own failures, but so may the remote command: only a master that
         # is gone (the connection broke) makes it ssh's.
         if proc.returncode == 255 and not self._master_up():
-            raise self._unreachable(proc.stderr)
+            message = " ".join(proc.stderr.decode(errors="replace").split()) or "ssh failed without a message"
+            raise ConnectionDropped(f"the connection to {self.host} broke: {message}", self._hint())
         return proc
 
     # -- the interface -------------------------------------------------------------------------
     def run(self, argv: Sequence[str], cwd: Optional[str] = None, input: Optional[bytes] = None,
-            env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None) -> Result:
+            env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None,
+            max_output: Optional[int] = None) -> Result:
         """Runs argv on the host. On timeout the ssh client is killed; the command may go on."""
-        return self.script(remote_command(argv, cwd, env), input=input, timeout=timeout)
+        return self.script(remote_command(argv, cwd, env), input=input, timeout=timeout, max_output=max_output)
 
     def spawn(self, argv: Sequence[str], cwd: str, log_path: str,
               env: Optional[Mapping[str, str]] = None) -> int:

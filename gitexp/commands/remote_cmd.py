@@ -30,6 +30,8 @@ def remote() -> None:
 @click.option("--ssh-config", "ssh_config", help="With --host: an ssh client config file (ssh -F).")
 @click.option("--port", type=int, help="With --host: the ssh port.")
 @click.option("--disk-margin", "disk_margin", help="Free disk to keep there beyond requires.disk (default 1GB).")
+@click.option("--ssh-timeout", "ssh_timeout", help="With --host: how long one round trip there may take, e.g. "
+              "2m (default 5m).")
 @click.option("--gpus", help="Local runner: GPU indices its worker hands out, one per experiment, e.g. 0,1.")
 @click.option("--jobs", type=int, help="Local runner: how many experiments its worker runs at once.")
 @click.option("--partition", help="Slurm partition (-p).")
@@ -54,7 +56,8 @@ def remote() -> None:
 @click.option("--qsub", "qsub", multiple=True, help="Grid Engine: extra #$ line, e.g. '-l scratch=10G' (repeatable).")
 @click.option("--user", is_flag=True, help="Keep it in your git config instead of the shared .gitexp.yaml.")
 def add(name: str, runner: str, host: Optional[str], path: Optional[str], python: Optional[str],
-        ssh_config: Optional[str], port: Optional[int], disk_margin: Optional[str], gpus: Optional[str],
+        ssh_config: Optional[str], port: Optional[int], disk_margin: Optional[str], ssh_timeout: Optional[str],
+        gpus: Optional[str],
         jobs: Optional[int], partition: Optional[str], account: Optional[str], qos: Optional[str],
         time_: Optional[str], mem: Optional[str], cpus: Optional[int], gres: Optional[str],
         constraint: Optional[str], max_parallel: Optional[int], signal_warning: Optional[int],
@@ -64,7 +67,7 @@ def add(name: str, runner: str, host: Optional[str], path: Optional[str], python
     """Add (or replace) run target NAME. Without --host it is this machine (e.g. a Slurm login node)."""
     repo, _store = open_store()
     options = {"runner": runner, "host": host, "path": path, "python": python, "ssh_config": ssh_config,
-               "port": port, "disk_margin": disk_margin, "gpus": gpus, "jobs": jobs, "partition": partition,
+               "port": port, "disk_margin": disk_margin, "ssh_timeout": ssh_timeout, "gpus": gpus, "jobs": jobs, "partition": partition,
                "account": account, "qos": qos, "time": time_, "mem": mem, "cpus": cpus, "gres": gres,
                "constraint": constraint, "max_parallel": max_parallel, "signal_warning": signal_warning,
                "modules": list(modules), "setup": list(setup), "sbatch": list(sbatch), "queue": queue, "pe": pe,

@@ -10,8 +10,10 @@ one ssh round trip:
 * ``submit``: the experiment commits arrived by ``git push`` as the parents of one commit
   under ``refs/exps-inbox/<id>``; record them here (their names, free ones if taken) and start
   them with this side's runner (local: queued, and a detached worker; slurm: sbatch). The
-  inbox ref is deleted whatever happens. A ``files:`` entry missing here fails that
-  experiment with the reason instead of starting it.
+  inbox ref is taken first (deleted with a compare-and-swap): a client that finds it still
+  there knows no gitexp here took it (see :mod:`gitexp.runners.outbox`). Nothing is recorded
+  past the request's ``deadline`` (seconds from the start): the client gave up waiting by then.
+  A ``files:`` entry missing here fails that experiment with the reason instead of starting it.
 * ``drop``: remove experiments again (the client could not record them on its side).
 * ``queue``: queued/running/recent experiments, their live states, and this host's free
   resources (GPUs, GPU memory, RAM, disk).
@@ -82,22 +84,29 @@ def submit(repo: Repo, store: Store, request: Dict[str, Any]) -> Dict[str, Any]:
     inbox = str(request.get("inbox") or "")
     if not inbox.startswith(INBOX_PREFIX) or "/" in inbox[len(INBOX_PREFIX):] or ".." in inbox:
         raise BadInput(f"not an inbox ref: {inbox!r}")
-    try:
-        return _submit(repo, store, request, inbox)
-    finally:
-        tip = repo.refs(inbox).get(inbox)
-        if tip:
-            repo.update_refs([RefUpdate(inbox, None, tip)], "gitexp: inbox emptied")
+    started = time.monotonic()
+    tip = repo.refs(inbox).get(inbox)
+    # Taken before anything else: from now on the client knows a gitexp here has it.
+    if not tip or not repo.update_refs([RefUpdate(inbox, None, tip)], "gitexp: inbox taken"):
+        raise BadInput(f"{inbox} was not pushed here, or was taken already", "push the experiment commits first")
+    deadline = request.get("deadline")
+    if isinstance(deadline, (int, float)) and not isinstance(deadline, bool):
+        request = {**request, "deadline": started + float(deadline)}
+    else:
+        request = {**request, "deadline": None}
+    return _submit(repo, store, request, inbox, tip)
 
 
-def _submit(repo: Repo, store: Store, request: Dict[str, Any], inbox: str) -> Dict[str, Any]:
+def _past_deadline(request: Dict[str, Any]) -> None:
+    if request["deadline"] is not None and time.monotonic() > request["deadline"]:
+        raise BadInput("the client stopped waiting for this submission; nothing recorded")
+
+
+def _submit(repo: Repo, store: Store, request: Dict[str, Any], inbox: str, tip: str) -> Dict[str, Any]:
     from ..targets import Target
     from . import runner_class
     from .base import Made
 
-    tip = repo.refs(inbox).get(inbox)
-    if not tip:
-        raise BadInput(f"{inbox} was not pushed here", "push the experiment commits first")
     parents = [p.decode() for p in repo.commit_object(tip).parents]
     items = request.get("exps") or []
     if not isinstance(items, list) or [i.get("sha") for i in items if isinstance(i, dict)] != parents:
@@ -132,6 +141,7 @@ def _submit(repo: Repo, store: Store, request: Dict[str, Any], inbox: str) -> Di
             exps.append(exp)
             configs.append(config)
     details = request.get("details") or {}
+    _past_deadline(request)
     if missing:
         _record_failed(store, missing, details)
     recorded: List[Experiment] = []

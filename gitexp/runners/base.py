@@ -24,6 +24,7 @@ so a runner rebuilt in another process finds it again from the note alone.
 """
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Sequence, Tuple
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Sequence,
 from ..config import ExperimentConfig
 from ..notes import DETAILS_REF, Experiment, Store, dump_json
 from ..repo import Repo
+from ..summary import printable
 from ..transport import LocalTransport, Transport
 from ..units import parse_duration, parse_size
 
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["LocalTransport", "Transport", "Option", "Runner", "Made", "exec_argv", "gitexp_argv", "make"]
 
 State = Tuple[str, Optional[str]]  # (status, reason or None)
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 controls
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,12 @@ class Option:
 
 def check_option(key: str, value: Any, option: Option) -> Optional[str]:
     """What is wrong with ``value`` for ``key``, or None."""
+    for item in value if isinstance(value, list) else [value]:
+        # A newline or escape in a path, host or setup line would reach a shell, a script or
+        # git's URL parser there as something else than what was typed.
+        if isinstance(item, str) and CONTROL.search(item):
+            return (f"{key} '{printable(item)[:120]}' holds a control character (newline, tab, escape...); "
+                    "give it as one line of plain text")
     if option.kind == "list":
         items = value if isinstance(value, list) else [value]
         if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in items):

@@ -15,7 +15,11 @@ No server of ours and no shared filesystem. What travels how:
 
 Submission is all or nothing, as for Slurm: the far side records and starts the experiments
 only after every check passed; if it refuses, nothing is recorded here; if recording here
-fails, the far side is asked to stop and remove them again (``_agent drop``).
+fails, the far side is asked to stop and remove them again (``_agent drop``). If its reply is
+lost (the connection dropped, no answer within ``ssh_timeout``), the outcome is settled by the
+next ``pull``, ``queue --on`` or ``run --on`` (:mod:`gitexp.runners.outbox`). Every reply is
+checked (:mod:`gitexp.runners.reply`): bounded in size and depth, of the expected shape, or
+refused.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -33,11 +38,14 @@ from .. import __version__
 from ..lifecycle import Status, transition
 from ..errors import BadInput, GitExpError, NotReady
 from ..notes import Experiment
+from ..repo import RefUpdate
 from ..summary import printable
-from ..transport import SshTransport, TransportError, remote_command
-from . import runner_class
+from ..transport import ConnectionDropped, NoAnswer, ReplyTooLarge, SshTransport, TransportError, remote_command
+from ..units import format_duration, parse_duration
+from . import outbox, runner_class
 from .agent import INBOX_PREFIX, PROTOCOL
 from .base import Made, Runner, State
+from .reply import MAX_REPLY, parse_reply, submitted_problem
 
 SUMMARY_SCHEMA = 1  # the schema of the summaries this gitexp writes (experiments.initial_summary)
 # What `run --on` and the pre-push hook ask before they push, in one round trip and without
@@ -58,6 +66,11 @@ echo "gitexp-check ok $runs"
 LC_ALL=C df -Pk -- "$runs" | tail -n 1
 """
 FINAL = ("finished", "failed", "killed", "timeout", "cancelled")
+DEFAULT_TIMEOUT = 300  # seconds a round trip to the host may take (the target's ssh_timeout)
+
+
+class Unsettled(GitExpError):
+    """A round trip ended without the far side's reply: what it did there is not known here."""
 
 
 class SshRunner(Runner):
@@ -73,6 +86,8 @@ class SshRunner(Runner):
         self.python = self.target.python or "python3"
         self.path = self.target.path or "."
         self.host = self.target.host or "?"
+        setting = self.target.get("ssh_timeout")
+        self.timeout = parse_duration(setting) if setting else DEFAULT_TIMEOUT
 
     def batch_key(self) -> Tuple[str, ...]:
         return ("ssh", self.host, self.path, str(self.target.get("port")), str(self.target.get("ssh_config")))
@@ -81,26 +96,43 @@ class SshRunner(Runner):
         return f"{self.target.name} ({self.host}:{self.path})"
 
     # -- the far side's gitexp ------------------------------------------------------------------
-    def agent(self, op: str, request: Optional[Dict[str, Any]] = None,
-              timeout: Optional[float] = None) -> Dict[str, Any]:
-        """One ``_agent`` round trip: a JSON request on stdin, a JSON answer on stdout."""
+    def agent(self, op: str, request: Optional[Dict[str, Any]] = None, timeout: Optional[float] = None,
+              need: Sequence[str] = (), in_repo: bool = True) -> Dict[str, Any]:
+        """One ``_agent`` round trip: a JSON request on stdin, a JSON answer on stdout, checked.
+
+        Raises BadInput for a refusal or a reply that is not gitexp's, Unsettled when the round
+        trip ended without a reply (the connection broke, no answer within ``ssh_timeout``).
+        """
         body = json.dumps({**(request or {}), "protocol": PROTOCOL, "client_version": __version__}).encode()
+        limit = timeout or self.timeout
+        name, host = self.target.name, self.host
         try:
-            proc = self.transport.run([self.python, "-m", "gitexp", "_agent", op], cwd=self.path,
-                                      input=body, timeout=timeout)
+            proc = self.transport.run([self.python, "-m", "gitexp", "_agent", op], cwd=self.path if in_repo else None,
+                                      input=body, timeout=limit, max_output=MAX_REPLY)
+        except ReplyTooLarge:
+            raise self._bad_reply(op, f"more than {MAX_REPLY >> 20} MiB") from None
+        except NoAnswer:
+            raise Unsettled(f"run target {name}: gitexp on {host} did not answer {op} within "
+                            f"{format_duration(limit)}",
+                            f"a slow host: raise it with git config exp.remote.{name}.ssh-timeout 15m") from None
+        except ConnectionDropped as exc:
+            raise Unsettled(f"run target {name}: {exc.message} before gitexp there answered {op}") from None
         except TransportError as exc:
             raise BadInput(str(exc)) from None
+        if proc.returncode < 0:
+            raise Unsettled(f"run target {name}: the ssh connection to {host} ended (signal {-proc.returncode}) "
+                            f"before gitexp there answered {op}")
         if proc.returncode != 0:
             raise self._failure(proc.returncode, proc.stderr.decode(errors="replace"))
-        lines = [line for line in proc.stdout.decode(errors="replace").splitlines() if line.strip()]
-        try:
-            answer = json.loads(lines[-1])
-            if not isinstance(answer, dict):
-                raise ValueError
-        except (ValueError, IndexError):
-            raise GitExpError(f"run target {self.target.name}: gitexp on {self.host} answered "
-                              f"{printable(' '.join(lines)[-200:])!r} instead of JSON") from None
+        answer, problem = parse_reply(op, proc.stdout, need)
+        if problem:
+            raise self._bad_reply(op, problem)
         return answer
+
+    def _bad_reply(self, op: str, problem: str) -> BadInput:
+        return BadInput(f"run target {self.target.name}: {self.python} on {self.host} did not answer {op} as gitexp "
+                        f"does ({printable(problem)}); refused",
+                        f"point --python at the Python that has gitexp {__version__} there")
 
     def _failure(self, code: int, stderr: str) -> GitExpError:
         name, host = self.target.name, self.host
@@ -127,9 +159,10 @@ class SshRunner(Runner):
             return NotReady(message)
         return GitExpError(message)
 
-    def preflight(self) -> Dict[str, Any]:
-        """The far side answers, is a git repository, and its gitexp reads our notes."""
-        info = self.agent("probe")
+    def preflight(self, in_repo: bool = True) -> Dict[str, Any]:
+        """The far side answers, its gitexp reads our notes, and (``in_repo``) the path is a
+        git repository."""
+        info = self.agent("probe", in_repo=in_repo)
         name, host = self.target.name, self.host
         if not info.get("git"):
             raise BadInput(f"run target {name}: git is not installed on {host}", "install git there")
@@ -138,7 +171,7 @@ class SshRunner(Runner):
                            f"the notes of gitexp {__version__} (agent protocol {info.get('protocol')!r}, "
                            f"notes schemas {info.get('schemas')!r}; this one writes schema {SUMMARY_SCHEMA})",
                            f"install gitexp {__version__} there")
-        if not info.get("repo"):
+        if in_repo and not info.get("repo"):
             raise BadInput(f"run target {name}: {self.path} on {host} is not a gitexp repository",
                            f"create it with: git exp remote setup {name}")
         return info
@@ -150,7 +183,10 @@ class SshRunner(Runner):
         """
         name, host = self.target.name, self.host
         try:
-            proc = self.transport.run(["sh", "-c", CHECK_SCRIPT, "sh", self.path, self.python])
+            proc = self.transport.run(["sh", "-c", CHECK_SCRIPT, "sh", self.path, self.python],
+                                      timeout=self.timeout, max_output=1 << 16)
+        except (NoAnswer, ReplyTooLarge) as exc:
+            raise BadInput(f"run target {name}: the check there failed: {exc.message}") from None
         except TransportError as exc:
             raise BadInput(str(exc)) from None
         lines = proc.stdout.decode(errors="replace").splitlines()
@@ -189,12 +225,12 @@ class SshRunner(Runner):
             else:
                 os.environ["GIT_SSH_COMMAND"] = old
 
-    def push_commits(self, shas: Sequence[str]) -> str:
+    def push_commits(self, shas: Sequence[str], ref: Optional[str] = None) -> str:
         """Push the commits (and what they need) as the parents of one inbox commit; its ref."""
         tip = self.repo.commit_tree(self.repo.build_tree(None, {}), list(shas),
                                     f"gitexp: {len(shas)} experiment(s) for run target {self.target.name}\n")
         self.repo.flush_objects()
-        ref = INBOX_PREFIX + uuid.uuid4().hex
+        ref = ref or INBOX_PREFIX + uuid.uuid4().hex
         self._git_push([f"{tip}:{ref}"], what="push the experiment commits")
         return ref
 
@@ -204,11 +240,16 @@ class SshRunner(Runner):
         except GitExpError:
             pass
 
-    def _git_push(self, refspecs: List[str], what: str) -> None:
+    def _git_push(self, refspecs: List[str], what: str, lease: Optional[Tuple[str, str]] = None) -> None:
+        # --no-verify: the pre-push disk check (gitexp hooks) was made by the caller already.
+        argv = ["push", "--quiet", "--no-verify", "--no-recurse-submodules",
+                *([f"--force-with-lease={lease[0]}:{lease[1]}"] if lease else []), "--", self.git_url(), *refspecs]
         with self.git_env():
-            # --no-verify: the pre-push disk check (gitexp hooks) was made by the caller already.
-            proc = self.repo.run(["push", "--quiet", "--no-verify", "--no-recurse-submodules", "--",
-                                  self.git_url(), *refspecs], check=False)
+            try:
+                proc = self.repo.run(argv, check=False, timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                raise BadInput(f"run target {self.target.name}: could not {what} to {self.host}:{self.path}: "
+                               f"no answer within {format_duration(self.timeout)}") from None
         if proc.returncode != 0:
             lines = [line.strip() for line in proc.stderr.decode(errors="replace").splitlines()
                      if line.strip() and not line.startswith(("hint:", "warning:"))]
@@ -225,6 +266,7 @@ class SshRunner(Runner):
     def submit(self, made: Made) -> List[Experiment]:
         from ..hooks.disk import check_fit
 
+        self.warnings += outbox.settle(self)
         free, where = self.check_there()
         problems = check_fit(self.repo, self.target, made.configs, free, where)
         if problems:
@@ -234,40 +276,68 @@ class SshRunner(Runner):
         for exp in exps:
             exp.summary.update(status="pending", runner=self.target.runner, target=self.target.name)
             exp.summary.pop("creator", None)
-        inbox = self.push_commits([e.sha for e in exps])
+        inbox = INBOX_PREFIX + uuid.uuid4().hex
+        # Written before anything is sent: a reply lost on the way is settled later from it.
+        sent = outbox.open_submission(self.repo, self.target.name, inbox, exps, made.detail_notes(), self.timeout)
+        try:
+            self.push_commits([e.sha for e in exps], inbox)
+        except BaseException:
+            outbox.close_submission(self.repo, sent)
+            raise
+        answer = self._submit_there(made, inbox, sent)
+        self._take_reply(exps, answer)
+        try:
+            self.store.create_batch(exps, extra_notes=made.detail_notes(),
+                                    extra_refs_for=lambda e: [RefUpdate(sent.ref, None, sent.tip)] if e is exps[0] else [])
+        except BaseException:
+            try:
+                self.agent("drop", {"shas": [e.sha for e in exps]})
+            except GitExpError:
+                pass
+            outbox.close_submission(self.repo, sent)
+            raise
+        self.warnings += [f"{self.target.name}: {w}" for w in answer.get("warnings") or []]
+        return exps
+
+    def _submit_there(self, made: Made, inbox: str, sent: "outbox.Submission") -> Dict[str, Any]:
+        """The ``submit`` round trip; a refusal takes the inbox back, a lost reply keeps the record."""
+        exps = made.exps
         request = {"inbox": inbox, "runner": self.target.runner, "max_parallel": made.max_parallel,
-                   "schema": SUMMARY_SCHEMA,
+                   "schema": SUMMARY_SCHEMA, "deadline": self.timeout,
                    "options": {k: v for k, v in self.target.options.items() if k in self.far_runner.OPTIONS},
                    "exps": [{"sha": e.sha, "name": e.name, "summary": e.summary,
                              **({"previous": e.previous} if e.previous else {})} for e in exps],
                    "details": {e.sha: {**made.details, **made.per_exp.get(e.sha, {})} for e in exps}}
         try:
             answer = self.agent("submit", request)
+            problem = submitted_problem(answer, {e.sha for e in exps})
+            if problem:
+                raise self._bad_reply("submit", problem)
+        except Unsettled as exc:
+            names = ", ".join(e.name for e in exps[:3]) + (" ..." if len(exps) > 3 else "")
+            raise Unsettled(f"{exc.message}: {len(exps)} experiment(s) ({names}) may have been recorded and "
+                            f"started there; do not run them again",
+                            f"git exp pull {self.target.name} (or queue --on, run --on) records them here if "
+                            f"they were, and says so if they were not") from None
         except GitExpError:
-            self._delete_ref(inbox)  # the far side deletes it itself, unless it never started
+            self._delete_ref(inbox)  # the far side took it, unless it never started
+            outbox.close_submission(self.repo, sent)
             raise
-        there = {item.get("sha"): item for item in answer.get("exps") or [] if isinstance(item, dict)}
+        return answer
+
+    def _take_reply(self, exps: Sequence[Experiment], answer: Dict[str, Any]) -> None:
+        there = {item["sha"]: item for item in answer["exps"]}
         for exp in exps:
-            item = there.get(exp.sha) or {}
-            if item.get("name") and item["name"] != exp.name:
+            item = there[exp.sha]
+            if item["name"] != exp.name:
                 exp.summary["name_there"] = item["name"]
             handle = getattr(self.far_runner, "HANDLE", None)  # the far scheduler's job handle
             if handle and isinstance(item.get("handle"), dict):
                 exp.summary[handle] = item["handle"]
             elif isinstance(item.get("slurm"), dict):  # an older far side
                 exp.summary["slurm"] = item["slurm"]
-            if item.get("status") in FINAL:
+            if item["status"] in FINAL:
                 exp.summary.update(status=item["status"], reason=item.get("reason"), ended=time.time())
-        try:
-            self.store.create_batch(exps, extra_notes=made.detail_notes())
-        except BaseException:
-            try:
-                self.agent("drop", {"shas": [e.sha for e in exps]})
-            except GitExpError:
-                pass
-            raise
-        self.warnings += [f"{self.target.name}: {w}" for w in answer.get("warnings") or []]
-        return exps
 
     def submitted(self, exps: Sequence[Experiment]) -> str:
         how = "queued there for its worker" if self.far_runner.name == "local" else \
@@ -278,12 +348,14 @@ class SshRunner(Runner):
                 f"see git exp queue --on {self.target.name}; results: git exp pull {self.target.name}")
 
     def queue_report(self, show_all: bool) -> Dict[str, Any]:
-        """The far side's queue, states and free resources: one round trip."""
-        return self.agent("queue", {"all": show_all})
+        """The far side's queue, states and free resources: one round trip (and one more to
+        settle submissions whose reply was lost, if there are any)."""
+        tell(outbox.settle(self))
+        return self.agent("queue", {"all": show_all}, need=("queued", "running", "done"))
 
     def states(self, exps: Sequence[Experiment]) -> Dict[str, State]:
         try:
-            answer = self.agent("queue", {"shas": [e.sha for e in exps]})
+            answer = self.agent("queue", {"shas": [e.sha for e in exps]}, need=("states",))
         except GitExpError as exc:
             return {e.sha: (e.status, f"cannot ask {self.target.name}: {exc}") for e in exps}
         states = answer.get("states") or {}
@@ -337,33 +409,59 @@ class SshRunner(Runner):
         return code
 
 
+def tell(lines: Sequence[str]) -> None:
+    """Notices of a command that prints a report of its own (pull, queue --on), on stderr."""
+    for line in lines:
+        print(printable(f"gitexp: {line}"), file=sys.stderr, flush=True)
+
+
 def setup_target(repo: Any, store: Any, target: Any) -> List[str]:
-    """``git exp remote setup``: the repository there (``git init`` when missing), then the checks
-    every ``run --on`` makes. Returns the lines to print."""
+    """``git exp remote setup``: the checks every ``run --on`` makes, then the repository there
+    (``git init`` when missing). A failed setup leaves nothing created there."""
     if not target.host:
         raise BadInput(f"run target {target.name} is this machine (no --host): there is nothing to set up")
     runner = SshRunner(repo, store, target)
     transport = runner.transport
     try:
-        version = transport.run(["git", "--version"])
+        version = transport.run(["git", "--version"], timeout=runner.timeout)
         if version.returncode != 0:
             raise BadInput(f"run target {target.name}: git is not installed on {runner.host}", "install git there")
+        info = runner.preflight(in_repo=False)  # Python and gitexp there, before anything is made
         path = runner.path
         if path == "~" or path.startswith("~/"):
             path = transport.home() + path[1:]  # argv words are never expanded
-        existed = transport.run(["git", "-C", path, "rev-parse", "--git-dir"]).returncode == 0
+        existed = transport.run(["git", "-C", path, "rev-parse", "--git-dir"], timeout=runner.timeout).returncode == 0
         if not existed:
-            made = transport.run(["git", "init", "-q", "--", path])
-            if made.returncode != 0:
-                raise BadInput(f"run target {target.name}: could not create a git repository at {path} on "
-                               f"{runner.host}: {printable(made.stderr.decode(errors='replace').strip())}")
+            _init_there(runner, path)
     except TransportError as exc:
         raise BadInput(str(exc)) from None
-    info = runner.preflight()
     return [f"{target.name}: {'using the' if existed else 'created a'} git repository at {runner.host}:{path}",
             f"{target.name}: {printable(version.stdout.decode(errors='replace').strip())}, "
             f"Python {printable(str(info.get('python')))} ({printable(str(info.get('executable')))}), "
             f"gitexp {printable(str(info.get('version')))} (agent protocol {info.get('protocol')}): ready"]
+
+
+# What `git init $1` will create: the outermost folder of $1 that does not exist yet, or $1/.git.
+FIRST_MISSING = r"""p=$1; top=; while [ ! -e "$p" ]; do top=$p; p=$(dirname -- "$p"); done
+[ -n "$top" ] || [ -e "$1/.git" ] || top="$1/.git"
+printf '%s\n' "$top"
+"""
+
+
+def _init_there(runner: SshRunner, path: str) -> None:
+    """``git init`` at ``path`` there and check it; on failure, what it created goes again."""
+    transport, name = runner.transport, runner.target.name
+    top = transport.run(["sh", "-c", FIRST_MISSING, "sh", path], timeout=runner.timeout).stdout.decode().strip()
+    try:
+        made = transport.run(["git", "init", "-q", "--", path], timeout=runner.timeout)
+        if made.returncode != 0:
+            raise BadInput(f"run target {name}: could not create a git repository at {path} on "
+                           f"{runner.host}: {printable(made.stderr.decode(errors='replace').strip())}")
+        runner.preflight()
+    except BaseException:
+        if top and top != "/":  # a relative one is in the home folder there, where ssh starts
+            transport.run(["rm", "-rf", "--", top], timeout=runner.timeout)
+        raise
 
 
 def pull_with_targets(repo: Any, specs: Sequence[str]) -> Any:
@@ -388,6 +486,7 @@ def pull_with_targets(repo: Any, specs: Sequence[str]) -> Any:
         if target is not None and target.host:
             runner = SshRunner(repo, store, target)
             try:
+                tell(outbox.settle(runner))  # before the merge: recorded here with their target
                 with runner.git_env():
                     fetched.append(sync.fetch(repo, runner.fetch_source()))
             except TransportError as exc:
