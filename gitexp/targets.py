@@ -21,6 +21,9 @@ Kept in ``.gitexp.yaml`` at the repository root (committed, shared by a team)::
 
 (``remotes:``, the older name of the section, is still read.) A user overrides any key
 without touching the shared file: ``git config exp.remote.triton.account my-project``.
+``ssh_config`` can run commands on this machine (``ProxyCommand``...), so it is kept in the
+user's git config, and one in the shared file is used only once the user trusted that version
+of the file (:mod:`gitexp.trust`, ``git exp remote trust``).
 Settings are checked against the runner's own schema (``Runner.OPTIONS``): a Slurm key on a
 local target, a misspelt key or a bad value is one line naming the key.
 """
@@ -28,12 +31,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
 from .config import closest, load_yaml
+from . import trust
 from .errors import BadInput
+from .giturls import location, same_repository
 from .repo import Repo
 from .runners.base import Option, check_option
 from .transport import LocalTransport, SshTransport, Transport
@@ -65,6 +70,8 @@ class Target:
     name: str
     runner: str = "local"
     options: Dict[str, Any] = field(default_factory=dict)
+    # Why ssh to it must not start: its ssh_config comes from an untrusted tracked file.
+    refusal: Optional[BadInput] = None
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.options.get(key, default)
@@ -93,6 +100,9 @@ class Target:
         if not self.host:
             return LocalTransport()
         port = self.options.get("port")
+        if self.refusal is not None:
+            return trust.UntrustedSshTransport(self.host, self.refusal, ssh_config=self.get("ssh_config"),
+                                               port=int(port) if port is not None else None)
         return SshTransport(self.host, ssh_config=self.get("ssh_config"),
                             port=int(port) if port is not None else None)
 
@@ -127,6 +137,24 @@ def _sections(data: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
     return merged
 
 
+def _shared_ssh_configs(shared: Dict[str, Dict[str, Any]]) -> Dict[str, str]:
+    return {name: str(options["ssh_config"]) for name, options in shared.items() if options.get("ssh_config")}
+
+
+def trust_shared_file(repo: Repo, revoke: bool = False) -> str:
+    """``git exp remote trust``: use the ssh_config settings of this version of the shared file."""
+    if revoke:
+        trust.revoke(repo)
+        return f"no version of {TARGETS_FILE} is trusted now: its ssh_config settings are not used"
+    tracked = _shared_ssh_configs(_sections(_read_file(repo)))
+    if not tracked:
+        return f"nothing to trust: {TARGETS_FILE} sets no ssh_config"
+    trust.record(repo, trust.fingerprint(repo, _file(repo), tracked))
+    named = ", ".join(f"{name}: {trust.resolve(repo, path)}" for name, path in sorted(tracked.items()))
+    return (f"trusted this version of {TARGETS_FILE} and the ssh config files it names ({named}); "
+            f"a change to any of them needs {trust.TRUST_COMMAND} again")
+
+
 def _user_overrides(repo: Repo) -> Dict[str, Dict[str, Any]]:
     proc = repo.run(["config", "--get-regexp", r"^exp\.remote\."], check=False)
     out: Dict[str, Dict[str, Any]] = {}
@@ -145,14 +173,44 @@ def _user_overrides(repo: Repo) -> Dict[str, Dict[str, Any]]:
 
 
 def load_targets(repo: Repo) -> Dict[str, Target]:
-    merged = _sections(_read_file(repo))
-    for name, options in _user_overrides(repo).items():
+    """Every run target; the first one with a bad setting is one line naming it (BadInput)."""
+    return _build(repo, _read_file(repo), strict=True)[0]
+
+
+def load_targets_leniently(repo: Repo) -> Tuple[Dict[str, Target], Dict[str, str], Optional[str]]:
+    """(targets, target name -> what is wrong with it, what is wrong with the file): one bad
+    target, or an unreadable file, leaves the others usable (the pre-push hook)."""
+    try:
+        data, unreadable = _read_file(repo), None
+    except BadInput as exc:
+        data, unreadable = {}, str(exc)
+    targets, problems = _build(repo, data, strict=False)
+    return targets, problems, unreadable
+
+
+def _build(repo: Repo, data: Dict[str, Any], strict: bool) -> Tuple[Dict[str, Target], Dict[str, str]]:
+    shared = _sections(data)
+    merged = {name: dict(options) for name, options in shared.items()}
+    overrides = _user_overrides(repo)
+    for name, options in overrides.items():
         merged.setdefault(name, {}).update(options)
-    targets = {}
+    tracked = _shared_ssh_configs(shared)
+    # the targets whose ssh_config comes from the shared file (a user's own setting wins)
+    used = [name for name in tracked if "ssh_config" not in overrides.get(name, {})]
+    refusals = trust.refusals(repo, _file(repo), tracked, used)
+    targets: Dict[str, Target] = {}
+    problems: Dict[str, str] = {}
     for name, options in merged.items():
-        validate(name, options)
-        targets[name] = Target(name, str(options.get("runner", "local")), options)
-    return targets
+        try:
+            validate(name, options)
+        except BadInput as exc:
+            if strict:
+                raise
+            problems[name] = str(exc)
+        if name in used:
+            options["ssh_config"] = trust.resolve(repo, tracked[name])  # as it was fingerprinted
+        targets[name] = Target(name, str(options.get("runner", "local")), options, refusals.get(name))
+    return targets, problems
 
 
 def _schema(runner: str) -> Dict[str, Option]:
@@ -206,28 +264,33 @@ def get_target(repo: Repo, name: str) -> Target:
 
 
 def add_target(repo: Repo, name: str, options: Dict[str, Any], user: bool = False) -> str:
-    """Add or replace a target; in ``.gitexp.yaml`` or, with ``user``, in git config."""
+    """Add or replace a target; in ``.gitexp.yaml`` or, with ``user``, in git config.
+
+    Settings that can run commands here (``ssh_config``) always go to the user's git config:
+    the shared file is read by everyone who pulls it (see :mod:`gitexp.trust`)."""
     if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith((".", "-")):
         raise BadInput(f"target name {name!r} may only hold letters, digits, '-', '_' and '.'")
     options = {k: v for k, v in options.items() if v not in (None, [], ())}
     validate(name, options)
+    personal = {k: v for k, v in options.items() if user or k in trust.COMMAND_KEYS}
+    data = {} if user else _read_file(repo)
+    for key, value in personal.items():
+        variable = f"{CONFIG_PREFIX}{name}.{key.replace('_', '-')}"
+        repo.run(["config", "--unset-all", variable], check=False)
+        for item in value if isinstance(value, list) else [value]:
+            repo.run(["config", "--add", variable, str(item)])
     if user:
-        for key, value in options.items():
-            values = value if isinstance(value, list) else [value]
-            variable = f"{CONFIG_PREFIX}{name}.{key.replace('_', '-')}"
-            repo.run(["config", "--unset-all", variable], check=False)
-            for item in values:
-                repo.run(["config", "--add", variable, str(item)])
         return "git config (this repository, this user)"
-    data = _read_file(repo)
     legacy = data.get(LEGACY_SECTION) or {}
     legacy.pop(name, None)
     if not legacy:
         data.pop(LEGACY_SECTION, None)
     section = data.get(SECTION) or {}
-    section[name] = options
+    section[name] = {k: v for k, v in options.items() if k not in personal}
     data[SECTION] = section
     _write_file(repo, data)
+    if personal:
+        return f"{TARGETS_FILE} (its {', '.join(sorted(personal))} in your git config: it can run commands here)"
     return TARGETS_FILE
 
 
@@ -266,17 +329,9 @@ def describe(target: Target) -> str:
 
 
 def find_by_url(targets: Dict[str, Target], url: str) -> Optional[Target]:
-    """The ssh target whose repository ``url`` names (``host:path``, ``ssh://host[:port]/path``)."""
+    """The ssh target whose repository ``url`` names, in any of git's spellings of it
+    (``host:path``, ``user@host:path/``, ``ssh://host[:port]/path.git``: :mod:`gitexp.giturls`)."""
     for target in targets.values():
-        if target.host and url in _urls(target):
+        if target.host and same_repository(url, location(target.host, target.path or "", target.get("port"))):
             return target
     return None
-
-
-def _urls(target: Target) -> List[str]:
-    host, path = target.host or "", target.path or ""
-    port = target.get("port")
-    urls = [f"{host}:{path}", f"ssh://{host}{path}" if path.startswith("/") else f"ssh://{host}/~/{path.lstrip('~/')}"]
-    if port:
-        urls.append(f"ssh://{host}:{port}{path}" if path.startswith("/") else f"ssh://{host}:{port}/{path}")
-    return urls

@@ -1,6 +1,7 @@
 """Parsing and printing of sizes (``10GB``) and durations (``2h``, ``1-12:00:00``)."""
 from __future__ import annotations
 
+import math
 import re
 from typing import Union
 
@@ -10,21 +11,35 @@ _SIZE_UNITS = {
     "t": 1000 ** 4, "tb": 1000 ** 4,
     "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4,
 }
+# Far above any disk or memory, far below where a float loses whole bytes: a larger value is a
+# typo or a forgery (``10^23 PB``), and ``inf``/``nan`` would make every sum of sizes meaningless.
+MAX_SIZE = 1000 ** 6  # 1EB
 _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
 _DURATION_PART = re.compile(r"([0-9]*\.?[0-9]+)\s*(d|h|m|s)")
 _CLOCK_RE = re.compile(r"^(?:(\d+)-)?(\d+):(\d{1,2})(?::(\d{1,2}))?$")
 
 
 def parse_size(value: Union[str, int, float]) -> int:
-    """Bytes in ``value``: ``10GB`` (powers of 1000) or ``10GiB`` (powers of 1024)."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a size; write it like 10GB or 512MB")
+    """Bytes in ``value``: ``10GB`` (powers of 1000) or ``10GiB`` (powers of 1024).
+
+    Only a finite amount from 0 to :data:`MAX_SIZE`: a negative size would cancel others in a
+    sum (the pre-push disk check adds them up).
+    """
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"{shown} is not a size; write it like 10GB or 512MB")
     if isinstance(value, (int, float)):
-        return int(value)
-    match = _SIZE_RE.match(str(value))
-    if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"{value!r} is not a size; write it like 10GB, 512MB or 2GiB")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+        number, unit = value, 1
+    else:
+        match = _SIZE_RE.match(value)
+        if not match or match.group(2).lower() not in _SIZE_UNITS:
+            raise ValueError(f"{shown} is not a size; write it like 10GB, 512MB or 2GiB")
+        number, unit = float(match.group(1)), _SIZE_UNITS[match.group(2).lower()]
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError(f"{shown} is not a size; write a finite amount like 10GB")
+    if number < 0 or number * unit > MAX_SIZE:
+        raise ValueError(f"{shown} is not a usable size: it must be from 0 to 1000000TB (1EB)")
+    return int(number * unit)
 
 
 def parse_duration(value: Union[str, int, float]) -> int:

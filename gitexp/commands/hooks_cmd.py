@@ -6,7 +6,8 @@ from typing import Tuple
 
 import click
 
-from ..errors import BadInput
+from ..errors import BadInput, GitExpError
+from ..summary import printable
 from .common import open_store
 
 
@@ -43,7 +44,10 @@ def hook(name: str, args: Tuple[str, ...]) -> int:
     if name != "pre-push" or len(args) != 2:
         raise BadInput(f"_hook {name}: expected pre-push <remote name> <url>")
     repo, _store = open_store()
-    code, lines = prepush.check(repo, args[0], args[1], sys.stdin.read().splitlines())
+    try:
+        code, lines = prepush.check(repo, args[0], args[1], sys.stdin.read().splitlines())
+    except GitExpError as exc:  # say whose refusal it is and how to get past it
+        code, lines = 1, [f"{prepush.SAID}: error: {printable(str(exc))}; fix it, {prepush.SKIP}"]
     for line in lines:
         click.echo(line, err=True)
     return code

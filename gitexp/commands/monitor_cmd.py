@@ -257,11 +257,16 @@ def hosts(targets: tuple, fmt: str) -> None:
     from .queue_cmd import resources_text
 
     repo, store = open_store()
-    names = list(targets) or [n for n, t in sorted(load_targets(repo).items()) if t.options.get("host")]
+    defined = load_targets(repo)
+    names = list(targets) or [n for n, t in sorted(defined.items()) if t.options.get("host")]
     reports: Dict[str, Any] = {}
     if not targets:
         reports["here"] = {"host": socket.gethostname(), "resources": resources(repo)}
     for name in names:
+        refusal = defined[name].refusal if name in defined else None
+        if refusal is not None and not targets:  # never contacted: its ssh_config is not trusted
+            reports[name] = {"error": str(refusal), "skipped": True}
+            continue
         try:
             reports[name] = _far(repo, store, name).queue_report(False)
         except BadInput as exc:
@@ -273,7 +278,9 @@ def hosts(targets: tuple, fmt: str) -> None:
                     for name, r in reports.items()})
         return
     for name, report in reports.items():
-        if report.get("error"):
+        if report.get("skipped"):
+            click.echo(f"{fmt_value(name)}: not contacted: {fmt_value(report['error'])}")
+        elif report.get("error"):
             click.echo(f"{fmt_value(name)}: unreachable: {fmt_value(report['error'])}")
         else:
             click.echo(resources_text(name, report))

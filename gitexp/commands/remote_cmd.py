@@ -112,3 +112,19 @@ def setup(name: str) -> None:
     repo, store = open_store()
     for line in setup_target(repo, store, get_target(repo, name)):
         click.echo(line)
+
+
+# -- trust: the ssh settings of the shared .gitexp.yaml (gitexp/trust.py) --------------------------
+@remote.command(name="trust")
+@click.option("--revoke", is_flag=True, help="Trust no version of .gitexp.yaml any more.")
+def trust(revoke: bool) -> None:
+    """Use the ssh_config settings of this version of the shared .gitexp.yaml.
+
+    An ssh config can run commands on this machine (ProxyCommand, LocalCommand, Match exec), so
+    one that comes with the shared file is used only after this; read the file and the ssh
+    config files it names first. A later change to any of them needs trusting again. Your own
+    settings (git config exp.remote.NAME.ssh-config, remote add --ssh-config) need no trust."""
+    from ..targets import trust_shared_file
+
+    repo, _store = open_store()
+    click.echo(trust_shared_file(repo, revoke))

@@ -9,12 +9,18 @@ come back with ``git exp pull``.
 from __future__ import annotations
 
 import shutil
-from typing import TYPE_CHECKING, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
+import yaml
+
+from ..errors import GitExpError
+from ..notes import CONFIG_PATH
 from ..paths import runs_root
 from ..repo import Repo
 from ..resources import _existing
-from ..units import format_size
+from ..summary import printable
+from ..units import format_size, parse_size
+from ..yamlsafe import load_yaml
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
@@ -23,6 +29,57 @@ if TYPE_CHECKING:
 
 def needed(configs: "Sequence[ExperimentConfig]") -> int:
     return sum(config.requires.disk or 0 for config in configs)
+
+
+def pushed_configs(repo: Repo, shas: Sequence[str]) -> "Tuple[List[ExperimentConfig], List[str]]":
+    """The configs of the experiments among ``shas`` and, for each experiment whose
+    ``requires.disk`` cannot be read, a line naming it and the value.
+
+    Commits that are not experiments are left out, and so are experiments whose config is
+    invalid for another reason (their run fails at once there, using no disk): an unreadable
+    size must never make an experiment count as needing nothing.
+    """
+    from ..config import parse_config
+
+    configs, problems = [], []
+    for sha in shas:
+        raw = repo.show_file(sha, CONFIG_PATH)
+        if raw is None:
+            continue  # not an experiment commit: nothing to run there
+        try:
+            configs.append(parse_config(raw.decode(), source=f"{sha[:12]}:{CONFIG_PATH}", stored=True))
+        except (GitExpError, ValueError):
+            problem = _unreadable_disk(raw, sha)
+            if problem:
+                problems.append(problem)
+    return configs, problems
+
+
+def _unreadable_disk(raw: bytes, sha: str) -> Optional[str]:
+    try:
+        data: Any = load_yaml(raw.decode("utf-8", errors="replace"))
+    except yaml.YAMLError:
+        data = None
+    if not isinstance(data, dict):
+        return f"experiment {sha[:12]}: its stored config ({CONFIG_PATH}) cannot be read, so its requires.disk is unknown"
+    name = data.get("name")
+    label = f"experiment {printable(name)} ({sha[:12]})" if isinstance(name, str) else f"experiment {sha[:12]}"
+    requires = data.get("requires")
+    if requires is not None and not isinstance(requires, dict):
+        return f"{label}: requires {_shown(requires)} is not a mapping, so its requires.disk is unknown"
+    disk = requires.get("disk") if isinstance(requires, dict) else None
+    if disk is None:
+        return None
+    try:
+        parse_size(disk)
+    except ValueError:
+        return f"{label}: requires.disk {_shown(disk)} is not a size from 0 to 1EB (write it like 10GB or 2GiB)"
+    return None
+
+
+def _shown(value: Any) -> str:
+    text = printable(repr(value))
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def check_fit(repo: Repo, target: "Target", configs: "Sequence[ExperimentConfig]",

@@ -33,7 +33,7 @@ fi
 if [ -x "$gitexp_python" ]; then
     "$gitexp_python" -m gitexp _hook pre-push "$@" < "$input" || exit $?
 else
-    echo "gitexp pre-push: $gitexp_python is gone, no disk check made (run git exp hooks install again)" >&2
+    echo "gitexp pre-push hook: $gitexp_python is gone, no disk check made (run git exp hooks install again)" >&2
 fi
 exit 0
 """
