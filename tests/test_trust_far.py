@@ -231,3 +231,40 @@ def test_fsck_removes_inbox_refs_nobody_took(repo: Path) -> None:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     return make_repo(tmp_path / "repo")
+
+
+# -- the reply checks alone (no sshd needed) ----------------------------------------------------------------------------
+SHA = "a" * 40
+
+
+@pytest.mark.parametrize("op, stdout, said", [
+    ("submit", b'{"x": 1}', "no 'exps'"),
+    ("submit", b"[" * 100_000, "nested"),
+    ("queue", b'{"states": ' + b'{"a": ' * 40 + b"1" + b"}" * 41, "nested more than 32"),
+    ("submit", b'{"exps": "all"}', "'exps' is a str"),
+    ("probe", b'{"version": "1", "protocol": true}', "'protocol' is a bool"),
+    ("probe", b"banner\nnot json", "not JSON"),
+    ("cancel", b"", "no answer"),
+    ("submit", b'[{"exps": []}]', "not an object"),
+])
+def test_parse_reply_refuses_what_is_not_gitexps(op: str, stdout: bytes, said: str) -> None:
+    from gitexp.runners.reply import parse_reply
+
+    answer, problem = parse_reply(op, stdout)
+    assert answer == {} and problem and said in problem
+
+
+@pytest.mark.parametrize("exps, said", [
+    ([], "accounts for 0 of the 1"),
+    ([{"sha": SHA, "name": "a", "status": "pending"}] * 2, "already listed"),
+    ([{"sha": "b" * 40, "name": "a", "status": "pending"}], "not sent"),
+    ([{"sha": SHA, "name": "a", "status": "pwned"}], "status 'pwned'"),
+    ([{"sha": SHA, "name": "a\x1b]0;x\x07", "status": "queued"}], "name"),
+    ([{"sha": SHA, "name": "a", "status": "queued", "handle": "job 1"}], "'handle' is a str"),
+])
+def test_a_submit_reply_must_account_for_each_experiment_sent_once(exps: list, said: str) -> None:
+    from gitexp.runners.reply import submitted_problem
+
+    problem = submitted_problem({"exps": exps}, {SHA})
+    assert problem and said in problem
+    assert submitted_problem({"exps": [{"sha": SHA, "name": "a", "status": "queued", "reason": None}]}, {SHA}) is None
