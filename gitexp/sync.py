@@ -38,7 +38,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from . import evidence
 from . import merge as rules
 from . import summary as checks
 from .errors import BadInput, DiskFull, GitFailed, MissingObjects, RefConflict
@@ -347,14 +346,18 @@ class _Merger:
 
     def ran_here(self, sha: str) -> bool:
         if sha not in self._ran_here:
-            self._ran_here[sha] = evidence.ran_here(self.repo, sha)
+            from .evidence import ran_here  # psutil: only when a note of ours is merged
+
+            self._ran_here[sha] = ran_here(self.repo, sha)
         return self._ran_here[sha]
 
     def graph_problem(self, sha: str, summary: Mapping[str, Any]) -> Optional[str]:
         """Why a remote summary's chain, attempt or outdir_of contradict the commit graph."""
         if not any(key in summary for key in ("chain", "attempt", "outdir_of")):
             return None
-        return evidence.chain_problem(self.repo, sha, summary)
+        from .evidence import chain_problem
+
+        return chain_problem(self.repo, sha, summary)
 
     def _graph_rejected(self, sha: str, blob: str) -> bool:
         self.load([blob])
