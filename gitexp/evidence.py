@@ -199,3 +199,35 @@ def inside(path: str, roots: Sequence[str]) -> bool:
         if real == base or real.startswith(base + os.sep):
             return True
     return False
+
+
+# -- scheduler jobs this repository submitted ---------------------------------------------------------
+SUBMITTED_DIR = "submitted"
+
+
+def record_submission(repo: Repo, runner: str, job: str, shas: Sequence[str]) -> None:
+    """Remember here that this repository submitted ``job`` for ``shas`` (best effort).
+
+    A job id in a note is a claim: one of your other jobs' ids in a pulled note must never be
+    cancelled. This file in this machine's runs root is the evidence :func:`submitted_here` asks for.
+    """
+    folder = os.path.join(runs_root(repo), SUBMITTED_DIR)
+    path = os.path.join(folder, f"{runner}-{job}.json")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump({"runner": runner, "job": job, "shas": list(shas)}, handle)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # without it, cancel refuses and says to cancel the job by hand
+
+
+def submitted_here(repo: Repo, runner: str, job: str, sha: str) -> bool:
+    """Whether this repository submitted scheduler job ``job`` (digits) for run ``sha``."""
+    if not re.fullmatch(r"[0-9]{1,18}", job):
+        return False
+    info = read_exec_info(os.path.join(runs_root(repo), SUBMITTED_DIR, f"{runner}-{job}.json"))
+    shas = info.get("shas")
+    return info.get("runner") == runner and isinstance(shas, list) and sha in shas
+

@@ -358,3 +358,39 @@ def test_metrics_of_a_corrupt_note_warns_naming_the_sha(world: Dict[str, Any]) -
     git(mine, "notes", "--ref=exps-metrics", "add", "-f", "-m", "this is not json", toy)
     proc = gitexp(mine, "metrics", "toy")
     assert toy[:10] in proc.stderr and "warning" in proc.stderr
+
+
+# -- 1 (schedulers): a job id in a pulled note is never cancelled ----------------------------------------------
+def test_a_pulled_note_naming_one_of_our_slurm_jobs_cancels_nothing(world: Dict[str, Any]) -> None:
+    mine, tmp = world["mine"], world["tmp"]
+    fakebin = tmp / "fakebin"
+    fakebin.mkdir()
+    calls = tmp / "calls"
+    for tool in ("scancel", "scontrol", "sbatch"):
+        (fakebin / tool).write_text(f"#!/bin/sh\necho {tool} \"$@\" >> {calls}\n")
+        (fakebin / tool).chmod(0o755)
+    # squeue says job 4242 (one of "our" jobs) runs: only the evidence stands between the note and scancel
+    (fakebin / "squeue").write_text("#!/bin/sh\necho '4242|4242|N/A|RUNNING|None'\n")
+    (fakebin / "squeue").chmod(0o755)
+    env = {"PATH": f"{fakebin}:{os.environ['PATH']}"}
+    theirs = publish(world)
+    main = git(theirs.path, "rev-parse", "HEAD").strip()
+    forged = theirs.experiment("jobkiller", main, {"status": "running", "runner": "slurm",
+                                                   "slurm": {"job": "4242", "task": None}})
+    theirs.push()
+    gitexp(mine, "pull", "hub")
+    proc = gitexp(mine, "cancel", "jobkiller", check=False, env=env)
+    assert proc.returncode != 0 and "not submitted from this repository" in proc.stderr, proc.stderr
+    out = gitexp(mine, "rm", "--force", "jobkiller", env=env).stdout
+    assert "not submitted from this repository" in out
+    assert not calls.exists() or "scancel" not in calls.read_text()
+    # With the record this repository writes when it submits, the same job is ours to cancel.
+    from gitexp.evidence import record_submission
+    from gitexp.repo import Repo
+
+    theirs.push()
+    gitexp(mine, "pull", "hub")
+    assert exp_sha(mine, "jobkiller") == forged
+    record_submission(Repo.discover(str(mine)), "slurm", "4242", [forged])
+    gitexp(mine, "cancel", "jobkiller", check=False, env=env)
+    assert "scancel -- 4242" in calls.read_text()

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from ..config import ExperimentConfig
 from ..errors import BadInput, GitExpError
+from ..evidence import record_submission, submitted_here
 from ..lifecycle import Status, transition
 from ..notes import Experiment
 from ..transport import LocalTransport
@@ -154,6 +155,9 @@ class BatchRunner(Runner):
         except BaseException:
             self.delete_jobs(held)  # nothing was recorded
             raise
+        for job in held:  # the local evidence that these jobs are ours to cancel
+            record_submission(self.repo, self.name, job,
+                              [e.sha for e in exps if (e.summary.get(self.HANDLE) or {}).get("job") == job])
         try:
             for job in held:
                 self.release(job)
@@ -180,6 +184,18 @@ class BatchRunner(Runner):
         BadInput when the note holds no usable job id."""
         raise NotImplementedError
 
+    def owns_job(self, exp: Experiment) -> Optional[str]:
+        """None when this repository submitted ``exp``'s job; else why it may not be cancelled here.
+
+        The job id comes from a note, which may have been pulled: only a job this repository
+        recorded submitting for this very run is ever cancelled (``gitexp.evidence``).
+        """
+        job = plain_job((exp.summary.get(self.HANDLE) or {}).get("job"))
+        if job is None or submitted_here(self.repo, self.name, job, exp.sha):
+            return None  # no usable id: stop_job_check says so
+        return (f"{self.SCHEDULER} job {job} of {exp.name} was not submitted from this repository (no record of "
+                "that submission here); nothing was cancelled")
+
     def cancel(self, exp: Experiment) -> str:
         """Mark the cancel (so the executor records ``killed``), ask the scheduler, and record
         ``killed`` here only for a job that never started; a running executor records it."""
@@ -187,6 +203,9 @@ class BatchRunner(Runner):
         if status not in OPEN:
             raise BadInput(f"{exp.name} is {status}, not pending or running: nothing to cancel")
         self.stop_job_check(exp)
+        foreign = self.owns_job(exp)
+        if foreign:
+            raise GitExpError(foreign, "cancel it where it was submitted, or with the scheduler's own command")
         self.store.update_summary(exp.sha, lambda s: {**s, "cancel_requested": True}, message="gitexp: cancel")
         spec = self.stop_job(exp)
         transition(self.store, exp.sha, Status.KILLED,
@@ -202,6 +221,9 @@ class BatchRunner(Runner):
         """BadInput before anything is written when ``exp`` has no usable job id."""
 
     def stop_removed(self, exp: Experiment) -> str:
+        foreign = self.owns_job(exp)
+        if foreign:
+            return foreign
         try:
             return f"cancelled {self.stop_job(exp)}"
         except GitExpError as exc:
