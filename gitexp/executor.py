@@ -91,6 +91,13 @@ def notes_interval() -> float:
     return _seconds("GITEXP_NOTES_INTERVAL")[0]
 
 
+def shell_argv(command: str) -> List[str]:
+    """The program's shell. ``--norc``: over ssh (SSH_CLIENT set) bash would read ``~/.bashrc``
+    first, whose PATH (pyenv, conda) would beat the config's ``env:``; what the config says wins."""
+    bash = shutil.which("bash")
+    return [bash, "--norc", "-c", command] if bash else ["/bin/sh", "-c", command]
+
+
 def kill_grace() -> float:
     return _seconds("GITEXP_KILL_GRACE")[0]
 
@@ -445,7 +452,7 @@ class Executor:
                                                  "step": "" if step is None else str(step)})
         else:  # without `resume:`, the command runs with GITEXP_RESUME_FROM set
             command = self.config.render_command(builtins)
-        argv = command if isinstance(command, list) else [shutil.which("bash") or "/bin/sh", "-c", command]
+        argv = command if isinstance(command, list) else shell_argv(command)
         # Unbuffered: a failed write (a full disk) loses that chunk only, never wedges a buffer.
         self.log = open(self.paths.log, "ab", buffering=0)
         self.log.write(f"gitexp: running {command!r} in {self.paths.worktree}\n".encode())
