@@ -165,7 +165,7 @@ def _user_overrides(repo: Repo) -> Dict[str, Dict[str, Any]]:
             continue
         name, option = ".".join(parts[2:-1]), parts[-1].replace("-", "_")  # git keys cannot hold '_'
         entry = out.setdefault(name, {})
-        if _schema(entry.get("runner", "local")).get(option, Option("text", "")).kind == "list":
+        if _schema(entry.get("runner", "local")).get(option, Option("text", "")).kind in ("list", "env"):
             entry.setdefault(option, []).append(value)
         else:
             entry[option] = value

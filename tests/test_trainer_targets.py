@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from conftest import gitexp, make_repo
+from conftest import git, gitexp, make_repo
+from sshd import ssh_host  # noqa: F401  (pytest fixture)
+from test_ssh_remote import add_target, far_finished, far_python, laptop  # noqa: F401  (fixtures)
 
 
 def test_config_env_wins_over_bashrc_read_because_of_ssh(tmp_path: Path) -> None:
@@ -18,3 +21,22 @@ def test_config_env_wins_over_bashrc_read_because_of_ssh(tmp_path: Path) -> None
     out = gitexp(repo, "run", "c.yaml", env=env).stdout
     assert "which=config" in out, out
     assert "/from-bashrc" not in out, out
+
+
+def test_the_local_runner_on_an_ssh_target_has_its_own_setup_and_env(
+        laptop: Path, ssh_host: Any, tmp_path: Path, far_python: str) -> None:  # noqa: F811
+    far = tmp_path / "far"
+    add_target(laptop, ssh_host, "box", far, far_python, "--setup", "export FROMSETUP=set-up",
+               "--env", "FROMENV=target", "--env", "BOTH=target")
+    gitexp(laptop, "remote", "setup", "box")
+    (laptop / "e.yaml").write_text("name: envbox\ncommand: echo \"setup=$FROMSETUP env=$FROMENV both=$BOTH\"\n"
+                                   "env: {BOTH: config}\n")
+    git(laptop, "add", "e.yaml")
+    git(laptop, "commit", "-q", "-m", "e")
+    gitexp(laptop, "run", "e.yaml", "--on", "box")
+    far_finished(far, 1)
+    out = gitexp(far, "logs", "envbox").stdout
+    assert "setup=set-up env=target both=config" in out, out
+    bad = gitexp(laptop, "remote", "add", "b2", "--host", ssh_host.alias, "--path", str(far), "--env", "no equals",
+                 check=False)
+    assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -45,7 +45,10 @@ def remote() -> None:
 @click.option("--max-parallel", type=int, help="Slurm, Grid Engine: at most this many array tasks at once (%N, -tc).")
 @click.option("--signal-warning", type=int, help="Slurm, Grid Engine: seconds before the time limit to send SIGUSR1 (default 120).")
 @click.option("--module", "modules", multiple=True, help="Slurm, Grid Engine: module to load first (repeatable).")
-@click.option("--setup", "setup", multiple=True, help="Slurm, Grid Engine: shell line to run first, e.g. 'source venv/bin/activate'.")
+@click.option("--setup", "setup", multiple=True, help="Shell line to run first (the local runner's worker, a Slurm or "
+              "Grid Engine job), e.g. 'source venv/bin/activate' (repeatable).")
+@click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Local runner: environment of its worker and "
+              "programs (the config's env: wins; repeatable).")
 @click.option("--sbatch", "sbatch", multiple=True, help="Slurm: extra #SBATCH line, e.g. '--exclusive' (repeatable).")
 @click.option("--queue", help="Grid Engine: cluster queue (-q), e.g. all.q.")
 @click.option("--pe", help="Grid Engine: parallel environment that requires.cpus asks slots of (-pe).")
@@ -61,7 +64,7 @@ def add(name: str, runner: str, host: Optional[str], path: Optional[str], python
         jobs: Optional[int], partition: Optional[str], account: Optional[str], qos: Optional[str],
         time_: Optional[str], mem: Optional[str], cpus: Optional[int], gres: Optional[str],
         constraint: Optional[str], max_parallel: Optional[int], signal_warning: Optional[int],
-        modules: Tuple[str, ...], setup: Tuple[str, ...], sbatch: Tuple[str, ...], queue: Optional[str],
+        modules: Tuple[str, ...], setup: Tuple[str, ...], env: Tuple[str, ...], sbatch: Tuple[str, ...], queue: Optional[str],
         pe: Optional[str], project: Optional[str], ram_resource: Optional[str], gpu_resource: Optional[str],
         qsub: Tuple[str, ...], user: bool) -> None:
     """Add (or replace) run target NAME. Without --host it is this machine (e.g. a Slurm login node)."""
@@ -70,7 +73,7 @@ def add(name: str, runner: str, host: Optional[str], path: Optional[str], python
                "port": port, "disk_margin": disk_margin, "ssh_timeout": ssh_timeout, "gpus": gpus, "jobs": jobs, "partition": partition,
                "account": account, "qos": qos, "time": time_, "mem": mem, "cpus": cpus, "gres": gres,
                "constraint": constraint, "max_parallel": max_parallel, "signal_warning": signal_warning,
-               "modules": list(modules), "setup": list(setup), "sbatch": list(sbatch), "queue": queue, "pe": pe,
+               "modules": list(modules), "setup": list(setup), "env": list(env), "sbatch": list(sbatch), "queue": queue, "pe": pe,
                "project": project, "ram_resource": ram_resource, "gpu_resource": gpu_resource, "qsub": list(qsub)}
     where = add_target(repo, name, options, user=user)
     hint = f"; create the repository there with: git exp remote setup {name}" if host else ""

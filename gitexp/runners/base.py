@@ -43,13 +43,14 @@ __all__ = ["LocalTransport", "Transport", "Option", "Runner", "Made", "exec_argv
 
 State = Tuple[str, Optional[str]]  # (status, reason or None)
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 controls
+ENV_ITEM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 
 @dataclass(frozen=True)
 class Option:
     """One setting of a run target: ``kind`` says how it is checked (see :func:`check_option`)."""
 
-    kind: str  # "text", "count" (whole number >= 1), "duration", "size", "list", "gpus"
+    kind: str  # "text", "count" (whole number >= 1), "duration", "size", "list", "env" (KEY=VALUE list), "gpus"
     help: str
 
 
@@ -61,6 +62,12 @@ def check_option(key: str, value: Any, option: Option) -> Optional[str]:
         if isinstance(item, str) and CONTROL.search(item):
             return (f"{key} '{printable(item)[:120]}' holds a control character (newline, tab, escape...); "
                     "give it as one line of plain text")
+    if option.kind == "env":
+        items = value if isinstance(value, list) else [value]
+        bad = [v for v in items if not isinstance(v, str) or not ENV_ITEM.match(v)]
+        if bad:
+            return f"{key} '{printable(str(bad[0]))[:120]}' is not KEY=VALUE (KEY: letters, digits, _)"
+        return None
     if option.kind == "list":
         items = value if isinstance(value, list) else [value]
         if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in items):

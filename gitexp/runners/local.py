@@ -32,6 +32,9 @@ class LocalRunner(Runner):
     OPTIONS: ClassVar[Dict[str, Option]] = {
         "gpus": Option("gpus", "GPU indices the target's worker hands out, one per running experiment"),
         "jobs": Option("count", "how many experiments the target's worker runs at once"),
+        "setup": Option("list", "shell lines the target's worker runs first (e.g. 'source venv/bin/activate')"),
+        "env": Option("env", "KEY=VALUE environment of the target's worker and its programs "
+                             "(the config's env: still wins)"),
     }
     LOCAL_QUEUE = True
     EXECUTOR_CLAIMS = True
@@ -77,8 +80,13 @@ class LocalRunner(Runner):
                 "--lock", os.path.join(root, f"worker-{label}.lock")]
         if self.target.get("gpus") is not None:
             args += ["--gpus", str(self.target.get("gpus"))]
-        return self.transport.spawn(gitexp_argv(*args), cwd=self.repo.root,
-                                    log_path=os.path.join(root, f"worker-{label}.log"))
+        argv = gitexp_argv(*args)
+        setup = self.target.list("setup")
+        if setup:  # the target's own setup, then the worker in that shell (its programs inherit it)
+            argv = ["bash", "--norc", "-c", "\n".join([*setup, 'exec "$@"']), "gitexp-worker", *argv]
+        env = dict(item.split("=", 1) for item in self.target.list("env"))
+        return self.transport.spawn(argv, cwd=self.repo.root, log_path=os.path.join(root, f"worker-{label}.log"),
+                                    env=env or None)
 
     # -- state --------------------------------------------------------------------------------------
     def states(self, exps: Sequence[Experiment]) -> Dict[str, State]:
