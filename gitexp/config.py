@@ -323,6 +323,8 @@ class _Validator:
             notify=notify_mod.parse(data.get("notify"), self.fail, check=not self.stored),
             source=self.source, lines=self.lines,
         )
+        if not self.stored:  # a stored config was checked when it was recorded
+            diagnostics_mod.check_metrics(config.diagnostics, config.metrics, self.fail)
         known = set(config.params) | set(BUILTIN_PLACEHOLDERS)
         for key, template in (("command", config.command), ("resume", config.resume)):
             for placeholder in placeholders(template) if template is not None else []:

@@ -97,6 +97,25 @@ def parse(value: Any, fail: Fail) -> Rules:
     return rules
 
 
+# Rules whose ``metrics:`` must name metrics of the config (they need its goal); ``nan`` also
+# watches metrics only the program's gitexp.log names, so any name is allowed there.
+DECLARED_ONLY = ("divergence", "plateau")
+
+
+def check_metrics(rules: Any, declared: Mapping[str, Any], fail: Fail) -> None:
+    """Refuse a rule's ``metrics:`` naming a metric the config does not declare (a typo would
+    leave the rule watching nothing, without a word)."""
+    if not isinstance(rules, Rules):
+        return
+    for rule in DECLARED_ONLY:
+        for metric in rules.rules[rule].get("metrics") or []:
+            if metric not in declared:
+                configured = ", ".join(sorted(declared)) or "none"
+                raise fail(f"diagnostics.{rule}.metrics",
+                           f"diagnostics.{rule}.metrics names {metric!r}, which is not a metric of this config "
+                           f"(its metrics: {configured})", "name a metric declared under 'metrics:'")
+
+
 def _rule(name: str, spec: Any, key: str, fail: Fail) -> Dict[str, Any]:
     settings = dict(DEFAULTS[name])
     if spec is False or spec == "off":

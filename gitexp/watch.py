@@ -5,8 +5,10 @@ run (resource sampling, diagnostics, checkpoint files appearing) is a :class:`Wa
 executor builds one per factory in :data:`FACTORIES` when the program starts and calls it
 from one watch thread:
 
-* :meth:`Watcher.on_points` with the metric records that arrived since the last call
-  (regex-captured and ``gitexp.log`` points alike);
+* :meth:`Watcher.on_points` with the metric records that arrived since the last call,
+  regex-captured and ``gitexp.log`` points alike, all in the history's shape
+  ``{"step", "time", <metric>: value}`` (:func:`as_point` turns a captured record
+  ``{"metric", "value", "step", "time", "src"}`` into that shape, so no watcher sees two shapes);
 * :meth:`Watcher.on_tick` about every :data:`TICK_SECONDS` (a watcher keeps its own pace);
 * :meth:`Watcher.on_end` once the program ended, before the final notes are written.
 
@@ -81,6 +83,18 @@ class Watcher:
         return {}
 
 
+CAPTURED_KEYS = frozenset(("metric", "value", "step", "time", "src"))
+
+
+def as_point(record: Dict[str, Any]) -> Dict[str, Any]:
+    """A record in the history's shape: a captured record (a regex or metrics-file point,
+    ``{"metric", "value", "step", "time", "src"}``) becomes ``{"step", "time", <metric>: value}``;
+    an API point already is one."""
+    if set(record) == CAPTURED_KEYS and isinstance(record.get("metric"), str):
+        return {"step": record.get("step"), "time": record.get("time"), record["metric"]: record.get("value")}
+    return record
+
+
 Factory = Callable[[RunContext], Optional[Watcher]]
 # Each returns a watcher for the run, or None when it has nothing to watch (e.g. no
 # `checkpoints:` in the config). Modules register theirs with :func:`register`.
@@ -132,7 +146,7 @@ class Watchers:
 
     def points(self, records: List[Dict[str, Any]]) -> None:
         if records:
-            self._each("on_points", records)
+            self._each("on_points", [as_point(r) for r in records])
 
     def tick(self, now: float) -> None:
         self._each("on_tick", now)
