@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -33,11 +34,11 @@ __all__ = [  # what other modules import from here; the YAML and quoting names a
     "BUILTIN_PLACEHOLDERS", "GOALS", "MAX_NAME_LEN", "MAX_YAML_NODES", "METRIC_KEYS", "REQUIRE_KEYS", "STEP_MODES",
     "STORED_KEYS", "TOP_KEYS", "ExperimentConfig", "Loader", "MetricSpec", "Requires", "Scalar", "TemplateError",
     "YAMLRefused", "check_name", "closest", "coerce_value", "decode_config", "load_config", "load_yaml",
-    "load_yaml_node", "parse_config", "parse_override", "placeholders", "render_shell",
+    "load_yaml_node", "parse_config", "parse_override", "placeholders", "render_shell", "typed_like",
 ]
 
 TOP_KEYS = ("name", "group", "description", "command", "params", "metrics", "requires", "files", "env", "sweep",
-            "snapshot", "step", "resume", "checkpoints", "auto_resume", "diagnostics", "notify")
+            "snapshot", "step", "resume", "checkpoints", "auto_resume", "diagnostics", "notify", "warning_signal")
 METRIC_KEYS = ("goal", "regex", "file", "key", "step")
 STEP_MODES = ("count", "latest")  # besides {regex: ...}; see MetricSpec.step
 REQUIRE_KEYS = ("disk", "ram", "gpu_mem", "time", "gpus", "cpus")
@@ -45,6 +46,11 @@ GOALS = ("minimize", "maximize")
 BUILTIN_PLACEHOLDERS = ("outdir", "name", "run_dir")
 RESUME_PLACEHOLDERS = ("checkpoint", "step")  # only in `resume:`, filled from the checkpoint resumed from
 MAX_AUTO_RESUME = 100
+# The ends `auto_resume` continues (`auto_resume: {times: N, ends: [...]}`): a time limit, a
+# preemption, a dead executor or node, a program killed by SIGKILL (the OOM killer), any failure.
+AUTO_RESUME_ENDS = ("timeout", "preempted", "lost", "sigkill", "failed")
+AUTO_RESUME_DEFAULT_ON = ("timeout", "preempted", "lost", "sigkill")
+WARNING_SIGNAL_VALUES = ("auto", "always", "never", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGTERM", "SIGHUP")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
 # A name is one file name under refs/exps/ (255 bytes on most filesystems, less ".lock"); 200
 # leaves room for the "-N" a taken name gets and for a sweep id's "-sweep-xxxxxx".
@@ -127,6 +133,8 @@ class ExperimentConfig:
     resume: Optional[Union[str, List[str]]] = None  # the command that continues from {checkpoint}
     checkpoints: List[str] = field(default_factory=list)  # globs of checkpoint files the executor watches
     auto_resume: int = 0  # resubmit a run stopped by the time limit, preemption or a lost node this often
+    auto_resume_on: Tuple[str, ...] = AUTO_RESUME_DEFAULT_ON  # which ends auto_resume continues
+    warning_signal: str = "auto"  # the time-limit warning to the program: auto (if it handles SIGUSR1), ...
     diagnostics: Any = None  # gitexp.diagnostics.Rules (parsed by that module)
     notify: Any = None  # gitexp.notify.NotifySpec (parsed by that module)
     source: str = "<config>"
@@ -156,7 +164,10 @@ class ExperimentConfig:
         if self.checkpoints:
             out["checkpoints"] = list(self.checkpoints)
         if self.auto_resume:
-            out["auto_resume"] = self.auto_resume
+            out["auto_resume"] = self.auto_resume if self.auto_resume_on == AUTO_RESUME_DEFAULT_ON \
+                else {"times": self.auto_resume, "ends": list(self.auto_resume_on)}
+        if self.warning_signal != "auto":
+            out["warning_signal"] = self.warning_signal
         for key in ("diagnostics", "notify"):
             given = getattr(self, key).to_dict() if getattr(self, key) is not None else None
             if given is not None:
@@ -318,7 +329,8 @@ class _Validator:
             requires=self.requires(data), files=self.files(data), env=self.env(data),
             sweep=self.sweep(data), snapshot=snapshot_mod.parse(data.get("snapshot"), self.fail),
             resume=self.command(data, "resume") if data.get("resume") is not None else None,
-            checkpoints=self.checkpoints(data), auto_resume=self.auto_resume(data),
+            checkpoints=self.checkpoints(data), auto_resume=self.auto_resume(data)[0],
+            auto_resume_on=self.auto_resume(data)[1], warning_signal=self.warning_signal(data),
             diagnostics=diagnostics_mod.parse(data.get("diagnostics"), self.fail),
             notify=notify_mod.parse(data.get("notify"), self.fail, check=not self.stored),
             source=self.source, lines=self.lines,
@@ -351,14 +363,32 @@ class _Validator:
                                 'e.g. "out/*.pt" (in the run\'s working tree) or "{outdir}/*.pt"')
         return list(value)
 
-    def auto_resume(self, data: Mapping[str, Any]) -> int:
-        value = data.get("auto_resume", 0)
+    def auto_resume(self, data: Mapping[str, Any]) -> Tuple[int, Tuple[str, ...]]:
+        """``auto_resume: N``, or ``{times: N, ends: [...]}`` naming the ends it continues."""
+        value, ends = data.get("auto_resume", 0), AUTO_RESUME_DEFAULT_ON
+        if isinstance(value, dict):
+            self.check_keys(value, ("times", "ends"), "auto_resume.")
+            on = value.get("ends", list(ends))
+            on = [on] if isinstance(on, str) else on
+            if not isinstance(on, list) or not all(isinstance(e, str) and e in AUTO_RESUME_ENDS for e in on):
+                raise self.fail("auto_resume", f"'auto_resume.ends' must be a list of: {', '.join(AUTO_RESUME_ENDS)}; "
+                                f"not {on!r}", "e.g. auto_resume: {times: 3, ends: [timeout, lost, sigkill]}")
+            value, ends = value.get("times", 1), tuple(dict.fromkeys(on))
         if value is None:
-            return 0
+            return 0, ends
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_AUTO_RESUME:
             raise self.fail("auto_resume", f"'auto_resume' must be a whole number from 0 to {MAX_AUTO_RESUME}, "
                             f"not {value!r}", "it is how often a run stopped by the time limit, preemption or "
                             "a lost node is resumed from its latest checkpoint")
+        return value, ends
+
+    def warning_signal(self, data: Mapping[str, Any]) -> str:
+        value = data.get("warning_signal", "auto")
+        value = "auto" if value is None else value
+        if not isinstance(value, str) or value not in WARNING_SIGNAL_VALUES:
+            raise self.fail("warning_signal", f"'warning_signal' must be one of {', '.join(WARNING_SIGNAL_VALUES)}, "
+                            f"not {value!r}", "auto passes the time-limit warning (SIGUSR1) on only to a program "
+                            "that handles it")
         return value
 
     def command(self, data: Mapping[str, Any], key: str = "command") -> Union[str, List[str]]:
@@ -543,6 +573,10 @@ def parse_override(text: str, config: ExperimentConfig) -> Tuple[str, Scalar]:
 
 
 def coerce_value(raw: str, like: Scalar, where: str) -> Scalar:
+    """A value from the command line (``-p``, ``--sweep``) in the type of the config's default
+    ``like``: ``-p lr=10`` against ``lr: 0.1`` is the float 10.0 (the program gets ``10.0``),
+    ``-p tag=10`` against a string is the string ``10``. A number that cannot keep an integer
+    default's type (``-p wd=0.01`` against ``wd: 0``) is passed as given, with a note saying so."""
     try:
         value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -554,4 +588,29 @@ def coerce_value(raw: str, like: Scalar, where: str) -> Scalar:
         raise BadInput(f"{where}: {raw!r} is not a number, but the param is ({like!r})", "give a number")
     if isinstance(like, bool) and not isinstance(value, bool):
         raise BadInput(f"{where}: {raw!r} is not true/false, but the param is ({like!r})")
-    return value
+    if isinstance(like, str) and not isinstance(value, str):
+        return raw  # the text as given: a string param stays a string
+    typed, changed = typed_like(value, like)
+    if changed:
+        print(f"gitexp: note: {where}: {raw} is passed as a {type(typed).__name__}; "
+              f"the config's default {like!r} is a {type(like).__name__}", file=sys.stderr)
+    return typed
+
+
+def typed_like(value: Any, like: Any) -> Tuple[Any, bool]:
+    """(``value`` in the type of ``like`` where that loses nothing, whether its type still
+    differs): an int for a float default becomes a float, a whole float for an int default
+    an int. Other values are returned as they are."""
+    if isinstance(value, bool) or isinstance(like, bool) or not isinstance(value, (int, float)) \
+            or not isinstance(like, (int, float)):
+        return value, False
+    if isinstance(like, float) and isinstance(value, int):
+        try:
+            return float(value), False
+        except OverflowError:
+            return value, True
+    if isinstance(like, int) and isinstance(value, float):
+        if value.is_integer():
+            return int(value), False
+        return value, True
+    return value, False

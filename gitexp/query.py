@@ -84,6 +84,21 @@ def parse_filter(text: str) -> Filter:
     return Filter(key, op, value)
 
 
+def same_value(a: Any, b: Any) -> bool:
+    """Whether two param values are the same for the program: equal and of the same type, so
+    ``10`` and ``10.0`` (the program reads ``10`` and ``10.0``) or ``1`` and ``true`` differ.
+    ``diff``, ``compare`` and ``report`` all decide with this."""
+    return type(a) is type(b) and (a == b or (a != a and b != b))  # NaN is the same as NaN
+
+
+def param_text(value: Any) -> Any:
+    """A param value for a table where types matter: a whole float keeps its ``.0`` (``10.0``
+    beside ``10``), so two values shown apart never look alike. Other values as they are."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 1e15:
+        return f"{value:.1f}"
+    return value
+
+
 def goal_of(exps: Sequence[Experiment], key: str) -> Optional[str]:
     for exp in exps:
         goal = ((exp.summary.get("metrics") or {}).get(key) or {}).get("goal") or (exp.summary.get("goals") or {}).get(key)

@@ -30,6 +30,7 @@ from . import timing as timing_mod
 from .metrics import is_number
 from .notes import Experiment
 from .paths import run_paths
+from .query import same_value
 from .repo import Repo
 from .summary import printable
 from .units import format_size
@@ -323,7 +324,8 @@ def _differing_params(exps: Sequence[Experiment]) -> List[str]:
     if len(exps) == 1:
         return list(keys)
     missing = object()
-    return [k for k in keys if len({repr((e.summary.get("params") or {}).get(k, missing)) for e in exps}) > 1]
+    values = {k: [(e.summary.get("params") or {}).get(k, missing) for e in exps] for k in keys}
+    return [k for k, vs in values.items() if not all(same_value(v, vs[0]) for v in vs)]
 
 
 def _metric_entry(exp: Experiment, name: str) -> Dict[str, Any]:

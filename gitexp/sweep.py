@@ -30,7 +30,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .config import MAX_NAME_LEN, ExperimentConfig, Scalar, check_name, closest, coerce_value
+from .config import MAX_NAME_LEN, ExperimentConfig, Scalar, check_name, closest, coerce_value, typed_like
 from .errors import BadInput
 
 SWEEP_KEYS = ("grid", "zip", "random", "max_parallel")
@@ -100,7 +100,8 @@ def _lists(config: ExperimentConfig, section: Any, part: str) -> Dict[str, List[
             raise BadInput(f"{where}: no values to sweep for '{name}'", "give a list like [0.1, 0.01]")
         if any(isinstance(v, (list, dict)) for v in values):
             raise BadInput(f"{where}: values swept for '{name}' must be single values")
-        out[str(name)] = list(values)
+        like = config.params[str(name)]
+        out[str(name)] = [typed_like(v, like)[0] for v in values]  # 1 beside lr: 0.1 is 1.0
     return out
 
 
@@ -270,9 +271,10 @@ def sweep_id(config: ExperimentConfig, pts: Sequence[Mapping[str, Scalar]]) -> s
 
 
 def expand(config: ExperimentConfig, spec: SweepSpec, group: Optional[str] = None) -> List[ExperimentConfig]:
-    """One config per point, named after its varied params, all in one group (the sweep id)."""
+    """One config per point, named after its varied params, all in one group: ``group``
+    (--group), else the config's own ``group:``, else a new sweep id."""
     pts = points(spec)
-    group = group or sweep_id(config, pts)
+    group = group or config.group or sweep_id(config, pts)
     out = []
     for point in pts:
         child = config.with_params(point, name=point_name(config.name, point))

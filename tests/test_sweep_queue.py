@@ -22,7 +22,7 @@ def test_grid_sweep_from_the_command_line_runs_every_point(repo: Path) -> None:
     proc = gitexp(repo, "run", "config.yaml", "--sweep", "lr=0.1,0.5,1.0", "--sweep", "steps=2,3", "-j", "2")
     rows = log_json(repo)
     assert len(rows) == 6 and {r["status"] for r in rows} == {"finished"}
-    assert len({r["group"] for r in rows}) == 1 and rows[0]["group"].startswith("toy-sweep-")
+    assert len({r["group"] for r in rows}) == 1 and rows[0]["group"] == "g1"  # the config's group
     assert {(r["params"]["lr"], r["params"]["steps"]) for r in rows} == {
         (lr, s) for lr in (0.1, 0.5, 1.0) for s in (2, 3)}
     assert "toy-lr=0.5,steps=3" in {r["name"] for r in rows}

@@ -11,6 +11,7 @@ from .. import timing as timing_mod
 from ..errors import BadInput
 from ..metrics import is_number
 from ..notes import CONFIG_PATH, Experiment, Store
+from ..query import param_text, same_value
 from ..repo import Repo
 from ..status import live_statuses
 from ..summary import printable
@@ -79,7 +80,7 @@ def _params(exps: Sequence[Experiment]) -> Tuple[Dict[str, List[Any]], Dict[str,
     missing = object()
     for key in keys:
         values = [(exp.summary.get("params") or {}).get(key, missing) for exp in exps]
-        if all(v == values[0] and type(v) is type(values[0]) for v in values):
+        if all(same_value(v, values[0]) for v in values):
             same[key] = values[0]
         else:
             differ[key] = [None if v is missing else v for v in values]
@@ -163,12 +164,12 @@ def _print(data: Dict[str, Any]) -> None:
         echo(f"{r['column']} = {cell(r['name'])} ({r['id'][:10]}) {cell(r['status'])}")
     echo("")
     if data["params"]:
-        rows = [[cell(k)] + [_num(v) for v in values] for k, values in data["params"].items()]
+        rows = [[cell(k)] + [_num(param_text(v)) for v in values] for k, values in data["params"].items()]
         echo(render_table(["param"] + cols, rows))
     else:
         echo("params: identical")
     if data["same_params"]:
-        echo("same in all: " + " ".join(f"{cell(k)}={_num(v)}" for k, v in data["same_params"].items()))
+        echo("same in all: " + " ".join(f"{cell(k)}={_num(param_text(v))}" for k, v in data["same_params"].items()))
     parents = {r["parent"] for r in runs}
     if len(parents) > 1:
         echo("based on different commits: " + ", ".join(f"{r['column']} {cell(r['parent'], 12)}" for r in runs))

@@ -52,7 +52,7 @@ def log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[s
     # notes are written every GITEXP_NOTES_INTERVAL seconds). Ended runs read no file.
     live_mod.refresh(repo, exps, statuses)
     if group:
-        exps = [e for e in exps if e.summary.get("group") == group]
+        exps = _in_group(exps, group)
     exps = [e for e in exps if all(f.matches(e, statuses[e.sha]) for f in parsed)]
     exps = sort_experiments(exps, sort_key)
     if limit:
@@ -63,8 +63,8 @@ def log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[s
     show_last = bool(metric_names)
     if fmt == "json":
         print_json([record(e, statuses[e.sha]) for e in exps])
-    elif fmt == "csv":
-        _write_csv(exps, statuses, metrics)
+    elif fmt == "csv":  # an export: every metric unless -m chose some (the table shows two)
+        _write_csv(exps, statuses, list(metric_names) or all_metrics(exps))
     else:
         _print_table(exps, {sha: st + (" elsewhere" if sha in elsewhere else "") for sha, st in statuses.items()},
                      metrics, show_last, metrics[0] if spark and metrics else None)
@@ -88,12 +88,45 @@ def _with_attempts(store: Store, exps: List[Experiment], statuses: Dict[str, str
     return out, statuses
 
 
+def _in_group(exps: List[Experiment], group: str) -> List[Experiment]:
+    """The experiments of ``group``; BadInput naming the known groups when it has none."""
+    members = [e for e in exps if e.summary.get("group") == group]
+    if members or not exps:
+        return members
+    groups = sorted({g for g in (e.summary.get("group") for e in exps) if isinstance(g, str) and g})
+    if not groups:
+        raise BadInput(f"no experiment in group {group!r}: no experiment has a group")
+    hint = closest(group, groups)
+    listed = ", ".join(groups[:20]) + (f" and {len(groups) - 20} more" if len(groups) > 20 else "")
+    raise BadInput(f"no experiment in group {group!r} (groups: {listed})",
+                   hint if hint.startswith("did you mean") else None)
+
+
 def _default_metrics(exps: List[Experiment]) -> List[str]:
+    """The table's metric columns: the first two declared with a goal."""
+    return _goal_metrics(exps)[:2]
+
+
+def all_metrics(exps: List[Experiment]) -> List[str]:
+    """Every metric of any row: those with a goal first (as the table shows them), then the
+    others by name."""
+    goals = _goal_metrics(exps)
+    rest: Dict[str, None] = {}
+    for exp in exps:
+        found = exp.summary.get("metrics")
+        for name in found if isinstance(found, dict) else {}:
+            if name not in goals:
+                rest.setdefault(str(name), None)
+    return goals + sorted(rest)
+
+
+def _goal_metrics(exps: List[Experiment]) -> List[str]:
     names: Dict[str, None] = {}
     for exp in exps:
-        for name in exp.summary.get("goals") or {}:
-            names.setdefault(name, None)
-    return list(names)[:2]
+        found = exp.summary.get("goals")
+        for name in found if isinstance(found, dict) else {}:
+            names.setdefault(str(name), None)
+    return list(names)
 
 
 def record(exp: Experiment, status: str) -> Dict[str, Any]:

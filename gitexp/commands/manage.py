@@ -8,7 +8,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import click
 from tabulate import tabulate
@@ -17,6 +17,7 @@ from ..errors import BadInput, GitExpError
 from ..evidence import local_executor, process_alive, verified_chain
 from ..notes import CONFIG_PATH, Experiment, Store
 from ..paths import run_paths
+from ..query import param_text, same_value
 from ..repo import RefUpdate, Repo
 from ..status import live_statuses
 from ..summary import printable
@@ -157,7 +158,7 @@ def diff(a: str, b: str, stat: bool) -> None:
     repo, store = open_store()
     left, right = store.find(a), store.find(b)
     click.echo(f"A = {cell(left.name)} ({left.sha[:10]})   B = {cell(right.name)} ({right.sha[:10]})\n")
-    _compare(_flat(left.summary.get("params")), _flat(right.summary.get("params")), "param")
+    _compare(_flat(left.summary.get("params")), _flat(right.summary.get("params")), "param", shown=param_text)
     _compare(_best(left), _best(right), "metric (best)", show_all=True)
     # Only shas from refs reach git's argv (both are full hex shas), never text from notes.
     args = ["diff", "--stat"] if stat else ["diff"]
@@ -178,10 +179,11 @@ def _best(exp: Experiment) -> Dict[str, Any]:
     return {k: v.get("best", v.get("last")) for k, v in metrics.items() if isinstance(v, dict)}
 
 
-def _compare(left: Dict[str, Any], right: Dict[str, Any], label: str, show_all: bool = False) -> None:
+def _compare(left: Dict[str, Any], right: Dict[str, Any], label: str, show_all: bool = False,
+             shown: Callable[[Any], Any] = lambda v: v) -> None:
     keys: List[str] = sorted(set(left) | set(right))
-    rows = [[cell(k), cell(left.get(k)), cell(right.get(k))] for k in keys
-            if show_all or left.get(k) != right.get(k)]
+    rows = [[cell(k), cell(shown(left.get(k))), cell(shown(right.get(k)))] for k in keys
+            if show_all or not same_value(left.get(k), right.get(k))]
     if rows:
         click.echo(tabulate(rows, headers=[label, "A", "B"], disable_numparse=True) + "\n")
     elif keys:

