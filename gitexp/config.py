@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -208,6 +209,21 @@ class ExperimentConfig:
         """The ``resume:`` command with placeholders filled (``builtins`` hold checkpoint and step)."""
         assert self.resume is not None
         return ExperimentConfig(**{**self.__dict__, "command": self.resume}).render_command(builtins)
+
+    def command_text(self, builtins: Mapping[str, str], resume: bool = False) -> str:
+        """The command as the user wrote it with the values in place, for people to read
+        (``python train.py --lr 0.1``): the log's first line and mails. Never run: the
+        program runs :meth:`render_command`, which keeps values out of the shell's text."""
+        from .summary import printable  # control characters in a value shown escaped
+
+        command = self.resume if resume and self.resume is not None else self.command
+        values: Dict[str, Any] = {**self.params, **builtins}
+        try:
+            if isinstance(command, list):
+                return printable(shlex.join(substitute(part, values) for part in command))
+            return printable(substitute(command, values))
+        except (ValueError, TypeError, KeyError, IndexError):
+            return printable(str(command))
 
     def render_command(self, builtins: Mapping[str, str]) -> Union[str, List[str]]:
         """The command with placeholders filled.

@@ -448,14 +448,17 @@ class Executor:
         point = self._resume_point()
         if point and self.config.resume is not None:
             step = point.get("step")
-            command = self.config.render_resume({**builtins, "checkpoint": point["checkpoint"],
-                                                 "step": "" if step is None else str(step)})
+            filled = {**builtins, "checkpoint": point["checkpoint"], "step": "" if step is None else str(step)}
+            command = self.config.render_resume(filled)
+            shown = self.config.command_text(filled, resume=True)
         else:  # without `resume:`, the command runs with GITEXP_RESUME_FROM set
             command = self.config.render_command(builtins)
+            shown = self.config.command_text(builtins)
         argv = command if isinstance(command, list) else shell_argv(command)
         # Unbuffered: a failed write (a full disk) loses that chunk only, never wedges a buffer.
         self.log = open(self.paths.log, "ab", buffering=0)
-        self.log.write(f"gitexp: running {command!r} in {self.paths.worktree}\n".encode())
+        # The command as written, with its values: people read this line (logs, crash mails).
+        self.log.write(f"gitexp: running {shown} in {self.paths.worktree}\n".encode())
         self.log.flush()
         try:
             self.proc = subprocess.Popen(

@@ -8,17 +8,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import socket
-import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict
 
-import pytest
 
-from conftest import git, gitexp, log_json, make_repo
+from conftest import gitexp, log_json, make_repo
 
 TYPED_TRAIN = textwrap.dedent('''
     import sys
@@ -98,3 +94,48 @@ def test_diff_and_compare_agree_on_equal_params(tmp_path: Path) -> None:
     assert "params: identical" not in diff and "10.0" in diff, diff
     text = gitexp(repo, "compare", "int", "float").stdout
     assert "10.0" in text
+
+
+# -- 17: show, logs and metrics without an id use the latest experiment ---------------------------------
+def test_show_logs_metrics_default_to_the_latest_experiment(repo: Path) -> None:
+    run_ok(repo, "config.yaml", "--name", "older")
+    time.sleep(1.1)  # created times a second apart
+    run_ok(repo, "config.yaml", "-p", "steps=3", "--name", "newer")
+    newest = next(r for r in log_json(repo) if r["name"] == "newer")
+    shown = json.loads(gitexp(repo, "show", "--format", "json").stdout)
+    assert shown["id"] == newest["id"]
+    logs = gitexp(repo, "logs")
+    assert "step 3 acc=" in logs.stdout and "step 4" not in logs.stdout
+    assert "newer" in logs.stderr  # which one, on stderr
+    rows = list(csv.DictReader(io.StringIO(gitexp(repo, "metrics").stdout)))
+    assert [int(float(r["step"])) for r in rows] == [1, 2, 3]
+
+
+def test_show_without_id_in_an_empty_repository_is_exit_2(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "empty")
+    for command in ("show", "logs", "metrics"):
+        proc = gitexp(repo, command, check=False)
+        assert proc.returncode == 2 and proc.stdout == "", (command, proc)
+        assert len(proc.stderr.strip().splitlines()) == 1 and "no experiments" in proc.stderr
+
+
+# -- 18: the log's first line is the command as written, with values --------------------------------------
+def test_logs_first_line_is_the_command_with_values(repo: Path) -> None:
+    run_ok(repo, "config.yaml", "-p", "lr=0.25")
+    first = gitexp(repo, "logs").stdout.splitlines()[0]
+    assert first.startswith("gitexp: running python train.py 0.25 5 in "), first
+    assert "GITEXP_P_" not in first and "\\n" not in first
+    from gitexp.notify import log_tail
+
+    tail, _trace = log_tail(str(repo / ".git" / "gitexp" / "runs" / log_json(repo)[0]["id"] / "output.log"))
+    assert tail.splitlines()[0] == first  # what a crash mail quotes
+
+
+# -- 20: metrics csv has elapsed seconds ---------------------------------------------------------------
+def test_metrics_csv_has_elapsed_seconds(repo: Path) -> None:
+    run_ok(repo, "config.yaml")
+    rows = list(csv.DictReader(io.StringIO(gitexp(repo, "metrics").stdout)))
+    assert rows and "elapsed_s" in rows[0]
+    elapsed = [float(r["elapsed_s"]) for r in rows]
+    assert all(0 <= e < 60 for e in elapsed) and elapsed == sorted(elapsed)
+    assert abs(float(rows[0]["time"]) - float(rows[0]["elapsed_s"]) - float(rows[-1]["time"]) + float(rows[-1]["elapsed_s"])) < 1e-2

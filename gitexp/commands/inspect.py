@@ -14,6 +14,8 @@ from tabulate import tabulate
 
 from .. import live as live_mod
 from .. import timing as timing_mod
+from ..errors import BadInput
+from ..metrics import finite_number, is_number
 from ..status import live_status
 from ..notes import Experiment, Store
 from ..paths import run_paths
@@ -25,14 +27,15 @@ from .log import record
 
 
 @click.command()
-@click.argument("ident", metavar="ID")
+@click.argument("ident", metavar="[ID]", required=False)
 @output_format("text", "json", default="text")
 @click.option("--reach", "reach", multiple=True, metavar="METRIC=VALUE",
               help="Also say when METRIC first reached VALUE (step, seconds since the start); repeatable.")
-def show(ident: str, fmt: str, reach: Tuple[str, ...] = ()) -> None:
-    """Everything about one experiment: config, facts, metric summaries, time, outputs, log tail."""
+def show(ident: Optional[str], fmt: str, reach: Tuple[str, ...] = ()) -> None:
+    """Everything about one experiment (default: the latest): config, facts, metric summaries,
+    time, outputs, log tail."""
     repo, store = open_store()
-    exp = store.find(ident)
+    exp = find_or_latest(store, ident)
     status, why = live_status(repo, exp)
     live_mod.refresh(repo, [exp], {exp.sha: status})  # a run in progress here: its points so far
     if why:
@@ -56,6 +59,20 @@ def show(ident: str, fmt: str, reach: Tuple[str, ...] = ()) -> None:
         print_json(data)
         return
     _print_show(exp, status, config, details, outputs, timing_mod.lines(timing, reached), chain)
+
+
+def find_or_latest(store: Store, ident: Optional[str], say: bool = False) -> Experiment:
+    """The experiment ``ident`` names, or without one the newest (as ``plot`` takes the latest
+    sweep); ``say``: name it on stderr, where it cannot mix with the output."""
+    if ident:
+        return store.find(ident)
+    exps = store.experiments()
+    if not exps:
+        raise BadInput("no experiments here yet", "git exp run config.yaml records one")
+    newest = max(exps, key=lambda e: (e.summary.get("created") if is_number(e.summary.get("created")) else 0, e.name))
+    if say:
+        click.echo(f"gitexp: the latest experiment, {fmt_value(newest.name)} ({newest.sha[:10]})", err=True)
+    return newest
 
 
 def _timing(repo: Repo, store: Store, exp: Experiment, reach: Sequence[str]
@@ -246,13 +263,13 @@ def _list_outputs(outdir: str) -> List[Dict[str, Any]]:
 
 
 @click.command()
-@click.argument("ident", metavar="ID")
+@click.argument("ident", metavar="[ID]", required=False)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output while it runs.")
-def logs(ident: str, follow: bool) -> Optional[int]:
-    """The program's output (from this machine's run directory, from the run target it runs on
-    over ssh, else the recorded tail)."""
+def logs(ident: Optional[str], follow: bool) -> Optional[int]:
+    """The program's output (default: the latest experiment's), from this machine's run
+    directory, from the run target it runs on over ssh, else the recorded tail."""
     repo, store = open_store()
-    exp = store.find(ident)
+    exp = find_or_latest(store, ident, say=True)
     path = run_paths(repo, exp.sha).log
     if not os.path.exists(path):
         code = runner_for(repo, store, exp).follow_log(exp, follow)  # it runs elsewhere: from there
@@ -289,13 +306,14 @@ def _still_running(repo: Repo, store: Store, exp: Experiment) -> bool:
 
 
 @click.command()
-@click.argument("ident", metavar="ID")
+@click.argument("ident", metavar="[ID]", required=False)
 @output_format("csv", "json", "jsonl", default="csv")
 @click.option("--raw", is_flag=True, help="Only this attempt's own points, not the curve across its chain.")
-def metrics(ident: str, fmt: str, raw: bool = False) -> None:
-    """Export the full metric histories: one record per step (across retries and resumes)."""
+def metrics(ident: Optional[str], fmt: str, raw: bool = False) -> None:
+    """Export the full metric histories of one experiment (default: the latest): one record per
+    step (across retries and resumes); csv adds elapsed_s, seconds since the run started."""
     repo, store = open_store()
-    exp = store.find(ident)
+    exp = find_or_latest(store, ident, say=True)
     history = live_mod.history(repo, exp, store, raw=raw)  # a run in progress here: the curve so far
     if fmt == "json":
         print_json(history)
@@ -310,11 +328,23 @@ def metrics(ident: str, fmt: str, raw: bool = False) -> None:
                 return json_text(rec, indent=None)  # NaN as null, deep nesting cut
         click.echo("".join(line(rec) + "\n" for rec in history), nl=False)
         return
-    keys: Dict[str, None] = {"step": None, "time": None}
+    _write_csv(history, exp.summary)
+
+
+def _write_csv(history: List[Dict[str, Any]], summary: Dict[str, Any]) -> None:
+    """One row per record; ``elapsed_s`` beside ``time``: seconds since the run started (the
+    first attempt's start for a chain, whose points began before the latest attempt)."""
+    keys: Dict[str, None] = {"step": None, "time": None, "elapsed_s": None}
     for rec in history:
         for key in rec:
             keys.setdefault(key, None)
+    times = [t for t in (finite_number(r.get("time")) for r in history) if t is not None]
+    start = timing_mod.start_of(history, summary)
+    if start is not None and times:
+        start = min(start, min(times))
     writer = csv.DictWriter(sys.stdout, fieldnames=list(keys))
     writer.writeheader()
     for rec in history:
-        writer.writerow(rec)
+        when = finite_number(rec.get("time"))
+        elapsed = round(when - start, 3) if when is not None and start is not None else None
+        writer.writerow({**rec, "elapsed_s": elapsed} if "elapsed_s" not in rec else rec)
