@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +41,28 @@ def test_the_local_runner_on_an_ssh_target_has_its_own_setup_and_env(
     bad = gitexp(laptop, "remote", "add", "b2", "--host", ssh_host.alias, "--path", str(far), "--env", "no equals",
                  check=False)
     assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_remote_setup_install_puts_this_gitexp_there_without_an_index(
+        laptop: Path, ssh_host: Any, tmp_path: Path) -> None:  # noqa: F811
+    """A Python there without gitexp or its dependencies: --install sends wheels built here."""
+    bare = "/root/.pyenv/versions/3.11.7/bin/python3"
+    if not os.path.exists(bare):
+        bare = "python3"
+    far = tmp_path / "far"
+    gitexp(laptop, "remote", "add", "bare", "--host", ssh_host.alias, "--ssh-config", ssh_host.config,
+           "--path", str(far), "--python", bare)
+    missing = gitexp(laptop, "remote", "setup", "bare", check=False)
+    assert missing.returncode == 2 and "git exp remote setup bare --install" in missing.stderr, missing.stderr
+    assert not far.exists()
+    venv = tmp_path / "farenv"
+    proc = gitexp(laptop, "remote", "setup", "bare", "--install", "--install-dir", str(venv), timeout=300)
+    assert "installed gitexp" in proc.stdout and "ready" in proc.stdout, proc.stdout + proc.stderr
+    python = git(laptop, "config", "exp.remote.bare.python").strip()
+    assert python == f"{venv}/venv/bin/python"
+    out = subprocess.run([python, "-c", "import gitexp, sys; print(gitexp.__file__)"], capture_output=True,
+                         text=True, cwd=tmp_path, env={"PATH": os.environ["PATH"], "HOME": os.environ["HOME"]})
+    assert out.returncode == 0 and str(venv) in out.stdout, out.stderr
+    sha = gitexp(laptop, "run", "config.yaml", "--on", "bare").stdout.strip()
+    [row] = far_finished(far, 1)
+    assert row["id"] == sha

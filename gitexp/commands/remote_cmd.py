@@ -9,6 +9,7 @@ from typing import Optional, Tuple
 
 import click
 
+from ..errors import BadInput
 from ..runners import RUNNERS
 from ..targets import add_target, describe, get_target, load_targets, remove_target
 from .common import open_store, output_format, print_json, render_table
@@ -107,13 +108,19 @@ def remove(name: str) -> None:
 
 @remote.command(name="setup")
 @click.argument("name")
-def setup(name: str) -> None:
+@click.option("--install", is_flag=True, help="First install this gitexp there: wheels built here from what is "
+              "installed, sent over ssh, into a virtual environment (no package index needed there).")
+@click.option("--install-dir", metavar="DIR", help="With --install: where the environment goes there "
+              "(default ~/.gitexp/venv-<version>).")
+def setup(name: str, install: bool, install_dir: Optional[str]) -> None:
     """Prepare run target NAME on its host: create its git repository there (git init) and check
     that git, Python and a gitexp that reads this one's notes are installed there."""
     from ..runners.ssh import setup_target
 
+    if install_dir is not None and not install:
+        raise BadInput("--install-dir goes with --install")
     repo, store = open_store()
-    for line in setup_target(repo, store, get_target(repo, name)):
+    for line in setup_target(repo, store, get_target(repo, name), install=install, install_dir=install_dir):
         click.echo(line)
 
 
