@@ -39,7 +39,7 @@ __all__ = [  # what other modules import from here; the YAML and quoting names a
 ]
 
 TOP_KEYS = ("name", "group", "description", "command", "params", "metrics", "requires", "files", "env", "sweep",
-            "snapshot", "step", "resume", "checkpoints", "auto_resume", "diagnostics", "notify", "warning_signal")
+            "snapshot", "step", "resume", "checkpoints", "auto_resume", "diagnostics", "notify", "budget", "warning_signal")
 METRIC_KEYS = ("goal", "regex", "file", "key", "step")
 STEP_MODES = ("count", "latest")  # besides {regex: ...}; see MetricSpec.step
 REQUIRE_KEYS = ("disk", "ram", "gpu_mem", "time", "gpus", "cpus")
@@ -138,6 +138,7 @@ class ExperimentConfig:
     warning_signal: str = "auto"  # the time-limit warning to the program: auto (if it handles SIGUSR1), ...
     diagnostics: Any = None  # gitexp.diagnostics.Rules (parsed by that module)
     notify: Any = None  # gitexp.notify.NotifySpec (parsed by that module)
+    budget: Any = None  # how long the run is: a param name, a number of steps, {param, unit} (gitexp.timing)
     source: str = "<config>"
     lines: Dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -169,6 +170,8 @@ class ExperimentConfig:
                 else {"times": self.auto_resume, "ends": list(self.auto_resume_on)}
         if self.warning_signal != "auto":
             out["warning_signal"] = self.warning_signal
+        if self.budget is not None:
+            out["budget"] = self.budget
         for key in ("diagnostics", "notify"):
             given = getattr(self, key).to_dict() if getattr(self, key) is not None else None
             if given is not None:
@@ -349,6 +352,7 @@ class _Validator:
             auto_resume_on=self.auto_resume(data)[1], warning_signal=self.warning_signal(data),
             diagnostics=diagnostics_mod.parse(data.get("diagnostics"), self.fail),
             notify=notify_mod.parse(data.get("notify"), self.fail, check=not self.stored),
+            budget=self.budget(data),
             source=self.source, lines=self.lines,
         )
         if not self.stored:  # a stored config was checked when it was recorded
@@ -378,6 +382,11 @@ class _Validator:
                                 "in the run's directory, or start with {outdir}/",
                                 'e.g. "out/*.pt" (in the run\'s working tree) or "{outdir}/*.pt"')
         return list(value)
+
+    def budget(self, data: Mapping[str, Any]) -> Any:
+        from .timing import parse_budget  # it imports metrics, which imports this module
+
+        return parse_budget(data.get("budget"), data.get("params") or {}, self.fail)
 
     def auto_resume(self, data: Mapping[str, Any]) -> Tuple[int, Tuple[str, ...]]:
         """``auto_resume: N``, or ``{times: N, ends: [...]}`` naming the ends it continues."""

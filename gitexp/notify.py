@@ -30,6 +30,7 @@ import json
 import math
 import os
 import queue
+import re
 import socket
 import string
 import sys
@@ -53,8 +54,13 @@ FIELDS = ("name", "sha", "short", "event", "status", "host", "reason", "exit_cod
 SECURITY = ("none", "starttls", "ssl")
 SMTP_KEYS = ("host", "port", "user", "from", "security", "passwordFile")
 DEFAULT_SUBJECT = "[gitexp] {name}: {event}"
+# What a template is checked against at config time: every field is text when sent.
+SAMPLE_FIELDS = {"name": "mlp", "sha": "0" * 40, "short": "0" * 10, "event": "failed", "status": "failed",
+                 "host": "node1", "reason": "exit code 1", "exit_code": "1", "duration": "1m 5s",
+                 "params": "lr=0.1", "results": "loss 0.1", "message": "loss became NaN", "rule": "nan",
+                 "log_tail": "step 1", "traceback": "Traceback", "curve": "loss: _-"}
 TIMEOUT = 15.0  # seconds for one SMTP session or webhook POST
-FLUSH_SECONDS = 60.0  # the most a run's end waits for its messages to go out
+FLUSH_SECONDS = 10.0  # the most a run's end waits for its messages (GITEXP_NOTIFY_WAIT)
 TAIL_LINES = 40
 Fail = Callable[[str, str, Optional[str]], Exception]
 
@@ -153,16 +159,34 @@ def _events(value: Any, key: str, fail: Fail) -> List[str]:
     return [str(e) for e in events]
 
 
+MAX_SPEC_NUMBER = 4096  # the widest field or precision a template may ask for
+
+
 def _template(value: Any, key: str, fail: Fail) -> str:
+    """A subject or body template, rendered once against sample values: what would fail
+    when the mail is sent (a bad format spec, a nested field, a huge width) fails here."""
     if not isinstance(value, str):
         raise fail(key, f"{key} must be a string", None)
     try:
-        names = [name for _text, name, _spec, _conv in string.Formatter().parse(value) if name is not None]
+        parts = list(string.Formatter().parse(value))
     except ValueError as exc:
         raise fail(key, f"{key}: bad template: {exc}", "write {field}, or {{ for a brace") from exc
-    for name in names:
+    for _text, name, spec, _conv in parts:
+        if name is None:
+            continue
         if name not in FIELDS:
             raise fail(key, f"{key}: unknown field {{{name}}}", "fields: " + ", ".join(FIELDS))
+        if spec and "{" in spec:
+            raise fail(key, f"{key}: {{{name}}} has a field inside its format spec {spec!r}",
+                       "write a plain spec, e.g. {name:>20}")
+        if any(int(n) > MAX_SPEC_NUMBER for n in re.findall(r"\d+", spec or "")):
+            raise fail(key, f"{key}: the format spec of {{{name}}} asks for more than {MAX_SPEC_NUMBER} characters",
+                       "e.g. {name:>20}")
+    try:
+        value.format_map({name: SAMPLE_FIELDS.get(name, "x") for name in FIELDS})
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise fail(key, f"{key}: cannot fill the template: {exc}",
+                   "every field is text: use a text spec such as {params:>40} or none") from exc
     return value
 
 
@@ -398,8 +422,18 @@ def send_webhook(url: str, payload: Mapping[str, Any]) -> None:
         response.read(1024)
 
 
+def wait_setting() -> float:
+    """Seconds a run's end waits for its messages: ``GITEXP_NOTIFY_WAIT`` (default 10)."""
+    try:
+        value = float(os.environ.get("GITEXP_NOTIFY_WAIT", FLUSH_SECONDS))
+    except ValueError:
+        return FLUSH_SECONDS
+    return value if 0 <= value < 3600 else FLUSH_SECONDS
+
+
 class Outbox:
-    """Sends in a thread of its own (a slow server never holds up the run) and counts."""
+    """Sends in a thread of its own (a slow server never holds up the run) and counts; a
+    message still unsent when the run's end stops waiting counts as failed."""
 
     def __init__(self) -> None:
         self.jobs: "queue.Queue[Optional[Callable[[], None]]]" = queue.Queue()
@@ -408,17 +442,31 @@ class Outbox:
         self.error: Optional[str] = None
         self.thread: Optional[threading.Thread] = None
         self.lock = threading.Lock()
+        self.waiting: Dict[int, str] = {}  # messages not yet sent: id -> what
+        self.next_id = 0
 
     def put(self, what: str, job: Callable[[], None]) -> None:
+        with self.lock:
+            token = self.next_id
+            self.next_id += 1
+            self.waiting[token] = what
+
         def guarded() -> None:
             try:
                 job()
-                self.sent += 1
+                ok, problem = True, ""
             except Exception as exc:  # noqa: BLE001 - a failing server never fails the run
-                self.failed += 1
-                self.error = f"{what}: {type(exc).__name__}: {exc}"[:300]
-                print(f"gitexp: warning: could not send the {what}: {type(exc).__name__}: {exc}",
-                      file=sys.stderr, flush=True)
+                ok, problem = False, f"{type(exc).__name__}: {exc}"
+            with self.lock:
+                if self.waiting.pop(token, None) is None:
+                    return  # given up on already: counted as failed
+                if ok:
+                    self.sent += 1
+                else:
+                    self.failed += 1
+                    self.error = f"{what}: {problem}"[:300]
+            if not ok:
+                print(f"gitexp: warning: could not send the {what}: {problem}", file=sys.stderr, flush=True)
         with self.lock:
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._work, daemon=True, name="gitexp-notify")
@@ -435,12 +483,26 @@ class Outbox:
                 self.jobs.task_done()
 
     def flush(self, timeout: float = FLUSH_SECONDS) -> bool:
+        """Wait up to ``timeout`` seconds for every message; those still unsent then count as
+        failed (the server did not answer in time), so a run's end is never held longer."""
         deadline = time.monotonic() + timeout
         while self.jobs.unfinished_tasks:
             if time.monotonic() > deadline:
+                self._give_up(timeout)
                 return False
             time.sleep(0.05)
         return True
+
+    def _give_up(self, timeout: float) -> None:
+        with self.lock:
+            late = list(self.waiting.values())
+            self.waiting.clear()
+            if not late:
+                return
+            self.failed += len(late)
+            self.error = f"{late[0]}: no answer within {timeout:g} s"[:300]
+        print(f"gitexp: warning: could not send the {late[0]}: no answer within {timeout:g} s",
+              file=sys.stderr, flush=True)
 
     def record(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"sent": self.sent, "failed": self.failed}
@@ -578,7 +640,7 @@ def _heard(change: Change) -> None:
         _started.add(change.sha)
     notifier.send(event, change.summary)
     if change.new.final:
-        notifier.outbox.flush()
+        notifier.outbox.flush(wait_setting())
         _record(change.sha, notifier.outbox.record())
 
 

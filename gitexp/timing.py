@@ -190,3 +190,72 @@ def lines(facts: Mapping[str, Any], reached: Sequence[Tuple[str, str, Optional[D
             after = f" after {seconds_text(hit['seconds'])}" if hit.get("seconds") is not None else ""
             out.append(f"  {metric} {what}: step {hit['step']}{after}")
     return out
+
+
+# -- the step budget: how far a run in progress has to go (git exp top's ETA) --------------------------
+STEP_BUDGET_NAMES = ("max_steps", "max_iters", "max_iter", "max_iterations", "total_steps", "num_steps", "n_steps",
+                     "train_steps", "num_train_steps", "training_steps", "steps", "num_iters", "n_iters",
+                     "iterations", "iters", "num_iterations")
+EPOCH_BUDGET_NAMES = ("epochs", "num_epochs", "n_epochs", "max_epochs", "nepochs", "train_epochs", "num_train_epochs")
+BUDGET_UNITS = ("step", "epoch")
+
+
+def parse_budget(value: Any, params: Mapping[str, Any], fail: Any) -> Any:
+    """The config's ``budget:``: a param naming the run's length (``budget: max_iters``), a
+    number of steps (``budget: 5000``), or ``{param: n_ep, unit: epoch}``. ``fail(key,
+    message, hint)`` makes the error. Returns the value as given (it is stored so)."""
+    if value is None:
+        return None
+    spec = value if isinstance(value, dict) else {"param" if isinstance(value, str) else "steps": value}
+    for key in spec:
+        if key not in ("param", "steps", "unit"):
+            raise fail(f"budget.{key}", f"unknown key 'budget.{key}'", "expected one of: param, steps, unit")
+    unit = spec.get("unit", "step")
+    if unit not in BUDGET_UNITS:
+        raise fail("budget", f"budget unit {unit!r} is neither step nor epoch", "e.g. budget: {param: epochs, unit: epoch}")
+    if "param" in spec:
+        name = spec["param"]
+        if not isinstance(name, str) or name not in params:
+            from .config import closest
+
+            raise fail("budget", f"budget names {name!r}, which is not a param", closest(str(name), list(params) or ["(no params)"]))
+        if finite_number(params[name]) is None:
+            raise fail("budget", f"budget param {name!r} is not a number ({params[name]!r})", None)
+    elif finite_number(spec.get("steps")) is None or spec["steps"] <= 0:
+        raise fail("budget", f"budget must be a param name or a number of steps > 0, not {spec.get('steps')!r}",
+                   "e.g. budget: max_iters")
+    return value
+
+
+def budget_of(params: Mapping[str, Any], configured: Any = None) -> Optional[Tuple[float, str]]:
+    """(how many, "step" or "epoch"): the config's ``budget:``, else the first param with a
+    common name for it (max_iters, max_steps, steps, ...; epochs, num_epochs, ...)."""
+    if configured is not None:
+        spec = configured if isinstance(configured, dict) else {
+            "param" if isinstance(configured, str) else "steps": configured}
+        unit = spec.get("unit") if spec.get("unit") in BUDGET_UNITS else "step"
+        amount = finite_number(params.get(spec["param"])) if isinstance(spec.get("param"), str) \
+            else finite_number(spec.get("steps"))
+        if amount is not None and amount > 0:
+            return amount, unit
+    for names, unit in ((STEP_BUDGET_NAMES, "step"), (EPOCH_BUDGET_NAMES, "epoch")):
+        for name in names:
+            amount = finite_number(params.get(name)) if not isinstance(params.get(name), bool) else None
+            if amount is not None and amount > 0:
+                return amount, unit
+    return None
+
+
+def progress(history: Sequence[Mapping[str, Any]], unit: str, last: int = 50) -> Tuple[Optional[float], Optional[float]]:
+    """(where the run is, in steps or epochs; how fast, per second over the last ``last``
+    records that carry it)."""
+    key = "epoch" if unit == "epoch" else "step"
+    marks = [(v, t) for v, t in ((finite_number(r.get(key)), finite_number(r.get("time"))) for r in history)
+             if v is not None and t is not None]
+    if not marks:
+        return None, None
+    recent = marks[-last:]
+    rate = None
+    if len(recent) >= 2 and recent[-1][1] > recent[0][1] and recent[-1][0] > recent[0][0]:
+        rate = (recent[-1][0] - recent[0][0]) / (recent[-1][1] - recent[0][1])
+    return marks[-1][0], rate

@@ -8,13 +8,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import socket
 import textwrap
 import time
 from pathlib import Path
 from typing import Any, Dict
 
 
-from conftest import gitexp, log_json, make_repo
+import pytest
+
+from conftest import git, gitexp, log_json, make_repo
 
 TYPED_TRAIN = textwrap.dedent('''
     import sys
@@ -139,3 +142,95 @@ def test_metrics_csv_has_elapsed_seconds(repo: Path) -> None:
     elapsed = [float(r["elapsed_s"]) for r in rows]
     assert all(0 <= e < 60 for e in elapsed) and elapsed == sorted(elapsed)
     assert abs(float(rows[0]["time"]) - float(rows[0]["elapsed_s"]) - float(rows[-1]["time"]) + float(rows[-1]["elapsed_s"])) < 1e-2
+
+
+# -- 21: notify templates are rendered at config time; a silent webhook cannot hold a run -------------------
+@pytest.mark.parametrize("template", ["{params:%}", "{name!r:>{999999999}}", "{name:>999999999}", "{status:d}"])
+def test_notify_template_with_a_bad_format_spec_is_exit_2(repo: Path, template: str) -> None:
+    config = (repo / "config.yaml").read_text() + (
+        f"notify:\n  webhook: {{url: 'http://127.0.0.1:9/x', on: [failed], subject: '{template}'}}\n")
+    (repo / "bad.yaml").write_text(config)
+    before = git(repo, "for-each-ref")
+    proc = gitexp(repo, "run", "bad.yaml", check=False, timeout=30)
+    assert proc.returncode == 2, proc
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith("error: bad.yaml:") and "notify.webhook.subject" in lines[0], proc.stderr
+    assert len(lines) <= 2 and proc.stdout == ""
+    assert git(repo, "for-each-ref") == before
+
+
+def test_a_webhook_that_never_answers_cannot_hold_the_run(repo: Path) -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)  # accepts connections (the kernel does), never answers
+    port = server.getsockname()[1]
+    try:
+        config = (repo / "config.yaml").read_text() + (
+            f"notify:\n  webhook: {{url: 'http://127.0.0.1:{port}/hook', on: [started, finished]}}\n")
+        (repo / "hook.yaml").write_text(config)
+        began = time.monotonic()
+        gitexp(repo, "run", "hook.yaml", env={"GITEXP_NOTIFY_WAIT": "2"}, timeout=60)
+        took = time.monotonic() - began
+    finally:
+        server.close()
+    assert took < 12, took  # the run's end waited 2 s, not 2 x 15 s
+    row = log_json(repo)[0]
+    assert row["status"] == "finished"
+    shown = gitexp(repo, "show", row["id"]).stdout
+    assert "failed" in shown and "no answer within 2 s" in shown, shown
+
+
+# -- 25: top's ETA from a step budget named like real trainers name it ---------------------------------------
+NANOGPT_LIKE = textwrap.dedent('''
+    import sys, time
+    max_iters = int(sys.argv[1])
+    for it in range(max_iters):
+        print(f"iter {it}: loss {3.0 / (it + 1):.4f}", flush=True)
+        time.sleep(0.1)
+''')
+
+
+def test_top_shows_an_eta_for_a_max_iters_budget(tmp_path: Path) -> None:
+    config = textwrap.dedent('''
+        name: gpt
+        command: python train.py {max_iters}
+        params: {max_iters: 300, n_ep: 4}
+        metrics:
+          loss: {regex: 'iter \\d+: loss ([0-9.]+)', goal: minimize}
+        step: {regex: 'iter (\\d+)'}
+    ''')
+    repo = make_repo(tmp_path / "gpt", {"train.py": NANOGPT_LIKE, "config.yaml": config,
+                                         "ep.yaml": config.replace("name: gpt", "name: ep") + "budget: {param: n_ep, unit: epoch}\n"})
+    gitexp(repo, "run", "config.yaml", "--detach")
+    try:
+        def row() -> Any:
+            rows = json.loads(gitexp(repo, "top", "--once", "--format", "json").stdout)["rows"]
+            return rows[0] if rows and rows[0].get("rate") else None
+        from conftest import wait_for
+
+        found = wait_for(row, timeout=60, interval=0.5)
+        assert found["budget"] == 300 and found["eta"] is not None and 0 < found["eta"] < 120, found
+        table = gitexp(repo, "top", "--once").stdout
+        assert "/300" in table
+    finally:
+        gitexp(repo, "cancel", "gpt", check=False)
+
+
+def test_budget_in_the_config_is_checked_and_epoch_budgets_are_known() -> None:
+    from gitexp.timing import budget_of
+
+    assert budget_of({"max_iters": 5000, "lr": 0.1}) == (5000, "step")
+    assert budget_of({"num_epochs": 10}) == (10, "epoch")
+    assert budget_of({"total": 7}, "total") == (7, "step")
+    assert budget_of({"n_ep": 3}, {"param": "n_ep", "unit": "epoch"}) == (3, "epoch")
+    assert budget_of({"lr": 0.1}) is None
+
+
+@pytest.mark.parametrize("budget, message", [("nosuch", "budget names 'nosuch', which is not a param"),
+                                             ("{param: lr, unit: hours}", "budget unit 'hours'"),
+                                             ("-5", "budget must be a param name or a number of steps")])
+def test_a_bad_budget_is_exit_2(repo: Path, budget: str, message: str) -> None:
+    (repo / "b.yaml").write_text((repo / "config.yaml").read_text() + f"budget: {budget}\n")
+    proc = gitexp(repo, "run", "b.yaml", check=False)
+    assert proc.returncode == 2 and message in proc.stderr and proc.stderr.startswith("error: b.yaml:"), proc
+    assert log_json(repo) == []

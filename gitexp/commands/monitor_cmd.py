@@ -17,13 +17,13 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import click
 
+from .. import timing as timing_mod
 from ..errors import BadInput
 from ..notes import Store
 from ..repo import Repo
 from ..units import format_duration, format_size
 from .common import fmt_value, open_store, print_json, render_table
 
-STEP_BUDGET_PARAMS = ("max_steps", "steps", "total_steps", "num_steps", "iterations", "iters")
 TOP_HEADERS = ["id", "name", "host", "step", "steps/s", "ETA", "metrics", "CPU", "RSS", "GPU", "alerts"]
 
 
@@ -114,37 +114,36 @@ def top_rows(repo: Repo, store: Store) -> List[Dict[str, Any]]:
 
 def _progress(history: List[Dict[str, Any]], summary: Mapping[str, Any], repo: Repo, sha: str,
               started: Optional[float], now: float) -> Dict[str, Any]:
-    steps = [(float(r["step"]), float(r["time"])) for r in history
-             if _num(r.get("step")) is not None and _num(r.get("time")) is not None]
-    step = steps[-1][0] if steps else None
-    rate = None
-    recent = steps[-50:]
-    if len(recent) >= 2 and recent[-1][1] > recent[0][1]:
-        rate = (recent[-1][0] - recent[0][0]) / (recent[-1][1] - recent[0][1])
+    """Where the run is, how fast it goes and when it ends: from its step budget (the config's
+    ``budget:``, else a param with a common name: max_iters, steps, epochs, ...), else from
+    ``requires.time``."""
+    step, rate = timing_mod.progress(history, "step")
+    config = _stored_config(repo, sha)
+    params = summary.get("params") if isinstance(summary.get("params"), dict) else {}
+    budget = timing_mod.budget_of(params or {}, config.get("budget"))
+    amount, unit = budget if budget else (None, "step")
+    where, pace = (step, rate) if unit == "step" else timing_mod.progress(history, "epoch")
     eta = None
-    budget = _step_budget(summary)
-    if budget and step is not None and rate:
-        eta = max(0.0, (budget - step) / rate)
+    if amount and where is not None and pace:
+        eta = max(0.0, (amount - where) / pace)
     else:
-        limit = _time_limit(repo, sha)
+        limit = _time_limit(config)
         if limit and started:
             eta = max(0.0, started + limit - now)
-    return {"step": step, "rate": rate, "eta": eta, "budget": budget}
+    out = {"step": step, "rate": rate, "eta": eta, "budget": amount, "budget_unit": unit}
+    if unit == "epoch":
+        out["epoch"] = where
+    return out
 
 
-def _step_budget(summary: Mapping[str, Any]) -> Optional[float]:
-    params = summary.get("params") if isinstance(summary.get("params"), dict) else {}
-    for key in STEP_BUDGET_PARAMS:
-        value = _num((params or {}).get(key))
-        if value:
-            return value
-    return None
-
-
-def _time_limit(repo: Repo, sha: str) -> Optional[float]:
+def _stored_config(repo: Repo, sha: str) -> Dict[str, Any]:
     from ..summary import load_config
 
-    requires = load_config(sha, repo.show_file(sha, ".gitexp/experiment.yaml"), ".gitexp/experiment.yaml").get("requires")
+    return load_config(sha, repo.show_file(sha, ".gitexp/experiment.yaml"), ".gitexp/experiment.yaml")
+
+
+def _time_limit(config: Mapping[str, Any]) -> Optional[float]:
+    requires = config.get("requires")
     if isinstance(requires, dict) and requires.get("time"):
         from ..units import parse_duration
 
@@ -155,15 +154,23 @@ def _time_limit(repo: Repo, sha: str) -> Optional[float]:
     return None
 
 
+def _step_cell(row: Mapping[str, Any]) -> str:
+    """``1200/5000``, or with a budget in epochs ``1200 (epoch 3/10)``."""
+    step, budget = _num(row.get("step")), _num(row.get("budget"))
+    text = f"{step:g}" if step is not None else ""
+    if budget and row.get("budget_unit") == "epoch":
+        epoch = _num(row.get("epoch"))
+        return text + f" (epoch {epoch:g}/{budget:g})" if epoch is not None else text + f" (of {budget:g} epochs)"
+    return text + (f"/{budget:g}" if budget else "")
+
+
 def _cells(row: Mapping[str, Any]) -> List[str]:
     res = row.get("resources") if isinstance(row.get("resources"), dict) else {}
     gpu = [f"{_num(v) or 0:.0f}%" for k, v in sorted((res or {}).items()) if k.startswith("gpu") and k.endswith("_util")]
     gpu_mem = [v for k, v in (res or {}).items() if k.startswith("gpu") and k.endswith("_mem_run") and _num(v)]
     metrics = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
-    step, rate, eta = _num(row.get("step")), _num(row.get("rate")), _num(row.get("eta"))
-    budget = _num(row.get("budget"))
-    return [str(row.get("id"))[:8], fmt_value(row.get("name")), fmt_value(row.get("host")),
-            (f"{step:g}" if step is not None else "") + (f"/{budget:g}" if budget else ""),
+    rate, eta = _num(row.get("rate")), _num(row.get("eta"))
+    return [str(row.get("id"))[:8], fmt_value(row.get("name")), fmt_value(row.get("host")), _step_cell(row),
             f"{rate:.3g}" if rate else "", format_duration(eta) if eta is not None else "",
             " ".join(f"{fmt_value(k)}={fmt_value(v)}" for k, v in (metrics or {}).items()),
             f"{_num(res.get('cpu')) or 0:.0f}%" if res else "", format_size(_num(res.get("rss")) or 0) if res else "",
