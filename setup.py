@@ -23,6 +23,10 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["gitexp", "gitexp.*"]),
+    # git exp ui's page, script and uPlot (MIT, from the npm registry): served from the package,
+    # never from a CDN, so the dashboard works offline and on a cluster's login node.
+    package_data={"gitexp.ui": ["static/*"]},
+    include_package_data=True,
     python_requires=">=3.9",
     install_requires=[
         "dulwich>=0.20",
@@ -38,6 +42,9 @@ setup(
         "plot": ["matplotlib"],  # git exp plot -o x.png/.svg/.pdf
         "gpu": ["nvidia-ml-py"],  # per-GPU use and memory in the resource samples (gitexp.monitor)
         "top": ["rich"],  # git exp top's live view
+        # git exp ui runs on the standard library's http.server: the extra installs nothing
+        # and exists so that `pip install 'gitexp[ui]'` keeps working if that ever changes.
+        "ui": [],
         # ruff and mypy pinned: the README's test command runs both, and a new release's new
         # rules must not fail CI by surprise.
         "test": ["pytest", "numpy", "aiosmtpd", "matplotlib", "rich", "ruff==0.17.6", "mypy==2.4.1",

@@ -42,7 +42,10 @@ COMMANDS: Dict[str, tuple] = {
     "hooks": ("hooks_cmd", "hooks"),
     "top": ("monitor_cmd", "top"),
     "hosts": ("monitor_cmd", "hosts"),
+    "ui": ("ui_cmd", "ui"),
+    "completion": ("completion_cmd", "completion"),
     "_exec": ("exec_cmd", "exec_"),
+    "_complete": ("completion_cmd", "complete_"),
     "_agent": ("agent_cmd", "agent"),
     "_hook": ("hooks_cmd", "hook"),
 }

@@ -1,0 +1,368 @@
+"""What ``git exp ui`` answers with: plain data built by the library functions the commands use.
+
+Nothing here reads a path a note names, and nothing here writes. Each function takes the
+:class:`Api` (the repository, its store and a cache of the listing) and returns JSON-ready
+data; :mod:`gitexp.ui.server` turns requests into calls and checks who may ask.
+
+The listing (``Store.experiments``: three git processes whatever the count) is cached under a
+fingerprint of the experiment refs and the summary notes tip (one ``for-each-ref``), so a
+browser polling every second costs one git process per poll while nothing changes.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import socket
+import threading
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .. import live as live_mod
+from .. import plots
+from ..errors import BadInput
+from ..metrics import finite_number, parse_spark
+from ..notes import EXP_PREFIX, METRICS_REF, QUEUE_PREFIX, SUMMARY_REF, Experiment, Store
+from ..paths import run_paths
+from ..query import known_keys, parse_filter, sort_experiments
+from ..repo import Repo
+from ..status import live_statuses
+from ..summary import json_safe, load_history
+from ..timing import start_of
+
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+MAX_POINTS = 4000  # per curve sent to the browser: min/max decimated beyond (plots.decimate)
+LOG_TAIL_BYTES = 64 * 1024
+DIFF_BYTES = 1 << 20
+OPEN = ("pending", "starting", "running")
+
+
+class Listing:
+    """One snapshot of every experiment: the experiments, their rows, and the fingerprint."""
+
+    def __init__(self, version: str, exps: List[Experiment]) -> None:
+        self.version = version
+        self.exps = exps
+        self.by_sha = {e.sha: e for e in exps}
+
+
+class Api:
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+        self.store = Store(repo)
+        self.host = socket.gethostname()
+        self._lock = threading.Lock()
+        self._listing: Optional[Listing] = None
+        self._histories: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+
+    # -- the listing ----------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        refs = self.repo.refs(EXP_PREFIX, SUMMARY_REF, QUEUE_PREFIX)
+        digest = hashlib.sha1()
+        for ref in sorted(refs):
+            digest.update(f"{ref} {refs[ref]}\n".encode())
+        return digest.hexdigest()[:16]
+
+    def listing(self) -> Listing:
+        version = self.fingerprint()
+        with self._lock:
+            if self._listing is None or self._listing.version != version:
+                self._listing = Listing(version, self.store.experiments())
+            return self._listing
+
+    def find(self, sha: str) -> Experiment:
+        """A listed experiment by its full sha, or an earlier attempt of one (by its chain)."""
+        if not SHA_RE.match(sha or ""):
+            raise BadInput("an experiment id is 40 hex digits")
+        listing = self.listing()
+        if sha in listing.by_sha:
+            return listing.by_sha[sha]
+        return self.store.find(sha)  # an earlier attempt: Store checks its chain
+
+
+def experiments(api: Api) -> Dict[str, Any]:
+    """Every experiment as a table row, with its live status and (running here) live metrics."""
+    listing = api.listing()
+    exps = listing.exps
+    statuses = _statuses(api, exps)
+    rows = [_row(api, e, statuses[e.sha]) for e in exps]
+    goals: Dict[str, str] = {}
+    for exp in exps:
+        found = exp.summary.get("goals")
+        for name, goal in (found.items() if isinstance(found, dict) else ()):
+            goals.setdefault(str(name), str(goal))
+    metrics: Dict[str, None] = dict.fromkeys(goals)
+    params: Dict[str, None] = {}
+    for row in rows:
+        metrics.update(dict.fromkeys(row["metrics"]))
+        params.update(dict.fromkeys(row["params"]))
+    return {"version": listing.version, "host": api.host, "rows": rows, "goals": goals,
+            "metrics": list(metrics), "params": list(params)}
+
+
+def running(api: Api) -> Dict[str, Any]:
+    """The cheap poll: the listing's version and the rows of runs in progress (live metrics)."""
+    listing = api.listing()
+    open_exps = [e for e in listing.exps if e.status in OPEN or e.status in ("created", "queued")]
+    statuses = _statuses(api, open_exps)
+    rows = [_row(api, e, statuses[e.sha]) for e in open_exps]
+    return {"version": listing.version, "rows": rows}
+
+
+def _statuses(api: Api, exps: Sequence[Experiment]) -> Dict[str, str]:
+    statuses = {sha: status for sha, (status, _why) in live_statuses(api.repo, exps).items()}
+    live_mod.refresh(api.repo, exps, statuses)  # runs in progress here: their points so far
+    return statuses
+
+
+def _row(api: Api, exp: Experiment, status: str) -> Dict[str, Any]:
+    s = exp.summary
+    metrics = s.get("metrics") if isinstance(s.get("metrics"), dict) else {}
+    alerts = s.get("alerts")
+    return {
+        "id": exp.sha, "name": exp.name, "group": s.get("group"), "status": status,
+        "params": s.get("params") if isinstance(s.get("params"), dict) else {},
+        "metrics": {str(n): {"best": m.get("best"), "last": m.get("last"), "spark": parse_spark(m.get("spark"))}
+                    for n, m in (metrics or {}).items() if isinstance(m, dict)},
+        "created": s.get("created"), "started": s.get("started"), "ended": s.get("ended"),
+        "duration": s.get("duration"), "host": s.get("host"), "target": s.get("target"),
+        "attempt": exp.attempt, "alerts": len(alerts) if isinstance(alerts, list) else 0,
+    }
+
+
+def select(api: Api, filters: Sequence[str], sort: Optional[str]) -> Dict[str, Any]:
+    """The ids that ``git exp log --filter ... --sort ...`` would list, in its order."""
+    listing = api.listing()
+    exps = list(listing.exps)
+    parsed = [parse_filter(text) for text in filters if text.strip()]
+    keys = known_keys(exps)
+    for name in [f.key for f in parsed] + ([sort.lstrip("-")] if sort else []):
+        if exps and name not in keys and not (name.endswith(".last") and name[:-5] in keys):
+            raise BadInput(f"unknown param or metric {name!r}")
+    statuses = _statuses(api, exps) if parsed else {e.sha: e.status for e in exps}
+    exps = [e for e in exps if all(f.matches(e, statuses[e.sha]) for f in parsed)]
+    return {"ids": [e.sha for e in sort_experiments(exps, sort or None)]}
+
+
+# -- curves -------------------------------------------------------------------------------------
+def curves(api: Api, ids: Sequence[str], metric: str, x: str = "step", smooth: float = 0.0,
+           band: Optional[str] = None) -> Dict[str, Any]:
+    """The metric's curve of each run (its chain of attempts joined), decimated, with the
+    checkpoints and alerts to mark; with ``band``, mean and std of runs differing only in it."""
+    if x not in ("step", "time", "epoch"):
+        raise BadInput(f"x {x!r}: step, time or epoch")
+    if not 0 <= smooth < 1:
+        raise BadInput("smooth is in [0, 1)")
+    exps = [api.find(sha) for sha in dict.fromkeys(ids)][:200]
+    statuses = _statuses(api, exps)
+    runs = []
+    for exp in exps:
+        history = _history(api, exp, statuses[exp.sha])
+        start = start_of(history, exp.summary)
+        xs, ys = plots.points(history, metric, x, start)
+        ys = plots.smooth(ys, smooth)
+        dx, dy = plots.decimate(xs, ys, MAX_POINTS // 2)
+        runs.append({"id": exp.sha, "name": exp.name, "status": statuses[exp.sha], "x": dx, "y": dy,
+                     "count": len(xs), "params": exp.summary.get("params") or {},
+                     "marks": _marks(exp, history, x, start), "full": (xs, ys)})
+    bands = _bands(runs, band) if band else []
+    for run in runs:
+        del run["full"]
+    return json_safe({"metric": metric, "x": x, "runs": runs, "bands": bands})
+
+
+def _history(api: Api, exp: Experiment, status: str) -> List[Dict[str, Any]]:
+    """Live from the run directory for a run in progress here; else the notes (cached per
+    notes tip: a finished run's history is read once)."""
+    if status in live_mod.OPEN:
+        run = live_mod.read(api.repo, exp, status)
+        if run is not None:
+            return _joined(api, exp, run.history)
+    tip = api.repo.refs(METRICS_REF).get(METRICS_REF, "")
+    key = (tip, exp.sha)
+    if key not in api._histories:
+        if len(api._histories) > 256:
+            api._histories.clear()
+        api._histories[key] = live_mod.history(api.repo, exp, api.store)
+    return api._histories[key]
+
+
+def _joined(api: Api, exp: Experiment, own: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    from ..attempts import chain_shas, join_histories
+
+    earlier = chain_shas(exp.summary, exp.sha)[:-1]
+    if not earlier:
+        return own
+    notes = api.store.read_notes(METRICS_REF, earlier)
+    return join_histories([load_history(sha, notes.get(sha, b""), METRICS_REF) for sha in earlier] + [own])
+
+
+def _marks(exp: Experiment, history: Sequence[Mapping[str, Any]], x: str, start: Optional[float]
+           ) -> List[Dict[str, Any]]:
+    """Checkpoints and alerts on the x axis (by step, or seconds since the start)."""
+    marks = []
+    for kind, items in (("checkpoint", exp.summary.get("checkpoints")), ("alert", exp.summary.get("alerts"))):
+        for item in (items if isinstance(items, list) else [])[-200:]:
+            if not isinstance(item, dict):
+                continue
+            at: Optional[float] = None
+            if x == "time":
+                when = finite_number(item.get("time"))
+                at = when - start if when is not None and start is not None else None
+            else:
+                at = finite_number(item.get("step"))
+            if at is not None:
+                text = item.get("message") or item.get("rule") or item.get("path") or ""
+                marks.append({"kind": kind, "x": at, "text": str(text)[:300]})
+    return marks
+
+
+def _bands(runs: List[Dict[str, Any]], param: str) -> List[Dict[str, Any]]:
+    """Mean and std at each x every member has, for runs whose params differ only in ``param``."""
+    groups: Dict[str, List[Dict[str, Any]]] = {}
+    for run in runs:
+        params = run["params"] if isinstance(run["params"], dict) else {}
+        key = repr(sorted((k, repr(v)) for k, v in params.items() if k != param))
+        groups.setdefault(key, []).append(run)
+    out = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        maps = [dict(zip(*m["full"])) for m in members]
+        common = sorted(set.intersection(*(set(m) for m in maps)))
+        if not common:
+            continue
+        mean, std = [], []
+        for at in common:
+            values = [m[at] for m in maps]
+            mu = sum(values) / len(values)
+            mean.append(mu)
+            std.append(math.sqrt(sum((v - mu) ** 2 for v in values) / (len(values) - 1)))
+        xs, mean_d = plots.decimate(common, mean, MAX_POINTS // 2)
+        index = {at: i for i, at in enumerate(common)}
+        std_d = [std[index[at]] for at in xs]
+        params = members[0]["params"] if isinstance(members[0]["params"], dict) else {}
+        label = " ".join(f"{k}={v}" for k, v in params.items() if k != param) or "all"
+        out.append({"label": f"{label} (mean ± std of {len(members)} over {param})", "x": xs, "mean": mean_d,
+                    "std": std_d, "ids": [m["id"] for m in members]})
+    return out
+
+
+# -- one run ------------------------------------------------------------------------------------
+def run_page(api: Api, sha: str) -> Dict[str, Any]:
+    """Everything ``git exp show`` says about one run, plus resources over time and the log tail."""
+    from ..commands.inspect import chain_rows
+    from ..monitor import read_live
+    from ..timing import analyze
+
+    exp = api.find(sha)
+    status, why = live_statuses(api.repo, [exp])[exp.sha]
+    live_mod.refresh(api.repo, [exp], {exp.sha: status})
+    details = api.store.details(exp.sha)
+    paths = run_paths(api.repo, exp.sha, exp.summary)  # this machine's directory, never a note's path
+    resources = details.get("resources") if isinstance(details.get("resources"), dict) else {}
+    samples = resources.get("samples") if isinstance(resources, dict) else None
+    live_res = read_live(paths.root) if status in OPEN else {}
+    history = _history(api, exp, status)
+    s = exp.summary
+    return json_safe({
+        "id": exp.sha, "name": exp.name, "status": status, "reason": why or s.get("reason"),
+        "summary": s, "config": api.store.config_of(exp.sha), "facts": details.get("facts") or {},
+        "log_tail": _log_tail(paths.log) if status in OPEN else None,
+        "note_log_tail": details.get("log_tail") or "",
+        "samples": samples if isinstance(samples, list) else [], "live_resources": live_res,
+        "attempts": chain_rows(api.store, exp, status), "timing": analyze(history, s),
+        "checkpoints": s.get("checkpoints") if isinstance(s.get("checkpoints"), list) else [],
+        "alerts": s.get("alerts") if isinstance(s.get("alerts"), list) else [],
+        "notify": s.get("notify") if isinstance(s.get("notify"), dict) else None,
+    })
+
+
+def _log_tail(path: str) -> Optional[str]:
+    """The last 64 KiB of this machine's output.log of the run (the path is ours, not a note's)."""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - LOG_TAIL_BYTES))
+            data = handle.read(LOG_TAIL_BYTES)
+    except OSError:
+        return None
+    return data.decode(errors="replace")
+
+
+def diff(api: Api, a: str, b: str) -> Dict[str, Any]:
+    """Params, config and metrics of A against B, and the code as ``git diff`` shows it."""
+    from ..notes import CONFIG_PATH
+
+    left, right = api.find(a), api.find(b)
+    config_a, config_b = _flat(api.store.config_of(left.sha)), _flat(api.store.config_of(right.sha))
+    # Only full shas of listed experiments reach git's argv, never text from notes.
+    text = api.repo.out(["diff", left.sha, right.sha, "--", ".", f":(exclude){CONFIG_PATH}"])
+    return json_safe({
+        "a": {"id": left.sha, "name": left.name}, "b": {"id": right.sha, "name": right.name},
+        "params": _changed(_flat(left.summary.get("params")), _flat(right.summary.get("params"))),
+        "config": _changed(config_a, config_b),
+        "code": text[:DIFF_BYTES], "code_cut": len(text) > DIFF_BYTES,
+    })
+
+
+def _flat(data: Any, prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    if not isinstance(data, dict):
+        return out
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and len(name) < 200:
+            out.update(_flat(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _changed(left: Dict[str, Any], right: Dict[str, Any]) -> List[List[Any]]:
+    return [[k, left.get(k), right.get(k)] for k in sorted(set(left) | set(right)) if left.get(k) != right.get(k)]
+
+
+# -- the queue and the hosts --------------------------------------------------------------------
+def queue(api: Api, on: Optional[str] = None) -> Dict[str, Any]:
+    """What ``git exp queue`` lists here, or (``on``) on an ssh run target in one round trip."""
+    from ..queue import listing
+
+    if on:
+        return json_safe({"target": on, **_far(api, on).queue_report(False)})
+    exps = api.listing().exps
+    view = listing(api.repo, api.store, exps, show_all=False)
+    return json_safe({"target": None, "host": api.host, "queued": view.items("queued"),
+                      "running": view.items("running"), "done": view.items("done")})
+
+
+def hosts(api: Api, on: Optional[str] = None) -> Dict[str, Any]:
+    """Free GPUs, RAM and disk: this machine, or one ssh run target (as ``git exp hosts``)."""
+    from ..runners.agent import resources
+
+    if on:
+        report = _far(api, on).queue_report(False)
+        return json_safe({"name": on, "host": report.get("host"), "resources": report.get("resources") or {}})
+    return json_safe({"name": "here", "host": api.host, "resources": resources(api.repo)})
+
+
+def targets(api: Api) -> Dict[str, Any]:
+    """The run targets: their names, where they are, and why one is not contacted."""
+    from ..targets import load_targets_leniently
+
+    found, problems, unreadable = load_targets_leniently(api.repo)
+    rows = [{"name": name, "runner": t.runner, "host": t.host, "refusal": str(t.refusal) if t.refusal else None}
+            for name, t in sorted(found.items())]
+    rows += [{"name": name, "runner": None, "host": None, "refusal": problem} for name, problem in problems.items()]
+    return {"targets": rows, "unreadable": unreadable}
+
+
+def _far(api: Api, name: str) -> Any:
+    from ..runners import runner_for_target
+    from ..runners.ssh import SshRunner
+    from ..targets import get_target
+
+    runner = runner_for_target(api.repo, api.store, get_target(api.repo, name))
+    if not isinstance(runner, SshRunner):
+        raise BadInput(f"run target {name!r} is not on another host")
+    return runner
