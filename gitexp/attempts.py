@@ -26,6 +26,7 @@ import re
 import shlex
 import socket
 import time
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 
@@ -74,18 +75,89 @@ def find_attempt(store: Store, ident: str) -> Tuple[Experiment, Experiment]:
 
 
 def join_histories(histories: Sequence[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
-    """One curve across a chain (oldest attempt first): where a later attempt has points, they
-    replace the earlier attempts' points from its first step on (a resume repeats the steps
-    after its checkpoint; a retry starts over)."""
-    combined: List[Dict[str, Any]] = []
-    for history in histories:
-        steps = [r["step"] for r in history if isinstance(r.get("step"), (int, float)) and not isinstance(r.get("step"), bool)]
+    """One curve across a chain of histories (oldest first), steps as logged: where a later
+    attempt has points, they replace the earlier ones from its first step on."""
+    return join_chain(histories, [("", {}) for _ in histories]).history
+
+
+@dataclass
+class Joined:
+    history: List[Dict[str, Any]]
+    attempt_of: List[int]  # per record, the index of the attempt that logged it
+    warnings: List[Tuple[str, str]] = field(default_factory=list)  # (attempt sha, text)
+
+
+def _steps(history: Sequence[Dict[str, Any]]) -> List[float]:
+    return [r["step"] for r in history if metrics_mod.is_number(r.get("step"))]
+
+
+def join_chain(histories: Sequence[List[Dict[str, Any]]], chain: Sequence[Tuple[str, Dict[str, Any]]],
+               rule: str = "continue") -> Joined:
+    """One curve across a chain (oldest attempt first; ``chain`` holds each attempt's sha and
+    summary): a later attempt's points replace the earlier ones from its first step on (a
+    resume repeats the steps after its checkpoint; a retry starts over).
+
+    A resumed program that restarted its step counter (its first step is below the step of the
+    checkpoint it resumed from) would wipe the curve that way. Under ``rule`` ``continue`` (the
+    config's ``checkpoints: {resume_steps: continue}``, the default) its steps are moved on so
+    that its first point comes right after the checkpoint's step (when the checkpoint's step is
+    unknown: after the curve's last step), and the same holds for later attempts resumed from
+    its checkpoints; under ``as_logged`` they stay as logged and replace the earlier points.
+    Either way a warning says so (``metrics --raw`` gives each attempt's own points).
+    """
+    combined: List[Tuple[int, Dict[str, Any]]] = []
+    offsets: Dict[str, float] = {}
+    firsts: Dict[str, float] = {}
+    warnings: List[Tuple[str, str]] = []
+    for n, (history, (sha, summary)) in enumerate(zip(histories, chain)):
+        steps = _steps(history)
+        offset = 0.0
+        if n and steps and summary.get("kind") == "resume":
+            offset = _offset(n, sha, summary, min(steps), combined, offsets, firsts, chain, rule, warnings)
+        offsets[sha], firsts[sha] = offset, min(steps) if steps else 0
+        moved = [r if not offset or not metrics_mod.is_number(r.get("step")) else {**r, "step": _plus(r["step"], offset)}
+                 for r in history]
         if steps:
-            cut = min(steps)
-            combined = [r for r in combined if not (isinstance(r.get("step"), (int, float))
-                                                    and not isinstance(r.get("step"), bool) and r["step"] >= cut)]
-        combined.extend(history)
-    return combined
+            cut = min(steps) + offset
+            combined = [(i, r) for i, r in combined if not (metrics_mod.is_number(r.get("step")) and r["step"] >= cut)]
+        combined.extend((n, r) for r in moved)
+    return Joined([r for _i, r in combined], [i for i, _r in combined], warnings)
+
+
+def _plus(step: Any, offset: float) -> Any:
+    moved = step + offset
+    return int(moved) if float(moved).is_integer() else moved
+
+
+def _offset(n: int, sha: str, summary: Dict[str, Any], first: float, combined: List[Tuple[int, Dict[str, Any]]],
+            offsets: Dict[str, float], firsts: Dict[str, float], chain: Sequence[Tuple[str, Dict[str, Any]]],
+            rule: str, warnings: List[Tuple[str, str]]) -> float:
+    """How far the steps of resumed attempt ``n`` move (see :func:`join_chain`)."""
+    given = summary.get("resume")
+    resume: Dict[str, Any] = given if isinstance(given, dict) else {}
+    named = resume.get("attempt")
+    source: str = named if isinstance(named, str) and named in offsets else chain[n - 1][0]
+    base = offsets.get(source, 0.0)
+    at = resume.get("step") if metrics_mod.is_number(resume.get("step")) else None
+    restarted = first < at if at is not None else first <= firsts.get(source, 0)
+    if not restarted:
+        return base
+    said = f"from step {at:g}" if at is not None else "from a checkpoint without a step"
+    head = (f"attempt {n + 1} ({sha[:10]}) resumed {said} but restarted its step counter at {first:g}: ")
+    if rule == "as_logged":
+        hidden = sum(1 for _i, r in combined if metrics_mod.is_number(r.get("step")) and r["step"] >= first + base)
+        warnings.append((sha, head + f"its points replace {hidden} earlier point(s) from step {first + base:g} on "
+                         "(checkpoints: {resume_steps: as_logged}); git exp metrics --raw gives each attempt's own"))
+        return base
+    if at is not None:
+        offset = base + at + 1 - first
+    else:
+        last = max([r["step"] for _i, r in combined if metrics_mod.is_number(r.get("step"))], default=first - 1)
+        offset = last + 1 - first
+    warnings.append((sha, head + f"its steps are shown from {first + offset:g} on, continuing the curve "
+                     "(checkpoints: {resume_steps: as_logged} keeps them as logged); "
+                     "git exp metrics --raw gives each attempt's own"))
+    return offset
 
 
 # -- liveness and recovery -------------------------------------------------------------------
@@ -113,16 +185,15 @@ def live_program(repo: Repo, exp: Experiment) -> Optional[str]:
 def recovered(repo: Repo, exp: Experiment) -> Tuple[Dict[str, Any], Dict[Tuple[str, str], Optional[bytes]]]:
     """What a dead executor had not written, from the run directory: summary fields and notes."""
     from .executor import load_experiment_config
+    from .live import run_dir_history
 
     paths = run_paths(repo, exp.sha, exp.summary)
-    records = metrics_mod.read_points(paths.captured)
     specs: Dict[str, Any] = {}
     try:
         specs = dict(load_experiment_config(repo, exp.sha).metrics)
-        records += metrics_mod.file_records(specs, paths.outdir)
-    except Exception:  # noqa: BLE001 - an unreadable config still keeps the API points
+    except Exception:  # noqa: BLE001 - an unreadable config still keeps the API and regex points
         pass
-    history, sources = metrics_mod.build_history(metrics_mod.read_points(paths.metrics), records)
+    history, sources = run_dir_history(paths, specs)  # as `show` and `metrics` read a lost run
     fields: Dict[str, Any] = {}
     notes: Dict[Tuple[str, str], Optional[bytes]] = {}
     if history:
@@ -242,6 +313,12 @@ def resume_point(repo: Repo, store: Store, chain: Sequence[Tuple[str, Dict[str, 
         raise BadInput(f"the checkpoint {chosen['path']} (step {chosen['step']}) no longer exists on this machine; "
                        "nothing was started", "pick another with --from STEP "
                        f"(steps: {ckpt.describe_steps(candidates)}), or --from-scratch")
+    wrong = ckpt.mismatch(chosen) if here else None
+    if wrong:
+        raise BadInput(f"the checkpoint {chosen['path']} (step {chosen['step']}) no longer holds what was saved: "
+                       f"{wrong}; nothing was started", "pick another with --from STEP "
+                       f"(steps: {ckpt.describe_steps(candidates)}), name a file with --checkpoint PATH, "
+                       "or --from-scratch")
     return {"checkpoint": chosen["path"], "step": chosen["step"], "attempt": chosen["attempt"],
             "host": chosen.get("host")}
 

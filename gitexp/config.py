@@ -132,7 +132,7 @@ class ExperimentConfig:
     sweep: Optional[Dict[str, Any]] = None
     snapshot: SnapshotSpec = field(default_factory=SnapshotSpec)
     resume: Optional[Union[str, List[str]]] = None  # the command that continues from {checkpoint}
-    checkpoints: List[str] = field(default_factory=list)  # globs of checkpoint files the executor watches
+    checkpoints: Any = field(default_factory=list)  # gitexp.checkpoints.Spec (parsed by that module)
     auto_resume: int = 0  # resubmit a run stopped by the time limit, preemption or a lost node this often
     auto_resume_on: Tuple[str, ...] = AUTO_RESUME_DEFAULT_ON  # which ends auto_resume continues
     warning_signal: str = "auto"  # the time-limit warning to the program: auto (if it handles SIGUSR1), ...
@@ -163,8 +163,9 @@ class ExperimentConfig:
             out["snapshot"] = self.snapshot.to_dict()
         if self.resume is not None:
             out["resume"] = self.resume
-        if self.checkpoints:
-            out["checkpoints"] = list(self.checkpoints)
+        if self.checkpoints:  # a gitexp.checkpoints.Spec: stored as the config gave it
+            out["checkpoints"] = self.checkpoints.to_dict() if hasattr(self.checkpoints, "to_dict") \
+                else list(self.checkpoints)
         if self.auto_resume:
             out["auto_resume"] = self.auto_resume if self.auto_resume_on == AUTO_RESUME_DEFAULT_ON \
                 else {"times": self.auto_resume, "ends": list(self.auto_resume_on)}
@@ -366,27 +367,10 @@ class _Validator:
                                     + ("; 'resume' also knows {checkpoint} and {step}" if key == "resume" else ""))
         return config
 
-    def checkpoints(self, data: Mapping[str, Any]) -> List[str]:
-        value = data.get("checkpoints")
-        if value is None:
-            return []
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
-            raise self.fail("checkpoints", "'checkpoints' must be a list of file patterns",
-                            'e.g. checkpoints: ["out/*.pt", "{outdir}/ckpt-*.pt"]')
-        for pattern in value:
-            rest = pattern[len("{outdir}"):].lstrip("/") if pattern.startswith("{outdir}") else pattern
-            if "\0" in pattern or os.path.isabs(rest) or _leaves_tree(rest) or "{" in rest:
-                raise self.fail("checkpoints", f"'checkpoints' pattern {pattern!r} must be a relative path "
-                                "in the run's directory, or start with {outdir}/",
-                                'e.g. "out/*.pt" (in the run\'s working tree) or "{outdir}/*.pt"')
-        return list(value)
+    def checkpoints(self, data: Mapping[str, Any]) -> Any:
+        from .checkpoints import parse  # it imports metrics, which imports this module
 
-    def budget(self, data: Mapping[str, Any]) -> Any:
-        from .timing import parse_budget  # it imports metrics, which imports this module
-
-        return parse_budget(data.get("budget"), data.get("params") or {}, self.fail)
+        return parse(data.get("checkpoints"), self.fail, _leaves_tree)
 
     def auto_resume(self, data: Mapping[str, Any]) -> Tuple[int, Tuple[str, ...]]:
         """``auto_resume: N``, or ``{times: N, ends: [...]}`` naming the ends it continues."""

@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import live as live_mod
-from . import summary as checks
 from .config import closest
 from .errors import BadInput
 from .metrics import finite_number, is_number
-from .notes import METRICS_REF, Experiment, Store
+from .notes import Experiment, Store
 from .repo import Repo
 from .timing import start_of
 
@@ -152,22 +151,9 @@ def split_args(store: Store, exps: Sequence[Experiment], args: Sequence[str]) ->
 # -- their histories --------------------------------------------------------------------------------
 def histories(repo: Repo, store: Store, exps: Sequence[Experiment],
               statuses: Mapping[str, str]) -> Dict[str, List[Dict[str, Any]]]:
-    """sha -> history: runs in progress on this machine from their run directory (points of
-    the last second), the rest from their notes in one ``cat-file`` call."""
-    out: Dict[str, List[Dict[str, Any]]] = {}
-    for exp in exps:
-        status = statuses.get(exp.sha, exp.status)
-        if status in live_mod.OPEN:
-            run = live_mod.read(repo, exp, status)
-            if run is not None:
-                out[exp.sha] = run.history
-    rest = [e.sha for e in exps if e.sha not in out]
-    notes = store.read_notes(METRICS_REF, rest) if rest else {}
-    for sha in rest:
-        out[sha] = checks.load_history(sha, notes.get(sha), METRICS_REF)
-    return out
-
-
+    """sha -> history (:func:`gitexp.live.histories`: runs in progress here from their run
+    directory, a resumed experiment across its chain, the rest from their notes in one call)."""
+    return live_mod.histories(repo, store, exps, statuses)
 
 
 def epoch_of_steps(history: Sequence[Mapping[str, Any]]) -> Optional[List[Tuple[float, float]]]:

@@ -80,15 +80,15 @@ def _timing(repo: Repo, store: Store, exp: Experiment, reach: Sequence[str]
     """Time facts from the history (:mod:`gitexp.timing`), when each goal metric reached its
     best, and when each --reach METRIC=VALUE was reached."""
     targets = [timing_mod.parse_reach(text, exp.summary) for text in reach]  # BadInput before reading
-    history = live_mod.history(repo, exp, store)
+    history, summary = live_mod.timeline(repo, store, exp)  # a resumed run: the chain's, on one clock
     reached: List[Tuple[str, str, Optional[Dict[str, Any]]]] = []
-    for name in sorted(exp.summary.get("metrics") or {}):
-        hit = timing_mod.time_to_best(history, exp.summary, name)
+    for name in sorted(summary.get("metrics") or {}):
+        hit = timing_mod.time_to_best(history, summary, name)
         if hit is not None:
             reached.append((name, "best", hit))
     for name, value, goal, sign in targets:
-        reached.append((name, f"{sign} {value:g}", timing_mod.time_to(history, exp.summary, name, value, goal)))
-    return timing_mod.analyze(history, exp.summary), reached
+        reached.append((name, f"{sign} {value:g}", timing_mod.time_to(history, summary, name, value, goal)))
+    return timing_mod.analyze(history, summary), reached
 
 
 def chain_rows(store: Store, exp: Experiment, status: str) -> List[Dict[str, Any]]:
