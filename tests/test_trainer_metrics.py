@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
-from conftest import ROOT, git, gitexp, log_json, make_repo
+from conftest import ROOT, git, gitexp, log_json, make_repo, wait_for
 
 sys.path.insert(0, str(ROOT))
 
@@ -189,6 +190,8 @@ def test_a_restarted_step_counter_continues_the_chains_curve_in_every_view(tmp_p
     second = newest(repo)
     # The model.pt attempt 1 left in the shared out/ is not recorded again (no blank step).
     assert [p["step"] for p in note(repo, second)["checkpoints"]] == [0, 10, 20]
+    # Attempt 2 overwrote out/model.pt in place three times: attempt 1's pointer still holds its own.
+    assert json.loads(Path(note(repo, first)["checkpoints"][-1]["path"]).read_text())["w"] == 21
     gitexp(repo, "resume", "tiny", "-p", "steps=5")  # from attempt 2's step 20 (w=42)
     third = newest(repo)
 
@@ -218,3 +221,22 @@ def test_a_restarted_step_counter_continues_the_chains_curve_in_every_view(tmp_p
     assert exp.summary["started"] == starts[0]
     times = [r["time"] for r in hist if "loss" in r]
     assert times == sorted(times) and times[-1] - times[0] < sum(note(repo, s)["duration"] for s in (first, second, third))
+
+
+# -- 5: a run whose executor was killed keeps its points --------------------------------------------
+def test_a_lost_runs_points_show_before_any_resume(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", {"train.py": TRAINER, "c.yaml": CONFIG.replace("{steps: 30}", "{steps: 400}")})
+    sha = gitexp(repo, "run", "--detach", "c.yaml", env={"PAUSE": "0.01"}).stdout.split()[0]
+    run_dir = repo / ".git" / "gitexp" / "runs" / sha
+    wait_for(lambda: (run_dir / "captured.jsonl").exists()
+             and (run_dir / "captured.jsonl").read_text().count("\n") >= 60, timeout=60)
+    info = json.loads((run_dir / "exec.json").read_text())
+    os.kill(info["pid"], signal.SIGKILL)  # as the OOM killer would; the program dies of the broken pipe
+    wait_for(lambda: log_json(repo)[0]["status"] == "lost", timeout=60)
+    captured = [json.loads(line) for line in (run_dir / "captured.jsonl").read_text().splitlines() if line]
+    losses = sorted({r["step"] for r in captured if r["metric"] == "loss"})
+
+    shown = json.loads(gitexp(repo, "show", sha, "--format", "json").stdout)
+    assert shown["status"] == "lost" and shown["metrics"]["loss"]["count"] == len(losses) >= 60
+    assert [r["step"] for r in metrics_json(repo, sha) if "loss" in r] == losses
+    assert log_json(repo)[0]["metrics"]["loss"]["count"] == len(losses)
