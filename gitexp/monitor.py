@@ -29,6 +29,7 @@ import json
 import math
 import os
 import shutil
+import threading
 import time
 from typing import Any, Dict, List, Optional
 
@@ -37,6 +38,9 @@ import psutil
 from .watch import RunContext, Watcher, register
 
 DEFAULT_INTERVAL = 5.0
+# Seconds after the start at which a run is sampled besides every interval: a run of a few
+# seconds still gets its CPU and memory measured (the first sample only starts CPU timing).
+EARLY_SAMPLES = (0.25, 0.5, 1.0, 2.0)
 MAX_SAMPLES = 1000
 LIVE_FILE = "resources.json"
 
@@ -215,6 +219,18 @@ class ResourceWatcher(Watcher):
         self.peak: Dict[str, float] = {}
         self.next_at = 0.0
         self.live_path = os.path.join(ctx.paths.root, LIVE_FILE)
+        self.lock = threading.Lock()  # the early samples come from a thread of their own
+        self.ended = threading.Event()
+        self.take(time.time())  # the start: also where CPU timing begins
+        if interval > max(EARLY_SAMPLES):
+            threading.Thread(target=self._early, daemon=True, name="gitexp-early-samples").start()
+
+    def _early(self) -> None:
+        begun = time.monotonic()
+        for at in EARLY_SAMPLES:
+            if self.ended.wait(max(0.0, at - (time.monotonic() - begun))):
+                return
+            self.take(time.time())
 
     def on_tick(self, now: float) -> None:
         if now < self.next_at:
@@ -223,17 +239,19 @@ class ResourceWatcher(Watcher):
         self.take(now)
 
     def take(self, now: float) -> Dict[str, float]:
-        sample = self.sampler.sample(now)
-        self.history.add(sample)
-        self.peak = peaks([sample], self.peak)
-        self.recent_samples.append(sample)
-        while self.recent_samples and now - self.recent_samples[0]["time"] > 600:
-            self.recent_samples.pop(0)
-        self._write_live(sample)
+        with self.lock:
+            sample = self.sampler.sample(now)
+            self.history.add(sample)
+            self.peak = peaks([sample], self.peak)
+            self.recent_samples.append(sample)
+            while self.recent_samples and now - self.recent_samples[0]["time"] > 600:
+                self.recent_samples.pop(0)
+            self._write_live(sample)
         return sample
 
     def recent(self) -> List[Dict[str, float]]:
-        return list(self.recent_samples)
+        with self.lock:
+            return list(self.recent_samples)
 
     def _write_live(self, sample: Dict[str, float]) -> None:
         tmp = f"{self.live_path}.tmp"
@@ -245,6 +263,8 @@ class ResourceWatcher(Watcher):
             pass  # a full disk: the notes still get the peaks
 
     def on_end(self, status: str) -> None:
+        self.ended.set()
+        self.take(time.time())  # the end: host memory and disk as the run leaves them
         self.sampler.gpus.close()
 
     def summary_fields(self) -> Dict[str, Any]:

@@ -381,12 +381,22 @@ def log_ticks(lo: float, hi: float) -> List[float]:
     return ticks if len(ticks) >= 2 else [lo, hi]
 
 
-def tick_text(value: float) -> str:
+def tick_text(value: float, digits: int = 0) -> str:
     if value == 0:
         return "0"
     if abs(value) >= 1e5 or abs(value) < 1e-3:
-        return f"{value:.0e}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
-    return f"{value:.4g}"
+        return f"{value:.{digits}e}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
+    return f"{value:.{max(4, digits + 1)}g}"
+
+
+def tick_texts(values: Sequence[float]) -> List[str]:
+    """Labels for ticks, with as many digits as it takes for neighbours to differ (8.1e10,
+    8.2e10 rather than 8e10 twice)."""
+    for digits in range(0, 10):
+        texts = [tick_text(v, digits) for v in values]
+        if len(set(texts)) == len(texts):
+            return texts
+    return [repr(v) for v in values]
 
 
 # -- output paths -------------------------------------------------------------------------------------
@@ -496,12 +506,12 @@ def _terminal_ticks(plt: Any, fig: Figure, curves: Sequence[Curve]) -> None:
     xs = [v for c in curves for v in c.xs]
     ticks = nice_ticks(min(xs), max(xs), 5)
     if ticks:
-        plt.xticks(ticks, [tick_text(t) for t in ticks])
+        plt.xticks(ticks, tick_texts(ticks))
     if not fig.log_y:
         ys = [v for c in curves for v in c.ys]
         yt = nice_ticks(min(ys), max(ys), 5)
         if yt:
-            plt.yticks(yt, [tick_text(t) for t in yt])
+            plt.yticks(yt, tick_texts(yt))
 
 
 def key_text(fig: Figure, color: bool) -> str:
@@ -567,7 +577,7 @@ def matplotlib_figure(fig: Figure, width: int = 0, height: int = 0) -> Any:
                 continue
             if curve.raw:
                 ax.plot(curve.raw[0], curve.raw[1], color=curve.color, alpha=0.25, linewidth=0.8)
-            (line,) = ax.plot(curve.xs, curve.ys, color=curve.color, linewidth=1.4)
+            (line,) = ax.plot(curve.xs, curve.ys, color=curve.color, linewidth=1.4, **_mpl_markers(curve))
             handles.setdefault(curve.exp.sha, (line, _mpl_text(label(curve.exp, curve.status))))
         title = _mpl_text(metric) + (" (smoothed)" if any(c.raw for c in fig.curves[metric]) else "")
         if fig.dropped.get(metric):
@@ -583,6 +593,19 @@ def matplotlib_figure(fig: Figure, width: int = 0, height: int = 0) -> Any:
         lines, names = zip(*handles.values())
         mpl.legend(lines, names, loc="outside right upper", fontsize=8, frameon=False)
     return mpl
+
+
+SPARSE_POINTS = 60  # a curve with at most this many points gets a marker on each
+
+
+def _mpl_markers(curve: Curve) -> Dict[str, Any]:
+    """A marker on each point of a sparse curve (an eval metric every 500 steps, a single
+    point): a line alone would show a single point not at all and a few points as bare
+    segments, hiding where the values are."""
+    n = len(curve.xs)
+    if n > SPARSE_POINTS:
+        return {}
+    return {"marker": "o", "markersize": 5.0 if n <= 3 else 3.0}
 
 
 def _mpl_text(text: str) -> str:

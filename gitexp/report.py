@@ -51,7 +51,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}.best{font-weight:700}
 .charts{display:flex;flex-wrap:wrap;gap:16px}figure{margin:0}figcaption{font-weight:600;margin:4px 0}
 svg text{font:11px system-ui,sans-serif;fill:#444}svg .grid{stroke:#e6e6e6}svg .axis{stroke:#999}
 .legend{display:flex;flex-wrap:wrap;gap:4px 14px;margin:6px 0 0;padding:0;list-style:none;font-size:12px}
-.alert{margin:2px 0}.alert.error{color:#a00}.alert.warning{color:#8a5a00}
+.wide{overflow-x:auto;max-width:100%}.alert{margin:2px 0}.alert.error{color:#a00}.alert.warning{color:#8a5a00}
 section.run{border-top:2px solid #ddd;margin-top:24px}.status-failed,.status-killed,.status-lost,.status-timeout,.status-invalid{color:#a00}
 .status-running,.status-starting{color:#06c}
 """.strip()
@@ -73,7 +73,7 @@ SCRIPT = """
   var out=document.getElementById('render-check');
   if(out){out.setAttribute('data-curves',String(drawn));
     out.setAttribute('data-rows',String(document.querySelectorAll('table.runs tbody tr').length));
-    out.textContent='drawn: '+drawn+' curve(s)';}
+  }
 })();
 """.strip()
 
@@ -134,16 +134,16 @@ def svg_chart(curves: Sequence[plots.Curve], x_label: str, log_y: bool, width: i
         return top + ph - (w - y0) / (y1 - y0) * ph
 
     yticks = plots.log_ticks(10 ** y0, 10 ** y1) if log_y else plots.nice_ticks(y0, y1, 5)
-    for t in yticks:
-        if log_y and t <= 0:
-            continue
+    yticks = [t for t in yticks if not log_y or t > 0]
+    for t, label in zip(yticks, plots.tick_texts(yticks)):
         y = sy(t)
         parts.append(f'<line class="grid" x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}"/>'
-                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(plots.tick_text(t))}</text>')
-    for t in plots.nice_ticks(x0, x1, 6):
+                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(label)}</text>')
+    xticks = plots.nice_ticks(x0, x1, 6)
+    for t, label in zip(xticks, plots.tick_texts(xticks)):
         x = sx(t)
         parts.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + ph}"/>'
-                     f'<text x="{x:.1f}" y="{top + ph + 15}" text-anchor="middle">{_e(plots.tick_text(t))}</text>')
+                     f'<text x="{x:.1f}" y="{top + ph + 15}" text-anchor="middle">{_e(label)}</text>')
     parts.append(f'<rect class="axis" x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none"/>')
     parts.append(f'<text x="{left + pw / 2:.0f}" y="{height - 6}" text-anchor="middle">{_e(x_label)}</text>')
     for curve in curves:
@@ -164,6 +164,9 @@ def svg_chart(curves: Sequence[plots.Curve], x_label: str, log_y: bool, width: i
             continue
         parts.append(f'<polyline class="curve" data-run="{curve.exp.sha[:8]}" fill="none" stroke="{curve.color}" '
                      f'stroke-width="1.6" stroke-linejoin="round" points="{pts}"><title>{name}</title></polyline>')
+        if len(curve.xs) <= plots.SPARSE_POINTS:  # a sparse curve (an eval every 500 steps): its points
+            parts += [f'<circle class="mark" cx="{p.split(",")[0]}" cy="{p.split(",")[1]}" r="2.5" fill="{curve.color}"/>'
+                      for p in pts.split(" ")]
     parts.append("</svg>")
     return "".join(parts)
 
@@ -259,7 +262,34 @@ def _flat(data: Mapping[str, Any], prefix: str = "", depth: int = 0) -> Iterable
             else:
                 yield name, ", ".join(str(v) for v in value[:20])[:300]
         else:
-            yield name, (f"{value:.4g}" if isinstance(value, float) else str(value))[:300]
+            yield name, resource_text(str(key), value)[:300]
+
+
+def resource_unit(key: str) -> str:
+    """What a resource field counts, from its name (gitexp.monitor's fields): "bytes",
+    "percent", "seconds" or "" (a plain number)."""
+    key = key.lower()
+    if key.startswith("cpu") or "util" in key:
+        return "percent"
+    if any(word in key for word in ("rss", "ram", "disk", "mem", "bytes")):
+        return "bytes"
+    if key in ("interval", "time_limit") or key.endswith("_seconds"):
+        return "seconds"
+    return ""
+
+
+def resource_text(key: str, value: Any) -> str:
+    """A resource value in human units: 81.7GB, 97%, 5s."""
+    if not is_number(value) or isinstance(value, bool):
+        return str(value)
+    unit = resource_unit(key)
+    if unit == "bytes" and value >= 0:
+        return format_size(value)
+    if unit == "percent":
+        return f"{value:.0f}%"
+    if unit == "seconds":
+        return timing_mod.seconds_text(float(value))
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def resource_samples(exp: Experiment, details: Mapping[str, Any]) -> Dict[str, List[Dict[str, Any]]]:
@@ -293,7 +323,7 @@ def render(repo: Repo, exps: Sequence[Experiment], statuses: Mapping[str, str],
                        f'<p class="muted">{len(exps)} experiment(s) in {_e(repo.root)}, '
                        f'made {_e(time.strftime("%Y-%m-%d %H:%M:%S"))} by git exp report. '
                        "This file needs no network: open it anywhere.</p>",
-                       '<p id="render-check" class="muted"></p>',
+                       '<p id="render-check" hidden></p>',  # the script's count, for tests: not shown
                        '<nav><a href="#table">table</a> · <a href="#alerts">alerts</a> · <a href="#curves">curves</a> · '
                        '<a href="#time">time</a> · <a href="#resources">resources</a> · <a href="#runs">runs</a></nav>']
     body += _table(exps, statuses, metrics, timings, index)
@@ -435,7 +465,8 @@ def _time_section(exps: Sequence[Experiment], timings: Mapping[str, Dict[str, An
                   hists: Mapping[str, List[Dict[str, Any]]], metrics: Sequence[str]) -> List[str]:
     goal_metrics = [m for m in metrics if any(_metric_entry(e, m).get("goal") in ("minimize", "maximize")
                                               for e in exps)][:3]
-    head = ["run", "duration", "start-up", "step time (median)", "steps/s", "epoch time"]
+    epochs = any(timings[e.sha].get("epoch_time") is not None for e in exps)  # else an empty column
+    head = ["run", "duration", "start-up", "step time (median)", "steps/s"] + (["epoch time"] if epochs else [])
     head += [f"time to best {_e(m)}" for m in goal_metrics]
     out = ['<h2 id="time">Time</h2>', "<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) +
            "</tr></thead><tbody>"]
@@ -445,7 +476,7 @@ def _time_section(exps: Sequence[Experiment], timings: Mapping[str, Dict[str, An
         rate = f"{t['steps_per_s']:.3g}" if t["steps_per_s"] else ""
         cells = [f'<td><a href="#run-{exp.sha}">{_e(exp.name)}</a></td>', f"<td>{_e(st(t['duration']))}</td>",
                  f"<td>{_e(st(t['startup']))}</td>", f"<td>{_e(st(t['step_time']))}</td>",
-                 f"<td>{_e(rate)}</td>", f"<td>{_e(st(t['epoch_time']))}</td>"]
+                 f"<td>{_e(rate)}</td>"] + ([f"<td>{_e(st(t['epoch_time']))}</td>"] if epochs else [])
         for m in goal_metrics:
             hit = timing_mod.time_to_best(hists.get(exp.sha) or [], exp.summary, m)
             when = f"{st(hit['seconds'])} (step {hit['step']})" if hit and hit.get("seconds") is not None else ""
@@ -464,11 +495,12 @@ def _resources_section(exps: Sequence[Experiment], details: Mapping[str, Mapping
             keys.setdefault(key, None)
     if not keys:
         return out + ['<p class="muted">The notes record nothing about the machines yet.</p>']
-    out.append("<table><thead><tr><th>run</th>" + "".join(f"<th>{_e(k)}</th>" for k in keys) + "</tr></thead><tbody>")
+    out.append('<div class="wide"><table><thead><tr><th>run</th>' + "".join(f"<th>{_e(k)}</th>" for k in keys)
+               + "</tr></thead><tbody>")
     for exp in exps:
         out.append(f'<tr><td><a href="#run-{exp.sha}">{_e(exp.name)}</a></td>' +
                    "".join(f"<td>{_e(rows[exp.sha].get(k, ''))}</td>" for k in keys) + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     for exp in exps:
         for name, samples in resource_samples(exp, details.get(exp.sha) or {}).items():
             out += _sample_charts(exp, name, samples)
@@ -484,14 +516,43 @@ def _sample_charts(exp: Experiment, name: str, samples: List[Dict[str, Any]]) ->
             if key != "time" and is_number(value):
                 fields.setdefault(str(key), None)
     out = [f"<h3>{_e(exp.name)}: {_e(name)}</h3>", '<div class="charts">']
-    for key in list(fields)[:8]:
+    flat = []
+    charts = 0
+    for key in fields:
         pts = [(float(s["time"]) - start, float(s[key])) for s in samples if is_number(s.get(key))]
-        xs, ys = plots.decimate([p[0] for p in pts], [p[1] for p in pts], MINI_W)
+        if len({p[1] for p in pts}) < 2:  # a constant (ram_total, disk_total): the table says it
+            flat.append(key)
+            continue
+        charts += 1
+        if charts > 8:
+            continue
+        scale, unit = _chart_unit(key, max(abs(p[1]) for p in pts))
+        xs, ys = plots.decimate([p[0] for p in pts], [p[1] / scale for p in pts], MINI_W)
         curve = plots.Curve(exp, key, xs, ys, None, 0)
-        out.append(f"<figure><figcaption>{_e(key)}</figcaption>{svg_chart([curve], 'seconds', False, MINI_W, MINI_H)}"
+        caption = _e(key) + (f" ({unit})" if unit else "")
+        out.append(f"<figure><figcaption>{caption}</figcaption>{svg_chart([curve], 'seconds', False, MINI_W, MINI_H)}"
                    "</figure>")
     out.append("</div>")
+    if flat:
+        out.append('<p class="muted">Constant over the run: ' + ", ".join(
+            f"{_e(k)} {_e(resource_text(k, samples[0].get(k)))}" for k in flat[:20]) + ".</p>")
     return out
+
+
+def _chart_unit(key: str, largest: float) -> Tuple[float, str]:
+    """(divisor, unit) for a chart of a resource field: bytes in KB/MB/GB/TB, percent."""
+    unit = resource_unit(key)
+    if unit == "percent":
+        return 1.0, "%"
+    if unit == "bytes":
+        scale, name = 1.0, "B"
+        for name_, size in (("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("TB", 1e12)):
+            if largest >= size:
+                scale, name = size, name_
+        return scale, name
+    if unit == "seconds":
+        return 1.0, "s"
+    return 1.0, ""
 
 
 def _run_section(repo: Repo, exp: Experiment, status: str, history: List[Dict[str, Any]],

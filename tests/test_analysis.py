@@ -358,7 +358,7 @@ def test_report_escapes_notes_and_shows_resources_and_alerts(tmp_path: Path) -> 
     assert "GPU memory at 97%" in page and "disk nearly full" in page
     assert "loss became NaN at step 3" in page and "failed" in page
     assert "node1" in page and "A100" in page and "peak_ram" in page and "gpu.util" in page
-    assert ">cpu</figcaption>" in page  # the samples drawn over time
+    assert ">cpu (%)</figcaption>" in page  # the samples drawn over time, in units
     assert page.count("<script>") == 1
 
 

@@ -234,3 +234,77 @@ def test_a_bad_budget_is_exit_2(repo: Path, budget: str, message: str) -> None:
     proc = gitexp(repo, "run", "b.yaml", check=False)
     assert proc.returncode == 2 and message in proc.stderr and proc.stderr.startswith("error: b.yaml:"), proc
     assert log_json(repo) == []
+
+
+# -- 20: a short run's resource peaks are measured --------------------------------------------------------
+SHORT_BUSY = textwrap.dedent('''
+    import time
+    block = bytearray(80 * 1024 * 1024)  # 80 MB held for the whole run
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    end = time.time() + 1.2
+    n = 0
+    while time.time() < end:  # busy: one core
+        n += 1
+    print("step 1 acc=0.5", flush=True)
+''')
+
+
+def test_a_short_run_gets_real_resource_peaks(repo: Path) -> None:
+    (repo / "busy.py").write_text(SHORT_BUSY)
+    (repo / "busy.yaml").write_text("name: busy\ncommand: python busy.py\nmetrics:\n  acc: {regex: 'acc=([0-9.]+)'}\n")
+    gitexp(repo, "run", "busy.yaml", env={"GITEXP_SAMPLE_INTERVAL": "5"})
+    row = log_json(repo)[0]
+    summary = json.loads(git(repo, "notes", "--ref=exps", "show", row["id"]))
+    peaks = summary["resources"]
+    assert peaks["samples"] >= 3, peaks  # the start, early ones, the end
+    assert peaks["rss_peak"] > 60 * 1024 * 1024, peaks
+    assert peaks["cpu_peak"] > 20, peaks
+    shown = gitexp(repo, "show", row["id"]).stdout
+    assert "peaks of 1 samples" not in shown and "RSS 0B" not in shown
+
+
+# -- 19: pictures and reports a person can read ----------------------------------------------------------
+def test_plot_picture_marks_single_point_and_sparse_series() -> None:
+    pytest.importorskip("matplotlib")
+    from gitexp import plots
+    from gitexp.notes import Experiment
+
+    exp = Experiment("a" * 40, "run", {"created": 1.0})
+    dense = plots.Curve(exp, "loss", [float(i) for i in range(2000)], [1.0 / (i + 1) for i in range(2000)])
+    fig = plots.Figure(["loss", "val_loss", "test_acc"], {
+        "loss": [dense],
+        "val_loss": [plots.Curve(exp, "val_loss", [500.0, 1000.0, 1500.0], [0.9, 0.7, 0.6])],
+        "test_acc": [plots.Curve(exp, "test_acc", [1500.0], [0.8])]}, "step", False, "t")
+    axes = plots.matplotlib_figure(fig).axes
+    markers = {ax.get_title(loc="left"): [line.get_marker() for line in ax.lines] for ax in axes}
+    assert markers["val_loss"] == ["o"] and markers["test_acc"] == ["o"], markers
+    assert markers["loss"] == ["None"]  # a dense curve stays a plain line
+
+
+def test_tick_labels_of_a_narrow_range_differ() -> None:
+    from gitexp import plots
+
+    ticks = plots.nice_ticks(8.1e10, 8.2e10, 5)
+    labels = plots.tick_texts(ticks)
+    assert len(set(labels)) == len(labels), labels
+
+
+def test_report_has_units_no_constant_charts_no_debug_text(repo: Path, tmp_path: Path) -> None:
+    (repo / "busy.py").write_text(SHORT_BUSY)
+    (repo / "busy.yaml").write_text("name: busy\ncommand: python busy.py\nmetrics:\n  acc: {regex: 'acc=([0-9.]+)'}\n")
+    gitexp(repo, "run", "busy.yaml")
+    out = tmp_path / "r.html"
+    gitexp(repo, "report", "-o", str(out))
+    page = out.read_text()
+    assert "drawn: " not in page  # no debug line
+    assert "<th>epoch time</th>" not in page  # no run logs epochs: no empty column
+    resources = page[page.index('id="resources"'):page.index('id="runs"')]
+    assert "e+" not in resources, resources[:2000]  # 8.169e+10 -> 81.7GB
+    assert "MB" in resources or "GB" in resources
+    assert "<figcaption>ram_total" not in resources and "<figcaption>disk_total" not in resources  # constant
+    assert "<figcaption>rss (MB)" in resources  # a chart in units
+    assert '<div class="wide">' in resources  # a wide table scrolls instead of overflowing
+    from gitexp.report import resource_text
+
+    assert resource_text("rss_peak", 8.169e10) == "81.7GB" and resource_text("cpu_peak", 97.26) == "97%"
