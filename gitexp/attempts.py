@@ -41,6 +41,8 @@ from .lifecycle import FINAL, Status, transition
 from .notes import METRICS_REF, Experiment, Store, jsonl
 from .paths import run_paths
 from .repo import Repo
+from .rundirs import leftovers
+from .supervisor import describe
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 FINAL_NAMES = frozenset(s.value for s in FINAL)
@@ -174,6 +176,9 @@ def live_program(repo: Repo, exp: Experiment) -> Optional[str]:
     program = local_program(repo, exp.sha)
     if program:
         return f"its program (pid {program}), whose executor died"
+    left = leftovers(repo, exp.sha)
+    if left:
+        return f"process(es) its program started ({describe(left)}), whose executor died"
     s = exp.summary
     worker = s.get("worker")
     if s.get("status") == "starting" and isinstance(worker, dict) and worker.get("host") == socket.gethostname() \
@@ -336,10 +341,21 @@ def trusted_checkpoint(repo: Repo, chain: Sequence[str], path: str) -> bool:
 
 
 # -- automatic resume ---------------------------------------------------------------------------
-def wants_auto_resume(summary: Dict[str, Any], status: str) -> bool:
-    """Stopped by the time limit, preemption or a lost node: what ``auto_resume`` continues."""
+def wants_auto_resume(summary: Dict[str, Any], status: str, ends: Sequence[str] = ("timeout", "preempted", "lost",
+                                                                                   "sigkill")) -> bool:
+    """Whether an end is one that ``auto_resume`` continues (``ends``: the config's
+    ``auto_resume.ends``): the time limit, preemption, a lost node or executor, a program killed
+    by SIGKILL (the OOM killer's signal, so counted like a crash), or any failure."""
     reason = str(summary.get("reason") or "").lower()
-    return status in ("timeout", "lost") or (status == "killed" and "preempt" in reason)
+    code = summary.get("exit_code")
+    kinds = {status} if status in ("timeout", "lost") else set()
+    if status == "killed" and "preempt" in reason:
+        kinds.add("preempted")
+    if status == "failed":
+        kinds.add("failed")
+    if status == "failed" and code == -9:  # recorded killed when gitexp or a scheduler stopped it
+        kinds.add("sigkill")
+    return bool(kinds & set(ends))
 
 
 def auto_resume(repo: Repo, store: Store, exp: Experiment, status: Status
@@ -360,7 +376,8 @@ def auto_resume(repo: Repo, store: Store, exp: Experiment, status: Status
     done = exp.summary.get("auto_resumes")
     done = done if isinstance(done, int) and not isinstance(done, bool) else 0
     live = exp.status if exp.status in FINAL_NAMES else "lost"  # its executor has ended without a word
-    if not config.auto_resume or done >= config.auto_resume or not wants_auto_resume(exp.summary, live):
+    if not config.auto_resume or done >= config.auto_resume \
+            or not wants_auto_resume(exp.summary, live, config.auto_resume_on):
         return None
     superseded = supersede(repo, store, exp, "auto_resume continues it")
     current = Experiment(exp.sha, exp.name, superseded)

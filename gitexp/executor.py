@@ -27,10 +27,10 @@ What a run can always count on:
 from __future__ import annotations
 
 import collections
+import faulthandler
 import json
 import math
 import os
-import select
 import shutil
 import signal
 import socket
@@ -51,18 +51,19 @@ from .lifecycle import FINAL as FINAL_STATES
 from .lifecycle import Status, transition
 from .notes import CONFIG_PATH, DETAILS_REF, METRICS_REF, Experiment, Store, dump_json, jsonl, parse_jsonl
 from .paths import RunPaths, run_paths
+from .pump import OutputPump
+from .stopping import Stopping
 from .repo import Repo
 from .resources import check as check_requires
 from .runners import runner_class
-from .rundirs import LOCK_NAME, prepare_worktree, sweep_stale_worktrees, try_lock
+from .rundirs import EXECUTOR_LOG, LOCK_NAME, prepare_worktree, record_end, sweep_stale_worktrees, try_lock
+from .supervisor import MARK_VAR, new_mark
 from .watch import TICK_SECONDS, RunContext, Watchers
 
 LOG_TAIL_LINES = 60
 TAIL_BYTES = 64 * 1024  # the most the log tail may take in the details note (as JSON)
 HEARTBEAT_SECONDS = 5.0  # exec.json's mtime is touched this often while the run is alive
 FINAL = tuple(s.value for s in FINAL_STATES)
-# The runner's warning that the time limit is near (Slurm: --signal=B:USR1@<secs>).
-TIMEOUT_SIGNALS = (signal.SIGUSR1,)
 DEFAULT_SECONDS = {"GITEXP_NOTES_INTERVAL": 120.0, "GITEXP_KILL_GRACE": 10.0, "GITEXP_FULL_DISK_WAIT": 600.0}
 
 
@@ -115,7 +116,7 @@ def load_experiment_config(repo: Repo, sha: str) -> ExperimentConfig:
     return parse_config(raw.decode(), source=f"{sha[:12]}:{CONFIG_PATH}", stored=True)
 
 
-class Executor:
+class Executor(OutputPump, Stopping):
     def __init__(self, repo: Repo, store: Store, sha: str, echo: bool = False,
                  runner: str = "local", extra_env: Optional[Dict[str, str]] = None) -> None:
         self.repo = repo
@@ -148,6 +149,10 @@ class Executor:
         self.captured_lost = 0
         self.lock = threading.Lock()
         self.done = threading.Event()
+        self.stderr_copy: Optional[Any] = None
+        self.fault_file: Optional[Any] = None
+        self.mark = new_mark(sha)  # in the program's environment: finds every process of the run
+        self.leftovers: List[Dict[str, object]] = []
 
     # -- the whole run ----------------------------------------------------------------------
     def execute(self) -> int:
@@ -160,6 +165,7 @@ class Executor:
         old_handlers = self._install_signal_handlers()
         try:
             self._lock_run_dir()  # nothing is recorded if another executor has this run
+            self._keep_stderr()
             try:
                 return self._execute()
             except GitExpError as exc:
@@ -265,12 +271,15 @@ class Executor:
             code = self._wait()
         finally:
             self.done.set()
+        record_end(self.paths.root, "program-ended", f"exit code {code}" if code >= 0 else f"signal {-code}")
+        self._stop_leftovers()
         status = self._status_for(code)
         watchers = getattr(self, "watchers", None)
         if watchers is not None:
             self._feed_watchers()
             watchers.end(status)
         self._finish_summary(status, code, started=started)
+        record_end(self.paths.root, "recorded", status)
         self._auto_resume(status)
         self.repo.maintain()
         if code < 0:
@@ -322,6 +331,8 @@ class Executor:
             reason = f"gitexp executor error: {type(exc).__name__}: {exc}"
             self._log_text("gitexp: executor error:\n" + traceback.format_exc())
         status = "killed" if isinstance(exc, KeyboardInterrupt) else "failed"
+        what = "disk" if isinstance(exc, DiskFull) else "signal" if isinstance(exc, KeyboardInterrupt) else "exception"
+        record_end(self.paths.root, what, f"stopped on {type(exc).__name__}: {reason}"[:2000])
         try:
             self._end_program()
             self._record_end(status, reason)
@@ -341,6 +352,7 @@ class Executor:
                 pass
         self._signal_group(signal.SIGKILL)  # and whatever it left behind in its group
         self.proc.wait()
+        self._stop_leftovers()
 
     def _record_end(self, status: str, reason: str) -> None:
         # A removed run, or one already recorded as ended, is kept as it is (transition's rules).
@@ -356,6 +368,11 @@ class Executor:
             self.captured_file.close()
         shutil.rmtree(self.paths.worktree, ignore_errors=True)
         self.budget.uninstall()
+        if self.fault_file is not None:
+            faulthandler.disable()
+        for handle in {id(h): h for h in (self.fault_file, self.stderr_copy) if h is not None}.values():
+            handle.close()
+        self.fault_file = self.stderr_copy = None
         if self.lock_fd is not None:
             os.close(self.lock_fd)  # releases the lock
             self.lock_fd = None
@@ -430,6 +447,7 @@ class Executor:
             "GITEXP_CHECKPOINTS_FILE": self.paths.checkpoints,
             "GITEXP_PARAMS": json.dumps(self.config.params),
             "GITEXP_STOP_FILE": self.paths.stop_file,
+            MARK_VAR: self.mark,
             "PYTHONUNBUFFERED": env.get("PYTHONUNBUFFERED", "1"),
         })
         env.pop("GITEXP_RESUME_FROM", None)
@@ -490,7 +508,8 @@ class Executor:
             os.replace(path, os.path.join(folder, os.path.basename(path)))
 
     def _write_exec_info(self, started: Optional[float] = None) -> None:
-        info: Dict[str, Any] = {**self._identity(), "started": started, "child": None, "child_started": None}
+        info: Dict[str, Any] = {**self._identity(), "started": started, "child": None, "child_started": None,
+                                "mark": self.mark}
         if self.proc is not None:
             info["child"] = self.proc.pid
             try:
@@ -504,100 +523,6 @@ class Executor:
         os.replace(tmp, self.paths.exec_info)
 
     # -- while it runs ----------------------------------------------------------------------
-    def _pump_output(self) -> None:
-        """Tee the output to output.log (and the terminal); lines to the regexes and the tail.
-
-        Linear in the output however long a line is: only the first MAX_LINE bytes of a line
-        are kept for matching, while every byte goes to output.log.
-        """
-        assert self.proc is not None and self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        splitter = metrics_mod.LineSplitter()
-        poller = select.poll()  # unlike select(), any fd number
-        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-        while True:
-            chunk = self._read_output(poller, fd)
-            if not chunk:
-                break
-            self._copy_out(chunk)
-            self._feed_lines(splitter.push(chunk))
-        self._feed_lines(splitter.finish())
-        self.proc.stdout.close()
-
-    def _read_output(self, poller: Any, fd: int) -> bytes:
-        """The next chunk; b"" at the end of the output, or once a stopped program's group was
-        SIGKILLed and its main process is gone (something that left the group may still hold
-        the pipe open, and a stop must not wait for it)."""
-        assert self.proc is not None
-        while True:
-            if poller.poll(500):
-                return os.read(fd, 65536)
-            if self.killed_at is not None and self.proc.poll() is not None \
-                    and time.monotonic() - self.killed_at > 1.0:
-                return b""
-
-    def _copy_out(self, chunk: bytes) -> None:
-        assert self.log is not None
-        try:
-            self.log.write(chunk)
-        except OSError as exc:
-            # A full disk must not stop the pump (the program would block on a full pipe):
-            # the bytes are lost to output.log, still reach the tail, and the run goes on.
-            if not getattr(self, "log_lost", 0):
-                self._say(f"gitexp: warning: cannot write {self.paths.log}: {exc.strerror}; "
-                          "output is not being kept until there is space")
-            self.log_lost = getattr(self, "log_lost", 0) + len(chunk)
-        if self.echo:
-            try:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
-            except (OSError, ValueError):
-                self.echo = False  # the terminal or pipe went away; output.log still has it all
-
-    def _feed_lines(self, lines: List[Tuple[str, int]]) -> None:
-        ctx = getattr(self, "ctx", None)
-        if lines and ctx is not None:
-            ctx.last_output = time.time()
-        if lines:
-            with self.budget.watching():  # one timer for the batch bounds each search in it
-                for line, cut in lines:
-                    self._feed(line, cut)
-            self._append_captured()
-
-    def _append_captured(self) -> None:
-        """The batch's regex points to captured.jsonl, at once: ``git exp log``, ``show`` and
-        ``metrics`` read a running run's points from there (``gitexp.live``), and so can anyone.
-
-        One unbuffered write per batch of output; a failed write (a full disk) loses those
-        points from the file only: the notes are built from the points in memory.
-        """
-        new = self.capture.points[self.captured_written:]
-        if not new:
-            return
-        self.captured_written += len(new)
-        # After a failed write the file may end in a torn line: start on a line of our own.
-        text = ("\n" if self.captured_lost else "") + "".join(json.dumps(r) + "\n" for r in new)
-        data = memoryview(text.encode())
-        try:
-            if self.captured_file is None:
-                self.captured_file = open(self.paths.captured, "ab", buffering=0)
-            while data:
-                data = data[self.captured_file.write(data) or len(data):]
-        except OSError as exc:
-            if not self.captured_lost:
-                self._say(f"gitexp: warning: cannot write {self.paths.captured}: {exc.strerror}; "
-                          "points found until there is space show in the notes only")
-            self.captured_lost += len(new)
-
-    def _feed(self, line: str, cut: int = 0) -> None:
-        if self.stop_reason is None:  # once stopping, leftover output is not worth a regex's time
-            for warning in self.capture.feed(line):
-                self._log_text(warning + "\n")
-                self._say(warning)
-        text = f"{line} [... {cut} more bytes]" if cut else line
-        with self.lock:
-            self.tail.append(text)
-
     def _wait(self) -> int:
         assert self.proc is not None
         while True:
@@ -661,63 +586,6 @@ class Executor:
         except Exception as exc:  # noqa: BLE001 - facts are nice to have; never fail a run on them
             self.facts = {"error": f"{type(exc).__name__}: {exc}"}
 
-    # -- signals ----------------------------------------------------------------------------
-    def _install_signal_handlers(self) -> Dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        old: Dict[int, Any] = {}
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, *TIMEOUT_SIGNALS):
-            old[sig] = signal.signal(sig, self._on_signal)
-        self.budget.install()  # regex searches bounded by SIGALRM (main thread only)
-        return old
-
-    def _restore_signal_handlers(self, old: Dict[int, Any]) -> None:
-        self.budget.uninstall()
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        if signum in TIMEOUT_SIGNALS:
-            # The time limit is near: tell the program's main process only (its helpers, such
-            # as data-loader workers, would die of an unhandled SIGUSR1) and leave a stop file.
-            self.saw_warning = True
-            try:
-                open(self.paths.stop_file, "a").close()
-            except OSError:
-                pass
-            if self.proc is not None and self.proc.poll() is None:
-                try:
-                    os.kill(self.proc.pid, signum)
-                except ProcessLookupError:
-                    pass
-            return
-        if self.stop_reason is None:
-            self.stop_reason = "killed"
-            self.stop_signum = signal.Signals(signum)
-        self.signals_seen += 1
-        if self.signals_seen > 1:
-            self._signal_group(signal.SIGKILL)  # asked twice: no more grace
-            return
-        self._stop_program(signum)
-
-    def _stop_program(self, signum: int) -> None:
-        """``signum`` to the program's whole process group, SIGKILL after the grace period."""
-        self._signal_group(signum)
-        timer = threading.Timer(self.grace, self._signal_group, args=(signal.SIGKILL,))
-        timer.daemon = True
-        timer.start()
-
-    def _signal_group(self, signum: int) -> None:
-        # The group may outlive the main process (a program that left children behind).
-        if self.proc is None:
-            return
-        if signum == signal.SIGKILL and self.killed_at is None:
-            self.killed_at = time.monotonic()
-        try:
-            os.killpg(self.proc.pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
-
     # -- the end ----------------------------------------------------------------------------
     def _specs(self) -> Dict[str, Any]:
         return dict(self.config.metrics) if self.config is not None else {}
@@ -751,11 +619,15 @@ class Executor:
 
         if status == "stopped" and reason is None:
             reason = getattr(self, "stop_detail", None)
+        if status == "killed" and reason is None:
+            reason = self.kill_detail
         fields: Dict[str, Any] = {"ended": ended, "exit_code": code, "metrics": summaries,
                                   "checkpoints": checkpoints[-20:], "reason": reason,
                                   "outdir": self.paths.outdir, "run_dir": self.paths.root}
         if started is not None:
             fields["duration"] = ended - started
+        if self.leftovers:
+            fields["leftovers"] = self.leftovers
         if getattr(self, "watchers", None) is not None:
             fields.update(self.watchers.summary_fields())
 
@@ -787,6 +659,32 @@ class Executor:
 
     def _say(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
+        if self.stderr_copy is not None:  # stderr is a terminal: keep its lines in executor.log too
+            try:
+                self.stderr_copy.write(text + "\n")
+                self.stderr_copy.flush()
+            except (OSError, ValueError):
+                pass
+
+    def _keep_stderr(self) -> None:
+        """What the executor says, and a hard crash's traceback (faulthandler), end up in
+        ``<run dir>/executor.log``: a detached or worker-started executor's stderr is that
+        file already; a foreground one's lines are copied there."""
+        path = os.path.join(self.paths.root, EXECUTOR_LOG)
+        try:
+            same = os.path.samestat(os.fstat(2), os.stat(path))
+        except OSError:
+            same = False
+        try:
+            handle = open(path, "a", encoding="utf-8", errors="replace")
+        except OSError:
+            return
+        self.stderr_copy = None if same else handle
+        if not faulthandler.is_enabled():
+            faulthandler.enable(file=handle, all_threads=True)
+            self.fault_file = handle
+        elif same:
+            handle.close()
 
 
 def _bounded_tail(lines: List[str]) -> str:

@@ -1,5 +1,6 @@
 """Run directories on this machine: the throwaway worktree of a run, the executor's lock,
-and sweeping the worktrees that SIGKILLed executors left.
+sweeping the worktrees that SIGKILLed executors left, and what a run directory says about a
+run's end (the executor's own record of it, processes left behind, why a run is lost).
 
 Every executor holds ``<run dir>/executor.lock`` (flock) while it runs; a run directory whose
 lock is free and whose executor and program are both gone is stale, and its ``wt/`` goes
@@ -8,16 +9,18 @@ lock is free and whose executor and program are both gone is stale, and its ``wt
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import socket
 import time
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 from .errors import GitExpError
-from .experiments import process_alive, read_exec_info
-from .paths import runs_root
+from .evidence import process_alive, read_exec_info
+from .paths import run_paths, runs_root
 from .repo import Repo
+from .supervisor import marked_pids
 
 LOCK_NAME = "executor.lock"  # held by the live executor of a run directory (flock)
 SWEEP_EVERY = 3600.0  # an executor looks for stale worktrees at most this often
@@ -136,3 +139,73 @@ def _is_stale(run_dir: str, worktree: str) -> bool:
     # An executor killed with SIGKILL may leave its program running in wt/: keep it then.
     return not process_alive(info.get("pid"), info.get("pid_started")) and \
         not process_alive(info.get("child"), info.get("child_started"))
+
+
+# -- what is left of a run, and why it ended ----------------------------------------------------
+END_NAME = "executor-end.json"  # the executor's own word on how it ended (or is ending)
+EXECUTOR_LOG = "executor.log"  # a detached or worker-started executor's stderr
+
+
+def leftovers(repo: Repo, sha: str) -> List[int]:
+    """Live processes run ``sha``'s program started on this machine (its mark in ``exec.json``),
+    its main process included: what keeps a run's slot busy after its executor is gone."""
+    from .evidence import is_own_process
+
+    info = read_exec_info(run_paths(repo, sha).exec_info)
+    mark = info.get("mark")
+    if info.get("host") != socket.gethostname() or not isinstance(mark, str):
+        return []
+    own = [pid for pid in marked_pids(mark, exclude=[info.get("pid") or 0]) if is_own_process(pid)]
+    executor = info.get("pid")
+    return [pid for pid in own if pid != executor]
+
+
+def record_end(run_dir: str, what: str, detail: str, **extra: Any) -> None:
+    """The executor's word on its end (``what``: program-ended, recorded, signal, exception,
+    disk, killed), kept in the run directory where ``show`` finds it; best effort (a full disk)."""
+    record = {"what": what, "detail": detail, "time": time.time(), "pid": os.getpid(), **extra}
+    path = os.path.join(run_dir, END_NAME)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(record, handle)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def lost_reason(run_dir: str) -> str:
+    """Why a run whose executor is gone without recording an end is lost, from what its run
+    directory holds: the executor's own record, its heartbeat, the end of its stderr."""
+    info = read_exec_info(os.path.join(run_dir, "exec.json"))
+    end = read_exec_info(os.path.join(run_dir, END_NAME))
+    pid = info.get("pid")
+    if end.get("what") in ("signal", "exception", "disk", "killed"):
+        text = f"its executor (pid {end.get('pid', pid)}) {end.get('detail')}"
+    elif end.get("what") == "program-ended":
+        text = (f"its program had ended ({end.get('detail')}), but its executor (pid {end.get('pid', pid)}) "
+                "died before it recorded the end")
+    else:
+        text = f"its executor (pid {pid}) died without a word (SIGKILL: the OOM killer, kill -9, or a reboot)"
+    try:
+        seen = os.path.getmtime(os.path.join(run_dir, "exec.json"))
+        text += f"; last seen alive {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(seen))}"
+    except OSError:
+        pass
+    last = _last_line(os.path.join(run_dir, EXECUTOR_LOG))
+    if last:
+        text += f"; its stderr ({os.path.join(run_dir, EXECUTOR_LOG)}) ends: {last[:200]}"
+    return text
+
+
+def _last_line(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(path) - 4096))
+            lines = [line for line in handle.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""

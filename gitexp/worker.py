@@ -28,6 +28,10 @@ from .queue import CLAIMED, Queue, worker_identity
 from .repo import Repo
 from .resources import _existing, free_gpu_memory
 from .resources import check as check_requires
+from .rundirs import END_NAME, leftovers, lost_reason, record_end
+from .evidence import read_exec_info
+from .supervisor import describe
+from .supervisor import stop as stop_processes
 from .runners.base import exec_argv
 from .units import format_size
 
@@ -91,6 +95,9 @@ class Running:
     exp: Experiment
     proc: Any
     gpu: Optional[int]
+    ended: Optional[int] = None  # the executor's exit status, once it has ended
+    checked: float = 0.0  # when its run's processes were last looked for
+    told: bool = False  # the "still running without its executor" line was said
 
 
 class Worker:
@@ -243,17 +250,67 @@ class Worker:
         self.say(f"gitexp worker: started {exp.name} ({exp.sha[:10]}){where}")
 
     def _reap(self) -> None:
+        """Free the slot (and GPU) of each run that has ended: its executor has exited and no
+        process of its run lives on (a program whose executor was SIGKILLed, what it left)."""
         for item in list(self.running):
-            code = item.proc.poll()
-            if code is None:
+            if item.ended is None:
+                code = item.proc.poll()
+                if code is None:
+                    continue
+                item.ended = code
+                self._executor_ended(item, code)
+            if self._run_lives(item):
                 continue
             self.running.remove(item)
+            self._settle(item)
+
+    def _executor_ended(self, item: Running, code: int) -> None:
+        """Record in the run directory how an executor that did not record its run's end died."""
+        run_dir = run_paths(self.repo, item.exp.sha).root
+        if code == 0 or read_exec_info(os.path.join(run_dir, END_NAME)).get("what") == "recorded":
+            return
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+            why = f"was killed by {name} (signal {-code}" + ("; the OOM killer sends it" if -code == 9 else "") + ")"
+        else:
+            why = f"exited with code {code} without recording the end (its stderr: {run_dir}/executor.log)"
+        record_end(run_dir, "killed", why + time.strftime(" at %H:%M:%S"), by="worker")
+
+    def _run_lives(self, item: Running) -> bool:
+        """Whether a process of the run still lives (looked for at most once a second)."""
+        if time.monotonic() - item.checked < 1.0:
+            return True
+        item.checked = time.monotonic()
+        alive = leftovers(self.repo, item.exp.sha)
+        if alive and self.stopping:
+            stop_processes(alive, 0.0 if item.told else 5.0)
+        if alive and not item.told:
+            item.told = True
+            where = f" and GPU {item.gpu}" if item.gpu is not None else ""
+            self.say(f"gitexp worker: {item.exp.name}: its executor ended but {describe(alive)} still runs; "
+                     f"its slot{where} stay taken until it ends")
+        return bool(alive)
+
+    def _settle(self, item: Running) -> None:
+        """The run and all its processes have ended: a run whose executor died is recorded
+        ``lost`` with why; then ``auto_resume``."""
+        from .attempts import supersede
+
+        summary = self.store.summary(item.exp.sha)
+        code = item.ended if item.ended is not None else 0
+        if summary.get("status") == CLAIMED:  # the executor died before it could start
+            self._mark_failed(item.exp, code)
             summary = self.store.summary(item.exp.sha)
-            if summary.get("status") == CLAIMED:  # the executor died before it could start
-                self._mark_failed(item.exp, code)
-                summary = self.store.summary(item.exp.sha)
-            self.say(f"gitexp worker: {item.exp.name} {summary.get('status', '?')}")
-            self._auto_resume(Experiment(item.exp.sha, item.exp.name, summary))
+        elif summary.get("status") in ("starting", "running"):
+            why = lost_reason(run_paths(self.repo, item.exp.sha).root)
+            try:
+                summary = supersede(self.repo, self.store, Experiment(item.exp.sha, item.exp.name, summary), why)
+            except GitExpError as exc:
+                self.say(f"gitexp worker: {item.exp.name}: could not record it lost: {exc}")
+        status = summary.get("status", "?")
+        reason = f" ({summary.get('reason')})" if status == "lost" and summary.get("reason") else ""
+        self.say(f"gitexp worker: {item.exp.name} {status}{reason}")
+        self._auto_resume(Experiment(item.exp.sha, item.exp.name, summary))
 
     def _auto_resume(self, exp: Experiment) -> None:
         """``auto_resume: N``: a run stopped by a time limit, preemption or its executor's death

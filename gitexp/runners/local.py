@@ -21,6 +21,7 @@ from ..evidence import local_executor, local_program, ran_here
 from ..experiments import effective_status, process_alive, read_exec_info
 from ..notes import Experiment
 from ..paths import run_paths, runs_root
+from ..rundirs import lost_reason
 from ..summary import printable
 from .base import Made, Option, Runner, State, exec_argv, gitexp_argv
 
@@ -97,8 +98,10 @@ class LocalRunner(Runner):
         for exp in exps:
             status = effective_status(self.repo, exp, host)
             claim = status == "running" and exp.summary.get("host") == host and not ran_here(self.repo, exp.sha)
+            why = lost_reason(run_paths(self.repo, exp.sha).root) if status == "lost" and exp.status != "lost" \
+                and ran_here(self.repo, exp.sha) else None  # the run directory says why (gitexp.rundirs)
             out[exp.sha] = (status, f"{ELSEWHERE}: another repository's run on this host (no run directory here)"
-                            if claim else None)
+                            if claim else why)
         return out
 
     # -- stopping -----------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ submitted held (``qsub -h``) and released (``qrls``) once recorded: see
 The time-limit contract is the Slurm runner's: SIGUSR1 a warning interval before the limit,
 then SIGTERM, recorded ``timeout``. Grid Engine ends a job at ``h_rt`` with SIGKILL, so:
 ``h_rt`` is the limit, ``s_rt`` the warning (Grid Engine sends SIGUSR1 to the job's process
-group, executor included; it passes it on to the program), and the job script itself sends
+group, executor included; it passes it on to a program that handles it, see
+:mod:`gitexp.stopping`), and the job script itself sends
 SIGTERM to the executor ``GITEXP_KILL_GRACE + 5`` seconds before ``h_rt`` so that it stops the
 program and records the end in time. Jobs are submitted with ``-notify``: ``qdel`` of a
 running job sends SIGUSR2 first, which the job script (the executor ignores it) turns into

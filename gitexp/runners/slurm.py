@@ -8,9 +8,11 @@ is submitted held (``sbatch --hold``), the experiments are recorded, and only th
 released (``scontrol release``). If sbatch refuses, nothing is recorded; if recording fails,
 the held job is cancelled.
 
-Time limits: jobs are submitted with ``--signal=B:USR1@<signal_warning>``; the executor passes
-SIGUSR1 on to the program (and creates ``$GITEXP_STOP_FILE``) so it can checkpoint, then
-SIGTERM at the limit. A run stopped by the limit or by preemption is recorded ``timeout``.
+Time limits: jobs are submitted with ``--signal=B:USR1@<signal_warning>`` (the batch shell,
+which ``exec``s the executor, gets it); the executor creates ``$GITEXP_STOP_FILE`` and passes
+SIGUSR1 on to the program only when it handles it, or as the config's ``warning_signal`` says
+(:mod:`gitexp.stopping`): an unhandled SIGUSR1 would kill it. SIGTERM comes at the limit. A
+run stopped by the limit or by preemption is recorded ``timeout``.
 """
 from __future__ import annotations
 
