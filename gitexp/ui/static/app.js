@@ -13,7 +13,7 @@ const LIVE = new Set(["running", "starting", "pending"]);
 const state = {
   token: null, info: {}, version: null, rows: [], byId: new Map(), order: [], items: [], goals: {},
   metrics: [], params: [], selected: [], collapsed: new Set(), plot: null, plotKey: "", curveTimer: null,
-  runTimer: null, page: null, sort: "", filters: [],
+  runTimer: null, page: null, marks: [], sort: "", filters: [],
 };
 
 // -- helpers ---------------------------------------------------------------------------------
@@ -297,9 +297,8 @@ function drawCurves(data) {
   data.runs.forEach((r, i) => { for (const m of r.marks) marks.push({ ...m, color: m.kind === "alert" ? "#d00" : COLORS[i % COLORS.length] }); });
   const key = [data.metric, data.x, logY, series.map((s) => s.label).join("|")].join("/");
   const status = $("curves-status");
-  let drawnMarks = 0;
+  state.marks = marks; // read by the draw hook
   if (state.plot && state.plotKey === key) {
-    state.plot.marks = marks;
     state.plot.setData(aligned);
   } else {
     if (state.plot) state.plot.destroy();
@@ -312,7 +311,7 @@ function drawCurves(data) {
       hooks: { draw: [(u) => {
         const ctx = u.ctx; let n = 0;
         ctx.save();
-        for (const m of u.marks || []) {
+        for (const m of state.marks) {
           const px = u.valToPos(m.x, "x", true);
           if (!(px >= u.bbox.left && px <= u.bbox.left + u.bbox.width)) continue;
           ctx.strokeStyle = m.color; ctx.setLineDash(m.kind === "alert" ? [2, 2] : [6, 3]); ctx.lineWidth = 1;
@@ -320,13 +319,10 @@ function drawCurves(data) {
           n++;
         }
         ctx.restore();
-        drawnMarks = n;
         status.dataset.marks = String(n);
       }] },
     };
     state.plot = new uPlot(opts, aligned, chart);
-    state.plot.marks = marks;
-    state.plot.redraw();
     state.plotKey = key;
   }
   const points = data.runs.reduce((sum, r) => sum + r.x.length, 0);
@@ -335,7 +331,6 @@ function drawCurves(data) {
   status.dataset.last = data.runs.map((r) => r.count).join(",");
   status.textContent = data.runs.length + " runs, " + points + " points" + (data.bands.length ? ", " + data.bands.length + " bands" : "")
     + (marks.length ? ", " + marks.length + " marks (checkpoints dashed, alerts dotted red)" : "");
-  void drawnMarks;
 }
 
 // -- live updates ----------------------------------------------------------------------------
