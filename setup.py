@@ -25,7 +25,8 @@ setup(
     packages=find_packages(include=["gitexp", "gitexp.*"]),
     # git exp ui's page, script and uPlot (MIT, from the npm registry): served from the package,
     # never from a CDN, so the dashboard works offline and on a cluster's login node.
-    package_data={"gitexp.ui": ["static/*"]},
+    # git exp completion SHELL prints gitexp/completion/git-exp.<shell>.
+    package_data={"gitexp.ui": ["static/*"], "gitexp": ["completion/git-exp.*"]},
     include_package_data=True,
     python_requires=">=3.9",
     install_requires=[
@@ -54,5 +55,8 @@ setup(
     # `git exp --help` is `git help exp`, which runs `man git-exp`: man looks in <prefix>/share/man
     # beside each <prefix>/bin on the PATH (a virtualenv, ~/.local for --user). Editable installs
     # skip data_files: scripts/bootstrap.sh installs the page itself (python -m gitexp.manpage).
-    data_files=[("share/man/man1", ["man/git-exp.1"])],
+    # bash-completion looks in <prefix>/share/bash-completion/completions beside each <prefix>/bin
+    # on the PATH, and git's completion loads git-exp from there when you complete `git exp`.
+    data_files=[("share/man/man1", ["man/git-exp.1"]),
+                ("share/bash-completion/completions", ["gitexp/completion/git-exp.bash"])],
 )

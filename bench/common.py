@@ -39,9 +39,10 @@ def median_of(n: int, fn: Callable[[], None]) -> float:
 
 
 def wait_for_gc() -> None:
-    """Wait until no `git gc` runs (gitexp starts it detached after writes; it skews timings)."""
+    """Wait until no `git gc` or `git pack-refs` runs (gitexp starts them detached after writes;
+    they skew timings)."""
     import psutil
 
-    while any("gc" in (p.info["cmdline"] or [])[1:3] and "git" in (p.info["name"] or "")
+    while any({"gc", "pack-refs"} & set((p.info["cmdline"] or [])[1:3]) and "git" in (p.info["name"] or "")
               for p in psutil.process_iter(["name", "cmdline"])):
         time.sleep(0.2)

@@ -43,7 +43,9 @@ COMMANDS: Dict[str, tuple] = {
     "top": ("monitor_cmd", "top"),
     "hosts": ("monitor_cmd", "hosts"),
     "ui": ("ui_cmd", "ui"),
+    "completion": ("completion_cmd", "completion"),
     "_exec": ("exec_cmd", "exec_"),
+    "_complete": ("completion_cmd", "complete_"),
     "_agent": ("agent_cmd", "agent"),
     "_hook": ("hooks_cmd", "hook"),
 }

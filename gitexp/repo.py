@@ -153,6 +153,9 @@ def _clean_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     return env
 
 
+LOOSE_REFS_LIMIT = 1000  # more loose experiment refs than this: maintain() packs them
+
+
 class Repo:
     """A git repository found from a directory inside its working tree."""
 
@@ -639,12 +642,26 @@ class Repo:
         due; it runs detached so no command waits for it (its ref locks are retried by our
         compare-and-swap loop like any other writer's).
         """
-        try:
-            subprocess.Popen(["git", "gc", "--auto", "--quiet"], cwd=self.root, env=_clean_env(),
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
-        except OSError:
-            pass
+        commands = [["git", "gc", "--auto", "--quiet"]]
+        # gc --auto counts loose objects, not refs: 10,000 experiments leave 10,000 ref files,
+        # and every listing (log, a TAB) reads them all (0.38 s against 0.02 s packed).
+        if self._loose_refs(LOOSE_REFS_LIMIT) >= LOOSE_REFS_LIMIT:
+            commands.append(["git", "pack-refs", "--all"])
+        for argv in commands:
+            try:
+                subprocess.Popen(argv, cwd=self.root, env=_clean_env(), stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            except OSError:
+                pass
+
+    def _loose_refs(self, limit: int) -> int:
+        """How many loose experiment refs there are, counting up to ``limit``."""
+        count = 0
+        for _folder, _dirs, files in os.walk(os.path.join(self.common_dir, "refs", "exps")):
+            count += len(files)
+            if count >= limit:
+                break
+        return count
 
     def version(self) -> str:
         return self.out(["--version"]).strip()
