@@ -108,7 +108,7 @@ def refresh(repo: Repo, exps: Iterable[Experiment], statuses: Mapping[str, str])
     if chained:
         store = Store(repo)
         for exp in chained:
-            view = chain_view(repo, store, exp, statuses.get(exp.sha))
+            view = chain_view(repo, store, exp, statuses.get(exp.sha), quiet=True)  # a listing: no warnings
             exp.summary["metrics"] = view.fields["metrics"]
 
 
@@ -140,8 +140,10 @@ class ChainView:
 _WARNED: Set[str] = set()  # one warning per attempt and process
 
 
-def chain_view(repo: Repo, store: Store, exp: Experiment, status: Optional[str] = None) -> ChainView:
-    """The curve of ``exp``'s chain (its own points live when it runs here) and its summaries."""
+def chain_view(repo: Repo, store: Store, exp: Experiment, status: Optional[str] = None,
+               quiet: bool = False) -> ChainView:
+    """The curve of ``exp``'s chain (its own points live when it runs here) and its summaries;
+    how a restarted step counter was joined is said once per attempt unless ``quiet``."""
     from .attempts import chain_of, join_chain
     from .checkpoints import spec_of
 
@@ -154,7 +156,7 @@ def chain_view(repo: Repo, store: Store, exp: Experiment, status: Optional[str] 
     specs = dict(config.metrics) if config is not None else {}
     rule = spec_of(config).resume_steps if config is not None else "continue"
     joined = join_chain(histories, chain, rule)
-    for sha, text in joined.warnings:
+    for sha, text in [] if quiet else joined.warnings:
         if sha not in _WARNED:
             _WARNED.add(sha)
             print(f"gitexp: warning: {text}", file=sys.stderr, flush=True)
