@@ -1,6 +1,7 @@
 """``git exp ui``: the live web dashboard of the repository's experiments (gitexp/ui, docs/ui.md)."""
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import socket
@@ -15,6 +16,7 @@ from ..errors import BadInput
 from ..repo import Repo
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+EXIT_ON_EOF = "GITEXP_UI_EXIT_ON_EOF"
 URL_RE = re.compile(r"http://127\.0\.0\.1:(\d+)/\?token=([A-Za-z0-9_\-]+)")
 
 
@@ -31,9 +33,8 @@ URL_RE = re.compile(r"http://127\.0\.0\.1:(\d+)/\?token=([A-Za-z0-9_\-]+)")
 @click.option("--on", "target", metavar="TARGET",
               help="Start it on this ssh run target and forward its port here through the shared ssh connection.")
 @click.option("--verbose", "-v", is_flag=True, help="Log every request to stderr.")
-@click.option("--exit-on-eof", is_flag=True, hidden=True, help="Stop when stdin closes (used by --on).")
 def ui(port: int, host: str, open_browser: bool, allow_actions: bool, allow_hosts: Tuple[str, ...],
-       target: Optional[str], verbose: bool, exit_on_eof: bool) -> None:
+       target: Optional[str], verbose: bool) -> None:
     """A live web dashboard of the experiments: table, curves, runs, queue, hosts (read-only by default)."""
     repo = Repo.discover(".")
     if target:
@@ -52,7 +53,7 @@ def ui(port: int, host: str, open_browser: bool, allow_actions: bool, allow_host
                err=True)
     click.echo(url)
     sys.stdout.flush()
-    if exit_on_eof:
+    if os.environ.get(EXIT_ON_EOF) == "1":  # started by --on: the ssh session's end stops it
         threading.Thread(target=_stop_at_eof, args=(server,), daemon=True).start()
     if open_browser:
         import webbrowser
@@ -96,11 +97,11 @@ def _serve_on(repo: Repo, name: str, allow_actions: bool, open_browser: bool) ->
     except TransportError as exc:
         raise BadInput(str(exc)) from None
     local = _free_port()
-    argv = [runner.python, "-m", "gitexp", "ui", "--port", "0", "--allow-host", f"127.0.0.1:{local}", "--exit-on-eof"]
+    argv = [runner.python, "-m", "gitexp", "ui", "--port", "0", "--allow-host", f"127.0.0.1:{local}"]
     if allow_actions:
         argv.append("--allow-actions")
     ssh, *options = shlex.split(transport.git_ssh_command())  # the transport's ssh: the shared master
-    far = subprocess.Popen([ssh, *options, "--", runner.host, remote_command(argv, runner.path)],
+    far = subprocess.Popen([ssh, *options, "--", runner.host, remote_command(argv, runner.path, {EXIT_ON_EOF: "1"})],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert far.stdout is not None and far.stderr is not None
     line = far.stdout.readline()
@@ -141,7 +142,7 @@ def _serve_on(repo: Repo, name: str, allow_actions: bool, open_browser: bool) ->
                        capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
         if far.poll() is None:
             assert far.stdin is not None
-            far.stdin.close()  # the far side's --exit-on-eof stops it
+            far.stdin.close()  # the far side sees its stdin end and stops
             try:
                 far.wait(timeout=10)
             except subprocess.TimeoutExpired:
