@@ -372,6 +372,11 @@ class _Validator:
 
         return parse(data.get("checkpoints"), self.fail, _leaves_tree)
 
+    def budget(self, data: Mapping[str, Any]) -> Any:
+        from .timing import parse_budget  # it imports metrics, which imports this module
+
+        return parse_budget(data.get("budget"), data.get("params") or {}, self.fail)
+
     def auto_resume(self, data: Mapping[str, Any]) -> Tuple[int, Tuple[str, ...]]:
         """``auto_resume: N``, or ``{times: N, ends: [...]}`` naming the ends it continues."""
         value, ends = data.get("auto_resume", 0), AUTO_RESUME_DEFAULT_ON
