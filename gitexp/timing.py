@@ -233,7 +233,7 @@ def budget_of(params: Mapping[str, Any], configured: Any = None) -> Optional[Tup
     if configured is not None:
         spec = configured if isinstance(configured, dict) else {
             "param" if isinstance(configured, str) else "steps": configured}
-        unit = spec.get("unit") if spec.get("unit") in BUDGET_UNITS else "step"
+        unit = str(spec["unit"]) if spec.get("unit") in BUDGET_UNITS else "step"
         amount = finite_number(params.get(spec["param"])) if isinstance(spec.get("param"), str) \
             else finite_number(spec.get("steps"))
         if amount is not None and amount > 0:
