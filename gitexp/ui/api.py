@@ -11,6 +11,7 @@ browser polling every second costs one git process per poll while nothing change
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -37,13 +38,29 @@ DIFF_BYTES = 1 << 20
 OPEN = ("pending", "starting", "running")
 
 
+SETTLED_NOT = OPEN + ("created", "queued")  # statuses live_statuses may change: asked at every request
+
+
+class RawJson:
+    """An answer already serialised (the server sends it as it is)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+
 class Listing:
-    """One snapshot of every experiment: the experiments, their rows, and the fingerprint."""
+    """One snapshot of every experiment: the experiments, and the fingerprint it was read at.
+
+    ``settled``: the JSON rows of experiments whose status no runner changes (ended runs),
+    serialised once per snapshot, so that a page load with 10,000 experiments serialises only
+    the few open ones.
+    """
 
     def __init__(self, version: str, exps: List[Experiment]) -> None:
         self.version = version
         self.exps = exps
         self.by_sha = {e.sha: e for e in exps}
+        self.settled: Optional[Tuple[str, Dict[str, str], List[str], List[str]]] = None
 
 
 class Api:
@@ -54,6 +71,7 @@ class Api:
         self._lock = threading.Lock()
         self._listing: Optional[Listing] = None
         self._histories: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+        self._points: Dict[Tuple[str, str, str], Tuple[List[Dict[str, Any]], List[float], List[float]]] = {}
 
     # -- the listing ----------------------------------------------------------------------
     def fingerprint(self) -> str:
@@ -70,22 +88,37 @@ class Api:
                 self._listing = Listing(version, self.store.experiments())
             return self._listing
 
-    def find(self, sha: str) -> Experiment:
+    def find(self, sha: str, listing: Optional[Listing] = None) -> Experiment:
         """A listed experiment by its full sha, or an earlier attempt of one (by its chain)."""
         if not SHA_RE.match(sha or ""):
             raise BadInput("an experiment id is 40 hex digits")
-        listing = self.listing()
+        listing = listing or self.listing()
         if sha in listing.by_sha:
             return listing.by_sha[sha]
         return self.store.find(sha)  # an earlier attempt: Store checks its chain
 
 
-def experiments(api: Api) -> Dict[str, Any]:
+def experiments(api: Api) -> RawJson:
     """Every experiment as a table row, with its live status and (running here) live metrics."""
     listing = api.listing()
-    exps = listing.exps
-    statuses = _statuses(api, exps)
-    rows = [_row(api, e, statuses[e.sha]) for e in exps]
+    with api._lock:
+        if listing.settled is None:
+            settled = [e for e in listing.exps if e.status not in SETTLED_NOT]
+            rows = [_row(api, e, e.status) for e in settled]
+            listing.settled = (_dumps(rows)[1:-1], *_columns(settled, rows))
+    settled_json, goals, metrics, params = listing.settled
+    open_exps = [e for e in listing.exps if e.status in SETTLED_NOT]
+    statuses = _statuses(api, open_exps)
+    open_rows = [_row(api, e, statuses[e.sha]) for e in open_exps]
+    more_goals, more_metrics, more_params = _columns(open_exps, open_rows)
+    rows_json = ",".join(part for part in (_dumps(open_rows)[1:-1], settled_json) if part)
+    head = {"version": listing.version, "host": api.host, "goals": {**goals, **more_goals},
+            "metrics": list(dict.fromkeys(metrics + more_metrics)), "params": list(dict.fromkeys(params + more_params))}
+    return RawJson((_dumps(head)[:-1] + ',"rows":[' + rows_json + "]}").encode())
+
+
+def _columns(exps: Sequence[Experiment], rows: Sequence[Dict[str, Any]]) -> Tuple[Dict[str, str], List[str], List[str]]:
+    """The goals, metric names (goal ones first) and param names of these rows."""
     goals: Dict[str, str] = {}
     for exp in exps:
         found = exp.summary.get("goals")
@@ -95,9 +128,16 @@ def experiments(api: Api) -> Dict[str, Any]:
     params: Dict[str, None] = {}
     for row in rows:
         metrics.update(dict.fromkeys(row["metrics"]))
-        params.update(dict.fromkeys(row["params"]))
-    return {"version": listing.version, "host": api.host, "rows": rows, "goals": goals,
-            "metrics": list(metrics), "params": list(params)}
+        params.update(dict.fromkeys(str(k) for k in row["params"]))
+    return goals, list(metrics), list(params)
+
+
+def _dumps(data: Any) -> str:
+    """Strict JSON (NaN and infinities from notes become null)."""
+    try:
+        return json.dumps(data, separators=(",", ":"), allow_nan=False, default=str)
+    except (ValueError, TypeError, RecursionError):
+        return json.dumps(json_safe(data), separators=(",", ":"), allow_nan=False, default=str)
 
 
 def running(api: Api) -> Dict[str, Any]:
@@ -153,13 +193,23 @@ def curves(api: Api, ids: Sequence[str], metric: str, x: str = "step", smooth: f
         raise BadInput(f"x {x!r}: step, time or epoch")
     if not 0 <= smooth < 1:
         raise BadInput("smooth is in [0, 1)")
-    exps = [api.find(sha) for sha in dict.fromkeys(ids)][:200]
+    listing = api.listing()
+    exps = [api.find(sha, listing) for sha in dict.fromkeys(ids)][:200]
     statuses = _statuses(api, exps)
+    histories = _histories(api, exps, statuses)
     runs = []
     for exp in exps:
-        history = _history(api, exp, statuses[exp.sha])
+        history = histories[exp.sha]
         start = start_of(history, exp.summary)
-        xs, ys = plots.points(history, metric, x, start)
+        key = (exp.sha, metric, x)
+        cached = api._points.get(key)
+        if cached is not None and cached[0] is history:  # the same cached history: same points
+            xs, ys = cached[1], cached[2]
+        else:
+            xs, ys = plots.points(history, metric, x, start)
+            if len(api._points) > 512:
+                api._points.clear()
+            api._points[key] = (history, xs, ys)
         ys = plots.smooth(ys, smooth)
         dx, dy = plots.decimate(xs, ys, MAX_POINTS // 2)
         runs.append({"id": exp.sha, "name": exp.name, "status": statuses[exp.sha], "x": dx, "y": dy,
@@ -172,19 +222,37 @@ def curves(api: Api, ids: Sequence[str], metric: str, x: str = "step", smooth: f
 
 
 def _history(api: Api, exp: Experiment, status: str) -> List[Dict[str, Any]]:
-    """Live from the run directory for a run in progress here; else the notes (cached per
-    notes tip: a finished run's history is read once)."""
-    if status in live_mod.OPEN:
-        run = live_mod.read(api.repo, exp, status)
+    return _histories(api, [exp], {exp.sha: status})[exp.sha]
+
+
+def _histories(api: Api, exps: Sequence[Experiment], statuses: Mapping[str, str]) -> Dict[str, List[Dict[str, Any]]]:
+    """sha -> history, its chain of attempts joined: live from the run directory for a run in
+    progress here; else from the notes, all in one ``cat-file`` call, cached per notes tip (a
+    finished run's history is read once)."""
+    from ..attempts import chain_shas, join_histories
+
+    out: Dict[str, List[Dict[str, Any]]] = {}
+    rest = []
+    for exp in exps:
+        run = live_mod.read(api.repo, exp, statuses[exp.sha]) if statuses[exp.sha] in live_mod.OPEN else None
         if run is not None:
-            return _joined(api, exp, run.history)
+            out[exp.sha] = _joined(api, exp, run.history)
+        else:
+            rest.append(exp)
+    if not rest:
+        return out
     tip = api.repo.refs(METRICS_REF).get(METRICS_REF, "")
-    key = (tip, exp.sha)
-    if key not in api._histories:
-        if len(api._histories) > 256:
-            api._histories.clear()
-        api._histories[key] = live_mod.history(api.repo, exp, api.store)
-    return api._histories[key]
+    missing = [e for e in rest if (tip, e.sha) not in api._histories]
+    chains = {e.sha: chain_shas(e.summary, e.sha) for e in missing}
+    notes = api.store.read_notes(METRICS_REF, [sha for shas in chains.values() for sha in shas]) if missing else {}
+    if len(api._histories) > 256:
+        api._histories.clear()
+    for exp in missing:
+        parts = [load_history(sha, notes.get(sha, b""), METRICS_REF) for sha in chains[exp.sha]]
+        api._histories[(tip, exp.sha)] = parts[0] if len(parts) == 1 else join_histories(parts)
+    for exp in rest:
+        out[exp.sha] = api._histories[(tip, exp.sha)]
+    return out
 
 
 def _joined(api: Api, exp: Experiment, own: List[Dict[str, Any]]) -> List[Dict[str, Any]]:

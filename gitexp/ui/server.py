@@ -208,6 +208,9 @@ class Handler(BaseHTTPRequestHandler):
             sys.stderr.write(f"git exp ui: {self.path}: {type(exc).__name__}: {exc}\n")
             self._send_json({"error": f"{type(exc).__name__}: {exc}"}, 500)
             return
+        if isinstance(data, api_mod.RawJson):
+            self._send(data.body, "application/json; charset=utf-8", 200, cache="no-store")
+            return
         self._send_json(data, 200)
 
     # -- POST (actions) -------------------------------------------------------------------
