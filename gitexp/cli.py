@@ -38,6 +38,7 @@ COMMANDS: Dict[str, tuple] = {
     "push": ("sync_cmd", "push"),
     "plot": ("plot_cmd", "plot"),
     "compare": ("compare_cmd", "compare"),
+    "bisect": ("bisect_cmd", "bisect"),
     "report": ("report_cmd", "report"),
     "hooks": ("hooks_cmd", "hooks"),
     "top": ("monitor_cmd", "top"),

@@ -42,10 +42,12 @@ class LocalRunner(Runner):
     INITIAL_STATUS = "queued"
 
     # -- starting ---------------------------------------------------------------------------------
-    def run_foreground(self, exp: Experiment) -> int:
+    def run_foreground(self, exp: Experiment, echo: bool = True) -> int:
+        """Run it in this process; its output to the terminal too unless ``echo`` is False
+        (``bisect``: the output goes to the run's log only)."""
         from ..executor import Executor
 
-        return Executor(self.repo, self.store, exp.sha, echo=True).execute()
+        return Executor(self.repo, self.store, exp.sha, echo=echo).execute()
 
     def start_detached(self, exp: Experiment) -> int:
         """The executor of a recorded experiment, in a new session; returns its pid."""

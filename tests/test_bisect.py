@@ -1,0 +1,202 @@
+"""Issue #20: ``git exp bisect`` on real repositories, and results over seeds (``--over``).
+
+The trainer is deterministic: it reads the level of its metric from a tracked file
+(``level.txt``), adds a fixed offset per seed times the noise in ``noise.txt``, and crashes
+where ``crash.txt`` exists. Commit 5 of 8 raises the level from 0.1 to 0.3.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+from conftest import all_refs, git, gitexp, log_json, wait_for
+
+TRAIN = textwrap.dedent('''
+    import os, sys, time
+    level = float(open("level.txt").read())
+    noise = float(open("noise.txt").read())
+    seed = int(sys.argv[1])
+    if os.path.exists("crash.txt"):
+        sys.exit("crash.txt says crash")
+    time.sleep(float(os.environ.get("BISECT_TEST_DELAY", "0")))
+    offset = [0.0, 1.0, -1.0, 0.5, -0.5][seed % 5]
+    for step in range(1, 4):
+        print(f"step {step} val_err={level + noise * offset + 0.01 * (3 - step):.6f}", flush=True)
+''')
+
+CONFIG = textwrap.dedent(f'''
+    name: toy
+    command: {sys.executable} train.py {{seed}}
+    params:
+      seed: 0
+    metrics:
+      val_err: {{regex: 'val_err=([0-9.eE+-]+)', goal: minimize}}
+''')
+
+
+def make_history(path: Path, crash_at: Optional[int] = None, noise: float = 0.0) -> Dict[str, Any]:
+    """8 commits; commit 5 makes val_err worse; GOOD run on commit 1, BAD on commit 8."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    (path / "train.py").write_text(TRAIN)
+    (path / "config.yaml").write_text(CONFIG)
+    (path / "level.txt").write_text("0.1\n")
+    (path / "noise.txt").write_text(f"{noise}\n")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "commit 1: the trainer")
+    shas = {1: git(path, "rev-parse", "HEAD").strip()}
+    for k in range(2, 9):
+        (path / "history.txt").write_text(f"change {k}\n")
+        if k == 5:
+            (path / "level.txt").write_text("0.3\n")
+        if crash_at == k:
+            (path / "crash.txt").write_text("x\n")
+        elif crash_at is not None and k == crash_at + 1:
+            (path / "crash.txt").unlink()
+        git(path, "add", "-A")
+        git(path, "commit", "-q", "-m", f"commit {k}" + (": make it worse" if k == 5 else ""))
+        shas[k] = git(path, "rev-parse", "HEAD").strip()
+    git(path, "checkout", "-q", shas[1])
+    good = gitexp(path, "run", "config.yaml", "--name", "good").stderr
+    git(path, "checkout", "-q", "main")
+    bad = gitexp(path, "run", "config.yaml", "--name", "bad").stderr
+    assert "finished" in good and "finished" in bad, (good, bad)
+    return {"path": path, "shas": shas, "group": f"bisect-{shas[1][:7]}-{shas[8][:7]}"}
+
+
+def bisect_json(path: Path, *args: str, env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    proc = gitexp(path, "bisect", "good", "bad", "--metric", "val_err", "--format", "json", *args, env=env,
+                  timeout=300)
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Dict[str, Any]:
+    return make_history(tmp_path / "repo")
+
+
+def test_bisect_finds_commit_5_in_three_probes_on_the_tracked_trees(history: Dict[str, Any]) -> None:
+    path, shas = history["path"], history["shas"]
+    (path / "level.txt").write_text("0.9\n")  # an uncommitted edit: no probe may see it
+    proc = gitexp(path, "bisect", "good", "bad", "--metric", "val_err", timeout=300)
+    assert f"first bad commit: {shas[5]}" in proc.stdout
+    assert "commit 5: make it worse" in proc.stdout and "Test <test@example.com>" in proc.stdout
+    assert "0.1 at" in proc.stdout and "0.3 at" in proc.stdout
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("gitexp: bisect: round")]
+    assert 1 <= len(progress) <= 3, proc.stderr
+    rows = [r for r in log_json(path) if r["group"] == history["group"]]
+    assert len(rows) == len(progress) and all(r["status"] == "finished" for r in rows)
+    probed = {git(path, "rev-parse", f"{r['id']}^").strip() for r in rows}
+    assert probed <= {shas[k] for k in range(2, 8)}
+    for row in rows:  # GOOD's config on the probed commit's own tree
+        assert git(path, "show", f"{row['id']}:level.txt").strip() in ("0.1", "0.3")
+        assert git(path, "diff", "--stat", f"{row['id']}^", row["id"], "--", ".", ":!.gitexp").strip() == ""
+    result = bisect_json(path)  # again: every probe is reused, none run
+    assert result["first_bad"]["sha"] == shas[5] and result["probes_run"] == 0
+    assert all(p["reused"] for p in result["probes"])
+    assert len([r for r in log_json(path) if r["group"] == history["group"]]) == len(rows)
+
+
+def test_bisect_parallel_takes_fewer_rounds(history: Dict[str, Any]) -> None:
+    result = bisect_json(history["path"], "--parallel", "3")
+    assert result["first_bad"]["sha"] == history["shas"][5]
+    assert result["rounds"] <= 2 < 3  # sequentially: 3 rounds of one probe
+    assert max(len([p for p in result["probes"] if p["round"] == r]) for r in (1, 2)) == 3
+    rows = [r for r in log_json(history["path"]) if r["group"] == history["group"]]
+    assert len(rows) == len(result["probes"]) and all(r["status"] == "finished" for r in rows)
+
+
+def test_bisect_with_a_crashing_commit_names_the_range(tmp_path: Path) -> None:
+    h = make_history(tmp_path / "repo", crash_at=4)
+    shas = h["shas"]
+    proc = gitexp(h["path"], "bisect", "good", "bad", "--metric", "val_err", timeout=300)
+    assert "first bad commit is one of these 2" in proc.stdout, proc.stdout
+    assert shas[4][:10] in proc.stdout and shas[5][:10] in proc.stdout
+    assert "skipped: failed" in proc.stdout
+    result = bisect_json(h["path"])
+    assert [c["sha"] for c in result["candidates"]] == [shas[4], shas[5]] and result["first_bad"] is None
+    assert result["last_good"]["sha"] == shas[3]
+    skipped = [p for p in result["probes"] if p["verdict"] == "skip"]
+    assert [p["commit"]["sha"] for p in skipped] == [shas[4]]
+
+
+def test_bisect_rerun_after_ctrl_c_reuses_recorded_probes(history: Dict[str, Any]) -> None:
+    import os
+
+    path, group = history["path"], history["group"]
+    env = {**os.environ, "BISECT_TEST_DELAY": "1.5"}
+    proc = subprocess.Popen([sys.executable, "-m", "gitexp", "bisect", "good", "bad", "--metric", "val_err"],
+                            cwd=path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: [r for r in log_json(path) if r["group"] == group and r["status"] == "finished"],
+                 timeout=120)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    before = [r for r in log_json(path) if r["group"] == group]
+    done = {r["id"] for r in before if r["status"] == "finished"}
+    assert 1 <= len(done) < 3
+    result = bisect_json(path)
+    assert result["first_bad"]["sha"] == history["shas"][5]
+    reused = [p for p in result["probes"] if p["reused"]]
+    assert {p["runs"][0]["id"] for p in reused} == done
+    after = [r for r in log_json(path) if r["group"] == group and r["status"] == "finished"]
+    assert len(after) == len(result["probes"])  # no finished probe was run twice
+
+
+def test_bisect_repeat_compares_means_and_says_when_sides_overlap(tmp_path: Path) -> None:
+    quiet = make_history(tmp_path / "quiet", noise=0.05)
+    result = bisect_json(quiet["path"], "--repeat", "3")
+    assert result["first_bad"]["sha"] == quiet["shas"][5] and result["overlap"] is None
+    for probe in result["probes"]:
+        assert len(probe["runs"]) == 3 and len(probe["values"]) == 3
+        assert math.isclose(probe["mean"], 0.1 if probe["verdict"] == "good" else 0.3, abs_tol=1e-6)
+    seeds = {json.loads(gitexp(quiet["path"], "show", r["id"], "--format", "json").stdout)["params"]["seed"]
+             for r in log_json(quiet["path"]) if r["group"] == quiet["group"]}
+    assert seeds == {0, 1, 2}
+    noisy = make_history(tmp_path / "noisy", noise=0.15)
+    proc = gitexp(noisy["path"], "bisect", "good", "bad", "--metric", "val_err", "--repeat", "3", timeout=300)
+    assert f"first bad commit: {noisy['shas'][5]}" in proc.stdout
+    assert "the two sides overlap" in proc.stdout and "not trustworthy" in proc.stdout
+
+
+def test_bisect_bad_input_is_one_line_exit_2_and_records_nothing(history: Dict[str, Any]) -> None:
+    path = history["path"]
+    other = path / "other.yaml"
+    other.write_text(CONFIG.replace("train.py {seed}", "train.py {seed} --other"))
+    git(path, "add", "other.yaml")
+    git(path, "commit", "-q", "-m", "another config")
+    gitexp(path, "run", "other.yaml", "--name", "other", check=False)
+    refs = all_refs(path)
+    cases: List[List[str]] = [
+        ["good", "other", "--metric", "val_err"],  # different configs
+        ["good", "good", "--metric", "val_err"],  # no commits between them
+        ["bad", "good", "--metric", "val_err"],  # BAD not after GOOD
+        ["good", "bad", "--metric", "nope"],  # a metric neither has
+        ["good", "bad", "--metric", "val_err", "--threshold", "0.5"],  # wrong side of both
+        ["good", "bad", "--metric", "val_err", "--threshold", "0.05"],
+        ["good", "bad", "--metric", "val_err", "--repeat", "3", "--seed-param", "nope"],
+        ["good", "bad", "--metric", "val_err", "--on", "somewhere", "--queue"],
+        ["good", "bad", "--metric", "val_err", "--on", "nowhere"],
+        ["good", "nobody", "--metric", "val_err"],
+    ]
+    expected = ["different configs", "no commits between", "not after", "neither GOOD nor BAD", "--threshold 0.5",
+                "--threshold 0.05", "no whole-number param 'nope'", "--on somewhere with --queue",
+                "no run target named 'nowhere'", "no experiment 'nobody'"]
+    for args, text in zip(cases, expected):
+        proc = gitexp(path, "bisect", *args, check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert len(lines) == 1 and lines[0].startswith("error:") and text in lines[0], (args, proc.stderr)
+        assert all_refs(path) == refs, args
