@@ -56,7 +56,8 @@ from .stopping import Stopping
 from .repo import Repo
 from .resources import check as check_requires
 from .runners import runner_class
-from .rundirs import EXECUTOR_LOG, LOCK_NAME, prepare_worktree, record_end, sweep_stale_worktrees, try_lock
+from .rundirs import (EXECUTOR_LOG, LOCK_NAME, RECORDED_OUTPUTS, list_outputs, prepare_worktree, record_end,
+                      sweep_stale_worktrees, try_lock)
 from .supervisor import MARK_VAR, new_mark
 from .watch import TICK_SECONDS, RunContext, Watchers
 
@@ -613,6 +614,9 @@ class Executor(OutputPump, Stopping):
             thread.join(timeout=30)
         if not self.facts:
             self._collect_facts()
+        # What the run left, for `show` on other machines (a target's out/ is not here).
+        self.details_base = {**getattr(self, "details_base", {}),
+                             "outputs": list_outputs(self.paths.outdir, RECORDED_OUTPUTS)}
         extra = {(METRICS_REF, self.sha): jsonl(history), (DETAILS_REF, self.sha): dump_json(self._details())}
         if reason is None and status == "failed" and code is not None:
             reason = f"exit code {code}" if code >= 0 else f"killed by signal {-code}"

@@ -14,7 +14,7 @@ import os
 import shutil
 import socket
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from .errors import GitExpError
 from .evidence import process_alive, read_exec_info
@@ -209,3 +209,40 @@ def _last_line(path: str) -> str:
     except OSError:
         return ""
     return lines[-1].strip() if lines else ""
+
+
+# -- what a run left in its output directory ----------------------------------------------------
+MAX_OUTPUTS = 10_000  # listed by show on this machine
+RECORDED_OUTPUTS = 200  # kept in the details note, for show on other machines
+
+
+def list_outputs(outdir: str, limit: int = MAX_OUTPUTS) -> List[Dict[str, Any]]:
+    """The files under ``outdir`` (path relative to it, size), sorted; at most ``limit``."""
+    found: List[Dict[str, Any]] = []
+    if not os.path.isdir(outdir):
+        return found
+    for base, dirs, files in os.walk(outdir):
+        dirs.sort()
+        if len(found) >= limit:
+            break
+        for name in sorted(files):
+            full = os.path.join(base, name)
+            try:
+                size: Optional[int] = os.path.getsize(full)
+            except OSError:
+                size = None
+            found.append({"path": os.path.relpath(full, outdir), "size": size})
+    return sorted(found, key=lambda f: f["path"])[:limit]
+
+
+def recorded_outputs(details: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The outputs a run's details note lists (written where it ran): checked, it is a claim."""
+    items = details.get("outputs")
+    out: List[Dict[str, Any]] = []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("path"), str):
+            size = item.get("size")
+            out.append({"path": item["path"], "size": size if isinstance(size, int) and not isinstance(size, bool)
+                        and size >= 0 else None})
+    return out[:RECORDED_OUTPUTS]
+

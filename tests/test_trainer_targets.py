@@ -66,3 +66,19 @@ def test_remote_setup_install_puts_this_gitexp_there_without_an_index(
     sha = gitexp(laptop, "run", "config.yaml", "--on", "bare").stdout.strip()
     [row] = far_finished(far, 1)
     assert row["id"] == sha
+
+
+def test_show_of_a_run_on_a_target_names_it_and_lists_its_outputs_there(
+        laptop: Path, ssh_host: Any, tmp_path: Path, far_python: str) -> None:  # noqa: F811
+    far = tmp_path / "far"
+    add_target(laptop, ssh_host, "vmbox", far, far_python)
+    gitexp(laptop, "remote", "setup", "vmbox")
+    (laptop / "o.yaml").write_text("name: saver\ncommand: echo weights > {outdir}/model.pt\n")
+    git(laptop, "add", "o.yaml")
+    git(laptop, "commit", "-q", "-m", "o")
+    gitexp(laptop, "run", "o.yaml", "--on", "vmbox")
+    far_finished(far, 1)
+    gitexp(laptop, "pull", "vmbox")
+    out = gitexp(laptop, "show", "saver").stdout
+    assert "run target vmbox" in out, out
+    assert "model.pt" in out and "(empty)" not in out, out

@@ -18,6 +18,8 @@ from ..errors import BadInput
 from ..metrics import finite_number, is_number
 from ..status import live_status
 from ..notes import Experiment, Store
+from ..evidence import ran_here
+from ..rundirs import list_outputs, recorded_outputs
 from ..paths import run_paths
 from ..repo import Repo
 from ..runners import runner_for
@@ -44,7 +46,10 @@ def show(ident: Optional[str], fmt: str, reach: Tuple[str, ...] = ()) -> None:
     config = store.config_of(exp.sha)
     # This machine's output directory, never a path named by the note: a note saying
     # outdir "/" must not make show walk the whole disk.
-    outputs = _list_outputs(run_paths(repo, exp.sha, exp.summary).outdir)
+    outputs = list_outputs(run_paths(repo, exp.sha, exp.summary).outdir)
+    where_outputs = None
+    if not outputs and not ran_here(repo, exp.sha):  # ran elsewhere: what the note written there lists
+        outputs, where_outputs = recorded_outputs(details), exp.summary.get("host")
     timing, reached = _timing(repo, store, exp, reach)
     chain = chain_rows(store, exp, status)
     if fmt == "json":
@@ -58,7 +63,7 @@ def show(ident: Optional[str], fmt: str, reach: Tuple[str, ...] = ()) -> None:
                                  for m, w, hit in reached]})
         print_json(data)
         return
-    _print_show(exp, status, config, details, outputs, timing_mod.lines(timing, reached), chain)
+    _print_show(exp, status, config, details, outputs, timing_mod.lines(timing, reached), chain, where_outputs)
 
 
 def find_or_latest(store: Store, ident: Optional[str], say: bool = False) -> Experiment:
@@ -129,7 +134,7 @@ def _print_chain(rows: List[Dict[str, Any]]) -> None:
 
 def _print_show(exp: Experiment, status: str, config: Dict[str, Any], details: Dict[str, Any],
                 outputs: List[Dict[str, Any]], time_lines: Sequence[str] = (),
-                chain: Optional[List[Dict[str, Any]]] = None) -> None:
+                chain: Optional[List[Dict[str, Any]]] = None, where_outputs: Optional[str] = None) -> None:
     """The text view. Every value from notes goes through fmt_value/cell: control characters
     are escaped, so a note cannot drive the terminal."""
     s = exp.summary
@@ -141,15 +146,17 @@ def _print_show(exp: Experiment, status: str, config: Dict[str, Any], details: D
     echo(f"parent     {fmt_value(s.get('parent', ''))}" + (" (with uncommitted changes)" if s.get("parent_dirty") else ""))
     echo(f"created    {fmt_time(s.get('created'))}")
     if s.get("started"):
+        target = f", run target {fmt_value(s['target'])}" if s.get("target") else ""
         echo(f"started    {fmt_time(s.get('started'))} on {fmt_value(s.get('host', '?'))} "
-             f"({fmt_value(s.get('runner', 'local'))})")
+             f"({fmt_value(s.get('runner', 'local'))}{target})")
     if s.get("duration") is not None:
         echo(f"duration   {fmt_duration(s['duration'])}")
     for key in ("slurm", "sge"):  # a scheduler's job handle
         job = s.get(key)
         if isinstance(job, dict):
             task = f"_{fmt_value(job['task'])}" if job.get("task") is not None else ""
-            echo(f"{key:<10} job {fmt_value(job.get('job'))}{task} on remote {fmt_value(job.get('remote'))}; "
+            where = job.get("remote") or s.get("target") or "this machine"
+            echo(f"{key:<10} job {fmt_value(job.get('job'))}{task} on run target {fmt_value(where)}; "
                  f"script {fmt_value(job.get('script'))}")
     echo("\nconfig:")
     echo(_block(_yaml_text(config), "  "))
@@ -163,7 +170,8 @@ def _print_show(exp: Experiment, status: str, config: Dict[str, Any], details: D
     _print_facts(details.get("facts") or {})
     _print_checkpoints(s.get("checkpoints"))
     _print_chain(chain or [])
-    echo(f"\noutputs ({fmt_value(s.get('outdir', ''))}):")
+    there = f" on {fmt_value(where_outputs)}, as its run recorded them" if where_outputs else ""
+    echo(f"\noutputs ({fmt_value(s.get('outdir', ''))}{there}):")
     for item in outputs[:50] or [{"path": "(empty)", "size": None}]:
         echo(f"  {cell(item['path'], 200)}" + (f"  {format_size(item['size'])}" if item.get("size") is not None else ""))
     tail = details.get("log_tail")
@@ -240,26 +248,6 @@ def _print_checkpoints(checkpoints: Any) -> None:
             else cell(size, 20) or "?"
         where = f"{cell(ckpt.get('host'), 60)}:{cell(ckpt.get('path'), 200)}"
         click.echo(f"  step {cell(ckpt.get('step'), 20)}  {where}  {shown}")
-
-
-MAX_OUTPUTS = 10_000
-
-
-def _list_outputs(outdir: str) -> List[Dict[str, Any]]:
-    found: List[Dict[str, Any]] = []
-    if not os.path.isdir(outdir):
-        return found
-    for base, _dirs, files in os.walk(outdir):
-        if len(found) >= MAX_OUTPUTS:
-            break
-        for name in sorted(files):
-            full = os.path.join(base, name)
-            try:
-                size = os.path.getsize(full)
-            except OSError:
-                size = None
-            found.append({"path": os.path.relpath(full, outdir), "size": size})
-    return sorted(found, key=lambda f: f["path"])
 
 
 @click.command()
