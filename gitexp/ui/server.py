@@ -262,7 +262,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- sending --------------------------------------------------------------------------
     def _send_json(self, data: Any, code: int) -> None:
-        body = json.dumps(data, separators=(",", ":"), allow_nan=False, default=str).encode()
+        body = api_mod.dumps(data).encode()  # strict JSON; NaN walked out only when there is one
         self._send(body, "application/json; charset=utf-8", code, cache="no-store")
 
     def _send(self, body: bytes, kind: str, code: int, cache: str) -> None:
