@@ -200,3 +200,107 @@ def test_bisect_bad_input_is_one_line_exit_2_and_records_nothing(history: Dict[s
         assert proc.returncode == 2, (args, proc.stderr)
         assert len(lines) == 1 and lines[0].startswith("error:") and text in lines[0], (args, proc.stderr)
         assert all_refs(path) == refs, args
+
+
+# -- results over seeds (--over) -----------------------------------------------------------------
+SEEDED = textwrap.dedent('''
+    import sys
+    lr, seed = sys.argv[1], int(sys.argv[2])
+    if seed == 3:
+        sys.exit("seed 3 crashes")
+    values = {"0.1": [1.0, 2.0, 3.0], "0.2": [3.0, 4.0, 5.0]}[lr]
+    print(f"step 1 val_err={values[seed] + 1:.6f}", flush=True)
+    print(f"step 2 val_err={values[seed]:.6f}", flush=True)
+''')
+SEEDED_CONFIG = textwrap.dedent(f'''
+    name: seeded
+    command: {sys.executable} t.py {{lr}} {{seed}}
+    params: {{lr: 0.1, seed: 0}}
+    metrics:
+      val_err: {{regex: 'val_err=([0-9.]+)', goal: minimize}}
+''')
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> Path:
+    path = tmp_path / "seeded"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    (path / "t.py").write_text(SEEDED)
+    (path / "config.yaml").write_text(SEEDED_CONFIG)
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "seeded")
+    gitexp(path, "run", "config.yaml", "--sweep", "lr=0.1,0.2", "--sweep", "seed=0,1,2,3", "--jobs", "2",
+           "--group", "seeds", check=False, timeout=300)
+    return path
+
+
+def hand_stats(values: List[float]) -> Dict[str, float]:
+    n = len(values)
+    mean = sum(values) / n
+    return {"n": n, "mean": mean, "std": math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))}
+
+
+def test_log_over_seed_folds_runs_into_mean_std_and_counts_failures_apart(seeded: Path) -> None:
+    rows = json.loads(gitexp(seeded, "log", "--over", "seed", "--format", "json").stdout)
+    assert len(rows) == 2
+    by_lr = {r["params"]["lr"]: r for r in rows}
+    for lr, values in ((0.1, [1.0, 2.0, 3.0]), (0.2, [3.0, 4.0, 5.0])):
+        row, hand = by_lr[lr], hand_stats(values)
+        got = row["metrics"]["val_err"]
+        assert got["n"] == hand["n"] == 3 and row["failed"] == 1 and row["in_progress"] == 0
+        assert math.isclose(got["mean"], hand["mean"]) and math.isclose(got["std"], hand["std"])  # 1.0 each
+        assert sorted(row["over"]["seed"]) == [0, 1, 2]
+        assert row["duration"]["n"] == 3 and row["duration"]["min"] <= row["duration"]["max"]
+    table = gitexp(seeded, "log", "--over", "seed", "--sort", "val_err").stdout
+    lines = [line for line in table.splitlines() if "finished" in line]
+    assert "lr=0.1" in lines[0] and "2 ± 1 (n=3)" in lines[0] and "4 ± 1 (n=3)" in lines[1]
+    assert "3 finished, 1 failed" in lines[0]
+    kept = json.loads(gitexp(seeded, "log", "--over", "seed", "-f", "val_err>3", "--format", "json").stdout)
+    assert [r["params"]["lr"] for r in kept] == [0.2]  # the filter saw the mean (4), not a run's 3
+    bad = gitexp(seeded, "log", "--over", "sed", check=False)
+    assert bad.returncode == 2 and "did you mean 'seed'" in bad.stderr
+
+
+def test_compare_over_seed_is_welch_t_test_checked_by_hand(seeded: Path) -> None:
+    data = json.loads(gitexp(seeded, "compare", "--group", "seeds", "--over", "seed", "--format", "json").stdout)
+    assert "Welch" in data["method"]
+    (item,) = data["comparisons"]
+    a, b = hand_stats([1.0, 2.0, 3.0]), hand_stats([3.0, 4.0, 5.0])
+    if item["a"]["params"]["lr"] == 0.2:
+        a, b = b, a
+    va, vb = a["std"] ** 2 / a["n"], b["std"] ** 2 / b["n"]
+    t = (a["mean"] - b["mean"]) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (a["n"] - 1) + vb ** 2 / (b["n"] - 1))
+    assert df == 4.0
+    # Student's t with 4 degrees of freedom: F(x) = 1/2 + 3/8 u (1 - u^2/12 ... ) in closed form
+    x = abs(t)
+    cdf = 0.5 + 3 / 8 * x / math.sqrt(1 + x * x / 4) * (1 - x * x / (12 * (1 + x * x / 4)))
+    p = 2 * (1 - cdf)
+    assert math.isclose(item["test"]["t"], t) and math.isclose(item["test"]["df"], df)
+    assert math.isclose(item["test"]["p"], p, rel_tol=1e-9) and math.isclose(p, 0.0704840, rel_tol=1e-5)
+    assert item["differ"] is False
+    text = gitexp(seeded, "compare", "--group", "seeds", "--over", "seed").stdout
+    assert "within their spread" in text and "2 ± 1 (n=3)" in text and "1 failed" in text
+
+
+def test_welch_with_unequal_groups_matches_hand_values() -> None:
+    from gitexp import seeds
+
+    a, b = seeds.stat([1.0, 2.0, 3.0]), seeds.stat([4.0, 5.0, 6.0, 7.0])
+    assert a is not None and b is not None
+    result = seeds.welch(a, b)
+    assert result is not None
+    t = -3.5 / math.sqrt(1 / 3 + (5 / 3) / 4)
+    df = (1 / 3 + 5 / 12) ** 2 / ((1 / 3) ** 2 / 2 + (5 / 12) ** 2 / 3)
+    assert math.isclose(result.t, t) and math.isclose(result.df, df)
+    # with df = 1, the t distribution is Cauchy: p = 1 - 2 atan(|t|) / pi
+    assert math.isclose(seeds.t_two_sided_p(2.0, 1.0), 1 - 2 * math.atan(2.0) / math.pi, rel_tol=1e-12)
+    assert 0.0095 < result.p < 0.0105
+
+
+def test_plot_over_seed_draws_a_mean_curve_with_its_band(seeded: Path) -> None:
+    out = gitexp(seeded, "plot", "val_err", "--group", "seeds", "--over", "seed", "--width", "80",
+                 "--height", "12").stdout
+    for kind in ("mean", "+std", "-std"):
+        assert f"lr=0.1 {kind} (n=3)" in out and f"lr=0.2 {kind} (n=3)" in out

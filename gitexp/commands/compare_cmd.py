@@ -22,8 +22,11 @@ from .common import cell, fmt_duration, open_store, output_format, print_json, r
 @click.argument("idents", metavar="ID...", nargs=-1)
 @click.option("--group", "-g", help="Compare the experiments of this group (a sweep), with any IDs given.")
 @click.option("--metric", "-m", "metric_names", multiple=True, help="Only these metrics (repeatable; default: all).")
+@click.option("--over", multiple=True, metavar="PARAM",
+              help="Compare groups of runs that differ only in this param (e.g. seed): means, Welch's t-test.")
 @output_format("text", "json", default="text")
-def compare(idents: Tuple[str, ...], group: Optional[str], metric_names: Tuple[str, ...], fmt: str) -> None:
+def compare(idents: Tuple[str, ...], group: Optional[str], metric_names: Tuple[str, ...], fmt: str,
+            over: Tuple[str, ...] = ()) -> None:
     """Experiments side by side: params that differ, metrics (best, step of best, last),
     time, and a summary of how their code differs from the first one's.
 
@@ -41,6 +44,10 @@ def compare(idents: Tuple[str, ...], group: Optional[str], metric_names: Tuple[s
     if metric_names:
         plots.check_metrics(exps, metric_names)
     statuses = {sha: st for sha, (st, _why) in live_statuses(repo, exps).items()}
+    if over:  # gitexp.seeds: each group of seeds against the first
+        from .over_view import compare_over
+
+        return compare_over(exps, statuses, over, metric_names, fmt)
     hists = plots.histories(repo, store, exps, statuses)
     data = comparison(repo, store, exps, statuses, hists, list(metric_names))
     if fmt == "json":

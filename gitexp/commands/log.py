@@ -27,9 +27,12 @@ from .common import fmt_duration, fmt_time, fmt_value, open_store, output_format
               help="A sparkline column: the curve of the first metric shown (from the summaries: no history is read).")
 @click.option("--attempts", "expand", is_flag=True,
               help="One row per attempt (retries, resumes) instead of one per experiment.")
+@click.option("--over", multiple=True, metavar="PARAM",
+              help="Fold runs that differ only in this param (e.g. seed; repeatable) into one row: mean ± std (n).")
 @output_format("table", "csv", "json")
 def log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[str, ...],
-        group: Optional[str], limit: Optional[int], spark: bool, fmt: str, expand: bool = False) -> None:
+        group: Optional[str], limit: Optional[int], spark: bool, fmt: str, expand: bool = False,
+        over: Tuple[str, ...] = ()) -> None:
     """List experiments with their params, status and metrics."""
     repo, store = open_store()
     exps = store.experiments()
@@ -53,6 +56,10 @@ def log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[s
     live_mod.refresh(repo, exps, statuses)
     if group:
         exps = _in_group(exps, group)
+    if over:  # folds over seeds (gitexp.seeds): filter and sort act on the means
+        from .over_view import log_over
+
+        return log_over(exps, statuses, over, parsed, sort_key, limit, metric_names, fmt)
     exps = [e for e in exps if all(f.matches(e, statuses[e.sha]) for f in parsed)]
     exps = sort_experiments(exps, sort_key)
     if limit:

@@ -28,8 +28,11 @@ from .common import open_store
 @click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True, help="Seconds between redraws with --watch.")
 @click.option("--width", type=click.IntRange(min=20), help="Width in characters (terminal, .txt) or pixels (pictures).")
 @click.option("--height", type=click.IntRange(min=5), help="Height of each chart in lines (terminal, .txt) or of the picture in pixels.")
+@click.option("--over", multiple=True, metavar="PARAM",
+              help="Mean curve with a band (± one std) of runs that differ only in this param (e.g. seed).")
 def plot(words: Tuple[str, ...], group: Optional[str], output: Optional[str], x_axis: str, log_y: bool,
-         smoothing: float, watch: bool, interval: float, width: Optional[int], height: Optional[int]) -> None:
+         smoothing: float, watch: bool, interval: float, width: Optional[int], height: Optional[int],
+         over: Tuple[str, ...] = ()) -> None:
     """Draw metric curves: METRIC names and experiment IDs in any order.
 
     Without IDs or --group, the latest sweep (the group of the newest experiment). Without a
@@ -54,7 +57,7 @@ def plot(words: Tuple[str, ...], group: Optional[str], output: Optional[str], x_
         plots.need_plotext()
     while True:
         statuses = {sha: st for sha, (st, _why) in live_statuses(repo, chosen).items()}
-        fig = _figure(repo, store, chosen, statuses, metrics, what, x_axis, log_y, smoothing, kind, width)
+        fig = _figure(repo, store, chosen, statuses, metrics, what, x_axis, log_y, smoothing, kind, width, over)
         running = [e for e in chosen if statuses.get(e.sha) in plots.OPEN]
         if fig.empty and not (watch and running):
             listed = ", ".join(metrics)
@@ -71,8 +74,13 @@ def plot(words: Tuple[str, ...], group: Optional[str], output: Optional[str], x_
 
 
 def _figure(repo: Repo, store: Store, chosen: List[Experiment], statuses: dict, metrics: List[str], what: str,
-            x_axis: str, log_y: bool, smoothing: float, kind: Optional[str], width: Optional[int]) -> plots.Figure:
+            x_axis: str, log_y: bool, smoothing: float, kind: Optional[str], width: Optional[int],
+            over: Tuple[str, ...] = ()) -> plots.Figure:
     hists = plots.histories(repo, store, chosen, statuses)
+    if over:  # gitexp.seeds: a mean curve and its band per group of seeds
+        from .over_view import band_curves
+
+        chosen, hists, statuses = band_curves(chosen, hists, statuses, over, metrics)
     if kind in ("png", "svg", "pdf"):
         buckets = (width or 1000)  # min/max pairs per pixel column: nothing visible is lost
     else:
