@@ -116,7 +116,7 @@ def compare_over(exps: List[Experiment], statuses: Dict[str, str], over: Sequenc
                      "" if test is None else f"{test['t']:.3g}", "" if test is None else f"{test['df']:.3g}",
                      "" if test is None else f"{test['p']:.3g}", verdict])
     click.echo(render_table(["vs", "metric", "A mean ± std (n)", "B mean ± std (n)", "t", "df", "p", "verdict"], rows))
-    for other, letter in zip(folds[1:], _letters(len(folds), 1)):
+    for other, letter in zip(folds, ["A", *_letters(len(folds), 1)]):
         counted = f" ({len(other.open)} in progress, {len(other.ended_badly)} failed: not averaged)" \
             if other.open or other.ended_badly else ""
         click.echo(f"{letter}: {other.first.name} " + " ".join(f"{k}={fmt_value(v)}" for k, v in other.params.items())
