@@ -304,3 +304,17 @@ def test_plot_over_seed_draws_a_mean_curve_with_its_band(seeded: Path) -> None:
                  "--height", "12").stdout
     for kind in ("mean", "+std", "-std"):
         assert f"lr=0.1 {kind} (n=3)" in out and f"lr=0.2 {kind} (n=3)" in out
+
+
+def test_bisect_through_the_local_queue_and_a_local_run_target(tmp_path: Path) -> None:
+    queued = make_history(tmp_path / "queued")
+    result = bisect_json(queued["path"], "--queue", "--parallel", "2")
+    assert result["first_bad"]["sha"] == queued["shas"][5] and result["rounds"] <= 3
+    rows = [r for r in log_json(queued["path"]) if r["group"] == queued["group"]]
+    assert rows and all(r["status"] == "finished" for r in rows)
+    target = make_history(tmp_path / "target")
+    gitexp(target["path"], "remote", "add", "here", "--runner", "local", "--jobs", "2")
+    result = bisect_json(target["path"], "--on", "here", "--parallel", "2")
+    assert result["first_bad"]["sha"] == target["shas"][5]
+    rows = [r for r in log_json(target["path"]) if r["group"] == target["group"]]
+    assert rows and all(r["status"] == "finished" and r["runner"] == "local" for r in rows)
