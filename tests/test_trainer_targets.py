@@ -82,3 +82,31 @@ def test_show_of_a_run_on_a_target_names_it_and_lists_its_outputs_there(
     out = gitexp(laptop, "show", "saver").stdout
     assert "run target vmbox" in out, out
     assert "model.pt" in out and "(empty)" not in out, out
+
+
+def test_ui_on_a_target_serves_its_experiments_through_the_shared_connection(
+        laptop: Path, ssh_host: Any, tmp_path: Path, far_python: str) -> None:  # noqa: F811
+    """git exp ui --on: the server runs there, its port forwarded here through the ssh master."""
+    import json
+    import signal
+    import sys
+    import urllib.request
+
+    far = tmp_path / "far"
+    add_target(laptop, ssh_host, "uibox", far, far_python)
+    gitexp(laptop, "remote", "setup", "uibox")
+    sha = gitexp(laptop, "run", "config.yaml", "--on", "uibox").stdout.strip()
+    far_finished(far, 1)
+    proc = subprocess.Popen([sys.executable, "-m", "gitexp", "ui", "--on", "uibox"], cwd=laptop,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), (url, proc.stderr.read() if proc.poll() is not None else "")
+        base = url.split("/?", 1)[0]
+        with urllib.request.urlopen(base + "/api/experiments", timeout=30) as answer:
+            listed = json.loads(answer.read())
+        assert sha in json.dumps(listed)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
