@@ -46,10 +46,14 @@ setup(
         # git exp ui runs on the standard library's http.server: the extra installs nothing
         # and exists so that `pip install 'gitexp[ui]'` keeps working if that ever changes.
         "ui": [],
+        "xlsx": ["openpyxl"],  # git exp run --sweep-file experiments.xlsx
+        "profile": ["py-spy"],  # git exp run --profile: samples the program from outside
         # ruff and mypy pinned: the README's test command runs both, and a new release's new
         # rules must not fail CI by surprise.
         "test": ["pytest", "numpy", "aiosmtpd", "matplotlib", "rich", "ruff==0.17.6", "mypy==2.4.1",
-                 "types-PyYAML", "types-psutil", "types-tabulate"],
+                 "types-PyYAML", "types-psutil", "types-tabulate",
+                 # issue 21: .xlsx sweep files, TensorBoard files written by a real writer, --profile
+                 "openpyxl", "tensorboardX", "py-spy"],
     },
     entry_points={"console_scripts": ["git-exp=gitexp.cli:main"]},
     # `git exp --help` is `git help exp`, which runs `man git-exp`: man looks in <prefix>/share/man

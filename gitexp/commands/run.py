@@ -20,6 +20,7 @@ from ..runners.local import LocalRunner
 from ..targets import get_target
 from ..transport import LocalTransport
 from ..sweep import add_cli_sweeps, check_not_empty, expand, parse_spec
+from ..sweepfile import configs_from_file
 from ..units import format_duration
 from ..worker import Worker
 from .common import fmt_value, open_store, render_table
@@ -32,6 +33,8 @@ from .common import fmt_value, open_store, render_table
 @click.option("--sweep", "sweeps", multiple=True, metavar="NAME=V1,V2,...",
               help="Sweep a param over values (repeatable; crossed as a grid unless --zip).")
 @click.option("--zip", "zipped", is_flag=True, help="Vary the --sweep params together instead of crossing them.")
+@click.option("--sweep-file", "sweep_file", metavar="FILE",
+              help="One experiment per row of a .csv/.tsv/.xlsx file; its header names params.")
 @click.option("--name", help="Experiment name (default: the config's name).")
 @click.option("--group", help="Group to file the experiments under (default for a sweep: a new sweep id).")
 @click.option("--detach", "-d", is_flag=True, help="Start in the background; print the ids and return.")
@@ -42,13 +45,15 @@ from .common import fmt_value, open_store, render_table
 @click.option("--dry-run", is_flag=True, help="Print the experiments that would be made; record nothing.")
 @click.option("--skip-done", is_flag=True, help="Skip points whose exact config already finished.")
 def run(config_path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], zipped: bool,
-        name: Optional[str], group: Optional[str], detach: bool, to_queue: bool, priority: int,
+        sweep_file: Optional[str], name: Optional[str], group: Optional[str], detach: bool, to_queue: bool, priority: int,
         jobs: int, on: Optional[str], dry_run: bool, skip_done: bool) -> int:
     """Record CONFIG as experiment commits and run them on this machine (or queue them)."""
     repo, store = open_store()
     if jobs < 1:
         raise BadInput(f"--jobs {jobs}: must be at least 1")
-    configs, is_sweep, max_parallel = _configs(config_path, overrides, sweeps, zipped, name, group)
+    if sweep_file is not None and (sweeps or zipped):
+        raise BadInput("--sweep-file with --sweep/--zip: give the points one way", "drop one of them")
+    configs, is_sweep, max_parallel = _configs(config_path, overrides, sweeps, zipped, name, group, sweep_file)
     target = get_target(repo, on) if on else None
     if target is not None and to_queue:
         raise BadInput(f"--queue with --on {on}: the run target queues them itself", "drop --queue")
@@ -73,7 +78,8 @@ def run(config_path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], z
 
 
 def _configs(path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], zipped: bool,
-             name: Optional[str], group: Optional[str]) -> Tuple[List[ExperimentConfig], bool, Optional[int]]:
+             name: Optional[str], group: Optional[str],
+             sweep_file: Optional[str] = None) -> Tuple[List[ExperimentConfig], bool, Optional[int]]:
     config = load_config(path)
     if name is not None and check_name(name):
         raise BadInput(f"--name {name!r} is not usable as an experiment name", check_name(name))
@@ -86,6 +92,11 @@ def _configs(path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], zip
     config = config.with_params(values, name=name)
     if group:
         config.group = group
+    if sweep_file is not None:  # the rows replace the config's own sweep (its max_parallel stays)
+        configs = configs_from_file(config, sweep_file, list(values), group)[0]
+        for point in configs:
+            point.check_command()
+        return configs, True, spec.max_parallel
     if spec.is_empty():
         config.check_command()
         return [config], False, None
