@@ -116,7 +116,9 @@ def test_setup_installs_the_page_and_reads_the_one_version(monkeypatch: pytest.M
     monkeypatch.setattr(setuptools, "setup", lambda **kwargs: seen.update(kwargs))
     monkeypatch.chdir("/")  # setup.py finds its files from its own location
     runpy.run_path(str(ROOT / "setup.py"))
-    assert seen["data_files"] == [("share/man/man1", ["man/git-exp.1"])]
+    assert seen["data_files"] == [("share/man/man1", ["man/git-exp.1"]),
+                                  ("share/bash-completion/completions", ["gitexp/completion/git-exp.bash"])]
+    assert all((ROOT / path).is_file() for _where, paths in seen["data_files"] for path in paths)
     # item 8: the version is defined once, in gitexp/__init__.py
     assert seen["version"] == gitexp.__version__
     assert not re.search(r"""version\s*=\s*["']\d""", (ROOT / "setup.py").read_text(encoding="utf-8"))
