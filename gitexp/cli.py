@@ -45,6 +45,7 @@ COMMANDS: Dict[str, tuple] = {
     "hosts": ("monitor_cmd", "hosts"),
     "ui": ("ui_cmd", "ui"),
     "completion": ("completion_cmd", "completion"),
+    "import": ("import_cmd", "import_"),
     "_exec": ("exec_cmd", "exec_"),
     "_complete": ("completion_cmd", "complete_"),
     "_agent": ("agent_cmd", "agent"),

@@ -40,7 +40,7 @@ __all__ = [  # what other modules import from here; the YAML and quoting names a
 
 TOP_KEYS = ("name", "group", "description", "command", "params", "metrics", "requires", "files", "env", "sweep",
             "snapshot", "step", "resume", "checkpoints", "auto_resume", "diagnostics", "notify", "budget", "warning_signal")
-METRIC_KEYS = ("goal", "regex", "file", "key", "step")
+METRIC_KEYS = ("goal", "regex", "file", "key", "step", "tfevents", "tag")
 STEP_MODES = ("count", "latest")  # besides {regex: ...}; see MetricSpec.step
 REQUIRE_KEYS = ("disk", "ram", "gpu_mem", "time", "gpus", "cpus")
 GOALS = ("minimize", "maximize")
@@ -84,14 +84,18 @@ class MetricSpec:
     # matched on any output line so far, that line included).
     step: Optional[str] = None
     step_regex: Optional[str] = None
+    # TensorBoard event files (a glob, relative to {outdir} or the program's working directory)
+    # and the scalar's tag in them (default: the metric's name).
+    tfevents: Optional[str] = None
+    tag: Optional[str] = None
 
     @property
     def source(self) -> str:
-        return "regex" if self.regex else "file" if self.file else "api"
+        return "regex" if self.regex else "file" if self.file else "tfevents" if self.tfevents else "api"
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"goal": self.goal}
-        for attr in ("regex", "file", "key"):
+        for attr in ("regex", "file", "key", "tfevents", "tag"):
             if getattr(self, attr):
                 out[attr] = getattr(self, attr)
         if self.step:
@@ -464,16 +468,21 @@ class _Validator:
                 if compiled.groups < 1:
                     raise self.fail(f"{key}.regex", f"regex of metric '{name}' needs a group capturing the value",
                                     "e.g. 'val_err=([0-9.]+)'")
-            if regex is not None and spec.get("file") is not None:
-                raise self.fail(key, f"metric '{name}' has both 'regex' and 'file'", "pick one source")
-            for text_key in ("file", "key"):
+            sources = [k for k in ("regex", "file", "tfevents") if spec.get(k) is not None]
+            if len(sources) > 1:
+                raise self.fail(key, f"metric '{name}' has both '{sources[0]}' and '{sources[1]}'", "pick one source")
+            if spec.get("tag") is not None and spec.get("tfevents") is None:
+                raise self.fail(f"{key}.tag", f"'tag' of metric '{name}' applies to tfevents metrics only",
+                                "e.g. {tfevents: 'runs/**/events.out.tfevents.*', tag: 'Loss/test'}")
+            for text_key in ("file", "key", "tfevents", "tag"):
                 if spec.get(text_key) is not None and not isinstance(spec[text_key], str):
                     raise self.fail(f"{key}.{text_key}", f"{text_key} of metric '{name}' must be a string")
             step, step_regex = self.metric_step(spec, f"{key}.step", f"of metric '{name}'")
             if step and regex is None:
                 raise self.fail(f"{key}.step", f"'step' of metric '{name}' applies to regex metrics only",
                                 "gitexp.log and metrics files give their own steps")
-            out[str(name)] = MetricSpec(str(name), goal, regex, spec.get("file"), spec.get("key"), step, step_regex)
+            out[str(name)] = MetricSpec(str(name), goal, regex, spec.get("file"), spec.get("key"), step, step_regex,
+                                        spec.get("tfevents"), spec.get("tag"))
         # The top-level 'step' is where the steps of every regex metric without its own come from.
         default, default_regex = self.metric_step(data, "step", "(top-level)")
         if default:

@@ -39,12 +39,13 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
 import psutil
 
 from . import facts as facts_mod
 from . import metrics as metrics_mod
+from . import tfevents
 from .config import ExperimentConfig, parse_config
 from .errors import DiskFull, GitExpError
 from .lifecycle import FINAL as FINAL_STATES
@@ -232,6 +233,8 @@ class Executor(OutputPump, Stopping):
         self.watchers = Watchers(self.ctx)
         self.api_offset = 0
         self.points_seen = 0
+        self.tfevents_seen: Set[Tuple[Any, ...]] = set()
+        tfevents.SHARED.warn = self._say  # a corrupt event file is one line in output.log
         if self.watchers.active:
             threading.Thread(target=self._watch, daemon=True).start()
 
@@ -252,8 +255,18 @@ class Executor(OutputPump, Stopping):
             new = new + parse_jsonl(whole)
         except OSError:
             pass
-        self.watchers.points(list(new))
+        self.watchers.points(list(new) + self._new_tfevents())
         self.watchers.tick(time.time())
+
+    def _new_tfevents(self) -> List[Dict[str, Any]]:
+        """TensorBoard scalars that appeared since the last round (each file read from its offset)."""
+        out = []
+        for record in metrics_mod.tfevents_records(self._specs(), self.paths.outdir, self.paths.worktree):
+            key = (record["metric"], record["step"], record["time"], record["value"])
+            if key not in self.tfevents_seen:
+                self.tfevents_seen.add(key)
+                out.append(record)
+        return out
 
     def _stop_for(self, reason: str) -> None:
         """A watcher's stop (a diagnostic rule): the run ends ``stopped`` with ``reason``."""
@@ -594,7 +607,7 @@ class Executor(OutputPump, Stopping):
     def _history(self) -> Tuple[List[Dict[str, Any]], Dict[str, str]]:
         """The history and each metric's step source, built as ``gitexp.live`` builds it."""
         records = list(self.capture.points)  # one atomic copy; the pump only appends
-        records += metrics_mod.file_records(self._specs(), self.paths.outdir)
+        records += metrics_mod.file_records(self._specs(), self.paths.outdir, self.paths.worktree)
         return metrics_mod.build_history(metrics_mod.read_points(self.paths.metrics), records)
 
     def _details(self) -> Dict[str, Any]:

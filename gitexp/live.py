@@ -90,7 +90,7 @@ def read(repo: Repo, exp: Experiment, status: Optional[str] = None,
 def run_dir_history(paths: RunPaths, specs: Mapping[str, MetricSpec]) -> Tuple[List[Dict[str, Any]], Dict[str, str]]:
     """A run's history from its run directory, built as the executor builds its notes."""
     records = metrics_mod.read_captured(paths.captured)
-    records += metrics_mod.file_records(specs, paths.outdir)
+    records += metrics_mod.file_records(specs, paths.outdir, paths.worktree)
     return metrics_mod.build_history(metrics_mod.read_points(paths.metrics), records)
 
 

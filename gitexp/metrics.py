@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
+from . import tfevents
 from .config import MetricSpec
 from .notes import parse_jsonl
 
@@ -270,11 +271,12 @@ def checkpoint_record(record: Any) -> Optional[Dict[str, Any]]:
     return record
 
 
-def file_records(specs: Mapping[str, MetricSpec], base_dir: str) -> List[Dict[str, Any]]:
+def file_records(specs: Mapping[str, MetricSpec], base_dir: str, work_dir: Optional[str] = None
+                 ) -> List[Dict[str, Any]]:
     """Points from metrics files the program wrote (a JSON object, or JSON lines), as
     captured records: a record's ``step`` is its step (src "file"), else its position (src
-    "count")."""
-    points: List[Dict[str, Any]] = []
+    "count"); and from TensorBoard event files (:func:`tfevents_records`)."""
+    points = tfevents_records(specs, base_dir, work_dir)
     for name, spec in specs.items():
         if not spec.file:
             continue
@@ -293,6 +295,28 @@ def file_records(specs: Mapping[str, MetricSpec], base_dir: str) -> List[Dict[st
             if isinstance(record, dict) and key in record:
                 src = "file" if "step" in record else "count"
                 points.append(captured_record(name, record[key], record.get("step", i + 1), record.get("time"), src))
+    return points
+
+
+def tfevents_records(specs: Mapping[str, MetricSpec], base_dir: str, work_dir: Optional[str] = None,
+                     files: Optional[tfevents.EventFiles] = None) -> List[Dict[str, Any]]:
+    """Scalars of ``tfevents:`` metrics, as captured records with their steps (src "file") and
+    wall times. A relative glob is matched in ``base_dir`` ({outdir}) and in ``work_dir`` (the
+    program's working directory, while it exists). Files are followed through ``files`` (one
+    offset per file), so repeated calls read only what was appended."""
+    files = files or tfevents.SHARED
+    points: List[Dict[str, Any]] = []
+    for name, spec in specs.items():
+        if not spec.tfevents:
+            continue
+        tag = spec.tag or name
+        paths: Dict[str, None] = {}
+        for folder in [base_dir] + ([work_dir] if work_dir else []):
+            for path in tfevents.find(spec.tfevents, folder):
+                paths.setdefault(os.path.realpath(path), None)
+        for path in paths:
+            points += [captured_record(name, s.value, s.step, s.wall_time, "file")
+                       for s in files.scalars(path) if s.tag == tag]
     return points
 
 

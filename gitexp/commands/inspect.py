@@ -59,6 +59,7 @@ def show(ident: Optional[str], fmt: str, reach: Tuple[str, ...] = ()) -> None:
                      "parent_dirty": exp.summary.get("parent_dirty"), "config_hash": exp.summary.get("config_hash"),
                      "outdir": exp.summary.get("outdir"), "run_dir": exp.summary.get("run_dir"),
                      "slurm": exp.summary.get("slurm"), "timing": timing, "attempts": chain,
+                     "imported": exp.summary.get("imported"),
                      "reached": [{"metric": m, "what": w, **(hit or {"step": None, "seconds": None})}
                                  for m, w, hit in reached]})
         print_json(data)
@@ -145,7 +146,11 @@ def _print_show(exp: Experiment, status: str, config: Dict[str, Any], details: D
         echo(f"group      {fmt_value(s['group'])}")
     echo(f"parent     {fmt_value(s.get('parent', ''))}" + (" (with uncommitted changes)" if s.get("parent_dirty") else ""))
     echo(f"created    {fmt_time(s.get('created'))}")
-    if s.get("started"):
+    imported = s.get("imported") if isinstance(s.get("imported"), dict) else None
+    if imported:  # git exp import tensorboard: no run of ours, its times are the events'
+        echo(f"imported   from {fmt_value(imported.get('from'))} (TensorBoard event files; "
+             f"events from {fmt_time(s.get('started'))} to {fmt_time(s.get('ended'))})")
+    if s.get("started") and not imported:
         target = f", run target {fmt_value(s['target'])}" if s.get("target") else ""
         echo(f"started    {fmt_time(s.get('started'))} on {fmt_value(s.get('host', '?'))} "
              f"({fmt_value(s.get('runner', 'local'))}{target})")
