@@ -39,7 +39,8 @@ __all__ = [  # what other modules import from here; the YAML and quoting names a
 ]
 
 TOP_KEYS = ("name", "group", "description", "command", "params", "metrics", "requires", "files", "env", "sweep",
-            "snapshot", "step", "resume", "checkpoints", "auto_resume", "diagnostics", "notify", "budget", "warning_signal")
+            "snapshot", "step", "resume", "checkpoints", "auto_resume", "diagnostics", "notify", "budget", "warning_signal",
+            "profile")
 METRIC_KEYS = ("goal", "regex", "file", "key", "step", "tfevents", "tag")
 STEP_MODES = ("count", "latest")  # besides {regex: ...}; see MetricSpec.step
 REQUIRE_KEYS = ("disk", "ram", "gpu_mem", "time", "gpus", "cpus")
@@ -143,6 +144,7 @@ class ExperimentConfig:
     diagnostics: Any = None  # gitexp.diagnostics.Rules (parsed by that module)
     notify: Any = None  # gitexp.notify.NotifySpec (parsed by that module)
     budget: Any = None  # how long the run is: a param name, a number of steps, {param, unit} (gitexp.timing)
+    profile: bool = False  # sample the program with py-spy (gitexp.profiler)
     source: str = "<config>"
     lines: Dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -177,6 +179,8 @@ class ExperimentConfig:
             out["warning_signal"] = self.warning_signal
         if self.budget is not None:
             out["budget"] = self.budget
+        if self.profile:
+            out["profile"] = True
         for key in ("diagnostics", "notify"):
             given = getattr(self, key).to_dict() if getattr(self, key) is not None else None
             if given is not None:
@@ -357,7 +361,7 @@ class _Validator:
             auto_resume_on=self.auto_resume(data)[1], warning_signal=self.warning_signal(data),
             diagnostics=diagnostics_mod.parse(data.get("diagnostics"), self.fail),
             notify=notify_mod.parse(data.get("notify"), self.fail, check=not self.stored),
-            budget=self.budget(data),
+            budget=self.budget(data), profile=self.flag(data, "profile"),
             source=self.source, lines=self.lines,
         )
         if not self.stored:  # a stored config was checked when it was recorded
@@ -370,6 +374,12 @@ class _Validator:
                                     f"add '{placeholder}' under params, or write {{{{ }}}} for a literal brace"
                                     + ("; 'resume' also knows {checkpoint} and {step}" if key == "resume" else ""))
         return config
+
+    def flag(self, data: Mapping[str, Any], key: str) -> bool:
+        value = data.get(key, False)
+        if not isinstance(value, bool):
+            raise self.fail(key, f"'{key}' must be true or false, got {value!r}")
+        return value
 
     def checkpoints(self, data: Mapping[str, Any]) -> Any:
         from .checkpoints import parse  # it imports metrics, which imports this module

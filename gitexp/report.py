@@ -331,6 +331,7 @@ def render(repo: Repo, exps: Sequence[Experiment], statuses: Mapping[str, str],
     body += _curves_section(fig, metrics, chart_metrics)
     body += _time_section(exps, timings, hists, metrics)
     body += _resources_section(exps, details, x)
+    body += _profile_section(exps, details)
     body.append('<h2 id="runs">Runs</h2>')
     for exp in exps:
         body += _run_section(repo, exp, statuses.get(exp.sha, exp.status), hists.get(exp.sha) or [],
@@ -484,6 +485,33 @@ def _time_section(exps: Sequence[Experiment], timings: Mapping[str, Dict[str, An
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
     return out
+
+
+def _profile_section(exps: Sequence[Experiment], details: Mapping[str, Mapping[str, Any]], n: int = 5) -> List[str]:
+    """Runs made with --profile: their top functions by own and by total time (details note)."""
+    out: List[str] = []
+    for exp in exps:
+        profile = (details.get(exp.sha) or {}).get("profile")
+        if not isinstance(profile, dict):
+            continue
+        out.append(f"<h3>{_e(exp.name)}</h3>")
+        if profile.get("error"):
+            out.append(f'<p class="muted">not profiled: {_e(profile["error"])}</p>')
+            continue
+        out.append(f'<p class="muted">{_e(profile.get("samples"))} samples at {_e(profile.get("rate"))}/s; '
+                   f'flame graph: <code>{_e(profile.get("folder"))}/flamegraph.svg</code></p>')
+        out.append("<table><thead><tr><th>by own time</th><th></th><th>by total time</th><th></th></tr></thead><tbody>")
+        own, total = (_tops(profile.get(k))[:n] for k in ("top_self", "top_total"))
+        for i in range(max(len(own), len(total))):
+            cells = [c for tops in (own, total) for c in (tops[i] if i < len(tops) else ("", ""))]
+            out.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+        out.append("</tbody></table>")
+    return ['<h2 id="profile">Profile</h2>', *out] if out else []
+
+
+def _tops(value: Any) -> List[Tuple[str, str]]:
+    return [(str(t[0]), f"{t[1]:.0%}") for t in value or []
+            if isinstance(t, list) and len(t) == 2 and isinstance(t[1], (int, float)) and not isinstance(t[1], bool)]
 
 
 def _resources_section(exps: Sequence[Experiment], details: Mapping[str, Mapping[str, Any]], x: str) -> List[str]:

@@ -113,6 +113,7 @@ def default_factories() -> List[Factory]:
     from . import monitor  # noqa: F401 - resource sampling; before diagnostics, which reads its samples
     from . import diagnostics  # noqa: F401
     from . import notify  # noqa: F401
+    from . import profiler  # noqa: F401 - git exp run --profile
 
     return list(FACTORIES)
 

@@ -284,3 +284,62 @@ def test_tensorboard_bad_input(repo: Path, tmp_path: Path) -> None:
                              ("{tfevents: [1]}", "tfevents of metric 'm' must be a string")):
         (repo / "bad.yaml").write_text(f"command: 'true'\nmetrics:\n  m: {metric}\n")
         bad_input(repo, "run", "bad.yaml", expected=expected)
+
+
+# -- 3. profiler ---------------------------------------------------------------------------------
+HOT_PY = textwrap.dedent('''
+    import time
+
+    def hot_inner_loop(n):
+        total = 0
+        for i in range(n):
+            total += i * i % 7
+        return total
+
+    def lukewarm(n):
+        return sum(range(n))
+
+    def main():
+        end = time.time() + 2.5
+        while time.time() < end:
+            hot_inner_loop(300000)
+            lukewarm(20000)
+
+    main()
+''')
+
+
+def test_profiled_program_shows_its_hot_function_first(repo: Path, tmp_path: Path) -> None:
+    pytest.importorskip("psutil")
+    (repo / "hot.py").write_text(HOT_PY)
+    (repo / "hot.yaml").write_text(f"name: hot\ncommand: {sys.executable} hot.py\n")
+    proc = gitexp(repo, "run", "hot.yaml", "--profile")
+    assert "profile" not in proc.stderr, proc.stderr  # nothing to say: it worked
+    shown = json.loads(gitexp(repo, "show", "--format", "json").stdout)
+    profile = shown["profile"]
+    assert profile["top_self"][0][0].startswith("hot_inner_loop (hot.py:"), profile
+    assert profile["top_self"][0][1] > 0.5 and profile["samples"] > 50
+    assert any(f.startswith("main (hot.py:") for f, _ in profile["top_total"][:3])  # on every stack
+    folder = Path(profile["folder"])
+    assert (folder / "flamegraph.svg").read_text().startswith("<svg") and "hot_inner_loop" in (
+        folder / "flamegraph.svg").read_text()
+    assert "hot_inner_loop" in (folder / "samples.txt").read_text()
+    text = gitexp(repo, "show").stdout
+    assert "by own time: hot_inner_loop (hot.py:" in text
+    report = tmp_path / "r.html"
+    gitexp(repo, "report", "-o", str(report))
+    assert '<h2 id="profile">Profile</h2>' in report.read_text() and "hot_inner_loop" in report.read_text()
+
+
+def test_profile_of_a_program_that_is_not_python_is_one_line_and_the_run_goes_on(repo: Path) -> None:
+    (repo / "sh.yaml").write_text("name: sh\nprofile: true\ncommand: 'for i in 1 2 3; do echo $i; sleep 0.3; done'\n")
+    proc = gitexp(repo, "run", "sh.yaml")
+    said = [line for line in proc.stderr.splitlines() if "profile" in line]
+    assert len(said) == 1 and "no Python process" in said[0] and "the run goes on" in said[0], proc.stderr
+    assert log_json(repo)[0]["status"] == "finished"
+    assert "profile: none (no Python process" in gitexp(repo, "show").stdout
+
+
+def test_profile_bad_input(repo: Path) -> None:
+    (repo / "bad.yaml").write_text("command: 'true'\nprofile: 3\n")
+    bad_input(repo, "run", "bad.yaml", expected="'profile' must be true or false")

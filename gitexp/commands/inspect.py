@@ -59,7 +59,7 @@ def show(ident: Optional[str], fmt: str, reach: Tuple[str, ...] = ()) -> None:
                      "parent_dirty": exp.summary.get("parent_dirty"), "config_hash": exp.summary.get("config_hash"),
                      "outdir": exp.summary.get("outdir"), "run_dir": exp.summary.get("run_dir"),
                      "slurm": exp.summary.get("slurm"), "timing": timing, "attempts": chain,
-                     "imported": exp.summary.get("imported"),
+                     "imported": exp.summary.get("imported"), "profile": details.get("profile"),
                      "reached": [{"metric": m, "what": w, **(hit or {"step": None, "seconds": None})}
                                  for m, w, hit in reached]})
         print_json(data)
@@ -170,7 +170,7 @@ def _print_show(exp: Experiment, status: str, config: Dict[str, Any], details: D
         echo(line)
     from .monitor_cmd import alert_lines, notify_lines, resource_lines
 
-    for line in alert_lines(s) + resource_lines(s) + notify_lines(s):
+    for line in alert_lines(s) + resource_lines(s) + notify_lines(s) + profile_lines(details.get("profile")):
         echo(line)
     _print_facts(details.get("facts") or {})
     _print_checkpoints(s.get("checkpoints"))
@@ -183,6 +183,22 @@ def _print_show(exp: Experiment, status: str, config: Dict[str, Any], details: D
     if tail:
         echo("\nlog tail:")
         echo(_block(tail.rstrip(), "  "))
+
+
+def profile_lines(profile: Any, n: int = 5) -> List[str]:
+    """``git exp run --profile``'s result (details note, untrusted): top functions, where the
+    flame graph is, or why nothing was profiled."""
+    if not isinstance(profile, dict):
+        return []
+    if profile.get("error"):
+        return [f"\nprofile: none ({fmt_value(profile['error'])})"]
+    lines = [f"\nprofile ({fmt_value(profile.get('samples'))} samples at {fmt_value(profile.get('rate'))}/s; "
+             f"flame graph {fmt_value(os.path.join(str(profile.get('folder', '')), 'flamegraph.svg'))}):"]
+    for key, what in (("top_self", "own time"), ("top_total", "total time")):
+        tops = [t for t in profile.get(key) or [] if isinstance(t, list) and len(t) == 2 and is_number(t[1])]
+        if tops:
+            lines.append(f"  by {what}: " + ", ".join(f"{cell(str(f), 80)} {p:.0%}" for f, p in tops[:n]))
+    return lines
 
 
 def status_text(status: str, summary: Dict[str, Any]) -> str:

@@ -42,11 +42,12 @@ from .common import fmt_value, open_store, render_table
 @click.option("--priority", type=int, default=0, show_default=True, help="Queue priority: higher runs first.")
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="For a sweep run now: how many at once.")
 @click.option("--on", "on", metavar="TARGET", help="Run on a run target (git exp remote list): Slurm, a host over ssh.")
+@click.option("--profile", is_flag=True, help="Sample the (Python) program with py-spy: a flame graph and top functions.")
 @click.option("--dry-run", is_flag=True, help="Print the experiments that would be made; record nothing.")
 @click.option("--skip-done", is_flag=True, help="Skip points whose exact config already finished.")
 def run(config_path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], zipped: bool,
         sweep_file: Optional[str], name: Optional[str], group: Optional[str], detach: bool, to_queue: bool, priority: int,
-        jobs: int, on: Optional[str], dry_run: bool, skip_done: bool) -> int:
+        jobs: int, on: Optional[str], profile: bool, dry_run: bool, skip_done: bool) -> int:
     """Record CONFIG as experiment commits and run them on this machine (or queue them)."""
     repo, store = open_store()
     if jobs < 1:
@@ -54,6 +55,8 @@ def run(config_path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], z
     if sweep_file is not None and (sweeps or zipped):
         raise BadInput("--sweep-file with --sweep/--zip: give the points one way", "drop one of them")
     configs, is_sweep, max_parallel = _configs(config_path, overrides, sweeps, zipped, name, group, sweep_file)
+    for config in configs if profile else []:
+        config.profile = True  # stored with the config: the executor, wherever it runs, profiles
     target = get_target(repo, on) if on else None
     if target is not None and to_queue:
         raise BadInput(f"--queue with --on {on}: the run target queues them itself", "drop --queue")
