@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
-from conftest import all_refs, gitexp, log_json, wait_for
+from conftest import ROOT, all_refs, gitexp, log_json, wait_for
 
 
 def bad_input(repo: Path, *args: str, expected: str) -> None:
@@ -329,6 +329,13 @@ def test_profiled_program_shows_its_hot_function_first(repo: Path, tmp_path: Pat
     report = tmp_path / "r.html"
     gitexp(repo, "report", "-o", str(report))
     assert '<h2 id="profile">Profile</h2>' in report.read_text() and "hot_inner_loop" in report.read_text()
+    # ... and the UI's run page (git exp ui) gets the same top functions, checked
+    sys.path.insert(0, str(ROOT))
+    from gitexp.repo import Repo
+    from gitexp.ui.api import Api, run_page
+
+    page = run_page(Api(Repo.discover(str(repo))), shown["id"])
+    assert page["profile"]["top_self"][0][0].startswith("hot_inner_loop (hot.py:")
 
 
 def test_profile_of_a_program_that_is_not_python_is_one_line_and_the_run_goes_on(repo: Path) -> None:

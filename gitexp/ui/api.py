@@ -345,7 +345,25 @@ def run_page(api: Api, sha: str) -> Dict[str, Any]:
         "checkpoints": s.get("checkpoints") if isinstance(s.get("checkpoints"), list) else [],
         "alerts": s.get("alerts") if isinstance(s.get("alerts"), list) else [],
         "notify": s.get("notify") if isinstance(s.get("notify"), dict) else None,
+        "profile": _profile(details.get("profile")),
     })
+
+
+def _profile(value: Any) -> Optional[Dict[str, Any]]:
+    """The profile a run's details note holds (``--profile``): its top functions, checked (a note
+    is a claim: only [name, share] pairs come through, as text and numbers)."""
+    if not isinstance(value, dict):
+        return None
+
+    def rows(key: str) -> List[List[Any]]:
+        items = value.get(key)
+        return [[str(item[0]), float(item[1])] for item in (items if isinstance(items, list) else [])[:20]
+                if isinstance(item, list) and len(item) == 2 and isinstance(item[1], (int, float))
+                and not isinstance(item[1], bool)]
+
+    samples = value.get("samples")
+    return {"samples": samples if isinstance(samples, int) and not isinstance(samples, bool) else None,
+            "top_self": rows("top_self"), "top_total": rows("top_total")}
 
 
 def _log_tail(path: str) -> Optional[str]:

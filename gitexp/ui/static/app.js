@@ -437,6 +437,12 @@ async function showRun(id, vs) {
     view.appendChild(listTable(["#", "id", "kind", "status", "reason", "host"],
       data.attempts.map((a) => [a.attempt, el("a", { href: "#/run/" + a.id }, a.id.slice(0, 10)), a.kind, a.status, a.reason, a.host])));
   }
+  if (data.profile && (data.profile.top_self.length || data.profile.top_total.length)) {
+    view.appendChild(el("h3", { id: "profile" }, "profile (" + fmt(data.profile.samples) + " samples)"));
+    const pct = (share) => (100 * share).toFixed(1) + "%";
+    view.appendChild(listTable(["by own time", "share"], data.profile.top_self.map(([f, share]) => [f, pct(share)])));
+    view.appendChild(listTable(["by total time", "share"], data.profile.top_total.map(([f, share]) => [f, pct(share)])));
+  }
   if (data.notify) {
     view.appendChild(el("h3", {}, "notifications"));
     view.appendChild(kvTable(Object.entries(data.notify)));
