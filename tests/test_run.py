@@ -217,7 +217,9 @@ def test_sigterm_stops_a_program_that_left_children_behind(repo: Path, tmp_path:
     import psutil
 
     pidfile = tmp_path / "sleep.pid"
-    (repo / "bg.yaml").write_text(f"command: sleep 300 & echo $! > {pidfile}; echo started\n")
+    # The program waits for its child: it is still running when SIGTERM comes (a program that
+    # exits at once ends its run, and its leftovers are stopped: tests/test_trainer_ends.py).
+    (repo / "bg.yaml").write_text(f"command: sleep 300 & echo $! > {pidfile}; echo started; wait\n")
     proc = subprocess.Popen([sys.executable, "-m", "gitexp", "run", "bg.yaml"], cwd=repo,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for(lambda: log_json(repo) and log_json(repo)[0]["status"] == "running")

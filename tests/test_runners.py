@@ -261,12 +261,12 @@ def test_agent_calls_are_argv_lists_in_the_targets_path_with_json_on_stdin(repo:
     ({"returncode": 127, "stderr": "sh: 1: exec: /opt/py/bin/python3: not found\n"},
      "/opt/py/bin/python3 not found on gpu3", "--python"),
     ({"returncode": 1, "stderr": "/opt/py/bin/python3: No module named gitexp\n"},
-     "gitexp is not installed for /opt/py/bin/python3 on gpu3", "pip install gitexp"),
-    ({"returncode": 2, "stderr": "Error: No such command '_agent'.\n"}, "too old", "install gitexp"),
+     "gitexp is not installed for /opt/py/bin/python3 on gpu3", "git exp remote setup gpu3 --install"),
+    ({"returncode": 2, "stderr": "Error: No such command '_agent'.\n"}, "too old", "git exp remote setup gpu3 --install"),
     ({"stdout": probe_answer(repo=False)}, "is not a gitexp repository", "git exp remote setup gpu3"),
     ({"stdout": probe_answer(git=None)}, "git is not installed on gpu3", "install git"),
     ({"stdout": probe_answer(version="9.0.0", protocol=2, schemas=[2])}, "cannot read the notes of gitexp",
-     "install gitexp"),
+     "git exp remote setup gpu3 --install"),
 ])
 def test_far_side_problems_are_bad_input_with_the_fix(repo: Path, answer: Dict[str, Any], message: str,
                                                       hint: str) -> None:

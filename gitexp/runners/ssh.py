@@ -171,7 +171,7 @@ class SshRunner(Runner):
             raise BadInput(f"run target {name}: gitexp {printable(str(info.get('version')))} on {host} cannot read "
                            f"the notes of gitexp {__version__} (agent protocol {info.get('protocol')!r}, "
                            f"notes schemas {info.get('schemas')!r}; this one writes schema {SUMMARY_SCHEMA})",
-                           f"install gitexp {__version__} there")
+                           f"install this one there: git exp remote setup {name} --install")
         if in_repo and not info.get("repo"):
             raise BadInput(f"run target {name}: {self.path} on {host} is not a gitexp repository",
                            f"create it with: git exp remote setup {name}")
