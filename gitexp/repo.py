@@ -537,7 +537,11 @@ class Repo:
         try:
             user_index = os.path.join(self.git_dir, "index")
             if os.path.exists(user_index):
-                shutil.copyfile(user_index, index)
+                # copy2: the copy keeps the index's mtime. git trusts an entry's stat data only
+                # when the file is older than the index (racy-git); a fresh mtime would make a
+                # same-size edit made in the second of the last `git add` look unchanged, and
+                # the snapshot would take the committed content instead of the edit.
+                shutil.copy2(user_index, index)
             else:
                 os.unlink(index)
             if choose is None:

@@ -103,3 +103,25 @@ def test_git_runs_with_a_fixed_locale_whatever_the_users(monkeypatch) -> None:
     monkeypatch.setenv("LANGUAGE", "de")
     env = _clean_env()
     assert env["LC_ALL"] == "C" and "LANGUAGE" not in env
+
+
+def test_a_same_size_edit_in_the_second_of_the_last_git_add_is_snapshotted(repo: Path) -> None:
+    """Racy git: an edit that keeps the size and lands in the same second as the last `git add`
+    has stat data equal to the index entry's (git compares whole seconds). git rechecks such
+    entries only while the index is not newer than the file, so the snapshot's copy of the
+    index must keep the index's mtime (it once took a fresh one, and the commit's content)."""
+    import time
+
+    (repo / "snap.yaml").write_text(CONFIG)
+    for attempt in range(20):  # the add and the edit within one wall-clock second
+        time.sleep(1.0 - time.time() % 1.0 + 0.01)
+        second = int(time.time())
+        (repo / "w.bin").write_bytes(b"a%d" % attempt * 2000)
+        git(repo, "add", "w.bin")
+        (repo / "w.bin").write_bytes(b"b%d" % attempt * 2000)
+        if int(time.time()) == second:
+            break
+    time.sleep(1.1)  # the snapshot a second later: a fresh copy of the index would look newer than the edit
+    gitexp(repo, "run", "snap.yaml")
+    sha = log_json(repo)[0]["id"]
+    assert git(repo, "rev-parse", f"{sha}:w.bin").strip() == _blob_sha(repo, repo / "w.bin")
