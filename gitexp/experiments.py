@@ -21,7 +21,7 @@ import yaml
 from .config import ExperimentConfig
 from .errors import BadInput
 from . import snapshot as snapshot_mod
-from .notes import CONFIG_PATH, DETAILS_REF, Experiment, Store, dump_json
+from .notes import CONFIG_PATH, DETAILS_REF, Experiment, Store, dump_json, free_name
 from .evidence import local_executor, local_program, process_alive, ran_here, read_exec_info
 from .paths import run_paths, runs_root
 from .repo import RefUpdate, Repo
@@ -146,15 +146,7 @@ def create(repo: Repo, store: Store, config: ExperimentConfig, status: str = "cr
 def free_names(store: Store, bases: Sequence[str]) -> List[str]:
     """The names recording would give ``bases``: a taken name gets -2, -3, ... (as Store.create)."""
     taken = set(store.experiment_refs())
-    names = []
-    for base in bases:
-        name, n = base, 1
-        while name in taken:
-            n += 1
-            name = f"{base}-{n}"
-        taken.add(name)
-        names.append(name)
-    return names
+    return [free_name(base, taken) for base in bases]
 
 
 def make_experiments(repo: Repo, store: Store, snap: Snapshot, configs: List[ExperimentConfig],

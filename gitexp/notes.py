@@ -22,7 +22,7 @@ import json
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from . import summary as checks
 from .errors import BadInput, DiskFull, MissingObjects, RefConflict
@@ -62,6 +62,20 @@ class Experiment:
             return n
         chain = self.summary.get("chain")
         return 1 + (len(chain) if isinstance(chain, list) else 0)
+
+
+def free_name(base: str, taken: Set[str]) -> str:
+    """``base``, or ``base-2``, ``base-3``, ...: the first name not in ``taken``, which it joins.
+
+    The one rule for a name that is taken, wherever a new experiment gets its name: recorded
+    here, fetched by a pull, pushed to a remote, recorded by a target's agent or by an outbox.
+    """
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    taken.add(name)
+    return name
 
 
 def _note_paths(sha: str) -> Tuple[str, ...]:
@@ -244,12 +258,9 @@ class Store:
                extra_notes: Optional[Mapping[Tuple[str, str], Optional[bytes]]] = None) -> str:
         """Record a new experiment under ``refs/exps/<name>``; a taken name gets -2, -3, ..."""
         taken = set(self.experiment_refs())
-        n, attempts = 1, 0
+        attempts = 0
         while attempts < MAX_ATTEMPTS:
-            name = base_name if n == 1 else f"{base_name}-{n}"
-            if name in taken:
-                n += 1
-                continue
+            name = free_name(base_name, set(taken))
             summary["name"] = name
             notes: Dict[Tuple[str, str], Optional[bytes]] = {(SUMMARY_REF, sha): dump_json(summary)}
             notes.update(extra_notes or {})

@@ -41,7 +41,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 from . import merge as rules
 from . import summary as checks
 from .errors import BadInput, DiskFull, GitFailed, MissingObjects, RefConflict
-from .notes import CONFIG_PATH, DETAILS_REF, EXP_PREFIX, METRICS_REF, NOTES_REFS, SUMMARY_REF, _note_paths, dump_json, jsonl
+from .notes import (CONFIG_PATH, DETAILS_REF, EXP_PREFIX, METRICS_REF, NOTES_REFS, SUMMARY_REF, _note_paths, dump_json,
+                    free_name, jsonl)
 from .repo import RefUpdate, Repo
 
 SYNC_PREFIX = "refs/exps-sync/"
@@ -469,8 +470,7 @@ class _Merger:
                     for ref in NOTES_REFS:
                         changes[ref].pop(sha, None)
                     continue
-                local_name = _free_name(_valid_name(name, sha), taken)
-                taken.add(local_name)
+                local_name = free_name(_valid_name(name, sha), taken)
                 added.append((local_name, name, f.source.spec))
                 refs.append(RefUpdate(EXP_PREFIX + local_name, sha, None))
             for name, sha, mine in forward:  # resumed or retried there: our ref moves to the later attempt
@@ -595,16 +595,6 @@ def _valid_name(name: str, sha: str) -> str:
     if cleaned.endswith(".lock"):
         cleaned = cleaned[:-5]
     return cleaned if cleaned and check_name(cleaned) is None else f"exp-{sha[:10]}"
-
-
-def _free_name(name: str, taken: Set[str]) -> str:
-    """``name``, or ``name-2``, ``name-3``... : the first one no local experiment has."""
-    if name not in taken:
-        return name
-    n = 2
-    while f"{name}-{n}" in taken:
-        n += 1
-    return f"{name}-{n}"
 
 
 def _only_commits(repo: Repo, fetched: Sequence[Fetched]) -> None:
@@ -777,8 +767,7 @@ def _experiment_refspecs(local: Mapping[str, str], fetched: Fetched, report: Pus
     for name, sha in renamed:
         if sha in there:
             continue  # the same commit under two local names: once is enough
-        free = _free_name(name, taken)
-        taken.add(free)
+        free = free_name(name, taken)
         there.add(sha)
         args.append(f"{sha}:{EXP_PREFIX}{free}")
         leases.append(f"--force-with-lease={EXP_PREFIX}{free}:")

@@ -30,13 +30,13 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, List, Optional, Sequence
 
 import psutil
 
 from .. import __version__
 from ..errors import BadInput, GitExpError
-from ..notes import INBOX_PREFIX, Experiment, Store
+from ..notes import INBOX_PREFIX, Experiment, Store, free_name
 from ..paths import run_paths, runs_root
 from ..repo import RefUpdate, Repo
 from ..summary import summary_problem
@@ -130,7 +130,7 @@ def _submit(repo: Repo, store: Store, request: Dict[str, Any], inbox: str, tip: 
         # A new attempt (resume, retry) of an experiment this side has at the attempt it
         # continues: its ref moves (compare-and-swap), under the same name.
         follows = isinstance(previous, str) and here.get(wanted) == previous
-        name = wanted if follows else _free_name(wanted, taken)
+        name = wanted if follows else free_name(wanted, taken)
         summary.pop("target", None)  # here it runs on this side's own runner
         config = stored_config(repo, item["sha"])
         absent = [p for p in config.files if not os.path.exists(p if os.path.isabs(p) else os.path.join(repo.root, p))]
@@ -164,15 +164,6 @@ def stored_config(repo: Repo, sha: str) -> Any:
     if raw is None:
         raise BadInput(f"commit {sha[:12]} is not an experiment (no {CONFIG_PATH})")
     return parse_config(raw.decode(), source=f"{sha[:12]}:{CONFIG_PATH}", stored=True)
-
-
-def _free_name(name: str, taken: Set[str]) -> str:
-    base, n = name, 1
-    while name in taken:
-        n += 1
-        name = f"{base}-{n}"
-    taken.add(name)
-    return name
 
 
 def _record_failed(store: Store, missing: Sequence[Any], details: Dict[str, Any]) -> None:

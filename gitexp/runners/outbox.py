@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import GitExpError, RefConflict
-from ..notes import DETAILS_REF, EXP_PREFIX, INBOX_PREFIX, Experiment
+from ..notes import DETAILS_REF, EXP_PREFIX, INBOX_PREFIX, Experiment, free_name
 from ..repo import RefUpdate, Repo
 from ..summary import printable
 
@@ -162,7 +162,7 @@ def _record_here(runner: "SshRunner", sub: Submission, recorded: Sequence[str], 
             continue
         wanted, previous = str(item["name"]), item.get("previous")
         follows = isinstance(previous, str) and here.get(wanted) == previous
-        chosen = wanted if follows else _free(wanted, taken)
+        chosen = wanted if follows else free_name(wanted, taken)
         summary = dict(item["summary"])
         if named[sha] != chosen:
             summary["name_there"] = named[sha]
@@ -179,15 +179,6 @@ def _record_here(runner: "SshRunner", sub: Submission, recorded: Sequence[str], 
             raise
         return "by another command meanwhile"  # it settled this record: recorded once
     return ", ".join(e.name for e in exps)
-
-
-def _free(name: str, taken: set) -> str:
-    base, n = name, 1
-    while name in taken:
-        n += 1
-        name = f"{base}-{n}"
-    taken.add(name)
-    return name
 
 
 __all__ = ["OUTBOX_PREFIX", "Submission", "open_submission", "close_submission", "unsettled", "settle"]
