@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .metrics import checkpoint_record
-from .watch import RunContext, Watcher, register
+from .config import leaves_tree
+from .sections import Section
+from .watch import RunContext, Watcher
 
 KEEP_DIR = ".gitexp-checkpoints"
 _LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
@@ -104,6 +106,9 @@ def parse(value: Any, fail: Fail, leaves_tree: Callable[[str], bool]) -> Spec:
             return spec
     spec.patterns = _patterns(value, fail, leaves_tree)
     return spec
+
+
+SECTION = Section("checkpoints", lambda value, given: parse(value, given.fail, leaves_tree))  # installed by gitexp.watchers
 
 
 def _patterns(value: Any, fail: Fail, leaves_tree: Callable[[str], bool]) -> List[str]:
@@ -351,8 +356,7 @@ def _goal(config: Any) -> Optional[Tuple[str, str]]:
     return None
 
 
-@register
-def _factory(ctx: RunContext) -> Optional[Watcher]:
+def factory(ctx: RunContext) -> Optional[Watcher]:
     spec = spec_of(ctx.config)
     return CheckpointWatcher(ctx, spec, _goal(ctx.config)) if spec.patterns else None
 

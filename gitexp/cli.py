@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, TypeVar
 import click
 
 from . import __version__
+from . import watchers  # noqa: F401 - installs the config sections' parsers (they load on first use)
 from .errors import DiskFull, GitExpError
 
 # command name -> (module under gitexp.commands, attribute). Imported on use, so that

@@ -22,8 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
-from . import diagnostics as diagnostics_mod
-from . import notify as notify_mod
+from . import sections as sections_mod
 from . import snapshot as snapshot_mod
 from .errors import BadInput
 from .shellquote import TemplateError, placeholders, render_shell, substitute
@@ -357,15 +356,19 @@ class _Validator:
             requires=self.requires(data), files=self.files(data), env=self.env(data),
             sweep=self.sweep(data), snapshot=snapshot_mod.parse(data.get("snapshot"), self.fail),
             resume=self.command(data, "resume") if data.get("resume") is not None else None,
-            checkpoints=self.checkpoints(data), auto_resume=self.auto_resume(data)[0],
+            auto_resume=self.auto_resume(data)[0],
             auto_resume_on=self.auto_resume(data)[1], warning_signal=self.warning_signal(data),
-            diagnostics=diagnostics_mod.parse(data.get("diagnostics"), self.fail),
-            notify=notify_mod.parse(data.get("notify"), self.fail, check=not self.stored),
-            budget=self.budget(data), profile=self.flag(data, "profile"),
-            source=self.source, lines=self.lines,
+            profile=self.flag(data, "profile"), source=self.source, lines=self.lines,
         )
-        if not self.stored:  # a stored config was checked when it was recorded
-            diagnostics_mod.check_metrics(config.diagnostics, config.metrics, self.fail)
+        # The sections other modules own (checkpoints, diagnostics, notify, budget), parsed by
+        # them through the registry, in its order; checked against the rest once it is built.
+        given = sections_mod.Given(data, self.fail, self.stored)
+        owned = sections_mod.installed()
+        for section in owned:
+            setattr(config, section.key, section.parse(data.get(section.key), given))
+        for section in owned:
+            if section.check is not None and not self.stored:  # a stored config was checked when recorded
+                section.check(getattr(config, section.key), config, self.fail)
         known = set(config.params) | set(BUILTIN_PLACEHOLDERS)
         for key, template in (("command", config.command), ("resume", config.resume)):
             for placeholder in placeholders(template) if template is not None else []:
@@ -380,16 +383,6 @@ class _Validator:
         if not isinstance(value, bool):
             raise self.fail(key, f"'{key}' must be true or false, got {value!r}")
         return value
-
-    def checkpoints(self, data: Mapping[str, Any]) -> Any:
-        from .checkpoints import parse  # it imports metrics, which imports this module
-
-        return parse(data.get("checkpoints"), self.fail, _leaves_tree)
-
-    def budget(self, data: Mapping[str, Any]) -> Any:
-        from .timing import parse_budget  # it imports metrics, which imports this module
-
-        return parse_budget(data.get("budget"), data.get("params") or {}, self.fail)
 
     def auto_resume(self, data: Mapping[str, Any]) -> Tuple[int, Tuple[str, ...]]:
         """``auto_resume: N``, or ``{times: N, ends: [...]}`` naming the ends it continues."""
@@ -559,7 +552,7 @@ class _Validator:
                 raise self.fail(key, f"'files' entry {path!r} is not a path")
             # A relative entry is linked at the same place in the run's worktree: one that
             # climbs out of the repository would put a link outside it.
-            if not os.path.isabs(path) and _leaves_tree(path):
+            if not os.path.isabs(path) and leaves_tree(path):
                 raise self.fail(key, f"'files' entry {path!r} leads outside the repository",
                                 "list paths inside the repository, or an absolute path (linked by its base name)")
         return list(value)
@@ -588,7 +581,8 @@ class _Validator:
         return dict(value)
 
 
-def _leaves_tree(path: str) -> bool:
+def leaves_tree(path: str) -> bool:
+    """Whether a relative path climbs out of the working tree (``..``, ``../x``)."""
     normal = os.path.normpath(path)
     return normal == os.pardir or normal.startswith(os.pardir + os.sep)
 

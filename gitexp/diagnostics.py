@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 from .units import format_duration, format_size, parse_duration
-from .watch import RunContext, Watcher, register
+from .sections import Section
+from .watch import RunContext, Watcher
 
 ACTIONS = ("warn", "stop")
 Fail = Callable[[str, str, Optional[str]], Exception]
@@ -114,6 +115,10 @@ def check_metrics(rules: Any, declared: Mapping[str, Any], fail: Fail) -> None:
                 raise fail(f"diagnostics.{rule}.metrics",
                            f"diagnostics.{rule}.metrics names {metric!r}, which is not a metric of this config "
                            f"(its metrics: {configured})", "name a metric declared under 'metrics:'")
+
+
+SECTION = Section("diagnostics", lambda value, given: parse(value, given.fail),  # installed by gitexp.watchers
+                  check=lambda rules, config, fail: check_metrics(rules, config.metrics, fail))
 
 
 def _rule(name: str, spec: Any, key: str, fail: Fail) -> Dict[str, Any]:
@@ -375,8 +380,7 @@ def goals_of(config: Any) -> Dict[str, Optional[str]]:
     return {name: getattr(spec, "goal", None) for name, spec in metrics.items()}
 
 
-@register
-def _factory(ctx: RunContext) -> Optional[Watcher]:
+def factory(ctx: RunContext) -> Optional[Watcher]:
     rules = getattr(ctx.config, "diagnostics", None)
     if not isinstance(rules, Rules):
         rules = Rules()

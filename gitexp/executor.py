@@ -61,6 +61,7 @@ from .rundirs import (EXECUTOR_LOG, LOCK_NAME, RECORDED_OUTPUTS, list_outputs, p
                       sweep_stale_worktrees, try_lock)
 from .supervisor import MARK_VAR, new_mark
 from .watch import TICK_SECONDS, RunContext, Watchers
+from .watchers import factories as watcher_factories
 
 LOG_TAIL_LINES = 60
 TAIL_BYTES = 64 * 1024  # the most the log tail may take in the details note (as JSON)
@@ -230,7 +231,7 @@ class Executor(OutputPump, Stopping):
         assert self.config is not None and self.proc is not None
         self.ctx = RunContext(self.sha, self.config.name, self.config, self.paths, self.proc.pid, started,
                               self._stop_for, self._say)
-        self.watchers = Watchers(self.ctx)
+        self.watchers = Watchers(self.ctx, watcher_factories())
         self.api_offset = 0
         self.points_seen = 0
         self.tfevents_seen: Set[Tuple[Any, ...]] = set()

@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional
 
 import psutil
 
-from .watch import RunContext, Watcher, register
+from .watch import RunContext, Watcher
 
 DEFAULT_INTERVAL = 5.0
 # Seconds after the start at which a run is sampled besides every interval: a run of a few
@@ -290,8 +290,7 @@ def read_live(run_root: str) -> Dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-@register
-def _factory(ctx: RunContext) -> Optional[Watcher]:
+def factory(ctx: RunContext) -> Optional[Watcher]:
     interval = interval_setting()
     if interval <= 0:
         return None

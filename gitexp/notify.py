@@ -41,7 +41,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .lifecycle import Change, Status, listen
 from .units import format_duration, parse_duration
-from .watch import RunContext, Watcher, register
+from .sections import Section
+from .watch import RunContext, Watcher
 
 FINAL_EVENTS = tuple(s.value for s in Status if s.final)
 EVENTS = ("started", *FINAL_EVENTS, "alert")
@@ -113,6 +114,10 @@ def parse(value: Any, fail: Fail, check: bool = True) -> NotifySpec:
         if problem:
             raise fail("notify.email", f"notify.email: {problem}", "e.g. git config exp.smtp.host smtp.example.org")
     return spec
+
+
+# installed by gitexp.watchers; a stored config is not refused on a host without SMTP settings
+SECTION = Section("notify", lambda value, given: parse(value, given.fail, check=not given.stored))
 
 
 def _channel(kind: str, value: Any, fail: Fail) -> Channel:
@@ -686,8 +691,7 @@ def _record(sha: str, record: Dict[str, Any]) -> None:
         print(f"gitexp: warning: could not record the notifications: {exc}", file=sys.stderr, flush=True)
 
 
-@register
-def _factory(ctx: RunContext) -> Optional[Watcher]:
+def factory(ctx: RunContext) -> Optional[Watcher]:
     spec = getattr(ctx.config, "notify", None)
     if not isinstance(spec, NotifySpec) or not spec.channels:
         return None

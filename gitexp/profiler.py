@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import psutil
 
-from .watch import RunContext, Watcher, register
+from .watch import RunContext, Watcher
 
 RATE = 100  # samples per second: py-spy's default; about 0.5% of one core's time in the program
 TOP = 10
@@ -129,7 +129,6 @@ class Profiler(Watcher):
         return {"profile": self.result} if self.result else {}
 
 
-@register
 def factory(ctx: RunContext) -> Optional[Watcher]:
     if not getattr(ctx.config, "profile", False):
         return None

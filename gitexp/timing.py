@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from .errors import BadInput
 from .metrics import finite_number
 from .summary import printable
+from .sections import Section
 from .units import format_duration
 
 
@@ -225,6 +226,10 @@ def parse_budget(value: Any, params: Mapping[str, Any], fail: Any) -> Any:
         raise fail("budget", f"budget must be a param name or a number of steps > 0, not {spec.get('steps')!r}",
                    "e.g. budget: max_iters")
     return value
+
+
+# installed by gitexp.watchers (timing watches nothing: it reads a run's points afterwards)
+SECTION = Section("budget", lambda value, given: parse_budget(value, given.data.get("params") or {}, given.fail))
 
 
 def budget_of(params: Mapping[str, Any], configured: Any = None) -> Optional[Tuple[float, str]]:

@@ -2,8 +2,8 @@
 
 The executor owns the process, the output and the notes; everything that only *looks* at a
 run (resource sampling, diagnostics, checkpoint files appearing) is a :class:`Watcher`. The
-executor builds one per factory in :data:`FACTORIES` when the program starts and calls it
-from one watch thread:
+executor builds one per factory of :func:`gitexp.watchers.factories` (the one list of them, in
+order) when the program starts and calls it from one watch thread:
 
 * :meth:`Watcher.on_points` with the metric records that arrived since the last call,
   regex-captured and ``gitexp.log`` points alike, all in the history's shape
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 TICK_SECONDS = 1.0
 
@@ -97,34 +97,16 @@ def as_point(record: Dict[str, Any]) -> Dict[str, Any]:
 
 Factory = Callable[[RunContext], Optional[Watcher]]
 # Each returns a watcher for the run, or None when it has nothing to watch (e.g. no
-# `checkpoints:` in the config). Modules register theirs with :func:`register`.
-FACTORIES: List[Factory] = []
-
-
-def register(factory: Factory) -> Factory:
-    if factory not in FACTORIES:
-        FACTORIES.append(factory)
-    return factory
-
-
-def default_factories() -> List[Factory]:
-    """The built-in watchers (imported here so that importing gitexp stays light)."""
-    from . import checkpoints  # noqa: F401 - registers its factory
-    from . import monitor  # noqa: F401 - resource sampling; before diagnostics, which reads its samples
-    from . import diagnostics  # noqa: F401
-    from . import notify  # noqa: F401
-    from . import profiler  # noqa: F401 - git exp run --profile
-
-    return list(FACTORIES)
+# `checkpoints:` in the config). The built-in ones are listed in gitexp.watchers.
 
 
 class Watchers:
     """The executor's side: build, feed and drain every watcher of one run."""
 
-    def __init__(self, ctx: RunContext, factories: Optional[List[Factory]] = None) -> None:
+    def __init__(self, ctx: RunContext, factories: Sequence[Factory]) -> None:
         self.ctx = ctx
         self.active: List[Watcher] = []
-        for factory in factories if factories is not None else default_factories():
+        for factory in factories:
             watcher = self._guard(factory, ctx)
             if watcher is not None:
                 self.active.append(watcher)

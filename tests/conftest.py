@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
+import gitexp.watchers  # noqa: F401 - installs the config sections' parsers, as the CLI does (tests parse configs in process)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 TRAIN_PY = textwrap.dedent('''
