@@ -31,9 +31,8 @@ ssh's message, while a command's own exit 255 stays a result.
 command is killed here and may go on there). ``ConnectionDropped`` says the connection broke
 while a command ran (what it did there is unknown), apart from a host that cannot be reached.
 
-``FakeTransport``, which runs nothing and answers from rules, lives in
-:mod:`gitexp.fake_transport`; it is importable from here too (loaded only when asked for),
-so that module depends on this one and not the other way round at import time.
+``FakeTransport``, which runs nothing and answers from rules, lives with the tests
+(``tests/fake_transport.py``).
 """
 from __future__ import annotations
 
@@ -52,7 +51,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, TypeVar
+from typing import Dict, List, Mapping, Optional, Sequence, TypeVar
 
 from .errors import GitExpError
 
@@ -646,18 +645,3 @@ def transport_for(host: Optional[str], ssh_config: Optional[str] = None, **optio
     if not host:
         return LocalTransport()
     return SshTransport(host, ssh_config=ssh_config, **options)  # type: ignore[arg-type]
-
-
-# -- the fake, for unit tests: ``from gitexp.transport import FakeTransport`` keeps working -----
-if TYPE_CHECKING:
-    from .fake_transport import FakeCall, FakeTransport, Matcher, Responder  # noqa: F401
-
-_FAKE_NAMES = ("FakeCall", "FakeTransport", "Matcher", "Responder")
-
-
-def __getattr__(name: str) -> object:
-    """Load the fake only when a test asks for it: production code never imports it."""
-    if name in _FAKE_NAMES:
-        from . import fake_transport
-        return getattr(fake_transport, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

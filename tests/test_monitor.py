@@ -139,7 +139,7 @@ def test_top_on_an_ssh_target_asks_its_agent_in_one_round_trip(running: Path, tm
     from gitexp.repo import Repo
     from gitexp.runners.ssh import SshRunner
     from gitexp.targets import Target
-    from gitexp.transport import FakeCall, FakeTransport
+    from fake_transport import FakeCall, FakeTransport
 
     here = make_repo(tmp_path / "client")
     fake = FakeTransport("ssh:gpu3")

@@ -26,7 +26,7 @@ from gitexp.runners.slurm import SlurmRunner  # noqa: E402
 from gitexp.runners.ssh import SshRunner  # noqa: E402
 from gitexp.status import live_statuses  # noqa: E402
 from gitexp.targets import Target, validate  # noqa: E402
-from gitexp.transport import FakeCall, FakeTransport  # noqa: E402
+from fake_transport import FakeCall, FakeTransport  # noqa: E402
 
 SLURM_TOOLS = {name: f"/opt/slurm/bin/{name}" for name in ("sbatch", "squeue", "scancel", "scontrol")}
 

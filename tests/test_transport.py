@@ -20,10 +20,10 @@ from typing import Iterator, List
 
 import pytest
 from conftest import git, make_repo, wait_for
+from fake_transport import FakeTransport
 from sshd import SshHost, short_dir, ssh_host, ssh_transport  # noqa: F401  (fixtures)
 
 from gitexp.transport import (
-    FakeTransport,
     LocalTransport,
     SshTransport,
     Transport,

@@ -6,8 +6,8 @@ Invariants: it checks argv and env exactly as the real transports do (the same
 ``_check_argv``/``_check_env``), resolves paths as an ssh target would (relative to its home,
 ``~/`` is the home), and with ``unreachable`` set raises :class:`TransportError` like ssh.
 
-Tests import it as ``from gitexp.transport import FakeTransport``; that name is re-exported
-there lazily, so production code importing :mod:`gitexp.transport` never loads this module.
+It lives with the tests (``from fake_transport import FakeTransport``): gitexp itself never
+imports a test double.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .transport import ReplyTooLarge, Result, Transport, TransportError, _check_argv, _check_env
+from gitexp.transport import ReplyTooLarge, Result, Transport, TransportError, _check_argv, _check_env
 
 
 @dataclass
