@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 import click
 
-from ..notes import Store
+from ..notes import Experiment, Store
 from ..repo import Repo
 from ..summary import json_safe, printable
 from ..units import format_duration
+
+if TYPE_CHECKING:
+    from ..operations.submit import Submitted
 
 CELL_WIDTH = 80  # a table cell is cut to this many characters; --format csv/json keep it whole
 
@@ -100,3 +103,53 @@ def render_table(headers: List[str], rows: List[List[str]], width: Optional[int]
     out = [line(headers), "  ".join("-" * w for w in widths)]
     out.extend(line(row) for row in rows)
     return "\n".join(out)
+
+
+# -- starting runs (run, resume) ----------------------------------------------------------------
+def print_submitted(submitted: "Submitted") -> None:
+    """What a run target's runner took: its warnings, the ids, its closing line."""
+    for warning in submitted.warnings:
+        click.echo(f"gitexp: {warning}", err=True)
+    for exp in submitted.exps:
+        click.echo(exp.sha)
+    click.echo(f"gitexp: {submitted.line}", err=True)
+
+
+def start_here(store: Store, exp: Experiment, detach: bool, started: str, running: str) -> int:
+    """Run a recorded experiment on this machine: in the background (print its id), or in the
+    foreground (its output, a closing line, its exit code)."""
+    from ..runners.local import LocalRunner  # only for commands that start a run
+
+    runner = LocalRunner(store.repo, store)
+    if detach:
+        runner.start_detached(exp)
+        click.echo(exp.sha)
+        click.echo(f"gitexp: {started} in the background; follow it with: git exp logs -f {exp.sha[:10]}", err=True)
+        return 0
+    click.echo(f"gitexp: {running}", err=True)
+    code = runner.run_foreground(exp)
+    summary = store.summary(exp.sha)
+    click.echo(_closing_line(exp.name, summary), err=True)
+    return _exit_code(code, summary)
+
+
+def _exit_code(code: int, summary: dict) -> int:
+    """The program's own status, except for a run stopped by a signal to ``git exp run``
+    (Ctrl-C, SIGTERM, SIGHUP): 130, as docs/runners.md promises, whatever the program made of
+    the signal (a training script that catches KeyboardInterrupt, saves and exits 1)."""
+    if summary.get("status") == "killed":
+        return 130
+    return code
+
+
+def _closing_line(name: str, summary: dict) -> str:
+    parts = [f"gitexp: {name} {summary.get('status', '?')}"]
+    if summary.get("duration") is not None:
+        parts.append(f"in {format_duration(summary['duration'])}")
+    if summary.get("status") == "failed" and summary.get("reason"):
+        parts.append(f"({summary['reason']})")
+    best = [f"{m}={fmt_value(e['best'])}" for m, e in sorted((summary.get("metrics") or {}).items())
+            if e.get("best") is not None]
+    if best:
+        parts.append("best " + " ".join(best))
+    return " ".join(parts)

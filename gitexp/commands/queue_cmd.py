@@ -6,25 +6,19 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from ..attempts import find_attempt, make_attempt, supersede
-from ..errors import BadInput, GitExpError
-from ..evidence import ran_here
+from ..errors import BadInput
 from ..facts import gpu_models
-from ..lifecycle import Status
-from ..notes import Experiment, Store
-from ..queue import QUEUED, Queue, item, listing
+from ..notes import Store
+from ..queue import QUEUED, item, listing
 from ..repo import Repo
-from ..runners import runner_for, runner_for_target, target_of
+from ..runners import runner_for_target, target_of
 from ..runners.base import parse_gpu_list
-from ..status import live_statuses
-from ..summary import printable
 from ..targets import Target, get_target, load_targets
 from ..units import format_size
 from ..worker import Worker
 from .common import fmt_time, fmt_value, open_store, output_format, print_json, render_table
 
 ACTIVE = ("pending", "starting", "running")
-RETRYABLE = ("lost", "failed", "killed", "cancelled", "timeout", "stopped")
 
 
 @click.group(name="queue", invoke_without_command=True)
@@ -144,69 +138,25 @@ def retry(ctx: click.Context, idents: Tuple[str, ...], lost: bool, priority: Opt
 
 
 def _retry(ctx: click.Context, idents: Tuple[str, ...], lost: bool, priority: Optional[int] = None) -> None:
+    from ..operations.retry import NotRetried, Retried, Skipped, retry as retry_op
+
     repo, store = open_store()
-    if not idents and not lost:
-        raise BadInput("name the experiments to retry, or pass --lost", "e.g. git exp queue retry --lost")
-    targets = [find_attempt(store, i)[1] for i in idents]  # any attempt names its experiment
-    live = live_statuses(repo, targets)
-    for exp in targets:  # named ones: all checked before anything is queued
-        status = live[exp.sha][0]
-        if status not in RETRYABLE:
-            raise BadInput(f"{exp.name} is {status}; only {', '.join(RETRYABLE)} experiments can be retried")
-        runner = runner_for(repo, store, exp)
-        if not runner.LOCAL_QUEUE:
-            raise BadInput(f"{exp.name} ran on run target {runner.describe_target()}; the local queue does not take it",
-                           f"start a new attempt there: git exp resume {exp.name} --on {runner.target.name or '<target>'} "
-                           "(add --from-scratch to start over)")
-        if not ran_here(repo, exp.sha):
-            raise BadInput(elsewhere(exp), f"to run its code here anyway: git exp resume {exp.name} --from-scratch")
-    if lost:
-        everything = store.experiments()
-        statuses = live_statuses(repo, everything)
-        for exp in everything:
-            if statuses[exp.sha][0] != "lost" or any(t.sha == exp.sha for t in targets):
-                continue
-            if not runner_for(repo, store, exp).LOCAL_QUEUE:
-                continue
-            if not ran_here(repo, exp.sha):
-                click.echo(f"skipped {elsewhere(exp)}", err=True)
-                continue
-            targets.append(exp)
-    q = Queue(repo, store)
-    failed = 0
-    for exp in targets:
-        try:
-            new = retry_attempt(repo, store, exp, q, priority)
-        except GitExpError as exc:
-            if not lost or idents:
-                raise
-            failed += 1  # --retry-lost: one that cannot be queued is said, and the rest go on
-            click.echo(f"not retried {exp.name}: {exc}", err=True)
+    tried = failed = 0
+    for outcome in retry_op(repo, store, idents, lost, priority):
+        if isinstance(outcome, Skipped):
+            click.echo(f"skipped {outcome.why}", err=True)
             continue
-        click.echo(f"queued {exp.name} again as attempt {new.summary['attempt']} ({new.sha[:10]})")
-    if not targets:
+        tried += 1
+        if isinstance(outcome, NotRetried):
+            failed += 1
+            click.echo(f"not retried {outcome.exp.name}: {outcome.error}", err=True)
+        elif isinstance(outcome, Retried):
+            click.echo(f"queued {outcome.exp.name} again as attempt {outcome.new.summary['attempt']} "
+                       f"({outcome.new.sha[:10]})")
+    if not tried:
         click.echo("no lost experiments", err=True)
     if failed:
         ctx.exit(1)
-
-
-def elsewhere(exp: Experiment) -> str:
-    """Why a run this repository did not execute is not retried here, and how to go on."""
-    host = exp.summary.get("host") or (exp.summary.get("worker") or {}).get("host") or "another machine"
-    target = exp.summary.get("target")
-    how = f"git exp resume {exp.name} --on {target}" if isinstance(target, str) and target else \
-        f"git exp resume {exp.name} --on <a target on {host}>, or in the repository that ran it"
-    return printable(f"{exp.name} ran on {host}, not in this repository (it came with a pull): resume it there: {how}")
-
-
-def retry_attempt(repo: Repo, store: Store, exp: Experiment, q: Queue, priority: Optional[int]) -> Experiment:
-    """Queue a new attempt of ``exp`` (start over): its own commit, run directory and notes."""
-    superseded = supersede(repo, store, exp, "a retry started over")
-    current = Experiment(exp.sha, exp.name, superseded)
-    new, _config = make_attempt(repo, store, current, "retry", Status.QUEUED)
-    old_priority = (exp.summary.get("queue") or {}).get("priority", 0)
-    q.record([new], priority if priority is not None else int(old_priority or 0))
-    return new
 
 
 def parse_gpus(text: Optional[str]) -> Optional[List[int]]:
@@ -260,16 +210,8 @@ def worker(jobs: int, gpus: Optional[str], until_empty: bool, group: Optional[st
 @click.argument("idents", metavar="ID...", nargs=-1, required=True)
 def cancel(idents: Tuple[str, ...]) -> None:
     """Drop queued experiments; stop running ones (recorded killed), wherever they run."""
+    from ..operations.cancel import cancel as cancel_op
+
     repo, store = open_store()
-    exps = [store.find(i) for i in idents]
-    for exp in exps:
-        click.echo(runner_for(repo, store, exp).cancel(exp))
-
-
-def stop_removed(repo: Repo, store: Store, exp: Experiment) -> str:
-    """Stop the run of an experiment just removed (``rm --force``), writing no note.
-
-    Without this its executor would go on running and write its results for a commit that
-    no ref names. What was done is returned as a line for the user.
-    """
-    return runner_for(repo, store, exp).stop_removed(exp)
+    for cancelled in cancel_op(repo, store, idents):
+        click.echo(cancelled.line)

@@ -1,22 +1,11 @@
 """``git exp resume``: continue an experiment from its latest checkpoint, as a new attempt."""
 from __future__ import annotations
 
-import shlex
-from typing import Any, Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import click
 
-from .. import attempts
-from ..config import parse_override
-from ..errors import BadInput
-from ..executor import load_experiment_config
-from ..lifecycle import Status
-from ..notes import Experiment
-from ..runners.base import Made
-from ..runners import runner_for_target
-from ..targets import get_target
-from .common import open_store
-from .run import _submit_made, start_here
+from .common import open_store, print_submitted, start_here
 
 
 @click.command(name="resume")
@@ -40,59 +29,19 @@ def resume(ident: str, from_step: Optional[int], given: Optional[str], from_scra
     the command of the config's `resume:` (placeholders {checkpoint} and {step}), or its
     `command` with GITEXP_RESUME_FROM set.
     """
-    repo, store = open_store()
-    if from_scratch and from_step is not None:
-        raise BadInput("--from and --from-scratch exclude each other", "give one of them")
-    if from_scratch and given is not None:
-        raise BadInput("--checkpoint and --from-scratch exclude each other", "give one of them")
-    if given is not None and on:
-        raise BadInput("--checkpoint names a file on this machine: leave out --on")
-    if to_queue and (on or detach):
-        raise BadInput("--queue runs it through the local queue: leave out --on and --detach")
-    chosen, current = attempts.find_attempt(store, ident)
-    target = get_target(repo, on) if on else None
-    config = load_experiment_config(repo, current.sha)
-    values: Dict[str, Any] = dict(parse_override(text, config) for text in overrides)
-    attempts.ensure_ended(repo, current, reach=True)
-    chain = attempts.chain_of(store, current)
-    found = None
-    if current.status not in attempts.FINAL_NAMES:
-        found = attempts.recovered(repo, current)  # what a dead executor had not written
-        chain[-1] = (current.sha, {**current.summary, **found[0]})
-    upto = chain[:[sha for sha, _ in chain].index(chosen.sha) + 1]  # the chain up to the attempt named
-    remote = runner_for_target(repo, store, target) if target is not None else None
-    point = None
-    if not from_scratch:
-        over_ssh = target is not None and bool(target.host)
-        point = attempts.resume_point(repo, store, upto, from_step, here=not over_ssh, given=given)
-        if over_ssh:
-            _check_there(remote, target, point)
-    superseded = attempts.supersede(repo, store, current, "a resume continues it", found)
-    current = Experiment(current.sha, current.name, superseded)
-    status = Status(remote.INITIAL_STATUS) if remote else Status.QUEUED if to_queue else Status.CREATED
-    new, new_config = attempts.make_attempt(repo, store, current, "resume" if point else "retry", status,
-                                            values, point)
-    if remote is not None:
-        new.summary.pop("target", None)  # the runner records where it went
-        new.summary.pop("runner", None)
-        return _submit_made(remote, Made([new], [new_config], {}))
-    if to_queue:
-        from ..queue import Queue
+    from ..operations.resume import ResumeOptions, resume as resume_op
 
-        Queue(repo, store).record([new])
+    repo, store = open_store()
+    options = ResumeOptions(from_step=from_step, checkpoint=given, from_scratch=from_scratch, params=overrides,
+                            on=on, detach=detach, queue=to_queue)
+    resumed = resume_op(repo, store, ident, options)
+    new, point = resumed.new, resumed.point
+    if resumed.submitted is not None:
+        print_submitted(resumed.submitted)
+        return 0
+    if resumed.queued:
         click.echo(new.sha)
         click.echo(f"gitexp: queued {new.name} attempt {new.summary['attempt']}; run it with: git exp worker", err=True)
         return 0
-    store.create_batch([new])
     what = f"{new.name} {'from step ' + str(point['step']) if point else 'from scratch'} as attempt {new.attempt}"
     return start_here(store, new, detach, f"resumed {what}", f"resuming {what} ({new.sha[:10]})")
-
-
-def _check_there(runner: Any, target: Any, point: Dict[str, Any]) -> None:
-    """The checkpoint must exist on the target's host (one ``test -f`` over its ssh connection)."""
-    proc = runner.transport.run(["test", "-f", point["checkpoint"]], timeout=60)
-    if getattr(proc, "returncode", 1) != 0:
-        raise BadInput(f"the checkpoint {point['checkpoint']} (step {point['step']}) does not exist on "
-                       f"{target.name} ({target.host}); nothing was started",
-                       f"copy it there (e.g. scp {shlex.quote(point['checkpoint'])} "
-                       f"{target.host}:{shlex.quote(point['checkpoint'])}), or resume where it is")

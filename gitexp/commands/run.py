@@ -9,21 +9,20 @@ import click
 from .. import experiments
 from ..config import ExperimentConfig, check_name, load_config, parse_override
 from ..errors import BadInput, NotReady
-from ..notes import Experiment, Store
+from ..notes import Store
+from ..operations.submit import submit_made
 from ..paths import runs_root
 from ..queue import Queue
 from ..repo import Repo
 from ..resources import check as check_requires
 from ..runners import runner_for_target
-from ..runners.base import Made, Runner, gitexp_argv, make
-from ..runners.local import LocalRunner
+from ..runners.base import Runner, gitexp_argv, make
 from ..targets import get_target
 from ..transport import LocalTransport
 from ..sweep import add_cli_sweeps, check_not_empty, expand, parse_spec
 from ..sweepfile import configs_from_file
-from ..units import format_duration
 from ..worker import Worker
-from .common import fmt_value, open_store, render_table
+from .common import fmt_value, open_store, print_submitted, render_table, start_here
 
 
 @click.command()
@@ -168,18 +167,7 @@ def _submit(runner: Runner, configs: List[ExperimentConfig], max_parallel: Optio
     """Make the commits and hand them to the target's runner: recorded and started, or nothing."""
     with runner.repo.batch():
         made = make(runner.repo, runner.store, configs, runner.INITIAL_STATUS, max_parallel)
-    return _submit_made(runner, made)
-
-
-def _submit_made(runner: Runner, made: Made) -> int:
-    """Hand made experiments (or a new attempt) to a runner: recorded and started, or nothing."""
-    with runner.repo.batch():
-        exps = runner.submit(made)
-    for warning in runner.warnings:
-        click.echo(f"gitexp: {warning}", err=True)
-    for exp in exps:
-        click.echo(exp.sha)
-    click.echo(f"gitexp: {runner.submitted(exps)}", err=True)
+    print_submitted(submit_made(runner, made))
     return 0
 
 
@@ -189,41 +177,3 @@ def _run_one(repo: Repo, store: Store, config: ExperimentConfig, detach: bool) -
         raise NotReady("not started: " + "; ".join(problems), "free resources or lower 'requires'")
     exp = experiments.create(repo, store, config)
     return start_here(store, exp, detach, f"started {exp.name}", f"experiment {exp.name} ({exp.sha[:10]})")
-
-
-def start_here(store: Store, exp: Experiment, detach: bool, started: str, running: str) -> int:
-    """Run a recorded experiment on this machine: in the background (print its id), or in the
-    foreground (its output, a closing line, its exit code)."""
-    runner = LocalRunner(store.repo, store)
-    if detach:
-        runner.start_detached(exp)
-        click.echo(exp.sha)
-        click.echo(f"gitexp: {started} in the background; follow it with: git exp logs -f {exp.sha[:10]}", err=True)
-        return 0
-    click.echo(f"gitexp: {running}", err=True)
-    code = runner.run_foreground(exp)
-    summary = store.summary(exp.sha)
-    click.echo(_closing_line(exp.name, summary), err=True)
-    return _exit_code(code, summary)
-
-
-def _exit_code(code: int, summary: dict) -> int:
-    """The program's own status, except for a run stopped by a signal to ``git exp run``
-    (Ctrl-C, SIGTERM, SIGHUP): 130, as docs/runners.md promises, whatever the program made of
-    the signal (a training script that catches KeyboardInterrupt, saves and exits 1)."""
-    if summary.get("status") == "killed":
-        return 130
-    return code
-
-
-def _closing_line(name: str, summary: dict) -> str:
-    parts = [f"gitexp: {name} {summary.get('status', '?')}"]
-    if summary.get("duration") is not None:
-        parts.append(f"in {format_duration(summary['duration'])}")
-    if summary.get("status") == "failed" and summary.get("reason"):
-        parts.append(f"({summary['reason']})")
-    best = [f"{m}={fmt_value(e['best'])}" for m, e in sorted((summary.get("metrics") or {}).items())
-            if e.get("best") is not None]
-    if best:
-        parts.append("best " + " ".join(best))
-    return " ".join(parts)

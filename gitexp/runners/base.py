@@ -10,7 +10,9 @@ What each runner provides (see ``docs/runners.md``):
 * ``submit(exps)``: record made experiments (commits exist, nothing recorded yet) and start
   them, all or nothing: if the scheduler refuses, nothing is recorded; if recording fails,
   nothing is left with the scheduler. Returns the experiments as recorded.
-* ``cancel(exp)`` and ``stop_removed(exp)`` (``rm --force``): stop one run; a line for the user.
+* ``cancel(exp)``: stop one run; a line for the user. ``stop_removed(exp)`` (``rm --force``):
+  stop one run, writing no note; a :class:`Stopped` (the line, and whether an executor on
+  this machine was signalled, so ``rm`` waits for it before removing its run directory).
 * ``states(exps)``: live statuses of many experiments with one call to the target (one
   ``squeue``, one ssh round trip), whatever their number.
 * ``stop_reason(...)`` (a class method, run on the node by the executor): why a run that was
@@ -39,7 +41,7 @@ from ..units import parse_duration, parse_size
 if TYPE_CHECKING:
     from ..targets import Target
 
-__all__ = ["LocalTransport", "Transport", "Option", "Runner", "Made", "exec_argv", "gitexp_argv", "make"]
+__all__ = ["LocalTransport", "Transport", "Option", "Runner", "Made", "Stopped", "exec_argv", "gitexp_argv", "make"]
 
 State = Tuple[str, Optional[str]]  # (status, reason or None)
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 controls
@@ -52,6 +54,15 @@ class Option:
 
     kind: str  # "text", "count" (whole number >= 1), "duration", "size", "list", "env" (KEY=VALUE list), "gpus"
     help: str
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """What ``stop_removed`` did: a line for the user, and whether it signalled an executor on
+    this machine (which then still has to exit before its run directory may go)."""
+
+    line: str
+    signalled_here: bool = False
 
 
 def check_option(key: str, value: Any, option: Option) -> Optional[str]:
@@ -183,7 +194,7 @@ class Runner:
     def cancel(self, exp: Experiment) -> str:
         raise NotImplementedError
 
-    def stop_removed(self, exp: Experiment) -> str:
+    def stop_removed(self, exp: Experiment) -> Stopped:
         """Stop the run of an experiment just removed (``rm --force``), writing no note."""
         raise NotImplementedError
 

@@ -26,7 +26,7 @@ from ..evidence import record_submission, submitted_here
 from ..lifecycle import Status, transition
 from ..notes import Experiment
 from ..transport import LocalTransport
-from .base import Made, Runner, make
+from .base import Made, Runner, Stopped, make
 
 OPEN = ("pending", "starting", "running")
 SHARED_FS = ("nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "ceph", "fuse.sshfs", "panfs",
@@ -220,14 +220,14 @@ class BatchRunner(Runner):
     def stop_job_check(self, exp: Experiment) -> None:
         """BadInput before anything is written when ``exp`` has no usable job id."""
 
-    def stop_removed(self, exp: Experiment) -> str:
+    def stop_removed(self, exp: Experiment) -> Stopped:
         foreign = self.owns_job(exp)
         if foreign:
-            return foreign
+            return Stopped(foreign)
         try:
-            return f"cancelled {self.stop_job(exp)}"
+            return Stopped(f"cancelled {self.stop_job(exp)}")
         except GitExpError as exc:
-            return f"could not cancel its {self.SCHEDULER} job: {exc}"
+            return Stopped(f"could not cancel its {self.SCHEDULER} job: {exc}")
 
 
 def filesystem_warning(path: str) -> Optional[str]:

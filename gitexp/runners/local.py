@@ -23,7 +23,7 @@ from ..notes import Experiment
 from ..paths import run_paths, runs_root
 from ..rundirs import lost_reason
 from ..summary import printable
-from .base import Made, Option, Runner, State, exec_argv, gitexp_argv
+from .base import Made, Option, Runner, State, Stopped, exec_argv, gitexp_argv
 
 STOP_WAIT = 10.0  # seconds cancel waits for the executor to record the end
 
@@ -171,16 +171,16 @@ class LocalRunner(Runner):
             time.sleep(0.1)
         return f"stopped {exp.name} ({self.store.summary(exp.sha).get('status')})"
 
-    def stop_removed(self, exp: Experiment) -> str:
+    def stop_removed(self, exp: Experiment) -> Stopped:
         s = exp.summary
         if s.get("host") and s.get("host") != socket.gethostname():
-            return f"it runs on {printable(str(s.get('host')))}: stop its executor there"
+            return Stopped(f"it runs on {printable(str(s.get('host')))}: stop its executor there")
         if not ran_here(self.repo, exp.sha):
-            return "it was not started by this repository (no run directory here); nothing to stop"
+            return Stopped("it was not started by this repository (no run directory here); nothing to stop")
         found = local_executor(self.repo, exp.sha)
         if found is None or not self.signal_executor(exp):
-            return "its executor is not running here; nothing to stop"
-        return f"stopped its executor (pid {found[0]})"
+            return Stopped("its executor is not running here; nothing to stop")
+        return Stopped(f"stopped its executor (pid {found[0]})", signalled_here=True)
 
     def signal_executor(self, exp: Experiment) -> bool:
         """SIGTERM to the run's executor, which stops the program and records ``killed``.

@@ -44,7 +44,7 @@ from ..transport import ConnectionDropped, NoAnswer, ReplyTooLarge, SshTransport
 from ..units import format_duration, parse_duration
 from . import outbox, runner_class
 from .agent import INBOX_PREFIX, PROTOCOL
-from .base import Made, Runner, State
+from .base import Made, Runner, State, Stopped
 from .reply import MAX_REPLY, parse_reply, submitted_problem
 
 SUMMARY_SCHEMA = 1  # the schema of the summaries this gitexp writes (experiments.initial_summary)
@@ -380,14 +380,14 @@ class SshRunner(Runner):
             transition(self.store, exp.sha, Status(far["status"]), keep, message=f"gitexp: cancelled on {self.target.name}")
         return f"{printable(str(result.get('line')))} on {self.target.name}"
 
-    def stop_removed(self, exp: Experiment) -> str:
+    def stop_removed(self, exp: Experiment) -> Stopped:
         try:
             result = self._cancel_there(exp)
         except GitExpError as exc:
-            return f"could not stop it on {self.target.name}: {exc}"
+            return Stopped(f"could not stop it on {self.target.name}: {exc}")
         if result.get("error"):
-            return f"on {self.target.name}: {printable(str(result['error']))}"
-        return f"{printable(str(result.get('line')))} on {self.target.name}"
+            return Stopped(f"on {self.target.name}: {printable(str(result['error']))}")
+        return Stopped(f"{printable(str(result.get('line')))} on {self.target.name}")
 
     def _cancel_there(self, exp: Experiment) -> Dict[str, Any]:
         results = self.agent("cancel", {"shas": [exp.sha]}).get("results") or [{}]
