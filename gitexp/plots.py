@@ -1,7 +1,8 @@
-"""Curves of experiments: which runs, which points, smoothing, x axes, and drawing them.
+"""Curves of experiments: which runs, which points, smoothing, x axes, bands.
 
-Used by ``git exp plot`` (terminal through plotext; PNG, SVG and PDF through matplotlib) and
-by ``git exp report`` (which draws the same :class:`Curve` objects as inline SVG itself).
+Used by ``git exp plot`` (drawn by :mod:`gitexp.plot_draw`: terminal through plotext; PNG,
+SVG and PDF through matplotlib) and by ``git exp report`` (which draws the same
+:class:`Curve` objects as inline SVG itself, :mod:`gitexp.report_svg`).
 
 The data side is plain Python (no NumPy): selecting experiments (the latest sweep by
 default), reading their histories in one batched ``cat-file`` call (a run in progress on this
@@ -13,8 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -259,6 +258,7 @@ class Curve:
     raw: Optional[Tuple[List[float], List[float]]] = None  # before smoothing, when smoothed
     index: int = 0  # the run's place in the selection: its colour and marker
     status: str = ""
+    band: Optional[Tuple[List[float], List[float], List[float]]] = None  # (xs, mean - std, mean + std)
 
     @property
     def color(self) -> str:
@@ -345,6 +345,47 @@ def build(exps: Sequence[Experiment], hists: Mapping[str, List[Dict[str, Any]]],
                     if curve.raw:
                         curve.raw = ([v / unit for v in curve.raw[0]], curve.raw[1])
     return fig
+
+
+Band = List[Tuple[float, float, float, int]]  # (step, mean, std, n): gitexp.seeds.mean_curve
+
+
+def attach_bands(fig: Figure, bands: Mapping[str, Mapping[str, Band]], buckets: int = 0) -> None:
+    """Give each curve of a mean over seeds (sha -> metric -> (step, mean, std, n)) its band,
+    mean - std to mean + std, on the figure's x axis (step; epoch and time have no band)."""
+    if fig.x != "step":
+        return
+    for metric, curves in fig.curves.items():
+        for curve in curves:
+            rows = (bands.get(curve.exp.sha) or {}).get(metric)
+            if not rows:
+                continue
+            xs = [r[0] for r in rows]
+            lo, hi = [r[1] - r[2] for r in rows], [r[1] + r[2] for r in rows]
+            if fig.log_y:
+                kept = [i for i in range(len(xs)) if lo[i] > 0]
+                xs, lo, hi = [xs[i] for i in kept], [lo[i] for i in kept], [hi[i] for i in kept]
+            curve.band = decimate_band(xs, lo, hi, buckets)
+
+
+def decimate_band(xs: Sequence[float], lo: Sequence[float], hi: Sequence[float], buckets: int
+                  ) -> Tuple[List[float], List[float], List[float]]:
+    """At most 2 points per bucket: its first and last x, both with the bucket's lowest lower
+    edge and highest upper edge (the envelope: a decimated band never looks narrower)."""
+    n = len(xs)
+    if buckets <= 0 or n <= 2 * buckets:
+        return list(xs), list(lo), list(hi)
+    out: Tuple[List[float], List[float], List[float]] = ([], [], [])
+    for b in range(buckets):
+        first, end = b * n // buckets, (b + 1) * n // buckets
+        if first >= end:
+            continue
+        low, high = min(lo[first:end]), max(hi[first:end])
+        for i in sorted({first, end - 1}):
+            out[0].append(xs[i])
+            out[1].append(low)
+            out[2].append(high)
+    return out
 
 
 def label(exp: Experiment, status: str = "") -> str:
@@ -444,172 +485,17 @@ def _umask() -> int:
     return mask
 
 
-# -- drawing libraries: imported when drawing, never by `import gitexp` or other commands -----------
-def need_plotext() -> Any:
-    try:
-        import plotext  # type: ignore[import-untyped]
-    except ImportError:
-        raise BadInput("drawing in the terminal needs plotext, which is not installed", PLOTEXT_HINT) from None
-    return plotext
-
-
-def need_matplotlib() -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise BadInput("pictures (.png, .svg, .pdf) need matplotlib, which is not installed", PLOT_EXTRA) from None
-
-
-# -- drawing: terminal ------------------------------------------------------------------------------
-def terminal_size(width: Optional[int], height: Optional[int], charts: int) -> Tuple[int, int]:
-    cols, lines = shutil.get_terminal_size((100, 30))
-    w = width or max(40, min(cols, 160))
-    h = height or max(10, min(25, (lines - 2 - 2 * charts) // max(charts, 1)))
-    return w, h
-
-
-def render_terminal(fig: Figure, width: int, height: int, color: bool) -> str:
-    """Each metric's chart drawn by plotext (braille lines in colour; without colour one
-    marker character per run), then a key: run colour or marker, name, id, status."""
-    plt = need_plotext()
-    out = []
-    for metric in fig.metrics:
-        curves = fig.curves[metric]
-        plt.clf()
-        plt.plotsize(width, height)
-        plt.theme("clear" if not color else "pro")
-        drawn = False
-        for curve in curves:
-            if not curve.xs:
-                continue
-            marker = "braille" if color else curve.marker
-            plt.plot(curve.xs, curve.ys, marker=marker, color=curve.term_color if color else None)
-            drawn = True
-        title = metric + (" (smoothed)" if any(c.raw for c in curves) else "")
-        if fig.dropped.get(metric):
-            title += f", {fig.dropped[metric]} point(s) <= 0 not shown on the log scale"
-        plt.title(title)
-        plt.xlabel(fig.x_label())
-        if drawn:
-            _terminal_ticks(plt, fig, curves)
-        if fig.log_y and drawn:
-            plt.yscale("log")
-        text = plt.build()
-        if not drawn:
-            text = f"{metric}: no points yet"
-        out.append(text if color else plt.uncolorize(text))
-    out.append(key_text(fig, color))
-    return "\n".join(out)
-
-
-def _terminal_ticks(plt: Any, fig: Figure, curves: Sequence[Curve]) -> None:
-    xs = [v for c in curves for v in c.xs]
-    ticks = nice_ticks(min(xs), max(xs), 5)
-    if ticks:
-        plt.xticks(ticks, tick_texts(ticks))
-    if not fig.log_y:
-        ys = [v for c in curves for v in c.ys]
-        yt = nice_ticks(min(ys), max(ys), 5)
-        if yt:
-            plt.yticks(yt, tick_texts(yt))
-
-
-def key_text(fig: Figure, color: bool) -> str:
-    """One line per run: its colour (or marker), name, id and status when not finished."""
-    from .summary import printable
-
-    seen: Dict[str, Curve] = {}
-    for curves in fig.curves.values():
-        for curve in curves:
-            seen.setdefault(curve.exp.sha, curve)
-    lines = []
-    for curve in seen.values():
-        mark = f"\x1b[38;5;{curve.term_color}m━━\x1b[0m" if color else f"{curve.marker} "
-        points = sum(len(c.xs) for cs in fig.curves.values() for c in cs if c.exp.sha == curve.exp.sha)
-        lines.append(f"{mark} {printable(label(curve.exp, curve.status))}" + ("" if points else "  (no points)"))
-    return "\n".join(lines)
-
-
-def use_color(stream: Any = None) -> bool:
-    stream = stream or sys.stdout
-    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
-        return False
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
-# -- drawing: files ---------------------------------------------------------------------------------
-def render_file(fig: Figure, path: str, kind: str, width: int = 0, height: int = 0) -> None:
-    """Write the figure to ``path`` (png, svg, pdf through matplotlib; txt: the terminal
-    drawing without colour), atomically."""
-    if kind == "txt":
-        w, h = width or 100, height or 20
-        text = render_terminal(fig, w, h, color=False) + "\n"
-
-        def write_text(tmp: str) -> None:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                handle.write(text)
-        write_atomically(path, write_text)
-        return
-    mpl_figure = matplotlib_figure(fig, width, height)
-    write_atomically(path, lambda tmp: mpl_figure.savefig(tmp, format=kind, dpi=100))
-
-
-def matplotlib_figure(fig: Figure, width: int = 0, height: int = 0) -> Any:
-    """A matplotlib Figure (no pyplot, so no GUI backend and no global state): one panel per
-    metric, a colour per run, the raw curve faint behind the smoothed one, the key on the right."""
-    need_matplotlib()
-    from matplotlib.figure import Figure as MplFigure
-
-    runs = {c.exp.sha for cs in fig.curves.values() for c in cs}
-    panels = len(fig.metrics)
-    w_in = (width or 1000) / 100
-    h_in = (height or 0) / 100 or (1.0 + 3.0 * panels)
-    with_key = len(runs) > 1
-    mpl = MplFigure(figsize=(w_in + (3.2 if with_key else 0), h_in), layout="constrained")
-    axes = mpl.subplots(panels, 1, squeeze=False, sharex=True)[:, 0]
-    handles: Dict[str, Any] = {}
-    for ax, metric in zip(axes, fig.metrics):
-        for curve in fig.curves[metric]:
-            if not curve.xs:
-                continue
-            if curve.raw:
-                ax.plot(curve.raw[0], curve.raw[1], color=curve.color, alpha=0.25, linewidth=0.8)
-            (line,) = ax.plot(curve.xs, curve.ys, color=curve.color, linewidth=1.4, **_mpl_markers(curve))
-            handles.setdefault(curve.exp.sha, (line, _mpl_text(label(curve.exp, curve.status))))
-        title = _mpl_text(metric) + (" (smoothed)" if any(c.raw for c in fig.curves[metric]) else "")
-        if fig.dropped.get(metric):
-            title += f"  ({fig.dropped[metric]} point(s) <= 0 left out of the log scale)"
-        ax.set_title(title, loc="left", fontsize=11)
-        ax.grid(True, alpha=0.3)
-        if fig.log_y:
-            ax.set_yscale("log")
-    axes[-1].set_xlabel(fig.x_label())
-    if fig.title:
-        mpl.suptitle(_mpl_text(fig.title), fontsize=10)
-    if with_key and handles:
-        lines, names = zip(*handles.values())
-        mpl.legend(lines, names, loc="outside right upper", fontsize=8, frameon=False)
-    return mpl
-
-
 SPARSE_POINTS = 60  # a curve with at most this many points gets a marker on each
 
 
-def _mpl_markers(curve: Curve) -> Dict[str, Any]:
-    """A marker on each point of a sparse curve (an eval metric every 500 steps, a single
-    point): a line alone would show a single point not at all and a few points as bare
-    segments, hiding where the values are."""
-    n = len(curve.xs)
-    if n > SPARSE_POINTS:
-        return {}
-    return {"marker": "o", "markersize": 5.0 if n <= 3 else 3.0}
+_DRAWING = ("need_plotext", "need_matplotlib", "terminal_size", "render_terminal", "key_text", "use_color",
+            "render_file", "matplotlib_figure")
 
 
-def _mpl_text(text: str) -> str:
-    """Text from notes for matplotlib: control characters escaped, ``$`` not read as maths."""
-    from .summary import printable
+def __getattr__(name: str) -> Any:
+    """The drawing functions, moved to :mod:`gitexp.plot_draw`, under their old names here."""
+    if name in _DRAWING:
+        from . import plot_draw
 
-    return printable(text).replace("$", r"\$")
+        return getattr(plot_draw, name)
+    raise AttributeError(name)

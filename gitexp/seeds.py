@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .notes import Experiment
+from .summary import printable
 
 OPEN = ("created", "queued", "pending", "starting", "running")
 
@@ -202,3 +203,42 @@ def mean_curve(histories: Sequence[Sequence[Mapping[str, Any]]], metric: str
         assert s is not None
         out.append((step, s.mean, s.std or 0.0, s.n))
     return out
+
+
+def fold_label(f: Fold, over: Sequence[str]) -> str:
+    """A fold's shared params, and the runs not averaged in (in progress, ended badly)."""
+    shared = " ".join(f"{k}={short_value(v)}" for k, v in f.params.items() if k not in over)[:40]
+    apart = ", ".join(part for part in (f"{len(f.open)} in progress" if f.open else "",
+                                        f"{len(f.ended_badly)} failed" if f.ended_badly else "") if part)
+    return f"{shared or f.first.name} mean ± std (n={len(f.runs)}" + (f"; {apart}: not averaged)" if apart else ")")
+
+
+def short_value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else printable(str(value))
+
+
+Bands = Dict[str, Dict[str, List[Tuple[float, float, float, int]]]]  # sha -> metric -> mean_curve rows
+
+
+def band_curves(folds: Sequence[Fold], hists: Mapping[str, Sequence[Mapping[str, Any]]], over: Sequence[str],
+                metrics: Sequence[str]
+                ) -> Tuple[List[Experiment], Dict[str, List[Dict[str, Any]]], Dict[str, str], Bands]:
+    """Per fold with finished runs a stand-in experiment (its first run's id, a label saying n
+    and the runs left out) whose history is the mean at each step, and its band: the
+    :func:`mean_curve` rows by metric. Runs in progress or ended badly are never in a mean."""
+    exps: List[Experiment] = []
+    out_hists: Dict[str, List[Dict[str, Any]]] = {}
+    bands: Bands = {}
+    for f in folds:
+        if not f.runs:
+            continue
+        sha = f.first.sha
+        records: Dict[float, Dict[str, Any]] = {}
+        for m in metrics:
+            rows = mean_curve([hists.get(e.sha) or [] for e in f.runs], m)
+            bands.setdefault(sha, {})[m] = rows
+            for step, mean, _std, _n in rows:
+                records.setdefault(step, {"step": step})[m] = mean
+        exps.append(Experiment(sha, fold_label(f, over), {**f.first.summary, "status": "finished", "started": None}))
+        out_hists[sha] = [records[s] for s in sorted(records)]
+    return exps, out_hists, {e.sha: "finished" for e in exps}, bands

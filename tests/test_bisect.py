@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -302,8 +303,54 @@ def test_welch_with_unequal_groups_matches_hand_values() -> None:
 def test_plot_over_seed_draws_a_mean_curve_with_its_band(seeded: Path) -> None:
     out = gitexp(seeded, "plot", "val_err", "--group", "seeds", "--over", "seed", "--width", "80",
                  "--height", "12").stdout
-    for kind in ("mean", "+std", "-std"):
-        assert f"lr=0.1 {kind} (n=3)" in out and f"lr=0.2 {kind} (n=3)" in out
+    for lr in ("0.1", "0.2"):  # one mean curve per fold; the crashed seed counted apart, not averaged
+        assert f"lr={lr} mean ± std (n=3; 1 failed: not averaged)" in out
+    assert "+std" not in out and "-std" not in out  # a band, not two more curves
+    shaded = sum(line.count("·") for line in out.splitlines()[:14])
+    assert shaded > 20, out  # mean ± std (1 at both steps) is shaded between the edges
+    bare = gitexp(seeded, "plot", "val_err", "--group", "seeds", "--width", "80", "--height", "12").stdout
+    assert sum(line.count("·") for line in bare.splitlines()[:14]) == 0
+    svg = seeded / "band.svg"
+    gitexp(seeded, "plot", "val_err", "--group", "seeds", "--over", "seed", "-o", str(svg))
+    assert len(re.findall(r'id="(?:FillBetween)?PolyCollection_', svg.read_text())) == 2  # fill_between, one per fold
+
+
+def _points(text: str) -> List[List[float]]:
+    return [[float(v) for v in p.split(",")] for p in text.split()]
+
+
+def test_report_over_seed_folds_rows_and_draws_mean_curves_over_filled_bands(seeded: Path, tmp_path: Path) -> None:
+    out = tmp_path / "over.html"
+    gitexp(seeded, "report", "--group", "seeds", "--over", "seed", "-o", str(out))
+    page = out.read_text()
+    rows = re.findall(r'<tr data-fold="[0-9a-f]{8}">(.*?)</tr>', page)
+    assert len(rows) == 2
+    for row in rows:  # mean ± std of the finished runs' best val_err, the crashed seed counted apart
+        lr = re.search(r"<td>lr=([0-9.]+)</td>", row).group(1)  # type: ignore[union-attr]
+        hand = hand_stats([1.0, 2.0, 3.0] if lr == "0.1" else [3.0, 4.0, 5.0])
+        cell = re.search(r'data-mean="([^"]+)" data-std="([^"]+)" data-n="(\d+)"', row)
+        assert cell, row
+        assert math.isclose(float(cell.group(1)), hand["mean"]) and math.isclose(float(cell.group(2)), hand["std"])
+        assert int(cell.group(3)) == 3 and 'data-finished="3" data-apart="1"' in row and "1 failed" in row
+    charts = page[page.index('<h2 id="curves">'):page.index('<h2 id="time">')]
+    bands = re.findall(r'<polygon class="band" data-run="([0-9a-f]{8})"[^>]*points="([^"]+)"', charts)
+    means = dict(re.findall(r'<polyline class="curve" data-run="([0-9a-f]{8})"[^>]*points="([^"]+)"', charts))
+    assert len(bands) == 2 and all(run in means for run, _ in bands)
+    for run, text in bands:
+        # val_err is mean + 1 at step 1, mean at step 2 (std 1 at both): upper edge, then lower edge back
+        (x1, hi1), (x2, hi2), (x2b, lo2), (x1b, lo1) = _points(text)
+        (mx1, m1), (mx2, m2) = _points(means[run])
+        assert (x1, x2) == (x1b, x2b) == (mx1, mx2)
+        unit = m2 - m1  # one unit of val_err in pixels (y grows downwards)
+        assert unit > 0
+        assert math.isclose(lo1 - hi1, 2 * unit, rel_tol=0.02) and math.isclose(lo2 - hi2, 2 * unit, rel_tol=0.02)
+        assert math.isclose((lo1 + hi1) / 2, m1, abs_tol=0.2) and math.isclose((lo2 + hi2) / 2, m2, abs_tol=0.2)
+    assert "seeded-lr=0.1,seed=3" in page  # the crashed run keeps its own section
+    from test_report_browser import browser, chromium
+
+    dom = browser(chromium(), tmp_path / "profile", "--dump-dom", out.as_uri())
+    check = re.search(r'data-curves="(\d+)" data-bands="(\d+)"', dom.stdout)
+    assert check and check.group(2) == "2", dom.stdout[-500:]  # both bands laid out with an area
 
 
 def test_bisect_through_the_local_queue_and_a_local_run_target(tmp_path: Path) -> None:
@@ -318,3 +365,4 @@ def test_bisect_through_the_local_queue_and_a_local_run_target(tmp_path: Path) -
     assert result["first_bad"]["sha"] == target["shas"][5]
     rows = [r for r in log_json(target["path"]) if r["group"] == target["group"]]
     assert rows and all(r["status"] == "finished" and r["runner"] == "local" for r in rows)
+

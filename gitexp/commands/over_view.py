@@ -135,23 +135,7 @@ def _stat_cell(s: Optional[Dict[str, Any]]) -> str:
 
 def band_curves(chosen: Sequence[Experiment], hists: Dict[str, List[Dict[str, Any]]], statuses: Dict[str, str],
                 over: Sequence[str], metrics: Sequence[str]
-                ) -> Tuple[List[Experiment], Dict[str, List[Dict[str, Any]]], Dict[str, str]]:
-    """``plot --over``: per fold a mean curve and its band (mean ± std) as three curves."""
+                ) -> Tuple[List[Experiment], Dict[str, List[Dict[str, Any]]], Dict[str, str], Dict[str, Dict[str, Any]]]:
+    """``plot --over``: per fold of finished runs a mean curve and its band (gitexp.seeds)."""
     folds, _ = folded(chosen, statuses, over)
-    exps: List[Experiment] = []
-    out_hists: Dict[str, List[Dict[str, Any]]] = {}
-    for f in folds:
-        if not f.runs:
-            continue
-        records: Dict[str, Dict[float, Dict[str, Any]]] = {"mean": {}, "+std": {}, "-std": {}}
-        for m in metrics:
-            for step, mean, std, _n in seeds.mean_curve([hists.get(e.sha) or [] for e in f.runs], m):
-                for kind, value in (("mean", mean), ("+std", mean + std), ("-std", mean - std)):
-                    records[kind].setdefault(step, {"step": step})[m] = value
-        label = " ".join(f"{k}={fmt_value(v)}" for k, v in f.params.items() if k not in over)[:40]
-        for i, kind in enumerate(("mean", "+std", "-std")):
-            sha = f.first.sha[:39] + str(i)
-            name = f"{label or f.first.name} {kind} (n={len(f.runs)})"
-            exps.append(Experiment(sha, name, {**f.first.summary, "status": "finished", "started": None}))
-            out_hists[sha] = [records[kind][s] for s in sorted(records[kind])]
-    return exps, out_hists, {e.sha: "finished" for e in exps}
+    return seeds.band_curves(folds, hists, over, metrics)

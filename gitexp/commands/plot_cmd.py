@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from .. import plots
+from .. import plot_draw, plots
 from ..errors import BadInput
 from ..notes import Experiment, Store
 from ..repo import Repo
@@ -52,9 +52,9 @@ def plot(words: Tuple[str, ...], group: Optional[str], output: Optional[str], x_
             raise BadInput("the selected experiments have no metrics yet", "give a METRIC once they have")
     plots.check_metrics(chosen, metrics)
     if kind and kind != "txt":  # say what to install before any work
-        plots.need_matplotlib()
+        plot_draw.need_matplotlib()
     else:
-        plots.need_plotext()
+        plot_draw.need_plotext()
     while True:
         statuses = {sha: st for sha, (st, _why) in live_statuses(repo, chosen).items()}
         fig = _figure(repo, store, chosen, statuses, metrics, what, x_axis, log_y, smoothing, kind, width, over)
@@ -77,28 +77,31 @@ def _figure(repo: Repo, store: Store, chosen: List[Experiment], statuses: dict, 
             x_axis: str, log_y: bool, smoothing: float, kind: Optional[str], width: Optional[int],
             over: Tuple[str, ...] = ()) -> plots.Figure:
     hists = plots.histories(repo, store, chosen, statuses)
+    bands: Dict[str, Dict[str, Any]] = {}
     if over:  # gitexp.seeds: a mean curve and its band per group of seeds
         from .over_view import band_curves
 
-        chosen, hists, statuses = band_curves(chosen, hists, statuses, over, metrics)
+        chosen, hists, statuses, bands = band_curves(chosen, hists, statuses, over, metrics)
     if kind in ("png", "svg", "pdf"):
         buckets = (width or 1000)  # min/max pairs per pixel column: nothing visible is lost
     else:
-        buckets = 2 * (width or plots.terminal_size(None, None, len(metrics))[0])  # braille: 2 dots per column
-    return plots.build(chosen, hists, metrics, x_axis, log_y, smoothing, title=what, statuses=statuses,
-                       buckets=buckets)
+        buckets = 2 * (width or plot_draw.terminal_size(None, None, len(metrics))[0])  # braille: 2 dots per column
+    fig = plots.build(chosen, hists, metrics, x_axis, log_y, smoothing, title=what, statuses=statuses,
+                      buckets=buckets)
+    plots.attach_bands(fig, bands, buckets)
+    return fig
 
 
 def _draw(fig: plots.Figure, output: Optional[str], kind: Optional[str], width: Optional[int],
           height: Optional[int], watch: bool) -> None:
     if output and kind:
-        plots.render_file(fig, output, kind, width or 0, height or 0)
+        plot_draw.render_file(fig, output, kind, width or 0, height or 0)
         if not watch:
             click.echo(f"wrote {output}", err=True)
         return
-    color = plots.use_color()
-    w, h = plots.terminal_size(width, height, len(fig.metrics))
-    text = plots.render_terminal(fig, w, h, color)
+    color = plot_draw.use_color()
+    w, h = plot_draw.terminal_size(width, height, len(fig.metrics))
+    text = plot_draw.render_terminal(fig, w, h, color)
     if watch and sys.stdout.isatty():
         text = "\x1b[H\x1b[2J" + text  # home and clear: redraw in place
     click.echo(text)

@@ -25,9 +25,14 @@ from .common import open_store
 @click.option("--log-y", is_flag=True, help="Logarithmic y axis for the curves.")
 @click.option("--smooth", "smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               help="Exponential smoothing weight in [0, 1) for the curves (the raw curve shows faintly).")
+@click.option("--over", multiple=True, metavar="PARAM",
+              help="Fold runs that differ only in this param (e.g. seed): mean ± std rows and mean curves with a band.")
 def report(idents: Tuple[str, ...], group: Optional[str], output: str, metric_names: Tuple[str, ...],
-           x_axis: str, log_y: bool, smoothing: float) -> None:
+           x_axis: str, log_y: bool, smoothing: float, over: Tuple[str, ...] = ()) -> None:
     """Write one HTML file: table, alerts, curves, time, resources, a section per run.
+
+    With --over seed, runs that differ only in their seed are folded into one row (mean ± std;
+    runs in progress or failed counted apart) and drawn as a mean curve over a filled band.
 
     It needs no network and no plotting library: the curves are inline SVG. Without IDs or
     --group, the latest sweep (the group of the newest experiment).
@@ -41,12 +46,16 @@ def report(idents: Tuple[str, ...], group: Optional[str], output: str, metric_na
         metrics = list(metric_names)
     else:
         metrics = _ordered_metrics(chosen)
+    if over:
+        from .over_view import check_over
+
+        check_over(chosen, over)
     statuses = {sha: st for sha, (st, _why) in live_statuses(repo, chosen).items()}
     hists = plots.histories(repo, store, chosen, statuses)
     details = store.read_notes_json([e.sha for e in chosen], DETAILS_REF)
     if x_axis == "epoch" and not any(plots.epoch_of_steps(h) for h in hists.values()):
         plots.build(chosen, hists, [], x_axis)  # BadInput saying how to log epochs
-    page = report_mod.render(repo, chosen, statuses, hists, details, metrics, what, x_axis, log_y, smoothing)
+    page = report_mod.render(repo, chosen, statuses, hists, details, metrics, what, x_axis, log_y, smoothing, over)
 
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as handle:
