@@ -19,14 +19,13 @@ write is rebuilt on top of theirs and retried, so concurrent writers never lose 
 from __future__ import annotations
 
 import json
-import random
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from . import summary as checks
 from .errors import BadInput, DiskFull, MissingObjects, RefConflict
-from .repo import RefUpdate, Repo
+from .repo import RefUpdate, Repo, cas_attempts
 
 EXP_PREFIX = "refs/exps/"
 QUEUE_PREFIX = "refs/exps-queue/"
@@ -258,8 +257,7 @@ class Store:
                extra_notes: Optional[Mapping[Tuple[str, str], Optional[bytes]]] = None) -> str:
         """Record a new experiment under ``refs/exps/<name>``; a taken name gets -2, -3, ..."""
         taken = set(self.experiment_refs())
-        attempts = 0
-        while attempts < MAX_ATTEMPTS:
+        for _ in cas_attempts(MAX_ATTEMPTS, pause=(0.001, 0.02)):
             name = free_name(base_name, set(taken))
             summary["name"] = name
             notes: Dict[Tuple[str, str], Optional[bytes]] = {(SUMMARY_REF, sha): dump_json(summary)}
@@ -268,9 +266,7 @@ class Store:
             refs = [RefUpdate(EXP_PREFIX + name, sha, None), *extra_refs]
             if self.repo.update_refs(updates + refs, f"gitexp: create {name}"):
                 return name
-            attempts += 1
             taken = set(self.experiment_refs())  # lost a race: for the name, or for the notes ref
-            time.sleep(random.uniform(0.001, 0.02) * min(attempts, 8))
         raise RefConflict(f"could not find a free name for {base_name}")
 
     def create_batch(self, exps: Sequence[Experiment],
@@ -285,7 +281,7 @@ class Store:
                 refs.extend(extra_refs_for(exp))
         notes: Dict[Tuple[str, str], Optional[bytes]] = {(SUMMARY_REF, e.sha): dump_json(e.summary) for e in exps}
         notes.update(extra_notes or {})
-        for attempt in range(MAX_ATTEMPTS):
+        for _ in cas_attempts(MAX_ATTEMPTS):
             updates = self._notes_updates(notes, f"gitexp: create {len(exps)} experiments")
             if self.repo.update_refs(updates + refs, "gitexp: create experiments"):
                 self.repo.maintain()
@@ -299,7 +295,6 @@ class Store:
             if taken:
                 raise RefConflict(f"experiment names were taken while writing: {', '.join(sorted(taken))}",
                                   "nothing was recorded; run the command again")
-            time.sleep(random.uniform(0.005, 0.05) * min(attempt + 1, 8))
         raise RefConflict(f"gave up recording {len(exps)} experiments after {MAX_ATTEMPTS} attempts")
 
     def remove(self, exp: Experiment, attempts: Sequence[str] = ()) -> None:
@@ -350,7 +345,7 @@ class Store:
     def _commit_with_retry(
         self, attempt: Callable[[], Optional[List[RefUpdate]]], refs: Sequence[RefUpdate], message: str
     ) -> None:
-        for n in range(MAX_ATTEMPTS):
+        for _ in cas_attempts(MAX_ATTEMPTS):
             updates = attempt()
             if updates is None:
                 return
@@ -358,7 +353,6 @@ class Store:
                 return
             if refs and not self._refs_at(refs):
                 raise RefConflict(f"{refs[0].ref} changed while writing; nothing was written", "retry the command")
-            time.sleep(random.uniform(0.005, 0.05) * min(n + 1, 8))
         raise RefConflict(f"gave up writing notes after {MAX_ATTEMPTS} attempts under contention")
 
     def _refs_at(self, refs: Sequence[RefUpdate]) -> bool:

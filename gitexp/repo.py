@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import errno
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -45,6 +46,20 @@ class RefUpdate:
         if self.new is None:
             return f"delete {self.ref} {old}\n"
         return f"update {self.ref} {self.new} {old}\n"
+
+
+def cas_attempts(limit: int, pause: Tuple[float, float] = (0.005, 0.05), growth: int = 8) -> Iterator[int]:
+    """The attempts of a compare-and-swap retry loop: 0, 1, ... ``limit - 1``.
+
+    Before each retry it sleeps a random pause (``pause`` times the retry's number, at most
+    ``growth`` times), so writers that lost the same race do not meet again in lock-step. The
+    caller leaves the loop when its write landed and raises its own error when the loop ends:
+    every retried ref write (notes, experiment names, a pull's merge, a push) retries this way.
+    """
+    for n in range(limit):
+        if n:
+            time.sleep(random.uniform(*pause) * min(n, growth))
+        yield n
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import sys
 import time
@@ -43,7 +42,7 @@ from . import summary as checks
 from .errors import BadInput, DiskFull, GitFailed, MissingObjects, RefConflict
 from .notes import (CONFIG_PATH, DETAILS_REF, EXP_PREFIX, METRICS_REF, NOTES_REFS, SUMMARY_REF, _note_paths, dump_json,
                     free_name, jsonl)
-from .repo import RefUpdate, Repo
+from .repo import RefUpdate, Repo, cas_attempts
 
 SYNC_PREFIX = "refs/exps-sync/"
 FETCH_ATTEMPTS = 8
@@ -174,7 +173,7 @@ def fetch(repo: Repo, source: Source) -> Fetched:
     fetch. Writing a ref per remote experiment would cost a file each; the merge writes the
     ones that are taken, in one transaction.
     """
-    for attempt in range(FETCH_ATTEMPTS):
+    for attempt in cas_attempts(FETCH_ATTEMPTS, pause=(0.02, 0.2), growth=FETCH_ATTEMPTS):
         listed = list_remote(repo, source)
         local = repo.refs(EXP_PREFIX, source.namespace)
         named = {sha for ref, sha in local.items() if ref.startswith(EXP_PREFIX)}
@@ -193,7 +192,6 @@ def fetch(repo: Repo, source: Source) -> Fetched:
         # The remote moved between the listing and the fetch (an old server refuses commits
         # it no longer advertises), or another pull of this remote held a ref: list again.
         if attempt + 1 < FETCH_ATTEMPTS and any(text in err for text in _FETCH_RACE):
-            time.sleep(random.uniform(0.02, 0.2) * (attempt + 1))
             continue
         _fetch_failed(repo, source, proc.stderr)
     raise AssertionError("unreachable")
@@ -634,14 +632,13 @@ def merge_fetched(repo: Repo, fetched: Sequence[Fetched], message: str) -> Merge
     merger = _Merger(repo, fetched)
     if not merger.fetched:
         return report
-    for n in range(MERGE_ATTEMPTS):
+    for _ in cas_attempts(MERGE_ATTEMPTS):  # a local writer got there first: merge again
         updates = merger.attempt(message, report)
         if not updates:
             return report
         if repo.update_refs(updates, message):
             repo.maintain()
             return report
-        time.sleep(random.uniform(0.005, 0.05) * min(n + 1, 8))  # a local writer got there first
     raise RefConflict(f"gave up merging after {MERGE_ATTEMPTS} attempts: the local notes kept changing",
                       "run the command again")
 
@@ -686,7 +683,8 @@ def push(repo: Repo, spec: str, attempts: int = PUSH_ATTEMPTS) -> PushReport:
     """
     source = resolve(repo, spec)
     message = f"gitexp: push {spec}"
-    for attempt in range(1, attempts + 1):
+    for n in cas_attempts(attempts, pause=(0.05, 0.3), growth=attempts):
+        attempt = n + 1
         fetched = fetch(repo, source)
         pulled = merge_fetched(repo, [fetched], message)
         report = PushReport(pulled, attempts=attempt)
@@ -706,7 +704,6 @@ def push(repo: Repo, spec: str, attempts: int = PUSH_ATTEMPTS) -> PushReport:
         if attempt == attempts:
             raise RefConflict(f"{spec} kept changing while pushing ({outcome}); nothing more was pushed",
                               "run git exp push again")
-        time.sleep(random.uniform(0.05, 0.3) * attempt)
     raise AssertionError("unreachable")
 
 
