@@ -23,10 +23,9 @@ from .errors import BadInput
 from . import snapshot as snapshot_mod
 from .notes import CONFIG_PATH, DETAILS_REF, Experiment, Store, dump_json, free_name
 from .evidence import local_executor, local_program, process_alive, ran_here, read_exec_info
-from .paths import run_paths, runs_root
+from .paths import SILENT_LOST_SECONDS, run_paths, runs_root
 from .repo import RefUpdate, Repo
 
-HEARTBEAT_SECONDS = 15.0
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when present: sweeps dump 1,000s
 ACTIVE = ("running",)
 
@@ -215,5 +214,5 @@ def effective_status(repo: Repo, exp: Experiment, host: Optional[str] = None) ->
         age = time.time() - os.path.getmtime(info_path)
     except OSError:
         return status
-    return status if age < 4 * HEARTBEAT_SECONDS else "lost"
+    return status if age < SILENT_LOST_SECONDS else "lost"
 

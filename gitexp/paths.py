@@ -23,6 +23,12 @@ from .repo import Repo
 
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+# A live executor touches its exec.json this often (the heartbeat) ...
+HEARTBEAT_SECONDS = 5.0
+# ... and a running run on another host whose exec.json (on a shared file system) has not been
+# touched for this long is lost: twelve heartbeats, for clocks that differ between hosts and
+# file systems that cache mtimes.
+SILENT_LOST_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
