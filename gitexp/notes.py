@@ -332,8 +332,8 @@ class Store:
             for sha, data in items.items():
                 for path in _note_paths(sha):
                     changes[path] = None
-                if data is not None:
-                    changes[_note_paths(sha)[0]] = self.repo.hash_blob(data)
+                if data is not None:  # a WrittenBlob is in git already: stored by its id, never read
+                    changes[_note_paths(sha)[0]] = data.sha if isinstance(data, WrittenBlob) else self.repo.hash_blob(data)
             try:
                 tree = self.repo.build_tree(old, changes)
             except MissingObjects as exc:
@@ -358,6 +358,19 @@ class Store:
     def _refs_at(self, refs: Sequence[RefUpdate]) -> bool:
         current = self.repo.refs(*(r.ref for r in refs))
         return all(current.get(r.ref) == r.old for r in refs)
+
+
+class WrittenBlob(bytes):
+    """A note's content that is in git already (``git hash-object -w`` of a file, see
+    :func:`gitexp.history_file.write_blob`): given where note bytes go, the note is stored by
+    the blob's id, so a 200 MB history never becomes one Python string."""
+
+    sha: str
+
+    def __new__(cls, sha: str) -> "WrittenBlob":
+        blob = super().__new__(cls, sha.encode())
+        blob.sha = sha
+        return blob
 
 
 def dump_json(data: Any) -> bytes:
