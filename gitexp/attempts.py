@@ -42,6 +42,7 @@ from .notes import METRICS_REF, Experiment, Store, jsonl
 from .paths import run_paths
 from .repo import Repo
 from .rundirs import leftovers
+from .storedconfig import load_experiment_config
 from .supervisor import describe
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -64,6 +65,23 @@ def chain_of(store: Store, exp: Experiment) -> List[Tuple[str, Dict[str, Any]]]:
     shas = [*evidence.verified_chain(store.repo, exp.sha, exp.summary), exp.sha]  # the note's chain is a claim
     notes = store.read_notes_json(shas[:-1]) if len(shas) > 1 else {}
     return [(sha, notes.get(sha, {})) for sha in shas[:-1]] + [(exp.sha, exp.summary)]
+
+
+def chain_rows(store: Store, exp: Experiment, status: str) -> List[Dict[str, Any]]:
+    """One row per attempt of ``exp``'s chain: where it stopped and why, what it resumed from
+    (``show`` and the ui's run page)."""
+    rows = []
+    chain = chain_of(store, exp)
+    for n, (sha, s) in enumerate(chain, 1):
+        resume = s.get("resume") if isinstance(s.get("resume"), dict) else {}
+        rows.append({"attempt": n, "id": sha,  # the chain's order is the attempts' order
+                     "kind": s.get("kind") or ("run" if n == 1 else "retry"),
+                     "status": status if sha == exp.sha else s.get("status", "?"), "reason": s.get("reason"),
+                     "ended": s.get("ended"), "host": s.get("host"),
+                     "resumed_from": {"checkpoint": resume.get("checkpoint"), "step": resume.get("step"),
+                                      "attempt": resume.get("attempt")} if resume else None,
+                     "param_changes": s.get("param_changes")})
+    return rows
 
 
 def find_attempt(store: Store, ident: str) -> Tuple[Experiment, Experiment]:
@@ -189,16 +207,13 @@ def live_program(repo: Repo, exp: Experiment) -> Optional[str]:
 
 def recovered(repo: Repo, exp: Experiment) -> Tuple[Dict[str, Any], Dict[Tuple[str, str], Optional[bytes]]]:
     """What a dead executor had not written, from the run directory: summary fields and notes."""
-    from .executor import load_experiment_config
-    from .live import run_dir_history
-
     paths = run_paths(repo, exp.sha, exp.summary)
     specs: Dict[str, Any] = {}
     try:
         specs = dict(load_experiment_config(repo, exp.sha).metrics)
     except Exception:  # noqa: BLE001 - an unreadable config still keeps the API and regex points
         pass
-    history, sources = run_dir_history(paths, specs)  # as `show` and `metrics` read a lost run
+    history, sources = metrics_mod.run_dir_history(paths, specs)  # as `show` and `metrics` read a lost run
     fields: Dict[str, Any] = {}
     notes: Dict[Tuple[str, str], Optional[bytes]] = {}
     if history:
@@ -247,8 +262,6 @@ def make_attempt(repo: Repo, store: Store, current: Experiment, kind: str, statu
                  overrides: Optional[Dict[str, Scalar]] = None,
                  resume: Optional[Dict[str, Any]] = None) -> Tuple[Experiment, ExperimentConfig]:
     """The next attempt's commit and summary (not recorded: see :func:`record`)."""
-    from .executor import load_experiment_config
-
     config = load_experiment_config(repo, current.sha)
     changes = {k: [config.params.get(k), v] for k, v in (overrides or {}).items() if config.params.get(k) != v}
     tree = repo.commit_object(current.sha).tree.decode()
@@ -365,8 +378,6 @@ def auto_resume(repo: Repo, store: Store, exp: Experiment, status: Status
     From the latest checkpoint of the chain that exists here; without one, from scratch (as a
     scheduler's requeue would). At most N automatic resumes along a chain.
     """
-    from .executor import load_experiment_config
-
     if not evidence.ran_here(repo, exp.sha):
         return None  # only a run this repository executed continues itself (a note is a claim)
     try:

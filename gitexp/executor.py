@@ -46,14 +46,15 @@ import psutil
 from . import facts as facts_mod
 from . import metrics as metrics_mod
 from . import tfevents
-from .config import ExperimentConfig, parse_config
+from .config import ExperimentConfig
 from .errors import DiskFull, GitExpError
 from .lifecycle import FINAL as FINAL_STATES
 from .lifecycle import Status, transition
-from .notes import CONFIG_PATH, DETAILS_REF, METRICS_REF, Experiment, Store, dump_json, jsonl, parse_jsonl
-from .paths import HEARTBEAT_SECONDS, RunPaths, run_paths
+from .notes import DETAILS_REF, METRICS_REF, Experiment, Store, dump_json, jsonl, parse_jsonl
+from .paths import RunPaths, run_paths
 from .pump import OutputPump
 from .stopping import Stopping
+from .storedconfig import load_experiment_config
 from .repo import Repo
 from .resources import check as check_requires
 from .runners import runner_class
@@ -65,6 +66,7 @@ from .watchers import factories as watcher_factories
 
 LOG_TAIL_LINES = 60
 TAIL_BYTES = 64 * 1024  # the most the log tail may take in the details note (as JSON)
+HEARTBEAT_SECONDS = 5.0  # exec.json's mtime is touched this often while the run is alive
 FINAL = tuple(s.value for s in FINAL_STATES)
 DEFAULT_SECONDS = {"GITEXP_NOTES_INTERVAL": 120.0, "GITEXP_KILL_GRACE": 10.0, "GITEXP_FULL_DISK_WAIT": 600.0}
 
@@ -109,13 +111,6 @@ def settings_problems() -> List[str]:
     """What is wrong with the GITEXP_* settings the executor reads, one line each (commands
     can refuse them as bad input before they record anything)."""
     return [problem for problem in (_seconds(name)[1] for name in DEFAULT_SECONDS) if problem]
-
-
-def load_experiment_config(repo: Repo, sha: str) -> ExperimentConfig:
-    raw = repo.show_file(sha, CONFIG_PATH)
-    if raw is None:
-        raise GitExpError(f"commit {sha[:12]} is not an experiment (no {CONFIG_PATH})")
-    return parse_config(raw.decode(), source=f"{sha[:12]}:{CONFIG_PATH}", stored=True)
 
 
 class Executor(OutputPump, Stopping):

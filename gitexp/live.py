@@ -31,13 +31,14 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from . import metrics as metrics_mod
-from .config import MetricSpec, parse_config
+from .config import MetricSpec
 from .errors import GitExpError
 from .experiments import effective_status, process_alive, read_exec_info
 from . import summary as checks
-from .notes import CONFIG_PATH, METRICS_REF, Experiment, Store
-from .paths import RunPaths, run_paths
+from .notes import METRICS_REF, Experiment, Store
+from .paths import run_paths
 from .repo import Repo
+from .storedconfig import load_experiment_config
 
 OPEN = ("running", "starting")
 UNENDED = ("created", "starting", "running")  # a note that recorded no end yet
@@ -79,19 +80,12 @@ def read(repo: Repo, exp: Experiment, status: Optional[str] = None,
         return None
     specs = _specs(repo, exp)
     try:
-        history, sources = run_dir_history(paths, specs)
+        history, sources = metrics_mod.run_dir_history(paths, specs)
     except (OSError, ValueError, TypeError, RecursionError):
         return None  # a file being replaced or unreadable: the notes still answer
     if lost and not history:
         return None
     return LiveRun(history, metrics_mod.summarize(history, specs, sources))
-
-
-def run_dir_history(paths: RunPaths, specs: Mapping[str, MetricSpec]) -> Tuple[List[Dict[str, Any]], Dict[str, str]]:
-    """A run's history from its run directory, built as the executor builds its notes."""
-    records = metrics_mod.read_captured(paths.captured)
-    records += metrics_mod.file_records(specs, paths.outdir, paths.worktree)
-    return metrics_mod.build_history(metrics_mod.read_points(paths.metrics), records)
 
 
 def refresh(repo: Repo, exps: Iterable[Experiment], statuses: Mapping[str, str]) -> None:
@@ -230,19 +224,6 @@ def histories(repo: Repo, store: Store, exps: Sequence[Experiment],
     return out
 
 
-def step_notes(metrics: Mapping[str, Any]) -> List[str]:
-    """Lines for ``show`` saying whose steps are not the program's own (match counts)."""
-    counted = sorted(name for name, entry in metrics.items()
-                     if isinstance(entry, dict) and "count" in str(entry.get("step_source") or "").split("+"))
-    if not counted:
-        return []
-    from .commands.common import cell
-
-    names = ", ".join(cell(name) for name in counted)
-    return [f"steps: match count for {names} (the n-th match is step n; "
-            "give the config a step: {regex: ...} or step: latest for the program's steps)"]
-
-
 def _specs(repo: Repo, exp: Experiment) -> Dict[str, MetricSpec]:
     """The metrics part of the run's config (goals, metrics files); {} when unreadable."""
     config = _config(repo, exp)
@@ -252,9 +233,6 @@ def _specs(repo: Repo, exp: Experiment) -> Dict[str, MetricSpec]:
 def _config(repo: Repo, exp: Experiment) -> Any:
     """The run's stored config (an ExperimentConfig), or None when unreadable."""
     try:
-        raw = repo.show_file(exp.sha, CONFIG_PATH)
-        if raw is None:
-            return None
-        return parse_config(raw.decode(errors="replace"), source=f"{exp.sha[:12]}:{CONFIG_PATH}", stored=True)
-    except GitExpError:
+        return load_experiment_config(repo, exp.sha, errors="replace")
+    except GitExpError:  # not an experiment commit, or a config that does not parse
         return None

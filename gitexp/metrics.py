@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 from . import tfevents
 from .config import MetricSpec
 from .notes import parse_jsonl
+from .paths import RunPaths
 
 
 def is_number(value: Any) -> bool:
@@ -510,3 +511,10 @@ def best_value(summary: Mapping[str, Any], name: str) -> Optional[float]:
     entry = (summary.get("metrics") or {}).get(name) or {}
     value = entry.get("best", entry.get("last"))
     return value if is_number(value) else None
+
+
+def run_dir_history(paths: RunPaths, specs: Mapping[str, MetricSpec]) -> Tuple[List[Dict[str, Any]], Dict[str, str]]:
+    """A run's history from its run directory, built as the executor builds its notes."""
+    records = read_captured(paths.captured)
+    records += file_records(specs, paths.outdir, paths.worktree)
+    return build_history(read_points(paths.metrics), records)

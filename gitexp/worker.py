@@ -21,7 +21,8 @@ import psutil
 from .lifecycle import Status, transition
 from .config import Requires
 from .errors import GitExpError, NotReady
-from .executor import load_experiment_config, sweep_stale_worktrees
+from .executor import sweep_stale_worktrees
+from .storedconfig import load_experiment_config
 from .notes import Experiment, Store
 from .paths import run_paths, runs_root
 from .queue import CLAIMED, Queue, worker_identity

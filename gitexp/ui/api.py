@@ -321,7 +321,7 @@ def _bands(runs: List[Dict[str, Any]], param: str) -> List[Dict[str, Any]]:
 # -- one run ------------------------------------------------------------------------------------
 def run_page(api: Api, sha: str) -> Dict[str, Any]:
     """Everything ``git exp show`` says about one run, plus resources over time and the log tail."""
-    from ..commands.inspect import chain_rows
+    from ..attempts import chain_rows
     from ..monitor import read_live
     from ..timing import analyze
 
