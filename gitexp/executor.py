@@ -51,7 +51,7 @@ from .errors import DiskFull, GitExpError
 from .lifecycle import FINAL as FINAL_STATES
 from .lifecycle import Status, transition
 from .notes import DETAILS_REF, METRICS_REF, Experiment, Store, dump_json, jsonl, parse_jsonl
-from .paths import RunPaths, run_paths
+from .paths import HEARTBEAT_SECONDS, RunPaths, run_paths
 from .pump import OutputPump
 from .stopping import Stopping
 from .storedconfig import load_experiment_config
@@ -66,7 +66,6 @@ from .watchers import factories as watcher_factories
 
 LOG_TAIL_LINES = 60
 TAIL_BYTES = 64 * 1024  # the most the log tail may take in the details note (as JSON)
-HEARTBEAT_SECONDS = 5.0  # exec.json's mtime is touched this often while the run is alive
 FINAL = tuple(s.value for s in FINAL_STATES)
 DEFAULT_SECONDS = {"GITEXP_NOTES_INTERVAL": 120.0, "GITEXP_KILL_GRACE": 10.0, "GITEXP_FULL_DISK_WAIT": 600.0}
 
