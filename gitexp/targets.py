@@ -40,7 +40,7 @@ from . import trust
 from .errors import BadInput
 from .giturls import location, same_repository
 from .repo import Repo
-from .runners.base import Option, check_option
+from .runners.options import Option, check_option
 from .transport import LocalTransport, SshTransport, Transport
 
 TARGETS_FILE = ".gitexp.yaml"
@@ -214,14 +214,14 @@ def _build(repo: Repo, data: Dict[str, Any], strict: bool) -> Tuple[Dict[str, Ta
 
 
 def _schema(runner: str) -> Dict[str, Option]:
-    from .runners import runner_class
+    from .runners.registry import runner_class
 
     return {**COMMON, **runner_class(runner).OPTIONS}
 
 
 def validate(name: str, options: Dict[str, Any]) -> None:
     """One line naming the key at fault; nothing is checked over the network here."""
-    from .runners import RUNNERS, runner_class
+    from .runners.registry import RUNNERS, runner_class
 
     where = f"git exp remote {name}"
     runner = options.get("runner", "local")

@@ -6,12 +6,14 @@ runner that speaks for an experiment: the target's runner, reached over ssh
 (:class:`~gitexp.runners.ssh.SshRunner`) when the target is on another host. Commands, status,
 the queue and the executor dispatch through here; nothing else compares runner names.
 
-Classes are imported on first use: ``git exp log`` should not import the executor.
+The table of runner names and classes is :mod:`gitexp.runners.registry` (re-exported here);
+classes are imported on first use: ``git exp log`` should not import the executor.
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple, Type
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .registry import DEFAULT, RUNNERS, runner_class
 
 if TYPE_CHECKING:
     from ..notes import Experiment, Store
@@ -19,20 +21,7 @@ if TYPE_CHECKING:
     from ..targets import Target
     from .base import Runner
 
-# runner name -> (module under gitexp.runners, class)
-RUNNERS: Dict[str, Tuple[str, str]] = {
-    "local": ("local", "LocalRunner"),
-    "slurm": ("slurm", "SlurmRunner"),
-    "sge": ("sge", "SgeRunner"),
-}
-DEFAULT = "local"
-
-
-def runner_class(name: Optional[str]) -> "Type[Runner]":
-    """The class of runner ``name`` (an unknown or missing name: the local runner)."""
-    module, attr = RUNNERS.get(name or DEFAULT, RUNNERS[DEFAULT])
-    cls: Type[Runner] = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
-    return cls
+__all__ = ["DEFAULT", "RUNNERS", "group", "runner_class", "runner_for", "runner_for_target", "target_of"]
 
 
 def runner_for_target(repo: "Repo", store: "Store", target: "Target") -> "Runner":

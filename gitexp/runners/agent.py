@@ -40,8 +40,8 @@ from ..notes import INBOX_PREFIX, Experiment, Store, free_name
 from ..paths import run_paths, runs_root
 from ..repo import RefUpdate, Repo
 from ..summary import summary_problem
+from .reply import PROTOCOL
 
-PROTOCOL = 1  # bumped when a request or answer changes shape
 NOTES_SCHEMAS = (1,)  # summary note schemas this gitexp reads and writes
 
 
@@ -104,8 +104,8 @@ def _past_deadline(request: Dict[str, Any]) -> None:
 
 def _submit(repo: Repo, store: Store, request: Dict[str, Any], inbox: str, tip: str) -> Dict[str, Any]:
     from ..targets import Target
-    from . import runner_class
     from .base import Made
+    from .registry import runner_class
 
     parents = [p.decode() for p in repo.commit_object(tip).parents]
     items = request.get("exps") or []
@@ -183,7 +183,7 @@ def _record_failed(store: Store, missing: Sequence[Any], details: Dict[str, Any]
 
 
 def _brief(exp: Experiment) -> Dict[str, Any]:
-    from . import runner_class
+    from .registry import runner_class
 
     s = exp.summary
     return {"sha": exp.sha, "name": exp.name, "status": s.get("status"), "reason": s.get("reason"),

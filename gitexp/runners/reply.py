@@ -15,6 +15,7 @@ from typing import Any, Collection, Dict, Mapping, Optional, Sequence, Tuple, Ty
 from ..summary import STATUSES
 
 MAX_REPLY = 32 << 20  # bytes: 500 queued experiments answer in ~250 KB
+PROTOCOL = 1  # of the requests and answers between the two sides; bumped when one changes shape
 MAX_DEPTH = 32
 NONE = type(None)
 Types = Union[Type[Any], Tuple[Type[Any], ...]]

@@ -37,15 +37,15 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 from .. import __version__
 from ..lifecycle import Status, transition
 from ..errors import BadInput, GitExpError, NotReady
-from ..notes import Experiment
+from ..notes import INBOX_PREFIX, Experiment
 from ..repo import RefUpdate
 from ..summary import printable
 from ..transport import ConnectionDropped, NoAnswer, ReplyTooLarge, SshTransport, TransportError, remote_command
 from ..units import format_duration, parse_duration
-from . import outbox, runner_class
-from .agent import INBOX_PREFIX, PROTOCOL
+from . import outbox
 from .base import Made, Runner, State, Stopped
-from .reply import MAX_REPLY, parse_reply, submitted_problem
+from .registry import runner_class
+from .reply import MAX_REPLY, PROTOCOL, parse_reply, submitted_problem
 
 SUMMARY_SCHEMA = 1  # the schema of the summaries this gitexp writes (experiments.initial_summary)
 # What `run --on` and the pre-push hook ask before they push, in one round trip and without
