@@ -7,15 +7,16 @@ must not reach the terminal) and abbreviate long values. CSV and JSON keep value
 from __future__ import annotations
 
 import json
+import math
 import time
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 import click
 
 from ..notes import Experiment, Store
 from ..repo import Repo
 from ..summary import json_safe, printable
-from ..units import format_duration
+from ..units import format_duration, format_size
 
 if TYPE_CHECKING:
     from ..operations.submit import Submitted
@@ -153,3 +154,97 @@ def _closing_line(name: str, summary: dict) -> str:
     if best:
         parts.append("best " + " ".join(best))
     return " ".join(parts)
+
+# -- what show, log, top and queue print about a run -----------------------------------------------
+def record(exp: Experiment, status: str) -> Dict[str, Any]:
+    s = exp.summary
+    return {
+        "id": exp.sha, "name": exp.name, "group": s.get("group"), "status": status,
+        "params": s.get("params") or {}, "metrics": s.get("metrics") or {},
+        "created": s.get("created"), "started": s.get("started"), "ended": s.get("ended"),
+        "duration": s.get("duration"), "exit_code": s.get("exit_code"), "host": s.get("host"),
+        "runner": s.get("runner"), "parent": s.get("parent"), "reason": s.get("reason"),
+        "attempt": exp.attempt,
+        "alerts": s.get("alerts") or [],
+    }
+
+
+def _finite(value: Any) -> Optional[float]:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def alert_lines(summary: Mapping[str, Any]) -> List[str]:
+    alerts = summary.get("alerts")
+    if not isinstance(alerts, list) or not alerts:
+        return []
+    out = [f"\nalerts ({len(alerts)}):"]
+    for alert in alerts[-20:]:
+        if isinstance(alert, dict):
+            when = time.strftime("%H:%M:%S", time.localtime(alert["time"])) if _finite(alert.get("time")) else ""
+            out.append(f"  {when} {fmt_value(alert.get('rule'))} ({fmt_value(alert.get('action'))}): "
+                       f"{fmt_value(alert.get('message'))}")
+    return out
+
+
+def resource_lines(summary: Mapping[str, Any]) -> List[str]:
+    res = summary.get("resources")
+    if not isinstance(res, dict) or not res:
+        return []
+    parts = []
+    for key, label, size in (("cpu_peak", "CPU", False), ("rss_peak", "RSS", True), ("ram_used_peak", "host RAM", True),
+                             ("disk_free_min", "free disk min", True), ("gpu_util_peak", "GPU util", False),
+                             ("gpu_mem_peak", "GPU mem", True)):
+        value = _finite(res.get(key))
+        if value is not None:
+            parts.append(f"{label} {format_size(value) if size else f'{value:.0f}%'}")
+    gpu_util = [v for k, v in res.items() if k.startswith("gpu") and k.endswith("_util_peak") and _finite(v) is not None]
+    if gpu_util and "gpu_util_peak" not in res:
+        parts.append(f"GPU util {max(gpu_util):.0f}%")
+    samples = res.get("samples")
+    return [f"\nresources (peaks{f' of {samples} samples' if _finite(samples) else ''}): " + ", ".join(parts)]
+
+
+def notify_lines(summary: Mapping[str, Any]) -> List[str]:
+    record = summary.get("notify")
+    if not isinstance(record, dict):
+        return []
+    line = f"\nnotifications: {fmt_value(record.get('sent', 0))} sent"
+    if record.get("failed"):
+        line += f", {fmt_value(record.get('failed'))} failed: {fmt_value(record.get('error'))}"
+    return [line]
+
+
+def alerts_cell(summary: Mapping[str, Any]) -> str:
+    alerts = summary.get("alerts")
+    if not isinstance(alerts, list) or not alerts:
+        return ""
+    rules = {str(a.get("rule")) for a in alerts if isinstance(a, dict)}
+    return f"{len(alerts)}: " + ",".join(sorted(rules))
+
+
+def resources_text(name: str, report: Dict[str, Any]) -> str:
+    res: Dict[str, Any] = report["resources"] if isinstance(report.get("resources"), dict) else {}
+    lines = [f"{fmt_value(name)} ({fmt_value(report.get('host'))}):"]
+    gpus = res.get("gpus")
+    if isinstance(gpus, list) and gpus:
+        free = [g for g in gpus if isinstance(g, dict) and (g.get("util") or 0) < 5
+                and _amount(g.get("mem_free")) >= 0.9 * _amount(g.get("mem_total"))]
+        lines.append(f"  GPUs     {len(gpus)}, {len(free)} free: " + "; ".join(
+            f"{fmt_value(g.get('index'))} {fmt_value(g.get('name'))} {format_size(_amount(g.get('mem_free')))}/"
+            f"{format_size(_amount(g.get('mem_total')))} free, {fmt_value(g.get('util'))}% busy"
+            for g in gpus if isinstance(g, dict)))
+    else:
+        lines.append("  GPUs     none that nvidia-smi can list")
+    lines.append(f"  RAM      {format_size(_amount(res.get('ram_available')))} available of "
+                 f"{format_size(_amount(res.get('ram_total')))}")
+    lines.append(f"  disk     {format_size(_amount(res.get('disk_free')))} free of {format_size(_amount(res.get('disk_total')))}"
+                 f" at {fmt_value(res.get('disk_path'))}")
+    load = res.get("load")
+    load_text = f", load {fmt_value(load[0])}" if isinstance(load, list) and load else ""
+    lines.append(f"  CPUs     {fmt_value(res.get('cpus'))}{load_text}")
+    return "\n".join(lines)
+
+
+def _amount(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0

@@ -14,7 +14,8 @@ from ..errors import BadInput
 from ..status import ELSEWHERE, live_statuses
 from ..notes import Experiment, Store
 from ..query import known_keys, parse_filter, sort_experiments
-from .common import fmt_duration, fmt_time, fmt_value, open_store, output_format, print_json, render_table
+from .common import (alerts_cell, fmt_duration, fmt_time, fmt_value, open_store, output_format, print_json,
+                     record, render_table)
 
 
 @click.command()
@@ -136,19 +137,6 @@ def _goal_metrics(exps: List[Experiment]) -> List[str]:
     return list(names)
 
 
-def record(exp: Experiment, status: str) -> Dict[str, Any]:
-    s = exp.summary
-    return {
-        "id": exp.sha, "name": exp.name, "group": s.get("group"), "status": status,
-        "params": s.get("params") or {}, "metrics": s.get("metrics") or {},
-        "created": s.get("created"), "started": s.get("started"), "ended": s.get("ended"),
-        "duration": s.get("duration"), "exit_code": s.get("exit_code"), "host": s.get("host"),
-        "runner": s.get("runner"), "parent": s.get("parent"), "reason": s.get("reason"),
-        "attempt": exp.attempt,
-        "alerts": s.get("alerts") or [],
-    }
-
-
 def _metric_cells(exp: Experiment, name: str) -> Tuple[Any, Any]:
     entry = (exp.summary.get("metrics") or {}).get(name) or {}
     return entry.get("best"), entry.get("last")
@@ -166,7 +154,6 @@ def _print_table(exps: List[Experiment], statuses: Dict[str, str], metrics: List
     if sparks is not None:
         headers.append(f"{spark_metric} curve")
     headers += ["duration", "when"]
-    from .monitor_cmd import alerts_cell
 
     alerts = {e.sha: alerts_cell(e.summary) for e in exps if e.summary.get("alerts")}
     if alerts:  # a column only when some run raised an alert (gitexp.diagnostics)

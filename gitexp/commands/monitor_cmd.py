@@ -4,8 +4,6 @@ Both read this machine directly and each ssh run target in one ``_agent`` round 
 and ``queue`` ops), so ``top --on gpu3`` shows what ``top`` shows on gpu3. The view is rich's
 live table when rich is installed (``pip install 'gitexp[top]'``); ``--once`` prints one plain
 table (and so does a run without rich, with the hint).
-
-Also here: the lines ``show`` and ``log`` print for alerts, resource peaks and notifications.
 """
 from __future__ import annotations
 
@@ -22,64 +20,14 @@ from ..errors import BadInput
 from ..notes import Store
 from ..repo import Repo
 from ..units import format_duration, format_size
-from .common import fmt_value, open_store, print_json, render_table
+from .common import alerts_cell, fmt_value, open_store, print_json, render_table, resources_text
 
 TOP_HEADERS = ["id", "name", "host", "step", "steps/s", "ETA", "metrics", "CPU", "RSS", "GPU", "alerts"]
 
 
-# -- what show and log print ---------------------------------------------------------------------
 def _num(value: Any) -> Optional[float]:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     return float(value) if ok else None
-
-
-def alert_lines(summary: Mapping[str, Any]) -> List[str]:
-    alerts = summary.get("alerts")
-    if not isinstance(alerts, list) or not alerts:
-        return []
-    out = [f"\nalerts ({len(alerts)}):"]
-    for alert in alerts[-20:]:
-        if isinstance(alert, dict):
-            when = time.strftime("%H:%M:%S", time.localtime(alert["time"])) if _num(alert.get("time")) else ""
-            out.append(f"  {when} {fmt_value(alert.get('rule'))} ({fmt_value(alert.get('action'))}): "
-                       f"{fmt_value(alert.get('message'))}")
-    return out
-
-
-def resource_lines(summary: Mapping[str, Any]) -> List[str]:
-    res = summary.get("resources")
-    if not isinstance(res, dict) or not res:
-        return []
-    parts = []
-    for key, label, size in (("cpu_peak", "CPU", False), ("rss_peak", "RSS", True), ("ram_used_peak", "host RAM", True),
-                             ("disk_free_min", "free disk min", True), ("gpu_util_peak", "GPU util", False),
-                             ("gpu_mem_peak", "GPU mem", True)):
-        value = _num(res.get(key))
-        if value is not None:
-            parts.append(f"{label} {format_size(value) if size else f'{value:.0f}%'}")
-    gpu_util = [v for k, v in res.items() if k.startswith("gpu") and k.endswith("_util_peak") and _num(v) is not None]
-    if gpu_util and "gpu_util_peak" not in res:
-        parts.append(f"GPU util {max(gpu_util):.0f}%")
-    samples = res.get("samples")
-    return [f"\nresources (peaks{f' of {samples} samples' if _num(samples) else ''}): " + ", ".join(parts)]
-
-
-def notify_lines(summary: Mapping[str, Any]) -> List[str]:
-    record = summary.get("notify")
-    if not isinstance(record, dict):
-        return []
-    line = f"\nnotifications: {fmt_value(record.get('sent', 0))} sent"
-    if record.get("failed"):
-        line += f", {fmt_value(record.get('failed'))} failed: {fmt_value(record.get('error'))}"
-    return [line]
-
-
-def alerts_cell(summary: Mapping[str, Any]) -> str:
-    alerts = summary.get("alerts")
-    if not isinstance(alerts, list) or not alerts:
-        return ""
-    rules = {str(a.get("rule")) for a in alerts if isinstance(a, dict)}
-    return f"{len(alerts)}: " + ",".join(sorted(rules))
 
 
 # -- top -----------------------------------------------------------------------------------------
@@ -261,7 +209,6 @@ def hosts(targets: tuple, fmt: str) -> None:
     """Free GPUs, GPU memory, RAM and disk: this machine and each ssh run target (one round trip each)."""
     from ..runners.agent import resources
     from ..targets import load_targets
-    from .queue_cmd import resources_text
 
     repo, store = open_store()
     defined = load_targets(repo)
@@ -302,4 +249,4 @@ def far_top(request: Dict[str, Any]) -> Dict[str, Any]:
     return top_report(repo, store)
 
 
-__all__ = ["top", "hosts", "alert_lines", "resource_lines", "notify_lines", "alerts_cell", "far_top"]
+__all__ = ["top", "hosts", "far_top"]

@@ -14,9 +14,8 @@ from ..repo import Repo
 from ..runners import runner_for_target, target_of
 from ..runners.base import parse_gpu_list
 from ..targets import Target, get_target, load_targets
-from ..units import format_size
 from ..worker import Worker
-from .common import fmt_time, fmt_value, open_store, output_format, print_json, render_table
+from .common import fmt_time, fmt_value, open_store, output_format, print_json, render_table, resources_text
 
 ACTIVE = ("pending", "starting", "running")
 
@@ -80,33 +79,6 @@ def _show_far_queue(repo: Repo, store: Store, target: Target, show_all: bool, fm
 
 def _list(value: Any) -> List[Any]:
     return value if isinstance(value, list) else []
-
-
-def resources_text(name: str, report: Dict[str, Any]) -> str:
-    res: Dict[str, Any] = report["resources"] if isinstance(report.get("resources"), dict) else {}
-    lines = [f"{fmt_value(name)} ({fmt_value(report.get('host'))}):"]
-    gpus = res.get("gpus")
-    if isinstance(gpus, list) and gpus:
-        free = [g for g in gpus if isinstance(g, dict) and (g.get("util") or 0) < 5
-                and _num(g.get("mem_free")) >= 0.9 * _num(g.get("mem_total"))]
-        lines.append(f"  GPUs     {len(gpus)}, {len(free)} free: " + "; ".join(
-            f"{fmt_value(g.get('index'))} {fmt_value(g.get('name'))} {format_size(_num(g.get('mem_free')))}/"
-            f"{format_size(_num(g.get('mem_total')))} free, {fmt_value(g.get('util'))}% busy"
-            for g in gpus if isinstance(g, dict)))
-    else:
-        lines.append("  GPUs     none that nvidia-smi can list")
-    lines.append(f"  RAM      {format_size(_num(res.get('ram_available')))} available of "
-                 f"{format_size(_num(res.get('ram_total')))}")
-    lines.append(f"  disk     {format_size(_num(res.get('disk_free')))} free of {format_size(_num(res.get('disk_total')))}"
-                 f" at {fmt_value(res.get('disk_path'))}")
-    load = res.get("load")
-    load_text = f", load {fmt_value(load[0])}" if isinstance(load, list) and load else ""
-    lines.append(f"  CPUs     {fmt_value(res.get('cpus'))}{load_text}")
-    return "\n".join(lines)
-
-
-def _num(value: object) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 def _row(entry: Dict[str, Any]) -> List[str]:
