@@ -4,40 +4,14 @@ from __future__ import annotations
 import getpass
 import os
 import platform
-import shutil
 import socket
-import subprocess
 import sys
 import time
 from typing import Any, Dict, List
 
 import psutil
 
-
-def gpu_models() -> List[str]:
-    """Names of NVIDIA GPUs, from nvidia-ml-py when installed, else ``nvidia-smi -L``; [] if none."""
-    try:
-        import pynvml  # type: ignore[import-not-found]
-
-        pynvml.nvmlInit()
-        try:
-            names = []
-            for i in range(pynvml.nvmlDeviceGetCount()):
-                name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
-                names.append(name.decode() if isinstance(name, bytes) else str(name))
-            return names
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - no library, no driver, no GPU: all mean "none seen here"
-        pass
-    if shutil.which("nvidia-smi"):
-        try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=10)
-            return [line.strip() for line in out.stdout.splitlines() if line.strip()]
-        except (OSError, subprocess.SubprocessError):
-            return []
-    return []
+from .hostprobe import gpu_models
 
 
 CACHE_KEEP = 4  # package-list cache files kept (one per interpreter/site-packages state)

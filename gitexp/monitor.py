@@ -28,13 +28,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import threading
 import time
 from typing import Any, Dict, List, Optional
 
 import psutil
 
+from .hostprobe import Gpus, disk
 from .watch import RunContext, Watcher
 
 DEFAULT_INTERVAL = 5.0
@@ -62,57 +62,6 @@ def visible_gpu_indices() -> Optional[List[int]]:
         return [int(x) for x in raw.split(",") if x.strip()]
     except ValueError:
         return None  # UUIDs or MIG names: every GPU is sampled
-
-
-class Gpus:
-    """Per-GPU utilisation and memory through NVML; ``available`` False without it."""
-
-    def __init__(self, indices: Optional[List[int]] = None) -> None:
-        self.nvml: Any = None
-        self.handles: Dict[int, Any] = {}
-        try:
-            import pynvml  # type: ignore[import-not-found]
-
-            pynvml.nvmlInit()
-            count = pynvml.nvmlDeviceGetCount()
-            wanted = [i for i in (indices if indices is not None else range(count)) if 0 <= i < count]
-            self.handles = {i: pynvml.nvmlDeviceGetHandleByIndex(i) for i in wanted}
-            self.nvml = pynvml
-        except Exception:  # noqa: BLE001 - no library, no driver, no GPU: no GPU fields
-            self.nvml = None
-
-    @property
-    def available(self) -> bool:
-        return self.nvml is not None and bool(self.handles)
-
-    def sample(self, pids: Optional[set] = None) -> Dict[str, float]:
-        out: Dict[str, float] = {}
-        if not self.available:
-            return out
-        nvml = self.nvml
-        for index, handle in self.handles.items():
-            try:
-                memory = nvml.nvmlDeviceGetMemoryInfo(handle)
-                out[f"gpu{index}_mem"] = float(memory.used)
-                out[f"gpu{index}_mem_total"] = float(memory.total)
-                out[f"gpu{index}_util"] = float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-            except Exception:  # noqa: BLE001 - one GPU that cannot answer is skipped
-                continue
-            if pids:
-                try:
-                    procs = nvml.nvmlDeviceGetComputeRunningProcesses(handle)
-                    out[f"gpu{index}_mem_run"] = float(sum(p.usedGpuMemory or 0 for p in procs if p.pid in pids))
-                except Exception:  # noqa: BLE001 - not every driver tells per process
-                    pass
-        return out
-
-    def close(self) -> None:
-        if self.nvml is not None:
-            try:
-                self.nvml.nvmlShutdown()
-            except Exception:  # noqa: BLE001
-                pass
-            self.nvml = None
 
 
 class Sampler:
@@ -155,18 +104,12 @@ class Sampler:
         memory = psutil.virtual_memory()
         record.update(ram_used=float(memory.total - memory.available), ram_total=float(memory.total))
         try:
-            usage = shutil.disk_usage(_existing(self.disk_path))
+            usage = disk(self.disk_path)
             record.update(disk_free=float(usage.free), disk_total=float(usage.total))
         except OSError:
             pass
         record.update(self.gpus.sample(pids))
         return record
-
-
-def _existing(path: str) -> str:
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    return path
 
 
 class History:

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Set
-
-import psutil
 
 from .lifecycle import Status, transition
 from .config import Requires
@@ -27,7 +24,7 @@ from .notes import Experiment, Store
 from .paths import run_paths, runs_root
 from .queue import CLAIMED, Queue, worker_identity
 from .repo import Repo
-from .resources import _existing, free_gpu_memory
+from .hostprobe import disk, gpu_free_memory, gpu_total_memory, ram
 from .resources import check as check_requires
 from .rundirs import END_NAME, leftovers, lost_reason, record_end
 from .evidence import read_exec_info
@@ -365,14 +362,14 @@ def never_fits(requires: Requires, disk_path: str, gpu_slots: Optional[List[int]
     ``gpu_slots`` are the worker's --gpus: each experiment then gets exactly one GPU.
     """
     out = []
-    if requires.ram and requires.ram > psutil.virtual_memory().total:
+    if requires.ram and requires.ram > ram().total:
         out.append(f"requires.ram {format_size(requires.ram)} exceeds this machine's "
-                   f"{format_size(psutil.virtual_memory().total)} total")
+                   f"{format_size(ram().total)} total")
     if requires.disk:
-        total = shutil.disk_usage(_existing(disk_path)).total
-        if requires.disk > total:
-            out.append(f"requires.disk {format_size(requires.disk)} exceeds the {format_size(total)} "
-                       f"total of the disk holding {_existing(disk_path)}")
+        here = disk(disk_path)
+        if requires.disk > here.total:
+            out.append(f"requires.disk {format_size(requires.disk)} exceeds the {format_size(here.total)} "
+                       f"total of the disk holding {here.path}")
     if requires.cpus and requires.cpus > (os.cpu_count() or 1):
         out.append(f"requires.cpus {requires.cpus} exceeds this machine's {os.cpu_count()} CPUs")
     if requires.gpus or requires.gpu_mem:
@@ -381,7 +378,7 @@ def never_fits(requires: Requires, disk_path: str, gpu_slots: Optional[List[int]
 
 
 def _gpus_never_fit(requires: Requires, gpu_slots: Optional[List[int]]) -> List[str]:
-    free = free_gpu_memory()
+    free = gpu_free_memory()
     if free is None:
         return ["requires a GPU but no NVIDIA GPU can be queried on this machine"]
     count = 1 if gpu_slots else len(free)
@@ -389,29 +386,9 @@ def _gpus_never_fit(requires: Requires, gpu_slots: Optional[List[int]]) -> List[
         where = "this worker gives each experiment one GPU (--gpus)" if gpu_slots else \
             f"this machine has {len(free)}"
         return [f"requires.gpus {requires.gpus}, but {where}"]
-    totals = _gpu_totals()
+    totals = gpu_total_memory()
     if requires.gpu_mem and totals and requires.gpu_mem > max(totals):
         return [f"requires.gpu_mem {format_size(requires.gpu_mem)} exceeds the {format_size(max(totals))} "
                 f"of this machine's largest GPU"]
     return []
 
-
-def _gpu_totals() -> List[int]:
-    """Total bytes of memory per GPU ([] when unknown: then gpu_mem is only ever "not now")."""
-    try:
-        import pynvml  # type: ignore[import-not-found]
-
-        pynvml.nvmlInit()
-        try:
-            return [pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).total
-                    for i in range(pynvml.nvmlDeviceGetCount())]
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - no library or driver: ask nvidia-smi
-        pass
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10)
-        return [int(float(x)) * 1024 * 1024 for x in out.stdout.split()] if out.returncode == 0 else []
-    except (OSError, ValueError, subprocess.SubprocessError):
-        return []

@@ -8,7 +8,6 @@ come back with ``git exp pull``.
 """
 from __future__ import annotations
 
-import shutil
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
 import yaml
@@ -17,7 +16,7 @@ from ..errors import GitExpError
 from ..notes import CONFIG_PATH
 from ..paths import runs_root
 from ..repo import Repo
-from ..resources import _existing
+from ..hostprobe import disk
 from ..summary import printable
 from ..units import format_size, parse_size
 from ..yamlsafe import load_yaml
@@ -91,8 +90,8 @@ def check_fit(repo: Repo, target: "Target", configs: "Sequence[ExperimentConfig]
         problems.append(f"{format_size(free_there)} free on {target.host or 'this machine'} at {where_there}, "
                         f"{format_size(need + margin)} needed ({len(configs)} experiment(s): requires.disk "
                         f"{format_size(need)} + margin {format_size(margin)})")
-    here = _existing(runs_root(repo))
-    free_here = shutil.disk_usage(here).free
+    measured = disk(runs_root(repo))
+    here, free_here = measured.path, measured.free
     if target.host and free_here < margin:
         problems.append(f"{format_size(free_here)} free here at {here}, the margin is {format_size(margin)}")
     return problems

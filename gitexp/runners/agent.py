@@ -30,12 +30,11 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
-
-import psutil
+from typing import Any, Dict, List, Sequence
 
 from .. import __version__
 from ..errors import BadInput, GitExpError
+from ..hostprobe import disk, gpu_table, ram
 from ..notes import INBOX_PREFIX, Experiment, Store, free_name
 from ..paths import run_paths, runs_root
 from ..repo import RefUpdate, Repo
@@ -69,10 +68,7 @@ def probe() -> Dict[str, Any]:
     except GitExpError:
         return answer
     root = runs_root(repo)
-    existing = root
-    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
-        existing = os.path.dirname(existing)
-    usage = shutil.disk_usage(existing)
+    usage = disk(root)
     answer.update(repo=True, root=repo.root, runs_root=root, disk_free=usage.free, disk_total=usage.total,
                   bare=False)
     return answer
@@ -253,47 +249,16 @@ def queue(repo: Repo, store: Store, request: Dict[str, Any]) -> Dict[str, Any]:
 
 def resources(repo: Repo) -> Dict[str, Any]:
     """This host's free resources: GPUs (memory, use), RAM, disk at the run root, CPUs, load."""
-    root = runs_root(repo)
-    existing = root
-    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
-        existing = os.path.dirname(existing)
-    disk = shutil.disk_usage(existing)
-    memory = psutil.virtual_memory()
+    here = disk(runs_root(repo))
+    memory = ram()
     try:
         load = list(os.getloadavg())
     except OSError:
         load = None
     answer: Dict[str, Any] = {"gpus": gpu_table(), "ram_available": memory.available, "ram_total": memory.total,
-            "disk_free": disk.free, "disk_total": disk.total, "disk_path": existing,
+            "disk_free": here.free, "disk_total": here.total, "disk_path": here.path,
             "cpus": os.cpu_count(), "load": load}
     return answer
-
-
-def gpu_table() -> Optional[List[Dict[str, Any]]]:
-    """Per GPU: index, name, free and total memory, utilisation; None when none can be queried."""
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return None
-    try:
-        out = subprocess.run([smi, "--query-gpu=index,name,memory.free,memory.total,utilization.gpu",
-                              "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10,
-                             stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    table = []
-    for line in out.stdout.splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) != 5:
-            continue
-        try:
-            table.append({"index": int(parts[0]), "name": parts[1], "mem_free": int(float(parts[2])) << 20,
-                          "mem_total": int(float(parts[3])) << 20,
-                          "util": int(float(parts[4])) if parts[4].replace(".", "").isdigit() else None})
-        except ValueError:
-            continue
-    return table
 
 
 __all__ = ["PROTOCOL", "NOTES_SCHEMAS", "INBOX_PREFIX", "probe", "submit", "drop", "cancel", "queue"]
