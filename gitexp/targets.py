@@ -52,13 +52,15 @@ DEFAULT_DISK_MARGIN = "1GB"
 # Settings every target has, whatever its runner.
 COMMON: Dict[str, Option] = {
     "runner": Option("text", "how experiments are scheduled there: local, slurm or sge (Grid Engine)"),
-    "host": Option("text", "ssh destination (user@host or an alias from ~/.ssh/config); none: this machine"),
-    "path": Option("text", "the git repository on the host (git exp remote setup creates it)"),
-    "python": Option("text", "the Python that has gitexp there (default: python3 over ssh, this one here)"),
-    "ssh_config": Option("text", "an ssh client config file to use (ssh -F)"),
-    "port": Option("count", "ssh port"),
-    "disk_margin": Option("size", f"free disk to keep beyond requires.disk (default {DEFAULT_DISK_MARGIN})"),
-    "ssh_timeout": Option("duration", "how long one round trip to the host may take, e.g. 2m (default 5m)"),
+    "host": Option("text", "run on this host over ssh (user@host, or an alias from ~/.ssh/config); "
+                           "none: this machine"),
+    "path": Option("text", "with host: the git repository there (git exp remote setup creates it)"),
+    "python": Option("text", "the Python that has gitexp there (default: python3 over ssh; for Slurm or Grid "
+                             "Engine without host, this interpreter)"),
+    "ssh_config": Option("text", "with host: an ssh client config file (ssh -F)"),
+    "port": Option("count", "with host: the ssh port"),
+    "disk_margin": Option("size", f"free disk to keep there beyond requires.disk (default {DEFAULT_DISK_MARGIN})"),
+    "ssh_timeout": Option("duration", "with host: how long one round trip there may take, e.g. 2m (default 5m)"),
 }
 SSH_ONLY = ("path", "ssh_config", "port", "ssh_timeout")
 

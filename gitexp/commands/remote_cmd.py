@@ -5,13 +5,13 @@ machine, or a git repository on another host reached over ssh). See ``gitexp/tar
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
 from ..errors import BadInput
-from ..runners import RUNNERS
-from ..targets import add_target, describe, get_target, load_targets, remove_target
+from ..runners import RUNNERS, runner_class
+from ..targets import COMMON, Option, add_target, describe, get_target, load_targets, remove_target
 from .common import open_store, output_format, print_json, render_table
 
 
@@ -20,65 +20,64 @@ def remote() -> None:
     """Run targets: named places to run (kept in .gitexp.yaml, per-user overrides in git config)."""
 
 
-@remote.command(name="add")
+# Flags whose name is not the setting's: a repeatable list is named in the singular.
+_FLAG_NAMES = {"modules": "module"}
+# Which runner a setting belongs to, as the help of ``remote add`` says it.
+_RUNNER_LABELS = {"local": "Local runner", "slurm": "Slurm", "sge": "Grid Engine"}
+
+
+def _option_help(option: Option, owners: List[Tuple[str, Option]]) -> str:
+    """One setting's help: its own text, or each runner's that has it, labelled."""
+    if not owners:
+        text = option.help
+        return text[:1].upper() + text[1:] + "."
+    by_help: Dict[str, List[str]] = {}
+    for name, owned in owners:
+        by_help.setdefault(owned.help, []).append(_RUNNER_LABELS.get(name, name))
+    return "; ".join(f"{', '.join(labels)}: {text}" for text, labels in by_help.items()) + "."
+
+
+def _setting_options() -> List[click.Option]:
+    """``remote add``'s flags, made from the target settings (``targets.COMMON``) and each runner's
+    ``OPTIONS``, so a setting a runner declares is a flag with the runner's own help."""
+    owners: Dict[str, List[Tuple[str, Option]]] = {}
+    for name in sorted(RUNNERS, key=lambda n: (list(_RUNNER_LABELS) + [n]).index(n)):
+        for key, option in runner_class(name).OPTIONS.items():
+            owners.setdefault(key, []).append((name, option))
+    schema = {key: option for key, option in COMMON.items() if key != "runner"}
+    for key, entries in owners.items():
+        schema.setdefault(key, entries[0][1])
+    options = []
+    for key, option in schema.items():
+        flag = "--" + _FLAG_NAMES.get(key, key).replace("_", "-")
+        text = _option_help(option, [] if key in COMMON else owners[key])
+        if option.kind in ("list", "env"):
+            metavar = "KEY=VALUE" if option.kind == "env" else None
+            options.append(click.Option([flag, key], multiple=True, metavar=metavar,
+                                        help=text + " Repeatable."))
+        else:
+            options.append(click.Option([flag, key], type=int if option.kind == "count" else str, help=text))
+    return options
+
+
 @click.argument("name")
 @click.option("--runner", type=click.Choice(sorted(RUNNERS)), default="local", show_default=True,
               help="How experiments are scheduled there.")
-@click.option("--host", help="Run on this host over ssh (user@host, or an alias from ~/.ssh/config).")
-@click.option("--path", help="With --host: the git repository there (git exp remote setup creates it).")
-@click.option("--python", help="The Python that has gitexp there (default: python3 over ssh; for Slurm "
-              "without --host, this interpreter).")
-@click.option("--ssh-config", "ssh_config", help="With --host: an ssh client config file (ssh -F).")
-@click.option("--port", type=int, help="With --host: the ssh port.")
-@click.option("--disk-margin", "disk_margin", help="Free disk to keep there beyond requires.disk (default 1GB).")
-@click.option("--ssh-timeout", "ssh_timeout", help="With --host: how long one round trip there may take, e.g. "
-              "2m (default 5m).")
-@click.option("--gpus", help="Local runner: GPU indices its worker hands out, one per experiment, e.g. 0,1.")
-@click.option("--jobs", type=int, help="Local runner: how many experiments its worker runs at once.")
-@click.option("--partition", help="Slurm partition (-p).")
-@click.option("--account", help="Slurm account (-A).")
-@click.option("--qos", help="Slurm QOS.")
-@click.option("--time", "time_", help="Slurm, Grid Engine: default time limit, e.g. 4h (an experiment's requires.time wins).")
-@click.option("--mem", help="Slurm, Grid Engine: default memory, e.g. 16GB (requires.ram wins).")
-@click.option("--cpus", type=int, help="Slurm: CPUs per task; Grid Engine: slots of --pe.")
-@click.option("--gres", help="Slurm: generic resources, e.g. gpu:1.")
-@click.option("--constraint", help="Slurm: node features (-C).")
-@click.option("--max-parallel", type=int, help="Slurm, Grid Engine: at most this many array tasks at once (%N, -tc).")
-@click.option("--signal-warning", type=int, help="Slurm, Grid Engine: seconds before the time limit to send SIGUSR1 (default 120).")
-@click.option("--module", "modules", multiple=True, help="Slurm, Grid Engine: module to load first (repeatable).")
-@click.option("--setup", "setup", multiple=True, help="Shell line to run first (the local runner's worker, a Slurm or "
-              "Grid Engine job), e.g. 'source venv/bin/activate' (repeatable).")
-@click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Local runner: environment of its worker and "
-              "programs (the config's env: wins; repeatable).")
-@click.option("--sbatch", "sbatch", multiple=True, help="Slurm: extra #SBATCH line, e.g. '--exclusive' (repeatable).")
-@click.option("--queue", help="Grid Engine: cluster queue (-q), e.g. all.q.")
-@click.option("--pe", help="Grid Engine: parallel environment that requires.cpus asks slots of (-pe).")
-@click.option("--project", help="Grid Engine: project (-P).")
-@click.option("--ram-resource", "ram_resource", help="Grid Engine: resource that requires.ram asks, per slot "
-              "(default h_vmem; e.g. mem_free).")
-@click.option("--gpu-resource", "gpu_resource", help="Grid Engine: resource that requires.gpus asks, e.g. gpu.")
-@click.option("--qsub", "qsub", multiple=True, help="Grid Engine: extra #$ line, e.g. '-l scratch=10G' (repeatable).")
 @click.option("--user", is_flag=True, help="Keep it in your git config instead of the shared .gitexp.yaml.")
-def add(name: str, runner: str, host: Optional[str], path: Optional[str], python: Optional[str],
-        ssh_config: Optional[str], port: Optional[int], disk_margin: Optional[str], ssh_timeout: Optional[str],
-        gpus: Optional[str],
-        jobs: Optional[int], partition: Optional[str], account: Optional[str], qos: Optional[str],
-        time_: Optional[str], mem: Optional[str], cpus: Optional[int], gres: Optional[str],
-        constraint: Optional[str], max_parallel: Optional[int], signal_warning: Optional[int],
-        modules: Tuple[str, ...], setup: Tuple[str, ...], env: Tuple[str, ...], sbatch: Tuple[str, ...], queue: Optional[str],
-        pe: Optional[str], project: Optional[str], ram_resource: Optional[str], gpu_resource: Optional[str],
-        qsub: Tuple[str, ...], user: bool) -> None:
+def add(name: str, runner: str, user: bool, **settings: Any) -> None:
     """Add (or replace) run target NAME. Without --host it is this machine (e.g. a Slurm login node)."""
     repo, _store = open_store()
-    options = {"runner": runner, "host": host, "path": path, "python": python, "ssh_config": ssh_config,
-               "port": port, "disk_margin": disk_margin, "ssh_timeout": ssh_timeout, "gpus": gpus, "jobs": jobs, "partition": partition,
-               "account": account, "qos": qos, "time": time_, "mem": mem, "cpus": cpus, "gres": gres,
-               "constraint": constraint, "max_parallel": max_parallel, "signal_warning": signal_warning,
-               "modules": list(modules), "setup": list(setup), "env": list(env), "sbatch": list(sbatch), "queue": queue, "pe": pe,
-               "project": project, "ram_resource": ram_resource, "gpu_resource": gpu_resource, "qsub": list(qsub)}
+    options: Dict[str, Any] = {"runner": runner}
+    for key, value in settings.items():
+        options[key] = list(value) if isinstance(value, tuple) else value
     where = add_target(repo, name, options, user=user)
-    hint = f"; create the repository there with: git exp remote setup {name}" if host else ""
+    hint = f"; create the repository there with: git exp remote setup {name}" if options.get("host") else ""
     click.echo(f"run target {name} saved in {where}{hint}")
+
+
+# After NAME and --runner, before --user (click lists them in the reverse of this list).
+add.__click_params__[1:1] = reversed(_setting_options())  # type: ignore[attr-defined]
+add = remote.command(name="add")(add)
 
 
 @remote.command(name="list")

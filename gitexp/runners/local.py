@@ -31,7 +31,7 @@ STOP_WAIT = 10.0  # seconds cancel waits for the executor to record the end
 class LocalRunner(Runner):
     name = "local"
     OPTIONS: ClassVar[Dict[str, Option]] = {
-        "gpus": Option("gpus", "GPU indices the target's worker hands out, one per running experiment"),
+        "gpus": Option("gpus", "GPU indices the target's worker hands out, one per running experiment, e.g. 0,1"),
         "jobs": Option("count", "how many experiments the target's worker runs at once"),
         "setup": Option("list", "shell lines the target's worker runs first (e.g. 'source venv/bin/activate')"),
         "env": Option("env", "KEY=VALUE environment of the target's worker and its programs "

@@ -97,15 +97,16 @@ class SgeRunner(BatchRunner):
         "queue": Option("text", "qsub -q: the cluster queue(s), e.g. all.q"),
         "pe": Option("text", "qsub -pe: the parallel environment that requires.cpus asks slots of"),
         "project": Option("text", "qsub -P: the project"),
-        "ram_resource": Option("text", f"the resource requires.ram asks, per slot (default {DEFAULT_RAM_RESOURCE})"),
+        "ram_resource": Option("text", f"the resource requires.ram asks, per slot (default {DEFAULT_RAM_RESOURCE}; "
+                                       "e.g. mem_free)"),
         "gpu_resource": Option("text", "the resource requires.gpus asks, e.g. gpu"),
-        "time": Option("duration", "default time limit, h_rt (an experiment's requires.time wins)"),
-        "mem": Option("size", "default memory (requires.ram wins)"),
+        "time": Option("duration", "default time limit, e.g. 4h (h_rt; an experiment's requires.time wins)"),
+        "mem": Option("size", "default memory, e.g. 16GB (requires.ram wins)"),
         "cpus": Option("count", "default slots of the parallel environment (requires.cpus wins)"),
         "max_parallel": Option("count", "at most this many array tasks at once (-tc)"),
         "signal_warning": Option("count", f"seconds before the time limit to send SIGUSR1 (s_rt; default {DEFAULT_WARNING})"),
         "modules": Option("list", "modules to load before the executor"),
-        "setup": Option("list", "shell lines to run before the executor"),
+        "setup": Option("list", "shell lines to run before the executor, e.g. 'source venv/bin/activate'"),
         "qsub": Option("list", "extra #$ lines, e.g. '-l scratch=10G'"),
     }
 

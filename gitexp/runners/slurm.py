@@ -86,15 +86,19 @@ class SlurmRunner(BatchRunner):
 
     name = "slurm"
     OPTIONS: ClassVar[Dict[str, Option]] = {
-        **{key: Option("text", f"sbatch --{key}") for key in ("partition", "account", "qos", "constraint", "gres")},
-        "time": Option("duration", "default time limit (an experiment's requires.time wins)"),
-        "mem": Option("size", "default memory (requires.ram wins)"),
+        "partition": Option("text", "partition (sbatch -p)"),
+        "account": Option("text", "account (sbatch -A)"),
+        "qos": Option("text", "QOS (sbatch --qos)"),
+        "constraint": Option("text", "node features (sbatch -C)"),
+        "gres": Option("text", "generic resources, e.g. gpu:1 (sbatch --gres)"),
+        "time": Option("duration", "default time limit, e.g. 4h (an experiment's requires.time wins)"),
+        "mem": Option("size", "default memory, e.g. 16GB (requires.ram wins)"),
         "cpus": Option("count", "CPUs per task (requires.cpus wins)"),
         "max_parallel": Option("count", "at most this many array tasks at once (%N)"),
         "signal_warning": Option("count", f"seconds before the time limit to send SIGUSR1 (default {DEFAULT_WARNING})"),
         "modules": Option("list", "modules to load before the executor"),
-        "setup": Option("list", "shell lines to run before the executor"),
-        "sbatch": Option("list", "extra #SBATCH lines"),
+        "setup": Option("list", "shell lines to run before the executor, e.g. 'source venv/bin/activate'"),
+        "sbatch": Option("list", "extra #SBATCH lines, e.g. '--exclusive'"),
     }
     SCHEDULER = "Slurm"
     HANDLE = "slurm"
