@@ -10,6 +10,9 @@ Namespaces (each declared once, here):
 * ``refs/exps-queue/<sha>``   a queued experiment (its value is the run commit).
 * ``refs/exps-inbox/<id>``    on a run target: experiments pushed there (the parents of one
                               commit), until its agent records them.
+* ``refs/exps-outbox/<id>``   here: a submission to a run target on another host, until its
+                              outcome is known (:mod:`gitexp.runners.outbox`).
+* ``refs/exps-sync/<label>/`` the notes tips last fetched from a git remote (:mod:`gitexp.sync`).
 
 Notes trees use git's 2/38 fan-out, so ``git notes --ref=exps show <sha>`` reads them.  A write
 builds the new notes commits from the current ones and applies every ref change in one
@@ -30,6 +33,8 @@ from .repo import RefUpdate, Repo, cas_attempts
 EXP_PREFIX = "refs/exps/"
 QUEUE_PREFIX = "refs/exps-queue/"
 INBOX_PREFIX = "refs/exps-inbox/"  # experiments pushed to a run target, until its agent records them
+OUTBOX_PREFIX = "refs/exps-outbox/"  # here: a submission to a run target, until its outcome is known
+SYNC_PREFIX = "refs/exps-sync/"  # notes tips last fetched from a git remote, one folder per remote
 SUMMARY_REF = "refs/notes/exps"
 METRICS_REF = "refs/notes/exps-metrics"
 DETAILS_REF = "refs/notes/exps-details"

@@ -4,7 +4,7 @@ A remote is a named git remote (``origin``), a path or a URL (``ssh://``, ``host
 ``https://``, ``file://``). Nothing gitexp-specific has to run on the other side: a plain
 git host works.
 
-Namespace (declared once, here): ``refs/exps-sync/<label>/notes/exps``, ``.../exps-metrics`` and
+Namespace (declared in :mod:`gitexp.notes`): ``refs/exps-sync/<label>/notes/exps``, ``.../exps-metrics`` and
 ``.../exps-details`` keep the notes tips last fetched from a remote (``<label>``: the remote's
 name, or ``_`` and a hash of its URL), a cache like ``refs/remotes/``. A pull lists the remote's
 ``refs/exps/*`` and ``refs/notes/exps*`` (one ``ls-remote``) and fetches, by commit id, only
@@ -40,11 +40,10 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 from . import merge as rules
 from . import summary as checks
 from .errors import BadInput, DiskFull, GitFailed, MissingObjects, RefConflict
-from .notes import (CONFIG_PATH, DETAILS_REF, EXP_PREFIX, METRICS_REF, NOTES_REFS, SUMMARY_REF, _note_paths, dump_json,
-                    free_name, jsonl)
+from .notes import (CONFIG_PATH, DETAILS_REF, EXP_PREFIX, METRICS_REF, NOTES_REFS, SUMMARY_REF, SYNC_PREFIX,
+                    _note_paths, dump_json, free_name, jsonl)
 from .repo import RefUpdate, Repo, cas_attempts
 
-SYNC_PREFIX = "refs/exps-sync/"
 FETCH_ATTEMPTS = 8
 MERGE_ATTEMPTS = 40
 PUSH_ATTEMPTS = 5

@@ -28,14 +28,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import GitExpError, RefConflict
-from ..notes import DETAILS_REF, EXP_PREFIX, INBOX_PREFIX, Experiment, free_name
+from ..notes import DETAILS_REF, EXP_PREFIX, INBOX_PREFIX, OUTBOX_PREFIX, Experiment, free_name
 from ..repo import RefUpdate, Repo
 from ..summary import printable
 
 if TYPE_CHECKING:
     from .ssh import SshRunner
 
-OUTBOX_PREFIX = "refs/exps-outbox/"  # here: a submission to a run target, until its outcome is known
 FILE = "submission.json"
 GRACE = 30.0  # seconds beyond two round-trip timeouts before a taken, unrecorded submission is given up
 
