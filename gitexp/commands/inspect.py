@@ -14,6 +14,7 @@ from tabulate import tabulate
 
 from .. import live as live_mod
 from .. import timing as timing_mod
+from ..attempts import chain_rows
 from ..errors import BadInput
 from ..metrics import finite_number, is_number
 from ..status import live_status
@@ -95,24 +96,6 @@ def _timing(repo: Repo, store: Store, exp: Experiment, reach: Sequence[str]
     for name, value, goal, sign in targets:
         reached.append((name, f"{sign} {value:g}", timing_mod.time_to(history, summary, name, value, goal)))
     return timing_mod.analyze(history, summary), reached
-
-
-def chain_rows(store: Store, exp: Experiment, status: str) -> List[Dict[str, Any]]:
-    """One row per attempt of ``exp``'s chain: where it stopped and why, what it resumed from."""
-    from ..attempts import chain_of
-
-    rows = []
-    chain = chain_of(store, exp)
-    for n, (sha, s) in enumerate(chain, 1):
-        resume = s.get("resume") if isinstance(s.get("resume"), dict) else {}
-        rows.append({"attempt": n, "id": sha,  # the chain's order is the attempts' order
-                     "kind": s.get("kind") or ("run" if n == 1 else "retry"),
-                     "status": status if sha == exp.sha else s.get("status", "?"), "reason": s.get("reason"),
-                     "ended": s.get("ended"), "host": s.get("host"),
-                     "resumed_from": {"checkpoint": resume.get("checkpoint"), "step": resume.get("step"),
-                                      "attempt": resume.get("attempt")} if resume else None,
-                     "param_changes": s.get("param_changes")})
-    return rows
 
 
 def _print_chain(rows: List[Dict[str, Any]]) -> None:
@@ -234,8 +217,19 @@ def _print_metrics(metrics: Dict[str, Any]) -> None:
     click.echo("\nmetrics:")
     click.echo(tabulate(rows, headers=["metric", "goal", "best", "at step", "last", "at step", "points"],
                         disable_numparse=True))
-    for line in live_mod.step_notes(metrics):
+    for line in _step_notes(metrics):
         click.echo(line)
+
+
+def _step_notes(metrics: Dict[str, Any]) -> List[str]:
+    """Lines saying whose steps are not the program's own (match counts)."""
+    counted = sorted(name for name, entry in metrics.items()
+                     if isinstance(entry, dict) and "count" in str(entry.get("step_source") or "").split("+"))
+    if not counted:
+        return []
+    names = ", ".join(cell(name) for name in counted)
+    return [f"steps: match count for {names} (the n-th match is step n; "
+            "give the config a step: {regex: ...} or step: latest for the program's steps)"]
 
 
 def _print_facts(facts: Dict[str, Any]) -> None:
