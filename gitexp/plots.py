@@ -487,15 +487,3 @@ def _umask() -> int:
 
 SPARSE_POINTS = 60  # a curve with at most this many points gets a marker on each
 
-
-_DRAWING = ("need_plotext", "need_matplotlib", "terminal_size", "render_terminal", "key_text", "use_color",
-            "render_file", "matplotlib_figure")
-
-
-def __getattr__(name: str) -> Any:
-    """The drawing functions, moved to :mod:`gitexp.plot_draw`, under their old names here."""
-    if name in _DRAWING:
-        from . import plot_draw
-
-        return getattr(plot_draw, name)
-    raise AttributeError(name)

@@ -267,7 +267,7 @@ def test_a_short_run_gets_real_resource_peaks(repo: Path) -> None:
 # -- 19: pictures and reports a person can read ----------------------------------------------------------
 def test_plot_picture_marks_single_point_and_sparse_series() -> None:
     pytest.importorskip("matplotlib")
-    from gitexp import plots
+    from gitexp import plot_draw, plots
     from gitexp.notes import Experiment
 
     exp = Experiment("a" * 40, "run", {"created": 1.0})
@@ -276,7 +276,7 @@ def test_plot_picture_marks_single_point_and_sparse_series() -> None:
         "loss": [dense],
         "val_loss": [plots.Curve(exp, "val_loss", [500.0, 1000.0, 1500.0], [0.9, 0.7, 0.6])],
         "test_acc": [plots.Curve(exp, "test_acc", [1500.0], [0.8])]}, "step", False, "t")
-    axes = plots.matplotlib_figure(fig).axes
+    axes = plot_draw.matplotlib_figure(fig).axes
     markers = {ax.get_title(loc="left"): [line.get_marker() for line in ax.lines] for ax in axes}
     assert markers["val_loss"] == ["o"] and markers["test_acc"] == ["o"], markers
     assert markers["loss"] == ["None"]  # a dense curve stays a plain line
