@@ -48,9 +48,10 @@ setup(
         "ui": [],
         "xlsx": ["openpyxl"],  # git exp run --sweep-file experiments.xlsx
         "profile": ["py-spy"],  # git exp run --profile: samples the program from outside
-        # ruff and mypy pinned: the README's test command runs both, and a new release's new
-        # rules must not fail CI by surprise.
+        # ruff, mypy and import-linter pinned: the README's test command runs them, and a new
+        # release's new rules must not fail CI by surprise.
         "test": ["pytest", "numpy", "aiosmtpd", "matplotlib", "rich", "ruff==0.17.6", "mypy==2.4.1",
+                 "import-linter==2.16",
                  "types-PyYAML", "types-psutil", "types-tabulate",
                  # issue 21: .xlsx sweep files, TensorBoard files written by a real writer, --profile
                  "openpyxl", "tensorboardX", "py-spy"],

@@ -7,7 +7,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import gitexp, numpy, pytest, aiosmtpd, plotext, matplotlib" 2>/dev/null \
+if ! .venv/bin/python -c "import gitexp, numpy, pytest, aiosmtpd, plotext, matplotlib, importlinter" 2>/dev/null \
    || [ setup.py -nt .venv/.installed ] || [ gitexp/__init__.py -nt .venv/.installed ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
   touch .venv/.installed

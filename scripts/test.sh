@@ -2,7 +2,7 @@
 # The test command: installs what the tests need, runs the demo (scripts/demo.sh, in a
 # scratch directory removed afterwards: it leaves nothing in the checkout), starts the real
 # services it can (Slurm needs root; without root those tests skip with the reason, except
-# when CI=true; a loopback sshd), runs ruff and mypy, and runs the whole suite. Extra arguments go to pytest.
+# when CI=true; a loopback sshd), runs ruff, mypy and lint-imports, and runs the whole suite. Extra arguments go to pytest.
 # GITEXP_SKIP_DEMO=1 skips the demo (e.g. when running one test file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,8 @@ scripts/sshd-up.sh || { echo "test.sh: could not start the test sshd (ssh tests 
 # The quality gate: lint and types (configured in pyproject.toml).
 .venv/bin/ruff check gitexp tests bench || { echo "test.sh: ruff found problems" >&2; exit 1; }
 .venv/bin/mypy || { echo "test.sh: mypy found problems" >&2; exit 1; }
+# The import contracts in pyproject.toml: layers, no cycles, click only in the CLI.
+.venv/bin/lint-imports --no-cache || { echo "test.sh: lint-imports found imports against the contracts" >&2; exit 1; }
 # Test files or directories among the arguments replace `tests` (scripts/test.sh tests/test_run.py
 # runs that file only); other arguments (-k, -x, ...) apply to the whole suite.
 where=(tests)
