@@ -39,33 +39,34 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import psutil
 
-from . import facts as facts_mod
+from . import endstate
 from . import metrics as metrics_mod
-from . import tfevents
+from . import run_env
 from .config import ExperimentConfig
 from .errors import DiskFull, GitExpError
 from .lifecycle import FINAL as FINAL_STATES
 from .lifecycle import Status, transition
-from .notes import DETAILS_REF, METRICS_REF, Experiment, Store, dump_json, jsonl, parse_jsonl
-from .paths import HEARTBEAT_SECONDS, RunPaths, run_paths
+from .notes import Experiment, Store
+from .paths import RunPaths, run_paths
 from .pump import OutputPump
+from .recorder import TAIL_BYTES, Recorder
+from .watchfeed import WatcherFeed
 from .stopping import Stopping
 from .storedconfig import load_experiment_config
 from .repo import Repo
 from .resources import check as check_requires
 from .runners import runner_class
-from .rundirs import (EXECUTOR_LOG, LOCK_NAME, RECORDED_OUTPUTS, list_outputs, prepare_worktree, record_end,
-                      sweep_stale_worktrees, try_lock)
-from .supervisor import MARK_VAR, new_mark
-from .watch import TICK_SECONDS, RunContext, Watchers
-from .watchers import factories as watcher_factories
+from .rundirs import EXECUTOR_LOG, LOCK_NAME, prepare_worktree, record_end, sweep_stale_worktrees, try_lock
+from .run_env import shell_argv
+from .supervisor import new_mark
 
 LOG_TAIL_LINES = 60
-TAIL_BYTES = 64 * 1024  # the most the log tail may take in the details note (as JSON)
+__all__ = ["Executor", "TAIL_BYTES", "kill_grace", "notes_interval", "settings_problems", "shell_argv",
+           "sweep_stale_worktrees"]
 FINAL = tuple(s.value for s in FINAL_STATES)
 DEFAULT_SECONDS = {"GITEXP_NOTES_INTERVAL": 120.0, "GITEXP_KILL_GRACE": 10.0, "GITEXP_FULL_DISK_WAIT": 600.0}
 
@@ -95,13 +96,6 @@ def notes_interval() -> float:
     return _seconds("GITEXP_NOTES_INTERVAL")[0]
 
 
-def shell_argv(command: str) -> List[str]:
-    """The program's shell. ``--norc``: over ssh (SSH_CLIENT set) bash would read ``~/.bashrc``
-    first, whose PATH (pyenv, conda) would beat the config's ``env:``; what the config says wins."""
-    bash = shutil.which("bash")
-    return [bash, "--norc", "-c", command] if bash else ["/bin/sh", "-c", command]
-
-
 def kill_grace() -> float:
     return _seconds("GITEXP_KILL_GRACE")[0]
 
@@ -112,7 +106,7 @@ def settings_problems() -> List[str]:
     return [problem for problem in (_seconds(name)[1] for name in DEFAULT_SECONDS) if problem]
 
 
-class Executor(OutputPump, Stopping):
+class Executor(OutputPump, Stopping, Recorder, WatcherFeed):
     def __init__(self, repo: Repo, store: Store, sha: str, echo: bool = False,
                  runner: str = "local", extra_env: Optional[Dict[str, str]] = None) -> None:
         self.repo = repo
@@ -141,8 +135,10 @@ class Executor(OutputPump, Stopping):
         self.facts: Dict[str, Any] = {}
         self.tail: Deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         self.captured_file: Optional[Any] = None  # captured.jsonl, appended as points are found
-        self.captured_written = 0  # points of self.capture.points already in it
         self.captured_lost = 0
+        self.unwritten: List[Dict[str, Any]] = []  # points not yet in captured.jsonl (a full disk)
+        self.backlog: List[Dict[str, Any]] = []  # points not yet handed to the watchers
+        self.patience = _seconds("GITEXP_FULL_DISK_WAIT")[0]
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.stderr_copy: Optional[Any] = None
@@ -164,6 +160,9 @@ class Executor(OutputPump, Stopping):
             self._keep_stderr()
             try:
                 return self._execute()
+            except endstate.EndKept:
+                record_end(self.paths.root, "disk", "the disk stayed full; the end is kept in end.json")
+                raise  # the end is on disk: recorded by the next command, never recorded failed here
             except GitExpError as exc:
                 self._on_crash(exc)
                 raise
@@ -182,6 +181,7 @@ class Executor(OutputPump, Stopping):
         self._take_attempt()  # an attempt that ended never runs again; nothing is touched then
         self._set_stale_files_aside()  # this attempt started before (a scheduler's requeue)
         self._write_exec_info()  # first: from here on a crash leaves a pid to find dead
+        endstate.reserve(self.paths.root)  # room for the end, should the disk fill up meanwhile
         self._mark_starting()
         self.config = load_experiment_config(self.repo, self.sha)
         self.capture = metrics_mod.RegexCapture(self.config.metrics, self.budget)
@@ -215,59 +215,6 @@ class Executor(OutputPump, Stopping):
                               f"{self.sha[:12]} starts a new attempt")
         self.attempt = summary
         self.paths = run_paths(self.repo, self.sha, summary)  # a resumed attempt shares out/
-
-    def _resume_point(self) -> Optional[Dict[str, Any]]:
-        point = (getattr(self, "attempt", None) or {}).get("resume")
-        return point if isinstance(point, dict) and isinstance(point.get("checkpoint"), str) else None
-
-    def _start_watchers(self, started: float) -> None:
-        assert self.config is not None and self.proc is not None
-        self.ctx = RunContext(self.sha, self.config.name, self.config, self.paths, self.proc.pid, started,
-                              self._stop_for, self._say)
-        self.watchers = Watchers(self.ctx, watcher_factories())
-        self.api_offset = 0
-        self.points_seen = 0
-        self.tfevents_seen: Set[Tuple[Any, ...]] = set()
-        tfevents.SHARED.warn = self._say  # a corrupt event file is one line in output.log
-        if self.watchers.active:
-            threading.Thread(target=self._watch, daemon=True).start()
-
-    def _watch(self) -> None:
-        while not self.done.wait(TICK_SECONDS):
-            self._feed_watchers()
-
-    def _feed_watchers(self) -> None:
-        """New points (regex-captured and API) and a tick to every watcher."""
-        new = self.capture.points[self.points_seen:]
-        self.points_seen += len(new)
-        try:
-            with open(self.paths.metrics, "rb") as handle:
-                handle.seek(self.api_offset)
-                data = handle.read()
-            whole = data[:data.rfind(b"\n") + 1]  # a torn last line waits for the next round
-            self.api_offset += len(whole)
-            new = new + parse_jsonl(whole)
-        except OSError:
-            pass
-        self.watchers.points(list(new) + self._new_tfevents())
-        self.watchers.tick(time.time())
-
-    def _new_tfevents(self) -> List[Dict[str, Any]]:
-        """TensorBoard scalars that appeared since the last round (each file read from its offset)."""
-        out = []
-        for record in metrics_mod.tfevents_records(self._specs(), self.paths.outdir, self.paths.worktree):
-            key = (record["metric"], record["step"], record["time"], record["value"])
-            if key not in self.tfevents_seen:
-                self.tfevents_seen.add(key)
-                out.append(record)
-        return out
-
-    def _stop_for(self, reason: str) -> None:
-        """A watcher's stop (a diagnostic rule): the run ends ``stopped`` with ``reason``."""
-        if self.stop_reason is None:
-            self.stop_reason = "stopped"
-            self.stop_detail = reason
-            self._stop_program(signal.SIGTERM)
 
     def _run_to_end(self, started: float) -> int:
         self.facts_thread = threading.Thread(target=self._collect_facts, daemon=True)
@@ -442,44 +389,11 @@ class Executor(OutputPump, Stopping):
         assert self.config is not None
         prepare_worktree(self.repo, self.sha, self.paths.worktree, self.config.files, self._log_text)
 
-    def _environment(self) -> Dict[str, str]:
-        assert self.config is not None
-        env = dict(os.environ)
-        env.update(self.config.env)
-        env.update({
-            "GITEXP_EXP_ID": self.sha,
-            "GITEXP_EXP_NAME": self.config.name,
-            "GITEXP_RUN_DIR": self.paths.root,
-            "GITEXP_OUTPUT_DIR": self.paths.outdir,
-            "GITEXP_METRICS_FILE": self.paths.metrics,
-            "GITEXP_CHECKPOINTS_FILE": self.paths.checkpoints,
-            "GITEXP_PARAMS": json.dumps(self.config.params),
-            "GITEXP_STOP_FILE": self.paths.stop_file,
-            MARK_VAR: self.mark,
-            "PYTHONUNBUFFERED": env.get("PYTHONUNBUFFERED", "1"),
-        })
-        env.pop("GITEXP_RESUME_FROM", None)
-        env.pop("GITEXP_RESUME_STEP", None)
-        point = self._resume_point()
-        if point:
-            env["GITEXP_RESUME_FROM"] = point["checkpoint"]
-            if point.get("step") is not None:
-                env["GITEXP_RESUME_STEP"] = str(point["step"])
-        env.update(self.extra_env)
-        return env
-
     def _start_program(self) -> None:
         assert self.config is not None
-        builtins = {"outdir": self.paths.outdir, "name": self.config.name, "run_dir": self.paths.root}
-        point = self._resume_point()
-        if point and self.config.resume is not None:
-            step = point.get("step")
-            filled = {**builtins, "checkpoint": point["checkpoint"], "step": "" if step is None else str(step)}
-            command = self.config.render_resume(filled)
-            shown = self.config.command_text(filled, resume=True)
-        else:  # without `resume:`, the command runs with GITEXP_RESUME_FROM set
-            command = self.config.render_command(builtins)
-            shown = self.config.command_text(builtins)
+        point = run_env.resume_point(getattr(self, "attempt", None))
+        command, shown = run_env.command(self.config, self.paths, point)
+        env = run_env.environment(self.config, self.sha, self.paths, self.mark, point, self.extra_env)
         argv = command if isinstance(command, list) else shell_argv(command)
         # Unbuffered: a failed write (a full disk) loses that chunk only, never wedges a buffer.
         self.log = open(self.paths.log, "ab", buffering=0)
@@ -488,7 +402,7 @@ class Executor(OutputPump, Stopping):
         self.log.flush()
         try:
             self.proc = subprocess.Popen(
-                argv, cwd=self.paths.worktree, env=self._environment(), stdin=subprocess.DEVNULL,
+                argv, cwd=self.paths.worktree, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
             )
         except OSError as exc:
@@ -506,8 +420,8 @@ class Executor(OutputPump, Stopping):
         its run's (``gitexp.live`` relies on that).
         """
         # output.log stays: it is appended to, and `git exp logs -f` may already follow it.
-        stale = [p for p in (self.paths.metrics, self.paths.captured, self.paths.checkpoints, self.paths.stop_file)
-                 if os.path.exists(p)]
+        stale = [p for p in (self.paths.metrics, self.paths.captured, self.paths.checkpoints, self.paths.stop_file,
+                             os.path.join(self.paths.root, endstate.END_STATE)) if os.path.exists(p)]
         if not stale:
             return
         folder = os.path.join(self.paths.root, f"earlier-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
@@ -538,120 +452,6 @@ class Executor(OutputPump, Stopping):
                 return self.proc.wait()
             except KeyboardInterrupt:  # only if a handler was not installed (not main thread)
                 self._on_signal(signal.SIGINT, None)
-
-    def _periodic(self) -> None:
-        last_notes = time.monotonic()
-        while not self.done.wait(HEARTBEAT_SECONDS):
-            try:
-                present = self._heartbeat()
-                if present and time.monotonic() - last_notes >= self.interval:
-                    last_notes = time.monotonic()
-                    present = self._write_progress()
-                if not present:
-                    self._abandon()
-                    return
-            except (OSError, GitExpError) as exc:
-                self._say(f"gitexp: could not record progress: {exc}")
-
-    def _heartbeat(self) -> bool:
-        """Touch exec.json; False if the run's directory and its summary note were removed."""
-        try:
-            os.utime(self.paths.exec_info)
-            return True
-        except FileNotFoundError:
-            return bool(self.store.summary(self.sha))
-
-    def _abandon(self) -> None:
-        """The experiment was removed (``git exp rm --force``) under us: stop its program."""
-        self._say(f"gitexp: experiment {self.sha[:12]} was removed; stopping its program")
-        if self.stop_reason is None:
-            self.stop_reason = "killed"
-            self._stop_program(signal.SIGTERM)
-
-    def _write_progress(self) -> bool:
-        """Progress notes while running; False if the experiment's note is gone."""
-        history, sources = self._history()
-        summaries = metrics_mod.summarize(history, self._specs(), sources)
-        extra = {(METRICS_REF, self.sha): jsonl(history)}
-        if self.facts:
-            extra[(DETAILS_REF, self.sha)] = dump_json(self._details())
-        present = [True]
-
-        watched = self.watchers.summary_fields() if getattr(self, "watchers", None) else {}
-
-        def change(s: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-            present[0] = bool(s)
-            if s.get("status") != "running":
-                return None  # removed, or finished meanwhile (the final write has it all)
-            return {**s, **watched, "metrics": summaries, "updated": time.time()}
-
-        self.store.update_summary(self.sha, change, extra=extra, message="gitexp: progress")
-        return present[0]
-
-    def _collect_facts(self) -> None:
-        try:
-            self.facts = facts_mod.collect(self.repo.version())
-        except Exception as exc:  # noqa: BLE001 - facts are nice to have; never fail a run on them
-            self.facts = {"error": f"{type(exc).__name__}: {exc}"}
-
-    # -- the end ----------------------------------------------------------------------------
-    def _specs(self) -> Dict[str, Any]:
-        return dict(self.config.metrics) if self.config is not None else {}
-
-    def _history(self) -> Tuple[List[Dict[str, Any]], Dict[str, str]]:
-        """The history and each metric's step source, built as ``gitexp.live`` builds it."""
-        records = list(self.capture.points)  # one atomic copy; the pump only appends
-        records += metrics_mod.file_records(self._specs(), self.paths.outdir, self.paths.worktree)
-        return metrics_mod.build_history(metrics_mod.read_points(self.paths.metrics), records)
-
-    def _details(self) -> Dict[str, Any]:
-        with self.lock:
-            lines = list(self.tail)
-        watched = self.watchers.details_fields() if getattr(self, "watchers", None) is not None else {}
-        return {**getattr(self, "details_base", {}), **watched, "facts": self.facts, "log_tail": _bounded_tail(lines)}
-
-    def _finish_summary(self, status: str, code: Optional[int], started: Optional[float] = None,
-                        reason: Optional[str] = None) -> None:
-        ended = time.time()
-        history, sources = self._history()
-        summaries = metrics_mod.summarize(history, self._specs(), sources)
-        checkpoints = metrics_mod.read_checkpoints(self.paths.checkpoints)
-        thread = getattr(self, "facts_thread", None)
-        if thread is not None:
-            thread.join(timeout=30)
-        if not self.facts:
-            self._collect_facts()
-        # What the run left, for `show` on other machines (a target's out/ is not here).
-        self.details_base = {**getattr(self, "details_base", {}),
-                             "outputs": list_outputs(self.paths.outdir, RECORDED_OUTPUTS)}
-        extra = {(METRICS_REF, self.sha): jsonl(history), (DETAILS_REF, self.sha): dump_json(self._details())}
-        if reason is None and status == "failed" and code is not None:
-            reason = f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
-
-        if status == "stopped" and reason is None:
-            reason = getattr(self, "stop_detail", None)
-        if status == "killed" and reason is None:
-            reason = self.kill_detail
-        fields: Dict[str, Any] = {"ended": ended, "exit_code": code, "metrics": summaries,
-                                  "checkpoints": checkpoints[-20:], "reason": reason,
-                                  "outdir": self.paths.outdir, "run_dir": self.paths.root}
-        if started is not None:
-            fields["duration"] = ended - started
-        if self.leftovers:
-            fields["leftovers"] = self.leftovers
-        if getattr(self, "watchers", None) is not None:
-            fields.update(self.watchers.summary_fields())
-
-        if getattr(self, "log_lost", 0):
-            extra[(DETAILS_REF, self.sha)] = dump_json({**self._details(), "log_bytes_lost": self.log_lost})
-        patience = _seconds("GITEXP_FULL_DISK_WAIT")[0]
-        try:
-            # Removed meanwhile (git exp rm --force): transition never re-creates the note.
-            transition(self.store, self.sha, Status(status), fields, extra=extra, patience=patience)
-        except DiskFull:
-            self._say(f"gitexp: the disk stayed full for {patience:g}s: could not record {status} "
-                      f"(exit code {code}); free space and run git exp queue --retry-lost")
-            raise
 
     def _log_text(self, text: str) -> None:
         """A line of gitexp's own in output.log (and the tail), beside the program's output."""
@@ -696,18 +496,6 @@ class Executor(OutputPump, Stopping):
             self.fault_file = handle
         elif same:
             handle.close()
-
-
-def _bounded_tail(lines: List[str]) -> str:
-    """The last lines whose JSON encoding fits TAIL_BYTES (each line is already cut)."""
-    kept: List[str] = []
-    size = 0
-    for line in reversed(lines):
-        size += len(json.dumps(line))
-        if size > TAIL_BYTES:
-            break
-        kept.append(line)
-    return "\n".join(reversed(kept))
 
 
 def _visible_gpus() -> Optional[List[int]]:

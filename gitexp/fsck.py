@@ -171,6 +171,14 @@ def repair(repo: Repo, store: Store, damage: Damage) -> List[str]:
 
 def _restore_from_worktree(repo: Repo, missing: List[str]) -> int:
     """Write back missing blobs whose content is still a file in the working tree."""
+def record_kept_ends(repo: Repo, store: Store) -> List[str]:
+    """Record the ends of runs whose executor kept them in the run directory (a full disk) and
+    is gone (:mod:`gitexp.endstate`); one line each."""
+    from .endstate import settle_all
+
+    return settle_all(repo, store)
+
+
     listed = repo.run(["ls-files", "-z", "-co", "--exclude-standard"]).stdout.decode(errors="replace")
     paths = [p for p in listed.split("\0") if p and os.path.isfile(os.path.join(repo.root, p))]
     if not paths:

@@ -106,17 +106,21 @@ def refresh(repo: Repo, exps: Iterable[Experiment], statuses: Mapping[str, str])
             exp.summary["metrics"] = view.fields["metrics"]
 
 
-def history(repo: Repo, exp: Experiment, store: Store, raw: bool = False) -> List[Dict[str, Any]]:
-    """The whole history so far: live for a run in progress (or lost) here, else the note's;
-    across the attempts of its chain (see :func:`gitexp.attempts.join_chain`) unless ``raw``."""
+def history(repo: Repo, exp: Experiment, store: Store, raw: bool = False, full: bool = False) -> List[Dict[str, Any]]:
+    """The whole history so far: live for a run in progress (or lost) here, else the note's
+    (its summary curve when it has one, unless ``full``: :mod:`gitexp.history_file`); across the
+    attempts of its chain (see :func:`gitexp.attempts.join_chain`) unless ``raw``."""
     if raw or not _earlier(exp):
-        return _own_history(repo, store, exp)
+        return _own_history(repo, store, exp, full=full)
     return chain_view(repo, store, exp).history
 
 
-def _own_history(repo: Repo, store: Store, exp: Experiment, status: Optional[str] = None) -> List[Dict[str, Any]]:
+def _own_history(repo: Repo, store: Store, exp: Experiment, status: Optional[str] = None,
+                 full: bool = False) -> List[Dict[str, Any]]:
+    from .history_file import read_histories
+
     run = read(repo, exp, status)
-    return run.history if run is not None else store.history(exp.sha)
+    return run.history if run is not None else read_histories(store, [exp], full=full)[exp.sha]
 
 
 def _earlier(exp: Experiment) -> bool:
@@ -217,10 +221,9 @@ def histories(repo: Repo, store: Store, exps: Sequence[Experiment],
             run = read(repo, exp, status)
             if run is not None:
                 out[exp.sha] = run.history
-    rest = [e.sha for e in exps if e.sha not in out]
-    notes = store.read_notes(METRICS_REF, rest) if rest else {}
-    for sha in rest:
-        out[sha] = checks.load_history(sha, notes.get(sha), METRICS_REF)
+    from .history_file import read_histories
+
+    out.update(read_histories(store, [e for e in exps if e.sha not in out]))  # summary curves where kept
     return out
 
 

@@ -126,8 +126,15 @@ class RegexCapture:
         self.step_now: Dict[str, int] = {}  # step regex -> the latest step it matched
         self.budget = budget or MatchBudget()
         self.counts: Dict[str, int] = {}
+        # Points found since the last take(): the executor takes them after each batch of output
+        # (to captured.jsonl and the watchers), so memory holds one batch, never the run's points.
         self.points: List[Dict[str, Any]] = []
         self.warnings: List[str] = []
+
+    def take(self) -> List[Dict[str, Any]]:
+        """The points found since the last call (and no longer kept here)."""
+        taken, self.points = self.points, []
+        return taken
 
     def feed(self, line: str) -> List[str]:
         """Capture from one line; returns warnings raised by this line (regexes turned off)."""

@@ -8,6 +8,7 @@ stops those processes: :mod:`gitexp.supervisor`).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import select
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Deque, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from . import metrics as metrics_mod
 from .paths import RunPaths
@@ -38,8 +39,10 @@ class OutputPump:
     killed_at: Optional[float]
     stop_reason: Optional[str]
     captured_file: Optional[Any]
-    captured_written: int
-    captured_lost: int
+    captured_lost: int  # failed writes of captured.jsonl
+    unwritten: List[Dict[str, Any]]  # points not yet in captured.jsonl (a full disk)
+    backlog: List[Dict[str, Any]]  # points not yet handed to the watchers
+    watching: bool = False
     ended_at: Optional[float] = None  # monotonic time the main process was seen ended
     quiet_since: float = 0.0
 
@@ -100,8 +103,8 @@ class OutputPump:
             # A full disk must not stop the pump (the program would block on a full pipe):
             # the bytes are lost to output.log, still reach the tail, and the run goes on.
             if not getattr(self, "log_lost", 0):
-                self._say(f"gitexp: warning: cannot write {self.paths.log}: {exc.strerror}; "
-                          "output is not being kept until there is space")
+                self._disk_trouble(self.paths.log, exc)
+                self._say("gitexp: warning: output is not kept in output.log until there is space")
             self.log_lost = getattr(self, "log_lost", 0) + len(chunk)
         if self.echo:
             try:
@@ -122,17 +125,28 @@ class OutputPump:
 
     def _append_captured(self) -> None:
         """The batch's regex points to captured.jsonl, at once: ``git exp log``, ``show`` and
-        ``metrics`` read a running run's points from there (``gitexp.live``), and so can anyone.
+        ``metrics`` read a running run's points from there (``gitexp.live``), the notes are
+        built from it (:mod:`gitexp.history_file`), and so can anyone. Then to the watchers.
 
-        One unbuffered write per batch of output; a failed write (a full disk) loses those
-        points from the file only: the notes are built from the points in memory.
+        Nothing keeps the points once written: memory holds a batch, whatever the run prints.
+        A failed write (a full disk) keeps the batch in :attr:`unwritten` and says at once that
+        the disk is full; the next batch tries again, so no point is lost while space comes back.
         """
-        new = self.capture.points[self.captured_written:]
-        if not new:
+        new = self.capture.take()
+        if not new and not self.unwritten:
             return
-        self.captured_written += len(new)
+        if self.watching:
+            with self.lock:
+                self.backlog.extend(new)  # the watchers see every point as it comes
+        self.unwritten.extend(new)
+        self._write_captured()
+
+    def _write_captured(self) -> bool:
+        """Write the points not yet in captured.jsonl; False (they are kept) when it failed."""
+        if not self.unwritten:
+            return True
         # After a failed write the file may end in a torn line: start on a line of our own.
-        text = ("\n" if self.captured_lost else "") + "".join(json.dumps(r) + "\n" for r in new)
+        text = ("\n" if self.captured_lost else "") + "".join(json.dumps(r) + "\n" for r in self.unwritten)
         data = memoryview(text.encode())
         try:
             if self.captured_file is None:
@@ -141,9 +155,21 @@ class OutputPump:
                 data = data[self.captured_file.write(data) or len(data):]
         except OSError as exc:
             if not self.captured_lost:
-                self._say(f"gitexp: warning: cannot write {self.paths.captured}: {exc.strerror}; "
-                          "points found until there is space show in the notes only")
-            self.captured_lost += len(new)
+                self._disk_trouble(self.paths.captured, exc)
+            self.captured_lost += 1
+            return False
+        self.unwritten = []
+        return True
+
+    def _disk_trouble(self, path: str, exc: OSError) -> None:
+        """Say at once that a write failed, and when the disk is full, where the results are
+        kept and that gitexp waits for space."""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self._say(f"gitexp: the disk is full (writing {path}: {exc.strerror}); the run goes on and its "
+                      f"results are kept in {self.paths.root} (points in memory until they can be written); "
+                      "gitexp waits for space to record them")
+        else:
+            self._say(f"gitexp: warning: cannot write {path}: {exc.strerror}; trying again with the next output")
 
     def _feed(self, line: str, cut: int = 0) -> None:
         if self.stop_reason is None:  # once stopping, leftover output is not worth a regex's time

@@ -41,6 +41,9 @@ def live_statuses(repo: Repo, exps: Sequence[Experiment], reach: bool = False) -
         if runner.REMOTE and not reach:
             continue
         out.update(runner.states(members))
+    from .endstate import settle_pending
+
+    settle_pending(repo, asked, out)  # a lost run whose end is kept on disk (a full disk) is recorded now
     return out
 
 

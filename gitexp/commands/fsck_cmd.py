@@ -9,10 +9,14 @@ from .common import open_store
 
 @click.command()
 @click.option("--repair", is_flag=True, help="Rewind damaged notes refs to their newest whole state, drop refs "
-              "to missing commits, and rebuild lost summaries (status lost).")
+              "to missing commits, rebuild lost summaries (status lost), and record the ends of runs that a full disk "
+              "kept in their run directories.")
 def fsck(repair: bool) -> int:
     """Check gitexp's refs and notes for missing objects (exit 1 if any are damaged)."""
     repo, store = open_store()
+    if repair:  # ends a full disk kept in run directories: recorded, never run again
+        for line in fsck_core.record_kept_ends(repo, store):
+            click.echo(f"repaired: {line}")
     damage = fsck_core.check(repo)
     if damage.clean:
         click.echo("gitexp: refs and notes are whole")

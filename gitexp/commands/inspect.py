@@ -311,12 +311,19 @@ def _still_running(repo: Repo, store: Store, exp: Experiment) -> bool:
 @click.argument("ident", metavar="[ID]", required=False)
 @output_format("csv", "json", "jsonl", default="csv")
 @click.option("--raw", is_flag=True, help="Only this attempt's own points, not the curve across its chain.")
-def metrics(ident: Optional[str], fmt: str, raw: bool = False) -> None:
-    """Export the full metric histories of one experiment (default: the latest): one record per
-    step (across retries and resumes); csv adds elapsed_s, seconds since the run started."""
+@click.option("--full", is_flag=True, help="Every point, also of a run whose history is summarised by a curve "
+              "(more than 2,000 points in a metric).")
+def metrics(ident: Optional[str], fmt: str, raw: bool = False, full: bool = False) -> None:
+    """Export the metric histories of one experiment (default: the latest): one record per
+    step (across retries and resumes); csv adds elapsed_s, seconds since the run started.
+    A run with more than 2,000 points in a metric gives its summary curve (first, last, lowest
+    and highest of each stretch); --full gives every point."""
     repo, store = open_store()
     exp = find_or_latest(store, ident, say=True)
-    history = live_mod.history(repo, exp, store, raw=raw)  # a run in progress here: the curve so far
+    history = live_mod.history(repo, exp, store, raw=raw, full=full)  # a run in progress here: the curve so far
+    if exp.summary.get("curve") is True and not full:
+        click.echo(f"gitexp: the summary curve ({len(history)} records); git exp metrics {exp.sha[:10]} --full "
+                   "gives every point", err=True)
     if fmt == "json":
         print_json(history)
         return

@@ -102,7 +102,17 @@ def _lost_ones(repo: Repo, store: Store, named: Sequence[Experiment]) -> Iterato
         if not ran_here(repo, exp.sha):
             yield Skipped(exp, elsewhere(exp))
             continue
+        if pending(repo, exp) is not None:  # it ended: a full disk keeps its end, recorded once there is space
+            yield Skipped(exp, "its end is kept in its run directory while the disk is full; it is recorded (never "
+                               "run again) by the next git exp command once there is space, or git exp fsck --repair")
+            continue
         yield exp
+
+
+def pending(repo: Repo, exp: Experiment) -> object:
+    from ..endstate import pending as kept_end
+
+    return kept_end(repo, exp)
 
 
 def elsewhere(exp: Experiment) -> str:
