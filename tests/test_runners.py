@@ -147,16 +147,24 @@ def test_registry_dispatches_by_recorded_runner_and_target(repo: Path) -> None:
 
 
 def test_no_runner_name_comparisons_outside_the_runners() -> None:
-    """One boundary: commands, status, queue and the executor dispatch through the registry."""
+    """One boundary: commands, status, queue and the executor dispatch through the registry.
+    Every comparison (==, !=, in, not in) with a runner's name, alone or in a tuple, list or
+    set, outside gitexp/runners/ (an import contract cannot see a string comparison)."""
+    import ast
+
+    from gitexp.runners.registry import RUNNERS
+
+    def names_in(node: ast.expr) -> List[str]:
+        items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+        return [i.value for i in items if isinstance(i, ast.Constant) and i.value in RUNNERS]
+
     offenders = []
-    for path in (ROOT / "gitexp").rglob("*.py"):
+    for path in sorted((ROOT / "gitexp").rglob("*.py")):
         if "runners" in path.parts:
             continue
-        text = path.read_text()
-        for needle in ('== "slurm"', '!= "slurm"', "== 'slurm'", 'runner == "local"', 'runner") == "local"',
-                       'runner") not in (None, "local")'):
-            if needle in text:
-                offenders.append(f"{path.relative_to(ROOT)}: {needle}")
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Compare) and any(names_in(side) for side in [node.left, *node.comparators]):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert offenders == []
 
 
