@@ -40,7 +40,9 @@ import json
 import math
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from . import summary as checks
 from .lifecycle import RANK
+from .notes import METRICS_REF, SUMMARY_REF
 
 LIFECYCLE = RANK  # one order of states, declared with them in gitexp.lifecycle
 TIME_FIELDS = ("updated", "ended", "started", "claimed")
@@ -141,3 +143,62 @@ def merge_keyed_history(*histories: Keyed) -> List[Tuple[str, Dict[str, Any]]]:
                 kept.append((text, record))
     kept.sort(key=lambda item: _record_key(item[1], item[0]))
     return kept
+
+
+# -- reading a fetched note -------------------------------------------------------------------
+def parse_note(notes_ref: str, data: bytes) -> Tuple[Any, Optional[str]]:
+    """(value, None) for a usable note fetched from a remote, (None, problem) otherwise; a metric
+    history gives a :class:`History`."""
+    if notes_ref == METRICS_REF:
+        return parse_history(data)
+    value, problem = checks.parse_json(data)
+    if problem is None:
+        problem = checks.summary_problem(value) if notes_ref == SUMMARY_REF else checks.details_problem(value)
+    return (None, problem) if problem else (value, None)
+
+
+class History:
+    """A parsed metric history; canonical texts are computed only when it is merged."""
+
+    def __init__(self, records: List[Dict[str, Any]], whole: bool) -> None:
+        self.records = records
+        self.whole = whole  # False: a torn last line was left out
+        self._keyed: Optional[List[Tuple[str, Dict[str, Any]]]] = None
+
+    @property
+    def keyed(self) -> List[Tuple[str, Dict[str, Any]]]:
+        if self._keyed is None:
+            self._keyed = [(canonical(record), record) for record in self.records]
+        return self._keyed
+
+    @property
+    def texts(self) -> List[str]:
+        return [text for text, _record in self.keyed]
+
+
+_SCALAR_TYPES = (str, int, float, bool, type(None))
+
+
+def parse_history(data: bytes) -> Tuple[Any, Optional[str]]:
+    """The checks of :func:`gitexp.summary.load_history`, but a bad record rejects the whole note."""
+    lines = [line for line in data.splitlines() if line.strip()]
+    records: List[Dict[str, Any]] = []
+    whole = True
+    loads = json.loads
+    for number, line in enumerate(lines, 1):
+        try:
+            value = loads(line)
+        except RecursionError:
+            return None, f"record {number}: it is nested too deeply"
+        except ValueError as exc:
+            if number == len(lines):
+                whole = False  # a torn last line (a crash mid-write): the rest is good
+                break
+            return None, f"record {number}: it is not valid JSON ({str(exc)[:80]})"
+        if value.__class__ is not dict:
+            return None, f"record {number}: it is not a JSON object"
+        for item in value.values():
+            if not isinstance(item, _SCALAR_TYPES):
+                return None, f"record {number}: a value is not a string, number, true/false or null"
+        records.append(value)
+    return History(records, whole), None
