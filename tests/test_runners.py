@@ -1,5 +1,5 @@
 """Runner logic without a cluster or a second machine: every command a runner runs goes through a
-FakeTransport (gitexp/fake_transport.py), which records it and answers from rules. The real Slurm and
+FakeTransport (tests/fake_transport.py), which records it and answers from rules. The real Slurm and
 the real sshd are exercised by test_slurm.py and test_ssh_remote.py."""
 from __future__ import annotations
 
