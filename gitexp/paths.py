@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+from . import gitconfig
 from .repo import Repo
 
 
@@ -77,7 +78,7 @@ def runs_root(repo: Repo) -> str:
         return repo.settings["runs_root"]
     configured = os.environ.get("GITEXP_RUNS_DIR")
     if not configured:
-        configured = repo.run(["config", "exp.runsDir"], check=False).stdout.decode().strip()
+        configured = (gitconfig.get(repo, gitconfig.RUNS_DIR) or "").strip()
     root = os.path.abspath(os.path.expanduser(configured)) if configured else \
         os.path.join(repo.common_dir, "gitexp", "runs")
     repo.settings["runs_root"] = root

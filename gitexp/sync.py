@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from . import gitconfig
 from . import summary as checks
 from .errors import BadInput, DiskFull, GitFailed, RefConflict
 from .notes import EXP_PREFIX, NOTES_REFS, SUMMARY_REF, free_name
@@ -59,10 +60,8 @@ _PUSH_RACE = ("stale info", "fetch first", "non-fast-forward", "atomic push fail
 
 def git_remotes(repo: Repo) -> Dict[str, str]:
     """Named git remotes of the repository and their URLs (one ``git config`` call)."""
-    proc = repo.run(["config", "--get-regexp", r"^remote\..*\.url$"], check=False)
     out: Dict[str, str] = {}
-    for line in proc.stdout.decode(errors="replace").splitlines():
-        key, _, url = line.partition(" ")
+    for key, url in gitconfig.matching(repo, gitconfig.REMOTE_URLS):
         out.setdefault(key[len("remote."):-len(".url")], url)
     return out
 

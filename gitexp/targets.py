@@ -30,6 +30,7 @@ local target, a misspelt key or a bad value is one line naming the key.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -39,6 +40,7 @@ from .config import closest, load_yaml
 from . import trust
 from .errors import BadInput
 from .giturls import location, same_repository
+from .gitconfig import TARGET_PREFIX, matching
 from .repo import Repo
 from .runners.options import Option, check_option
 from .transport import LocalTransport, SshTransport, Transport
@@ -46,7 +48,7 @@ from .transport import LocalTransport, SshTransport, Transport
 TARGETS_FILE = ".gitexp.yaml"
 SECTION = "targets"
 LEGACY_SECTION = "remotes"
-CONFIG_PREFIX = "exp.remote."  # git config exp.remote.<name>.<key>, as the CLI names them
+CONFIG_PREFIX = TARGET_PREFIX  # git config exp.remote.<name>.<key>, as the CLI names them
 DEFAULT_DISK_MARGIN = "1GB"
 
 # Settings every target has, whatever its runner.
@@ -158,10 +160,8 @@ def trust_shared_file(repo: Repo, revoke: bool = False) -> str:
 
 
 def _user_overrides(repo: Repo) -> Dict[str, Dict[str, Any]]:
-    proc = repo.run(["config", "--get-regexp", r"^exp\.remote\."], check=False)
     out: Dict[str, Dict[str, Any]] = {}
-    for line in proc.stdout.decode().splitlines():
-        key, _, value = line.partition(" ")
+    for key, value in matching(repo, "^" + re.escape(TARGET_PREFIX)):
         parts = key.split(".")
         if len(parts) < 4:
             continue

@@ -22,12 +22,13 @@ import os
 from typing import Dict, Iterable, List, Mapping, Optional
 
 from .errors import BadInput
+from .gitconfig import TRUSTED_TARGETS, get_all
 from .repo import Repo
 from .transport import SshTransport
 
 # Target settings that can make ssh run a command on this machine.
 COMMAND_KEYS = ("ssh_config",)
-TRUST_KEY = "exp.trustedTargets"
+TRUST_KEY = TRUSTED_TARGETS
 KEEP = 10  # fingerprints kept, so switching between a few branches does not ask again each time
 TRUST_COMMAND = "git exp remote trust"
 _READ_LIMIT = 1 << 20  # an ssh config is a few KB; a larger one is hashed by its first MiB and size
@@ -56,8 +57,7 @@ def fingerprint(repo: Repo, file_path: str, tracked: Mapping[str, str]) -> str:
 
 
 def trusted(repo: Repo) -> List[str]:
-    proc = repo.run(["config", "--get-all", TRUST_KEY], check=False)
-    return proc.stdout.decode(errors="replace").split()
+    return [value.strip() for value in get_all(repo, TRUST_KEY) if value.strip()]
 
 
 def is_trusted(repo: Repo, file_path: str, tracked: Mapping[str, str]) -> bool:
