@@ -9,6 +9,12 @@
 4. The server's memory (RSS) with 10,000 experiments listed.
 
 Usage: python bench/bench_ui.py [experiments runs points]   (default: 10000 20 10000)
+       python bench/bench_ui.py cold [runs points]           (default: 20 10000)
+
+``cold`` measures the server's side of the first curves request alone, no browser: a new
+``Api`` (no cache) answers ``/api/curves`` for the runs and the answer is serialised, three
+times, interleaved with the same work done the way it was before (every record checked by
+``summary.load_history``, points by ``plots.points``), so both see the same machine load.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Tuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -44,7 +51,55 @@ def chromium() -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
+def cold(runs: int, points: int) -> None:
+    import gitexp.watchers  # noqa: F401  (config sections, as the CLI installs them)
+    from gitexp import plots
+    from gitexp.notes import METRICS_REF
+    from gitexp.summary import load_history
+    from gitexp.ui import api as api_mod
+
+    path = scratch_repo({"a.txt": "x\n"})
+    repo = Repo.discover(str(path))
+    store = Store(repo)
+    make(repo, store, runs, points, "curves", with_history=True)
+    ids = [e.sha for e in api_mod.Api(repo).listing().exps]
+
+    def cpu() -> float:  # this process's and its waited children's (git cat-file) CPU seconds
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def now() -> Tuple[float, float]:
+        api = api_mod.Api(repo)
+        api.listing()
+        start, used = time.perf_counter(), cpu()
+        api_mod.dumps(api_mod.curves(api, ids, "val_err"))
+        return time.perf_counter() - start, cpu() - used
+
+    def before() -> Tuple[float, float]:
+        api = api_mod.Api(repo)
+        exps = api.listing().exps
+        start, used = time.perf_counter(), cpu()
+        notes = store.read_notes(METRICS_REF, ids)
+        runs_out = []
+        for exp in exps:
+            xs, ys = plots.points(load_history(exp.sha, notes.get(exp.sha, b""), METRICS_REF), "val_err", "step")
+            dx, dy = plots.decimate(xs, ys, api_mod.MAX_POINTS // 2)
+            runs_out.append({"x": dx, "y": dy})
+        api_mod.dumps(runs_out)
+        return time.perf_counter() - start, cpu() - used
+
+    pairs = [(before(), now()) for _ in range(3)]
+    print(f"cold curves, server side, {runs} runs x {points} points (load {os.getloadavg()[0]:.1f}); "
+          "wall s (CPU s, git's included):")
+    for name, k in (("as before (load_history + plots.points)", 0), ("now (chart_history + step_points)", 1)):
+        print(f"  {name:42s} " + ", ".join(f"{p[k][0]:.2f} ({p[k][1]:.2f})" for p in pairs))
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["cold"]:
+        runs_, points_ = (int(a) for a in (sys.argv[2:] + ["20", "10000"][len(sys.argv) - 2:])[:2])
+        cold(runs_, points_)
+        return
     count, runs, points = (int(a) for a in (sys.argv[1:] + ["10000", "20", "10000"][len(sys.argv) - 1:])[:3])
     trigger = Path(tempfile.mkdtemp(prefix="gitexp-ui-trigger-"))
     path = scratch_repo({"wait.py": WAIT_PY, "config.yaml": (

@@ -28,6 +28,8 @@ import pytest
 from cdp import Browser
 from conftest import ROOT, gitexp, make_repo, wait_for
 from test_report_browser import chromium, png_pixels
+from test_ssh_remote import far_python, laptop  # noqa: F401  (pytest fixtures)
+from sshd import ssh_host  # noqa: F401  (pytest fixture)
 
 HOSTILE = [
     "<script>document.title='pwned'</script>",
@@ -162,7 +164,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]]:
     started = gitexp(repo, "run", "config.yaml", "--detach")
     live = started.stdout.strip().split()[-1]
     wait_for(lambda: json.loads(gitexp(repo, "log", "--format", "json", "-f", "name=live").stdout)[0]["status"]
-             == "running", timeout=60)
+             == "running", timeout=180)
     live_sha = json.loads(gitexp(repo, "log", "--format", "json", "-f", "name=live").stdout)[0]["id"]
     assert live_sha.startswith(live[:7]) or len(live) < 7
     ui = start_ui(repo, "--allow-actions")
@@ -186,6 +188,12 @@ def browser(world: Dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> 
 
 def goto(b: Browser, hash_: str) -> None:
     b.evaluate(f"location.hash = {json.dumps(hash_)}")
+
+
+def choose(b: Browser, select: str, value: str) -> None:
+    """Pick an option of a <select> as a person does (the page hears a change event)."""
+    b.evaluate(f"{{ const s = document.getElementById({json.dumps(select)}); s.value = {json.dumps(value)}; "
+               "s.dispatchEvent(new Event('change')); }")
 
 
 # -- in the browser ------------------------------------------------------------------------------
@@ -216,11 +224,69 @@ def test_curves_count_the_selected_runs_series(browser: Browser, world: Dict[str
     assert int(browser.evaluate("document.getElementById('curves-status').dataset.points")) == 5 * 50
     assert browser.evaluate("document.querySelectorAll('#chart canvas').length") >= 1
     assert int(browser.wait_for("document.getElementById('curves-status').dataset.marks")) == 5  # checkpoints
-    # mean ± std over seed: runs 0,10 / 1,11 / 2 share everything but ... lr differs; band over lr
-    browser.evaluate("const b = document.getElementById('band'); b.value = 'seed'; b.dispatchEvent(new Event('change'))")
-    browser.wait_for("document.getElementById('curves-status').textContent.includes('band')")
     goto(browser, "#/?sel=")
     browser.evaluate("document.getElementById('select-none').click()")
+
+
+def test_mean_and_std_bands_over_a_picked_param(browser: Browser, world: Dict[str, Any]) -> None:
+    """Runs 0, 10, 20 (lr 0.01, seeds 0-2) and 1, 11 (lr 0.02, seeds 1-2): over seed, two bands."""
+    shas = world["shas"]
+    chosen = [shas[0], shas[10], shas[20], shas[1], shas[11]]
+    goto(browser, "#/?sel=" + ",".join(chosen))
+    browser.wait_for("document.getElementById('curves-status').dataset.series === '5'")
+    choose(browser, "band", "seed")
+    browser.wait_for("document.getElementById('curves-status').dataset.bands === '2'")
+    # each band is three series (mean, +std, -std) with the area between the edges filled
+    assert browser.evaluate("document.getElementById('curves-status').dataset.bandSeries") == "6"
+    assert "2 bands" in browser.evaluate("document.getElementById('curves-status').textContent")
+    # the numbers: mean and sample std of the runs' values at each step, by hand
+    query = "&".join(f"id={sha}" for sha in chosen) + "&metric=val_err&band=seed"
+    code, data = world["ui"].get("/api/curves?" + query)
+    assert code == 200 and len(data["bands"]) == 2
+    runs = {r["id"]: dict(zip(r["x"], r["y"])) for r in data["runs"]}
+    for band in data["bands"]:
+        members = [runs[sha] for sha in band["ids"]]
+        assert len(members) == (3 if shas[0] in band["ids"] else 2) and band["apart"] == []
+        for x, mean, std in zip(band["x"], band["mean"], band["std"]):
+            values = [m[x] for m in members]
+            mu = sum(values) / len(values)
+            sd = (sum((v - mu) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+            assert abs(mean - mu) < 1e-12 and abs(std - sd) < 1e-12
+    choose(browser, "band", "")
+    goto(browser, "#/?sel=")
+    browser.evaluate("document.getElementById('select-none').click()")
+
+
+def test_the_table_folds_over_a_param(browser: Browser, world: Dict[str, Any]) -> None:
+    """Fold over seed: 10 lr values, 4 hostile runs and the live one (params of their own)."""
+    choose(browser, "fold", "seed")
+    browser.wait_for("document.getElementById('table').dataset.folds === '15'")
+    code, data = world["ui"].get("/api/folds?over=seed")
+    assert code == 200
+    first = next(f for f in data["folds"] if f["params"] == {"lr": 0.01})
+    assert first["n"] == 40 and first["failed"] == 0 and sorted(set(first["over"]["seed"])) == [0, 1, 2]
+    code, listed = world["ui"].get("/api/experiments")
+    bests = [r["metrics"]["val_err"]["best"] for r in listed["rows"] if r["params"] == {"lr": 0.01, "seed": r["params"].get("seed")}
+             and r["status"] == "finished"]
+    mean = sum(bests) / len(bests)
+    std = (sum((v - mean) ** 2 for v in bests) / (len(bests) - 1)) ** 0.5
+    assert len(bests) == 40 and abs(first["metrics"]["val_err"]["mean"] - mean) < 1e-12
+    assert abs(first["metrics"]["val_err"]["std"] - std) < 1e-12
+    live = next(f for f in data["folds"] if world["live"] in f["others"])
+    assert live["n"] == 0 and live["in_progress"] == 1 and live["metrics"] == {}  # counted, never averaged
+    browser.evaluate("document.getElementById('scroll').scrollTop = 0; document.getElementById('scroll').dispatchEvent(new Event('scroll'))")
+    text = browser.wait_for("Array.from(document.querySelectorAll('#rows .fold')).map((r) => r.textContent).join('\\n')")
+    assert "lr=0.01 mean ± std (n=40)" in text and "val_err " in text and " ± " in text
+    assert "1 in progress (not averaged)" in text
+    # ticking a fold selects its finished runs and draws their band over seed
+    browser.evaluate(f"document.querySelector('#rows .fold[data-fold=\"{first['id']}\"] input').click()")
+    browser.wait_for("document.getElementById('curves-status').dataset.series === '40' && "
+                     "document.getElementById('curves-status').dataset.bands === '1'", timeout=60)
+    assert browser.evaluate("document.title") == TITLE
+    choose(browser, "fold", "")
+    browser.wait_for("document.getElementById('table').dataset.folds === '0'")
+    browser.evaluate("document.getElementById('select-none').click()")
+    choose(browser, "band", "")
 
 
 def test_a_running_experiments_new_point_appears_without_reload(browser: Browser, world: Dict[str, Any]) -> None:
@@ -363,3 +429,36 @@ def test_listening_beyond_loopback_warns(world: Dict[str, Any]) -> None:
     finally:
         stop(proc)
     assert proc.stderr is not None and "warning: listening on 0.0.0.0" in proc.stderr.read()
+
+
+# -- runs on an ssh run target ----------------------------------------------------------------------
+def test_runs_on_an_ssh_target_refresh_in_the_table_without_a_pull(
+        laptop: Path, ssh_host: Any, tmp_path: Path, far_python: str) -> None:  # noqa: F811
+    """The test sshd's far side runs it; the table asks the target (one round trip per refresh)
+    and shows running, then finished, while this repository's notes still say pending."""
+    from test_ssh_remote import add_target
+
+    far = tmp_path / "far"
+    add_target(laptop, ssh_host, "box", far, far_python)
+    gitexp(laptop, "remote", "setup", "box")
+    ui = start_ui(laptop, "--refresh-targets", "0.5")  # first: the run is new to its listing
+    try:
+        sha = gitexp(laptop, "run", "config.yaml", "--on", "box", "-p", "steps=80", "-p", "pause=0.1").stdout.strip()
+        seen: List[str] = []
+
+        def status() -> str:
+            code, data = ui.get("/api/running")
+            assert code == 200
+            seen.append({r["id"]: r["status"] for r in data["rows"]}[sha])
+            return seen[-1]
+
+        try:
+            wait_for(lambda: status() == "finished", timeout=180, interval=0.2)
+        finally:
+            print("statuses seen:", [s for i, s in enumerate(seen) if i == 0 or seen[i - 1] != s])
+        assert "running" in seen or "starting" in seen  # asked while it ran there, not only at the end
+        code, data = ui.get("/api/experiments")
+        assert {r["id"]: r["status"] for r in data["rows"]}[sha] == "finished"
+        assert json.loads(gitexp(laptop, "log", "--format", "json").stdout)[0]["status"] == "pending"  # not pulled
+    finally:
+        stop(ui.proc)

@@ -32,9 +32,12 @@ URL_RE = re.compile(r"http://127\.0\.0\.1:(\d+)/\?token=([A-Za-z0-9_\-]+)")
               help="Also accept requests for this Host header (a name the server is reached by; repeatable).")
 @click.option("--on", "target", metavar="TARGET",
               help="Start it on this ssh run target and forward its port here through the shared ssh connection.")
+@click.option("--refresh-targets", "far_interval", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              metavar="SECONDS", help="Ask run targets on other hosts for their runs' status this often "
+              "(one round trip per target, as queue --on; 0: never, show the recorded status).")
 @click.option("--verbose", "-v", is_flag=True, help="Log every request to stderr.")
 def ui(port: int, host: str, open_browser: bool, allow_actions: bool, allow_hosts: Tuple[str, ...],
-       target: Optional[str], verbose: bool) -> None:
+       target: Optional[str], verbose: bool, far_interval: float = 10.0) -> None:
     """A live web dashboard of the experiments: table, curves, runs, queue, hosts (read-only by default)."""
     repo = Repo.discover(".")
     if target:
@@ -42,7 +45,7 @@ def ui(port: int, host: str, open_browser: bool, allow_actions: bool, allow_host
         return
     from ..ui.server import make_server
 
-    server = make_server(repo, host, port, allow_actions, allow_hosts, quiet=not verbose)
+    server = make_server(repo, host, port, allow_actions, allow_hosts, quiet=not verbose, far_interval=far_interval)
     if host not in LOOPBACK:
         click.echo(f"git exp ui: warning: listening on {host}: anyone who can reach this port can read "
                    "every experiment here (use 127.0.0.1 and ssh -L to reach it from elsewhere)", err=True)
@@ -82,14 +85,11 @@ def _free_port() -> int:
 def _serve_on(repo: Repo, name: str, allow_actions: bool, open_browser: bool) -> None:
     """``git exp ui`` on an ssh target's repository, its port forwarded over the shared master."""
     from ..notes import Store
-    from ..runners import runner_for_target
-    from ..runners.ssh import SshRunner
+    from ..runners import far_runner
     from ..targets import get_target
     from ..transport import SshTransport, TransportError, remote_command
 
-    runner = runner_for_target(repo, Store(repo), get_target(repo, name))
-    if not isinstance(runner, SshRunner):
-        raise BadInput(f"run target {name!r} is not on another host", "--on takes an ssh run target (git exp remote)")
+    runner = far_runner(repo, Store(repo), get_target(repo, name), "--on takes an ssh run target (git exp remote)")
     transport = runner.transport
     assert isinstance(transport, SshTransport)
     try:

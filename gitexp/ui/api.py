@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import threading
+import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import live as live_mod
@@ -64,9 +65,16 @@ class Listing:
         self.settled: Optional[Tuple[str, Dict[str, str], List[str], List[str]]] = None
 
 
+FAR_INTERVAL = 10.0  # seconds between asking run targets on other hosts (git exp ui --refresh-targets)
+
+
 class Api:
-    def __init__(self, repo: Repo) -> None:
+    def __init__(self, repo: Repo, far_interval: float = FAR_INTERVAL) -> None:
         self.repo = repo
+        self.far_interval = far_interval
+        self._far: Dict[str, Tuple[str, Optional[str]]] = {}  # sha -> (status, why) as its target last said
+        self._far_at = -math.inf
+        self._far_lock = threading.Lock()
         self.store = Store(repo)
         self.host = socket.gethostname()
         self._lock = threading.Lock()
@@ -153,8 +161,32 @@ def running(api: Api) -> Dict[str, Any]:
 
 def _statuses(api: Api, exps: Sequence[Experiment]) -> Dict[str, str]:
     statuses = {sha: status for sha, (status, _why) in live_statuses(api.repo, exps).items()}
+    _far_statuses(api, exps, statuses)
     live_mod.refresh(api.repo, exps, statuses)  # runs in progress here: their points so far
     return statuses
+
+
+def _far_statuses(api: Api, exps: Sequence[Experiment], statuses: Dict[str, str]) -> None:
+    """Runs on targets on other hosts (ssh; Slurm or Grid Engine over ssh) as their target says:
+    asked at most every ``far_interval`` seconds, one round trip per target for all its runs
+    (as ``git exp queue --on``); between asks, the last answer. Their notes change only with
+    ``git exp pull``, so without this a run there would show its recorded status for ever."""
+    from ..runners import group
+
+    asked = [e for e in exps if e.summary.get("target") and statuses[e.sha] in SETTLED_NOT]
+    if api.far_interval <= 0 or not asked:
+        return
+    if time.monotonic() - api._far_at >= api.far_interval and api._far_lock.acquire(blocking=False):
+        try:  # one request asks; the others meanwhile use the last answer
+            api._far_at = time.monotonic()
+            for runner, members in group(api.repo, api.store, asked):
+                if runner.REMOTE:
+                    api._far.update(runner.states(members))
+        finally:
+            api._far_lock.release()
+    for exp in asked:
+        if exp.sha in api._far:
+            statuses[exp.sha] = api._far[exp.sha][0]
 
 
 def _row(api: Api, exp: Experiment, status: str) -> Dict[str, Any]:
@@ -208,7 +240,7 @@ def curves(api: Api, ids: Sequence[str], metric: str, x: str = "step", smooth: f
         if cached is not None and cached[0] is history:  # the same cached history: same points
             xs, ys = cached[1], cached[2]
         else:
-            xs, ys = plots.points(history, metric, x, start)
+            xs, ys = step_points(history, metric) if x == "step" else plots.points(history, metric, x, start)
             if len(api._points) > 512:
                 api._points.clear()
             api._points[key] = (history, xs, ys)
@@ -250,11 +282,42 @@ def _histories(api: Api, exps: Sequence[Experiment], statuses: Mapping[str, str]
     if len(api._histories) > 256:
         api._histories.clear()
     for exp in missing:
-        parts = [load_history(sha, notes.get(sha, b""), METRICS_REF) for sha in chains[exp.sha]]
+        parts = [chart_history(sha, notes.get(sha, b"")) for sha in chains[exp.sha]]
         api._histories[(tip, exp.sha)] = parts[0] if len(parts) == 1 else join_histories(parts)
     for exp in rest:
         out[exp.sha] = api._histories[(tip, exp.sha)]
     return out
+
+
+def chart_history(sha: str, data: bytes) -> List[Dict[str, Any]]:
+    """A metric-history note's records for the charts: one decode of all its lines, each line
+    one JSON object, else the checked reading (``summary.load_history``: torn and bad lines).
+    The values are not checked here: every value a chart takes is checked as it is read
+    (:func:`step_points`, ``plots.points``), and nothing else of a record is used or sent."""
+    body = data.strip()
+    if not body:
+        return []
+    try:
+        values = json.loads(b"[" + body.replace(b"\n", b",") + b"]")
+    except (ValueError, RecursionError):
+        values = None
+    if isinstance(values, list) and len(values) == body.count(b"\n") + 1 and \
+            all(v.__class__ is dict for v in values):
+        return values
+    return load_history(sha, data, METRICS_REF)
+
+
+def step_points(history: Sequence[Mapping[str, Any]], metric: str) -> Tuple[List[float], List[float]]:
+    """``plots.points(history, metric, "step")`` in one pass: finite numbers only (no bools)."""
+    number = (int, float)
+    finite = math.isfinite
+    try:
+        pairs = [(s, y) for r in history
+                 if (y := r.get(metric)).__class__ in number and (s := r.get("step")).__class__ in number
+                 and finite(y) and finite(s)]
+    except OverflowError:  # an int beyond a float's range: the careful reading leaves it out
+        return plots.points(history, metric, "step")
+    return [float(p[0]) for p in pairs], [float(p[1]) for p in pairs]
 
 
 def _joined(api: Api, exp: Experiment, own: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -288,7 +351,11 @@ def _marks(exp: Experiment, history: Sequence[Mapping[str, Any]], x: str, start:
 
 
 def _bands(runs: List[Dict[str, Any]], param: str) -> List[Dict[str, Any]]:
-    """Mean and std at each x every member has, for runs whose params differ only in ``param``."""
+    """Mean and sample std at each x any member logged, for finished runs whose params differ
+    only in ``param`` (gitexp.seeds' rule); runs in progress or ended badly are counted in the
+    label, never averaged in."""
+    from .. import seeds
+
     groups: Dict[str, List[Dict[str, Any]]] = {}
     for run in runs:
         params = run["params"] if isinstance(run["params"], dict) else {}
@@ -296,26 +363,50 @@ def _bands(runs: List[Dict[str, Any]], param: str) -> List[Dict[str, Any]]:
         groups.setdefault(key, []).append(run)
     out = []
     for members in groups.values():
-        if len(members) < 2:
+        done = [m for m in members if m["status"] == "finished"]
+        apart = len(members) - len(done)
+        if len(done) < 2:
             continue
-        maps = [dict(zip(*m["full"])) for m in members]
-        common = sorted(set.intersection(*(set(m) for m in maps)))
-        if not common:
-            continue
-        mean, std = [], []
-        for at in common:
-            values = [m[at] for m in maps]
-            mu = sum(values) / len(values)
-            mean.append(mu)
-            std.append(math.sqrt(sum((v - mu) ** 2 for v in values) / (len(values) - 1)))
-        xs, mean_d = plots.decimate(common, mean, MAX_POINTS // 2)
-        index = {at: i for i, at in enumerate(common)}
-        std_d = [std[index[at]] for at in xs]
-        params = members[0]["params"] if isinstance(members[0]["params"], dict) else {}
+        at: Dict[float, List[float]] = {}
+        for member in done:
+            for x, y in zip(*member["full"]):
+                at.setdefault(x, []).append(y)
+        common = sorted(at)
+        stats = [s for s in (seeds.stat(at[x]) for x in common) if s is not None]  # none is empty
+        xs, mean_d = plots.decimate(common, [s.mean for s in stats], MAX_POINTS // 2)
+        index = {x: i for i, x in enumerate(common)}
+        std_d = [stats[index[x]].std or 0.0 for x in xs]
+        params = done[0]["params"] if isinstance(done[0]["params"], dict) else {}
         label = " ".join(f"{k}={v}" for k, v in params.items() if k != param) or "all"
-        out.append({"label": f"{label} (mean ± std of {len(members)} over {param})", "x": xs, "mean": mean_d,
-                    "std": std_d, "ids": [m["id"] for m in members]})
+        note = f"; {apart} not finished, not averaged" if apart else ""
+        out.append({"label": f"{label} (mean ± std of {len(done)} over {param}{note})", "x": xs, "mean": mean_d,
+                    "std": std_d, "n": [stats[index[x]].n for x in xs],
+                    "ids": [m["id"] for m in done], "apart": [m["id"] for m in members if m not in done]})
     return out
+
+
+def folds(api: Api, over: Sequence[str]) -> Dict[str, Any]:
+    """``git exp log --over``'s folds of every listed experiment: each metric's mean ± std of the
+    finished runs, and the ids of the runs in each (those not finished counted apart)."""
+    from .. import seeds
+
+    listing = api.listing()
+    if not over or not all(over):
+        raise BadInput("over: name a param, e.g. seed")
+    known = {k for e in listing.exps for k in (e.summary.get("params") or {})}
+    for name in over:
+        if listing.exps and name not in known:
+            raise BadInput(f"no experiment has a param {name!r}")
+    open_exps = [e for e in listing.exps if e.status in SETTLED_NOT]
+    statuses = {e.sha: e.status for e in listing.exps}
+    statuses.update(_statuses(api, open_exps))
+    out = []
+    for f in seeds.fold(listing.exps, statuses, over):
+        data = f.to_json()
+        data["label"] = seeds.fold_label(f, over)
+        data["open"] = [e.sha for e in f.open]
+        out.append(data)
+    return {"over": list(over), "folds": out}
 
 
 # -- one run ------------------------------------------------------------------------------------
@@ -446,11 +537,7 @@ def targets(api: Api) -> Dict[str, Any]:
 
 
 def _far(api: Api, name: str) -> Any:
-    from ..runners import runner_for_target
-    from ..runners.ssh import SshRunner
+    from ..runners import far_runner
     from ..targets import get_target
 
-    runner = runner_for_target(api.repo, api.store, get_target(api.repo, name))
-    if not isinstance(runner, SshRunner):
-        raise BadInput(f"run target {name!r} is not on another host")
-    return runner
+    return far_runner(api.repo, api.store, get_target(api.repo, name))

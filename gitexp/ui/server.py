@@ -134,6 +134,7 @@ ROUTES: Dict[str, Route] = {
     "/api/curves": lambda h, q: api_mod.curves(h.api, q.get("id", []), _one(q, "metric") or "",
                                                _one(q, "x", "step") or "step", _number(q, "smooth", 0.0),
                                                _one(q, "band") or None),
+    "/api/folds": lambda h, q: api_mod.folds(h.api, q.get("over", [])),
     "/api/run": lambda h, q: api_mod.run_page(h.api, _one(q, "id") or ""),
     "/api/diff": lambda h, q: api_mod.diff(h.api, _one(q, "a") or "", _one(q, "b") or ""),
     "/api/queue": lambda h, q: api_mod.queue(h.api, _one(q, "on")),
@@ -290,10 +291,10 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def make_server(repo: Repo, host: str, port: int, allow_actions: bool, extra_hosts: Sequence[str] = (),
-                quiet: bool = True) -> UiServer:
+                quiet: bool = True, far_interval: float = api_mod.FAR_INTERVAL) -> UiServer:
     """Bind (BadInput with one line when the port is taken or the address is not ours)."""
     try:
-        return UiServer((host, port), api_mod.Api(repo), allow_actions, extra_hosts, quiet)
+        return UiServer((host, port), api_mod.Api(repo, far_interval), allow_actions, extra_hosts, quiet)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise BadInput(f"port {port} on {host} is in use", "pick another with --port, or --port 0 for any free one") \

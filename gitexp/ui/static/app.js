@@ -9,11 +9,12 @@ const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"
   "#31a354", "#756bb1", "#636363"];
 const SPARK = "▁▂▃▄▅▆▇█";
 const LIVE = new Set(["running", "starting", "pending"]);
+const BAND_COLORS = ["0,0,0", "31,119,180", "214,39,40", "44,160,44", "148,103,189"];
 
 const state = {
   token: null, info: {}, version: null, rows: [], byId: new Map(), order: [], items: [], goals: {},
   metrics: [], params: [], selected: [], collapsed: new Set(), plot: null, plotKey: "", curveTimer: null,
-  runTimer: null, page: null, marks: [], sort: "", filters: [],
+  runTimer: null, page: null, marks: [], sort: "", filters: [], folds: null, expanded: new Set(),
 };
 
 // -- helpers ---------------------------------------------------------------------------------
@@ -132,8 +133,38 @@ function renderHead() {
   }
 }
 
+function statText(s) {
+  if (!s) return "";
+  return fmt(s.mean) + (s.std === null || s.std === undefined ? "" : " ± " + fmt(s.std)) + " (n=" + s.n + ")";
+}
+
+function foldText(f) {
+  const counts = f.n + " finished" + (f.in_progress ? ", " + f.in_progress + " in progress" : "")
+    + (f.failed ? ", " + f.failed + " failed" : "") + (f.in_progress || f.failed ? " (not averaged)" : "");
+  const metrics = Object.entries(f.metrics).filter(([m]) => state.metrics.indexOf(m) < 3 || m in state.goals)
+    .map(([m, s]) => m + " " + statText(s));
+  const span = f.duration ? fmtDuration(f.duration.min) + "–" + fmtDuration(f.duration.max) : "";
+  return [f.label, counts, ...metrics, span].filter(Boolean).join("  ·  ");
+}
+
+function buildFoldItems(rows) {
+  const byId = state.folds.bySha, seen = new Set();
+  state.items = [];
+  for (const row of rows) {
+    const f = byId.get(row.id);
+    if (!f || seen.has(f.id)) continue;
+    seen.add(f.id);
+    const members = [...f.runs, ...f.others].map((id) => state.byId.get(id)).filter(Boolean);
+    state.items.push({ fold: f, members });
+    if (state.expanded.has(f.id)) for (const member of members) state.items.push({ row: member });
+  }
+  $("table").dataset.folds = String(seen.size);
+}
+
 function buildItems() {
   const rows = state.order.map((id) => state.byId.get(id)).filter(Boolean);
+  if (state.folds) { buildFoldItems(rows); return; }
+  $("table").dataset.folds = "0";
   if (!$("group-by").checked) { state.items = rows.map((row) => ({ row })); return; }
   const groups = new Map();
   for (const row of rows) {
@@ -157,6 +188,7 @@ function renderRows() {
   const cols = columns();
   for (let i = first; i < last; i++) {
     const item = state.items[i];
+    if (item.fold !== undefined) { box.appendChild(foldRow(item)); continue; }
     if (item.group !== undefined) {
       box.appendChild(el("div", { class: "row group", on: { click: () => toggleGroup(item) } },
         el("span", { style: { width: "600px" } },
@@ -178,6 +210,37 @@ function renderRows() {
   $("table").dataset.rows = String(state.order.length);
   $("table").dataset.rendered = String(box.childNodes.length);
   $("compare").disabled = state.selected.length !== 2;
+}
+
+function foldRow(item) {
+  const f = item.fold, done = f.runs;
+  const all = done.length > 0 && done.every((id) => state.selected.includes(id));
+  const pick = el("input", { type: "checkbox", checked: all, title: "select its finished runs (the band's members)",
+    on: { click: (ev) => {
+      ev.stopPropagation();
+      state.selected = state.selected.filter((id) => !done.includes(id));
+      if (!all) state.selected.push(...done);
+      if ($("band").value !== state.folds.over[0]) $("band").value = state.folds.over[0];
+      selectionChanged(); renderRows();
+    } } });
+  return el("div", { class: "row group fold", "data-fold": f.id, on: { click: () => {
+    if (state.expanded.has(f.id)) state.expanded.delete(f.id); else state.expanded.add(f.id);
+    buildItems(); renderRows();
+  } } }, el("span", { style: { width: "24px" } }, pick),
+  el("span", { style: { width: "1400px" }, title: foldText(f) }, (state.expanded.has(f.id) ? "▾ " : "▸ ") + foldText(f)));
+}
+
+async function loadFolds() {
+  const over = $("fold").value;
+  $("error").textContent = "";
+  if (!over) { state.folds = null; buildItems(); renderRows(); return; }
+  try {
+    const data = await getJSON("/api/folds?over=" + encodeURIComponent(over));
+    const bySha = new Map();
+    for (const f of data.folds) for (const id of [...f.runs, ...f.others]) bySha.set(id, f);
+    state.folds = { over: data.over, folds: data.folds, bySha };
+  } catch (err) { $("error").textContent = err.message; state.folds = null; }
+  buildItems(); renderRows();
 }
 
 function toggleGroup(item) {
@@ -211,7 +274,9 @@ async function loadTable() {
   state.goals = data.goals; state.metrics = data.metrics; state.params = data.params;
   state.selected = state.selected.filter((id) => state.byId.has(id));
   fillSelect($("metric"), state.metrics, $("metric").value || state.metrics.find((m) => m in state.goals) || state.metrics[0]);
-  fillSelect($("band"), [""].concat(state.params), $("band").value || (state.params.includes("seed") ? "" : ""));
+  fillSelect($("band"), [""].concat(state.params), $("band").value);
+  fillSelect($("fold"), [""].concat(state.params), $("fold").value);
+  if ($("fold").value) await loadFolds();
   await applyQuery(true);
 }
 
@@ -284,14 +349,14 @@ function drawCurves(data) {
   data.runs.forEach((r, i) => series.push({ label: r.name + " " + r.id.slice(0, 7) + (LIVE.has(r.status) ? " (" + r.status + ")" : ""),
     stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: false } }));
   const bands = [];
-  for (const b of data.bands) {
-    const base = series.length;
+  data.bands.forEach((b, k) => {  // mean over the band's finished runs, std filled either side
+    const base = series.length, color = BAND_COLORS[k % BAND_COLORS.length];
     tables.push([b.x, b.mean.map(keep), b.mean.map((m, i) => keep(m + b.std[i])), b.mean.map((m, i) => keep(m - b.std[i]))]);
-    series.push({ label: b.label, stroke: "#000", width: 2, spanGaps: true, points: { show: false } });
-    series.push({ label: "+std", stroke: "rgba(0,0,0,0.25)", spanGaps: true, points: { show: false } });
-    series.push({ label: "-std", stroke: "rgba(0,0,0,0.25)", spanGaps: true, points: { show: false } });
-    bands.push({ series: [base + 1, base + 2], fill: "rgba(0,0,0,0.08)" });
-  }
+    series.push({ label: b.label, stroke: "rgb(" + color + ")", width: 2.5, spanGaps: true, points: { show: false } });
+    series.push({ label: "+std", stroke: "rgba(" + color + ",0.35)", width: 1, spanGaps: true, points: { show: false } });
+    series.push({ label: "-std", stroke: "rgba(" + color + ",0.35)", width: 1, spanGaps: true, points: { show: false } });
+    bands.push({ series: [base + 1, base + 2], fill: "rgba(" + color + ",0.18)" });
+  });
   const aligned = tables.length ? uPlot.join(tables) : [[]];
   const marks = [];
   data.runs.forEach((r, i) => { for (const m of r.marks) marks.push({ ...m, color: m.kind === "alert" ? "#d00" : COLORS[i % COLORS.length] }); });
@@ -327,6 +392,8 @@ function drawCurves(data) {
   }
   const points = data.runs.reduce((sum, r) => sum + r.x.length, 0);
   status.dataset.series = String(data.runs.length);
+  status.dataset.bands = String(bands.length);
+  status.dataset.bandSeries = String(state.plot.series.length - 1 - data.runs.length);
   status.dataset.points = String(points);
   status.dataset.last = data.runs.map((r) => r.count).join(",");
   status.textContent = data.runs.length + " runs, " + points + " points" + (data.bands.length ? ", " + data.bands.length + " bands" : "")
@@ -598,6 +665,7 @@ async function start() {
   $("apply").addEventListener("click", () => applyQuery());
   for (const id of ["filter", "sort"]) $(id).addEventListener("keydown", (ev) => { if (ev.key === "Enter") applyQuery(); });
   $("group-by").addEventListener("change", () => { buildItems(); renderRows(); });
+  $("fold").addEventListener("change", async () => { await loadFolds(); if ($("fold").value) { $("band").value = $("fold").value; loadCurves(); } });
   $("select-none").addEventListener("click", () => { state.selected = []; selectionChanged(); renderRows(); });
   $("compare").addEventListener("click", () => { location.hash = "#/run/" + state.selected[0] + "?vs=" + state.selected[1]; });
   for (const id of ["metric", "xaxis", "logy", "band"]) $(id).addEventListener("change", loadCurves);
