@@ -537,7 +537,11 @@ def targets(api: Api) -> Dict[str, Any]:
 
 
 def _far(api: Api, name: str) -> Any:
-    from ..runners import far_runner
+    from ..runners import runner_for_target
+    from ..runners.ssh import SshRunner
     from ..targets import get_target
 
-    return far_runner(api.repo, api.store, get_target(api.repo, name))
+    runner = runner_for_target(api.repo, api.store, get_target(api.repo, name))
+    if not isinstance(runner, SshRunner):
+        raise BadInput(f"run target {name!r} is not on another host")
+    return runner
