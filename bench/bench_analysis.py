@@ -22,6 +22,7 @@ from common import ROOT, gitexp_argv, median_of, scratch_repo, wait_for_gc  # no
 
 from gitexp.config import parse_config  # noqa: E402
 from gitexp.experiments import initial_summary, make_commit, take_snapshot  # noqa: E402
+from gitexp.lifecycle import record  # noqa: E402
 from gitexp.metrics import spark_series, spark_text  # noqa: E402
 from gitexp.notes import METRICS_REF, Experiment, Store, jsonl  # noqa: E402
 from gitexp.repo import Repo  # noqa: E402
@@ -68,7 +69,7 @@ def make(repo: Repo, store: Store, count: int, points: int, group: str, with_his
             exps.append(Experiment(sha, f"{group}-{i}", summary))
             if with_history:
                 notes[(METRICS_REF, sha)] = jsonl(history)
-        store.create_batch(exps, extra_notes=notes)
+        record(store, exps, extra_notes=notes)
 
 
 def timed(path: str, *args: str) -> float:

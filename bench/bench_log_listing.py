@@ -18,6 +18,7 @@ from common import ROOT, gitexp_argv, median_of, scratch_repo, wait_for_gc  # no
 
 from gitexp.config import parse_config  # noqa: E402
 from gitexp.experiments import initial_summary, make_commit, take_snapshot  # noqa: E402
+from gitexp.lifecycle import record  # noqa: E402
 from gitexp.notes import Experiment, Store  # noqa: E402
 from gitexp.repo import Repo  # noqa: E402
 
@@ -35,7 +36,7 @@ def add_experiments(repo: Repo, store: Store, start: int, count: int) -> None:
                         "metrics": {"val_err": {"best": random.random(), "last": random.random(), "count": 30,
                                                 "goal": "minimize", "best_step": 7, "last_step": 30}}})
         exps.append(Experiment(sha, f"exp{i}", summary))
-    store.create_batch(exps)
+    record(store, exps)
 
 
 def main() -> None:

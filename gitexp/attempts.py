@@ -44,6 +44,7 @@ from .repo import Repo
 from .rundirs import leftovers
 from .storedconfig import load_experiment_config
 from .supervisor import describe
+from .values import short
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 FINAL_NAMES = frozenset(s.value for s in FINAL)
@@ -163,7 +164,7 @@ def _offset(n: int, sha: str, summary: Dict[str, Any], first: float, combined: L
     if not restarted:
         return base
     said = f"from step {at:g}" if at is not None else "from a checkpoint without a step"
-    head = (f"attempt {n + 1} ({sha[:10]}) resumed {said} but restarted its step counter at {first:g}: ")
+    head = (f"attempt {n + 1} ({short(sha)}) resumed {said} but restarted its step counter at {first:g}: ")
     if rule == "as_logged":
         hidden = sum(1 for _i, r in combined if metrics_mod.is_number(r.get("step")) and r["step"] >= first + base)
         warnings.append((sha, head + f"its points replace {hidden} earlier point(s) from step {first + base:g} on "
@@ -233,7 +234,7 @@ def ensure_ended(repo: Repo, exp: Experiment, reach: bool = False) -> None:
     alive = live_program(repo, exp)
     if alive:
         raise BadInput(f"{exp.name} is still running ({alive}); nothing was started",
-                       f"wait for it, or stop it first: git exp cancel {exp.sha[:10]}")
+                       f"wait for it, or stop it first: git exp cancel {short(exp.sha)}")
     if exp.status in FINAL_NAMES:
         return
     from .status import live_status
@@ -241,7 +242,7 @@ def ensure_ended(repo: Repo, exp: Experiment, reach: bool = False) -> None:
     live, reason = live_status(repo, exp, reach=reach)
     if live != "lost" and live not in FINAL_NAMES:
         raise BadInput(f"{exp.name} is {live}" + (f" ({reason})" if reason else "") + "; nothing was started",
-                       f"wait for it to end, or stop it first: git exp cancel {exp.sha[:10]}")
+                       f"wait for it to end, or stop it first: git exp cancel {short(exp.sha)}")
 
 
 def supersede(repo: Repo, store: Store, exp: Experiment, why: str, found: Optional[Recovered] = None
@@ -297,7 +298,7 @@ def resume_point(repo: Repo, store: Store, chain: Sequence[Tuple[str, Dict[str, 
     only when local evidence backs it (:func:`trusted_checkpoint`). ``given``: a path the
     user named on the command line (``--checkpoint``), used as it is.
     """
-    name = chain[-1][1].get("name") or chain[-1][0][:10]
+    name = chain[-1][1].get("name") or short(chain[-1][0])
     if given is not None:
         if not os.path.isfile(given):
             raise BadInput(f"--checkpoint {given}: no such file on this machine; nothing was started",
@@ -318,7 +319,7 @@ def resume_point(repo: Repo, store: Store, chain: Sequence[Tuple[str, Dict[str, 
                                                                                for c in candidates))):
             raise BadInput(f"the checkpoint {bad['path']} (step {bad['step']}) of {name} was not recorded on this "
                            "machine for this experiment (a pulled note names it); nothing was started",
-                           f"if you trust that file, name it yourself: git exp resume {chain[-1][0][:10]} "
+                           f"if you trust that file, name it yourself: git exp resume {short(chain[-1][0])} "
                            f"--checkpoint {shlex.quote(bad['path'])}")
     chosen = ckpt.choose(candidates, step)
     if chosen is None:
@@ -326,7 +327,7 @@ def resume_point(repo: Repo, store: Store, chain: Sequence[Tuple[str, Dict[str, 
                        f"steps with a checkpoint: {ckpt.describe_steps(candidates)}")
     if here and chosen.get("host") not in (None, socket.gethostname()):
         raise BadInput(f"the checkpoint {chosen['path']} is on {chosen['host']}, not this machine; nothing was started",
-                       f"resume it there: git exp resume {chain[-1][0][:10]} --on <the target on {chosen['host']}>")
+                       f"resume it there: git exp resume {short(chain[-1][0])} --on <the target on {chosen['host']}>")
     if here and not os.path.isfile(chosen["path"]):
         raise BadInput(f"the checkpoint {chosen['path']} (step {chosen['step']}) no longer exists on this machine; "
                        "nothing was started", "pick another with --from STEP "

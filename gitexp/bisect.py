@@ -23,6 +23,7 @@ from .config import ExperimentConfig, parse_config
 from .errors import BadInput, GitExpError
 from .notes import CONFIG_PATH, Experiment, Store
 from .repo import Repo
+from .values import short
 
 IGNORED_KEYS = ("params", "name", "group", "description", "source_root")
 Say = Callable[[str], None]
@@ -197,15 +198,15 @@ def plan(repo: Repo, store: Store, good_id: str, bad_id: str, metric: str, thres
 def _parent(repo: Repo, exp: Experiment) -> str:
     parents = repo.commit_object(exp.sha).parents
     if not parents:
-        raise BadInput(f"{exp.name} ({exp.sha[:10]}) has no parent commit: it was not made on a commit")
+        raise BadInput(f"{exp.name} ({short(exp.sha)}) has no parent commit: it was not made on a commit")
     return parents[0].decode()
 
 
 def _stored_config(repo: Repo, exp: Experiment) -> ExperimentConfig:
     raw = repo.show_file(exp.sha, CONFIG_PATH)
     if raw is None:
-        raise BadInput(f"{exp.name} ({exp.sha[:10]}) is not an experiment commit (no {CONFIG_PATH})")
-    return parse_config(raw.decode("utf-8", "replace"), source=f"{exp.sha[:12]}:{CONFIG_PATH}", stored=True)
+        raise BadInput(f"{exp.name} ({short(exp.sha)}) is not an experiment commit (no {CONFIG_PATH})")
+    return parse_config(raw.decode("utf-8", "replace"), source=f"{short(exp.sha, 12)}:{CONFIG_PATH}", stored=True)
 
 
 def _same_config(store: Store, good: Experiment, bad: Experiment) -> None:
@@ -239,10 +240,10 @@ def _goal(config: ExperimentConfig, good: Experiment, bad: Experiment, metric: s
 def first_parent_line(repo: Repo, good: str, bad: str) -> List[Commit]:
     """[good, c1 .. cn]: the commits after ``good`` up to ``bad`` along bad's first parents."""
     if good == bad:
-        raise BadInput(f"GOOD and BAD were made on the same commit ({good[:10]}): no commits between them")
+        raise BadInput(f"GOOD and BAD were made on the same commit ({short(good)}): no commits between them")
     if not repo.is_ancestor(good, bad):
         after = repo.is_ancestor(bad, good)
-        raise BadInput(f"BAD's commit {bad[:10]} is not after GOOD's commit {good[:10]}",
+        raise BadInput(f"BAD's commit {short(bad)} is not after GOOD's commit {short(good)}",
                        "swap GOOD and BAD" if after else "they are on different lines of history")
     text = repo.out(["log", "--first-parent", "--reverse", "--no-show-signature", "--format=%H%x1f%an <%ae>%x1f%s",
                      f"{good}..{bad}"])

@@ -18,6 +18,7 @@ from .bisect import Known, Launcher, Plan, Probe
 from .config import ExperimentConfig
 from .errors import GitExpError
 from .experiments import Snapshot, commit_message, config_tree, initial_summary, make_experiments
+from . import lifecycle
 from .lifecycle import FINAL
 from .notes import Experiment, Store
 from .repo import Repo
@@ -36,7 +37,7 @@ def record_one(repo: Repo, store: Store, snap: Snapshot, config: ExperimentConfi
     sha = repo.commit_tree(config_tree(repo, snap.tree, config), [snap.head], commit_message(config))
     summary = initial_summary(config, snap, "created")
     summary["bisect"] = _provenance(plan)
-    name = store.create(config.name, sha, summary)
+    name = lifecycle.record_one(store, config.name, sha, summary)
     return Experiment(sha, name, summary)
 
 

@@ -24,6 +24,7 @@ import yaml
 
 from . import sections as sections_mod
 from . import snapshot as snapshot_mod
+from . import values
 from .errors import BadInput
 from .shellquote import TemplateError, placeholders, render_shell, substitute
 from .snapshot import SnapshotSpec
@@ -52,23 +53,10 @@ MAX_AUTO_RESUME = 100
 AUTO_RESUME_ENDS = ("timeout", "preempted", "lost", "sigkill", "failed")
 AUTO_RESUME_DEFAULT_ON = ("timeout", "preempted", "lost", "sigkill")
 WARNING_SIGNAL_VALUES = ("auto", "always", "never", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGTERM", "SIGHUP")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
-# A name is one file name under refs/exps/ (255 bytes on most filesystems, less ".lock"); 200
-# leaves room for the "-N" a taken name gets and for a sweep id's "-sweep-xxxxxx".
-MAX_NAME_LEN = 200
+MAX_NAME_LEN = values.MAX_NAME_LEN
+check_name = values.name_problem  # the one rule for a name, in gitexp.values
 
 Scalar = Union[str, int, float, bool, None]
-
-
-def check_name(name: str, max_len: Optional[int] = MAX_NAME_LEN) -> Optional[str]:
-    """Why ``name`` cannot be an experiment name (a ref name under refs/exps/), or None."""
-    if max_len is not None and len(name) > max_len:
-        return f"it has {len(name)} characters; the most is {max_len}"
-    if not _NAME_RE.match(name):
-        return "use letters, digits and . _ - = , + (starting with a letter or digit)"
-    if ".." in name or name.endswith((".", ".lock")):
-        return "it may not contain '..' or end with '.' or '.lock'"
-    return None
 
 
 @dataclass

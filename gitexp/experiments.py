@@ -20,6 +20,7 @@ import yaml
 
 from .config import ExperimentConfig
 from .errors import BadInput
+from . import lifecycle
 from . import snapshot as snapshot_mod
 from .notes import CONFIG_PATH, DETAILS_REF, Experiment, Store, dump_json, free_name
 from .evidence import local_executor, local_program, process_alive, ran_here, read_exec_info
@@ -27,7 +28,6 @@ from .paths import SILENT_LOST_SECONDS, run_paths, runs_root
 from .repo import RefUpdate, Repo
 
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when present: sweeps dump 1,000s
-ACTIVE = ("running",)
 
 
 @dataclass
@@ -138,7 +138,7 @@ def create(repo: Repo, store: Store, config: ExperimentConfig, status: str = "cr
     summary = initial_summary(config, snap, status)
     details = snap.details()
     extra = {(DETAILS_REF, sha): dump_json(details)} if details else {}
-    name = store.create(config.name, sha, summary, extra_refs, extra_notes=extra)
+    name = lifecycle.record_one(store, config.name, sha, summary, extra_refs, extra_notes=extra)
     return Experiment(sha, name, summary)
 
 
@@ -169,7 +169,7 @@ def create_many(repo: Repo, store: Store, configs: List[ExperimentConfig], statu
         exps = make_experiments(repo, store, snap, configs, status)
         details = snap.details()
         extra = {(DETAILS_REF, e.sha): dump_json(details) for e in exps} if details else {}
-        store.create_batch(exps, extra_refs_for, extra_notes=extra)
+        lifecycle.record(store, exps, extra_refs_for, extra_notes=extra)
     return exps
 
 
@@ -197,7 +197,7 @@ def effective_status(repo: Repo, exp: Experiment, host: Optional[str] = None) ->
                 and not process_alive(owner.get("pid"), owner.get("pid_started")):
             return "lost"
         return status
-    if status not in ACTIVE:
+    if status != lifecycle.Status.RUNNING:  # pending and queued runs: their scheduler or queue judges
         return status
     host = host or socket.gethostname()
     if summary.get("host") == host:

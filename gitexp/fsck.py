@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from .errors import GitExpError, MissingObjects
+from .lifecycle import Status, restore
 from .notes import EXP_PREFIX, INBOX_PREFIX, NOTES_REFS, QUEUE_PREFIX, SUMMARY_REF, Store, dump_json
 from .repo import RefUpdate, Repo
+from .values import short
 
 INBOX_GRACE = 600  # seconds: an agent takes its inbox ref within seconds of the push
 
@@ -51,16 +53,16 @@ class Damage:
     def lines(self) -> List[str]:
         out = []
         for ref, shas in self.notes.items():
-            out.append(f"{ref}: {len(shas)} missing object(s), e.g. {shas[0][:12]}")
+            out.append(f"{ref}: {len(shas)} missing object(s), e.g. {short(shas[0], 12)}")
         for ref, sha in self.lost_commits.items():
-            out.append(f"{ref}: its commit {sha[:12]} is missing")
+            out.append(f"{ref}: its commit {short(sha, 12)} is missing")
         for ref, shas in self.incomplete.items():
             out.append(f"{ref}: the commit is there but {len(shas)} of its files/trees are missing, "
-                       f"e.g. {shas[0][:12]} (it cannot run again)")
+                       f"e.g. {short(shas[0], 12)} (it cannot run again)")
         for ref, sha in self.no_summary.items():
-            out.append(f"{ref}: no summary note for {sha[:12]}")
+            out.append(f"{ref}: no summary note for {short(sha, 12)}")
         for sha in self.stray_notes:
-            out.append(f"{sha[:12]}: a summary note, but no experiment ref names this commit")
+            out.append(f"{short(sha, 12)}: a summary note, but no experiment ref names this commit")
         for ref, count in self.broken_reflogs.items():
             out.append(f"{ref}: {count} reflog entr{'y' if count == 1 else 'ies'} reach missing objects "
                        "(git fsck fails on them)")
@@ -156,7 +158,7 @@ def repair(repo: Repo, store: Store, damage: Damage) -> List[str]:
     for ref, sha in damage.lost_commits.items():
         if not repo.update_refs([RefUpdate(ref, None, sha)], "gitexp fsck: drop ref to a missing commit"):
             raise GitExpError(f"{ref} changed while repairing", "run git exp fsck --repair again")
-        done.append(f"deleted {ref} (its commit {sha[:12]} is gone; nothing can bring it back)")
+        done.append(f"deleted {ref} (its commit {short(sha, 12)} is gone; nothing can bring it back)")
     # Rewinding notes and dropping refs change which refs and summaries pair up: check again.
     pairing = Damage()
     _check_pairing(store, repo.refs(EXP_PREFIX, QUEUE_PREFIX), set(), pairing)
@@ -222,8 +224,8 @@ def _mend_experiment(repo: Repo, store: Store, ref: str, sha: str, missing: List
         refs += [RefUpdate(QUEUE_PREFIX + sha, None, queued), RefUpdate(QUEUE_PREFIX + new, new, None)]
     store.write(notes, refs, message=f"gitexp fsck: re-record {ref} without its missing objects")
     _move_run_dir(repo, sha, new)
-    return (f"{ref}: {lost} missing file(s)/folder(s) left its snapshot; re-recorded as {new[:12]} "
-            f"(was {sha[:12]}), its results kept")
+    return (f"{ref}: {lost} missing file(s)/folder(s) left its snapshot; re-recorded as {short(new, 12)} "
+            f"(was {short(sha, 12)}), its results kept")
 
 
 def _move_run_dir(repo: Repo, old: str, new: str) -> None:
@@ -288,7 +290,7 @@ def _rewind_notes(repo: Repo, notes_ref: str) -> str:
         raise GitExpError(f"{notes_ref} changed while repairing", "run git exp fsck --repair again")
     _drop_broken_reflog_entries(repo, notes_ref)
     if good:
-        return f"reset {notes_ref} to {good[:12]}, its newest whole state (writes after it were lost)"
+        return f"reset {notes_ref} to {short(good, 12)}, its newest whole state (writes after it were lost)"
     return f"deleted {notes_ref}: no whole state of it was left"
 
 
@@ -302,10 +304,11 @@ def _rebuild_summaries(repo: Repo, store: Store) -> List[str]:
             continue
         summary = _summary_from_commit(store, name, sha)
         try:
-            store.write({(SUMMARY_REF, sha): dump_json(summary)}, message=f"gitexp fsck: rebuild {name}")
+            if not restore(store, sha, summary, message=f"gitexp fsck: rebuild {name}"):
+                continue  # a note came meanwhile
         except MissingObjects:
             continue
-        done.append(f"rebuilt the summary of {name} ({sha[:10]}) from its commit; status lost "
+        done.append(f"rebuilt the summary of {name} ({short(sha)}) from its commit; status lost "
                     "(git exp queue --retry-lost runs it again)")
     return done
 
@@ -319,7 +322,7 @@ def _summary_from_commit(store: Store, name: str, sha: str) -> Dict[str, object]
     params = config.get("params") if isinstance(config.get("params"), dict) else {}
     return {
         "schema": 1, "name": name, "group": config.get("group"), "params": params,
-        "status": "lost", "created": time.time(), "recovered": True,
+        "status": Status.LOST.value, "created": time.time(), "recovered": True,
         "reason": "its summary note was lost (objects deleted, e.g. by git gc --prune=now beside a writer); "
                   "rebuilt by git exp fsck --repair",
     }

@@ -51,6 +51,19 @@ class Status(str, Enum):
 FINAL: FrozenSet[Status] = frozenset({Status.FINISHED, Status.FAILED, Status.KILLED, Status.TIMEOUT,
                                       Status.CANCELLED, Status.STOPPED, Status.LOST})
 ACTIVE: FrozenSet[Status] = frozenset({Status.PENDING, Status.STARTING, Status.RUNNING})
+# Not ended: every state a run may still leave.
+OPEN: FrozenSet[Status] = frozenset(Status) - FINAL
+# The ends a run may be tried again from (a new attempt): all but success. In this order in messages.
+RETRYABLE_ORDER: Tuple[Status, ...] = (Status.LOST, Status.FAILED, Status.KILLED, Status.CANCELLED, Status.TIMEOUT,
+                                       Status.STOPPED)
+RETRYABLE: FrozenSet[Status] = frozenset(RETRYABLE_ORDER)
+# Sets that differ from those on purpose:
+# a run an executor has on this machine, whose run directory holds live data (points, progress):
+# a pending one has not reached an executor yet.
+LIVE: FrozenSet[Status] = frozenset({Status.STARTING, Status.RUNNING})
+# The states the local runner judges from this machine's evidence (experiments.effective_status),
+# a dead one then reads as lost: queued and pending runs are judged by their queue or scheduler.
+JUDGED_HERE: FrozenSet[Status] = frozenset({Status.CREATED, Status.STARTING, Status.RUNNING})
 # Where each state may go. Staying in a non-final state is allowed (a field update with the
 # same status, e.g. the executor taking over a worker's claim). Final states go nowhere.
 MOVES: Dict[Status, FrozenSet[Status]] = {
@@ -122,6 +135,48 @@ def announce(change: Change) -> None:
         except Exception as exc:  # noqa: BLE001 - a listener's bug must not fail the run
             print(f"gitexp: warning: a state-change listener failed: {type(exc).__name__}: {exc}",
                   file=sys.stderr, flush=True)
+
+
+# -- record time: runs that get their first summary -----------------------------------------------
+def record(store: Any, exps: Sequence[Any],
+           extra_refs_for: Optional[Callable[[Any], List[RefUpdate]]] = None,
+           extra_notes: Optional[Mapping[Tuple[str, str], Optional[bytes]]] = None) -> None:
+    """Record new runs (``notes.Experiment``s, names chosen) in one transaction, then announce each.
+
+    The record-time door beside :func:`transition`: a run's first status (``created``,
+    ``queued``, ``pending``, or at once ``failed`` when its preflight refused it) is heard by
+    the listeners as a change from no status (``Change.old`` None).
+    """
+    store.create_batch(exps, extra_refs_for, extra_notes=extra_notes, by_lifecycle=True)
+    for exp in exps:
+        _announce_new(exp.sha, exp.summary)
+
+
+def record_one(store: Any, base_name: str, sha: str, summary: Dict[str, Any], extra_refs: Sequence[RefUpdate] = (),
+               extra_notes: Optional[Mapping[Tuple[str, str], Optional[bytes]]] = None) -> str:
+    """Record one new run under a free name from ``base_name`` (its name), then announce it."""
+    name: str = store.create(base_name, sha, summary, extra_refs, extra_notes=extra_notes, by_lifecycle=True)
+    _announce_new(sha, summary)
+    return name
+
+
+def restore(store: Any, sha: str, summary: Dict[str, Any], message: str) -> bool:
+    """Give a recorded run whose summary note is gone a new one (``fsck --repair``); announced.
+
+    False (nothing written) when a note appeared meanwhile: that one is kept.
+    """
+    done = store.update_summary(sha, lambda current: None if current else dict(summary), message=message,
+                                moves_status=True)
+    if not done:
+        return False
+    _announce_new(sha, done)
+    return True
+
+
+def _announce_new(sha: str, summary: Mapping[str, Any]) -> None:
+    status = parse(summary.get("status", "created"))
+    if status is not None:
+        announce(Change(sha, None, status, summary))
 
 
 def transition(store: Any, sha: str, to: Status, fields: Optional[Mapping[str, Any]] = None, *,

@@ -259,8 +259,14 @@ class Store:
 
     def create(self, base_name: str, sha: str, summary: Dict[str, Any],
                extra_refs: Sequence[RefUpdate] = (),
-               extra_notes: Optional[Mapping[Tuple[str, str], Optional[bytes]]] = None) -> str:
-        """Record a new experiment under ``refs/exps/<name>``; a taken name gets -2, -3, ..."""
+               extra_notes: Optional[Mapping[Tuple[str, str], Optional[bytes]]] = None,
+               by_lifecycle: bool = False) -> str:
+        """Record a new experiment under ``refs/exps/<name>``; a taken name gets -2, -3, ...
+
+        Only through :func:`gitexp.lifecycle.record_one` (which passes ``by_lifecycle``), so the
+        first status of every run is announced.
+        """
+        _check_by_lifecycle(by_lifecycle)
         taken = set(self.experiment_refs())
         for _ in cas_attempts(MAX_ATTEMPTS, pause=(0.001, 0.02)):
             name = free_name(base_name, set(taken))
@@ -276,8 +282,13 @@ class Store:
 
     def create_batch(self, exps: Sequence[Experiment],
                      extra_refs_for: Optional[Callable[[Experiment], List[RefUpdate]]] = None,
-                     extra_notes: Optional[Mapping[Tuple[str, str], Optional[bytes]]] = None) -> None:
-        """Record many new experiments (names already chosen) in one atomic transaction."""
+                     extra_notes: Optional[Mapping[Tuple[str, str], Optional[bytes]]] = None,
+                     by_lifecycle: bool = False) -> None:
+        """Record many new experiments (names already chosen) in one atomic transaction.
+
+        Only through :func:`gitexp.lifecycle.record` (which passes ``by_lifecycle``).
+        """
+        _check_by_lifecycle(by_lifecycle)
         refs: List[RefUpdate] = []
         for exp in exps:
             exp.summary["name"] = exp.name
@@ -376,6 +387,12 @@ class WrittenBlob(bytes):
         blob = super().__new__(cls, sha.encode())
         blob.sha = sha
         return blob
+
+
+def _check_by_lifecycle(by_lifecycle: bool) -> None:
+    if not by_lifecycle:
+        raise ValueError("a run's first status recorded outside gitexp.lifecycle.record: its listeners "
+                         "would not hear it")
 
 
 def dump_json(data: Any) -> bytes:

@@ -17,12 +17,13 @@ import psutil
 from .config import ExperimentConfig
 from .errors import RefConflict
 from .experiments import create_many
-from .lifecycle import Status, transition
+from .lifecycle import ACTIVE, OPEN, Status, record, transition
 from .notes import QUEUE_PREFIX, Experiment, Store
 from .repo import RefUpdate, Repo
+from .values import Summary
 
-QUEUED = "queued"
-CLAIMED = "starting"
+QUEUED = Status.QUEUED
+CLAIMED = Status.STARTING  # a worker's claim
 
 
 def queue_ref(sha: str) -> str:
@@ -30,7 +31,7 @@ def queue_ref(sha: str) -> str:
 
 
 def order_key(exp: Experiment) -> Any:
-    queue = exp.summary.get("queue") or {}
+    queue = Summary.parse(exp.summary).queue
     return (-int(queue.get("priority", 0)), float(queue.get("enqueued", 0)), int(queue.get("seq", 0)), exp.name)
 
 
@@ -47,9 +48,9 @@ class Queue:
                extra_notes: Optional[Mapping[Tuple[str, str], Optional[bytes]]] = None) -> None:
         """Record made experiments (commits written, names chosen) queued, in one transaction."""
         for exp in exps:
-            exp.summary["status"] = QUEUED
+            exp.summary["status"] = QUEUED.value
             exp.summary.pop("creator", None)
-        self.store.create_batch(exps, self._queue_refs(priority), extra_notes=extra_notes)
+        record(self.store, exps, self._queue_refs(priority), extra_notes=extra_notes)
 
     @staticmethod
     def _queue_refs(priority: int) -> Callable[[Experiment], List[RefUpdate]]:
@@ -129,9 +130,6 @@ def worker_identity() -> Dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": me.create_time()}
 
 
-ACTIVE = ("pending", "starting", "running")
-
-
 class View:
     """What ``git exp queue`` lists: queued (in the order workers take them), active, recent."""
 
@@ -160,17 +158,22 @@ def listing(repo: Repo, store: Store, exps: Sequence[Experiment], show_all: bool
     queued = Queue(repo, store).items(exps)
     in_queue = {e.sha for e in queued}  # listed once, in the queue (even if its note says otherwise)
     active = [e for e in exps if states[e.sha][0] in ACTIVE and e.sha not in in_queue]
-    ended = [e for e in exps if states[e.sha][0] not in ACTIVE + (QUEUED, "created") and e.sha not in in_queue]
-    done = sorted(ended, key=lambda e: e.summary.get("ended") or e.summary.get("created") or 0, reverse=True)
+    ended = [e for e in exps if states[e.sha][0] not in OPEN and e.sha not in in_queue]
+    done = sorted(ended, key=_when_ended, reverse=True)
     return View(queued, active, done if show_all else done[:10], states)
 
 
+def _when_ended(exp: Experiment) -> float:
+    s = Summary.parse(exp.summary)
+    return s.ended or s.created or 0
+
+
 def item(exp: Experiment, status: str, position: Optional[int] = None) -> Dict[str, Any]:
-    s = exp.summary
+    s = Summary.parse(exp.summary)
     return {"position": position, "id": exp.sha, "name": exp.name, "status": status,
-            "priority": (s.get("queue") or {}).get("priority", 0), "params": s.get("params") or {},
-            "wait_reason": s.get("wait_reason"), "host": s.get("host"), "reason": s.get("reason"),
-            "enqueued": (s.get("queue") or {}).get("enqueued"), "group": s.get("group"),
-            "target": s.get("target"), "runner": s.get("runner"),
-            "started": s.get("started") or s.get("claimed"), "ended": s.get("ended"),
-            "worker_host": (s.get("worker") or {}).get("host") if isinstance(s.get("worker"), dict) else None}
+            "priority": s.queue.get("priority", 0), "params": dict(s.params),
+            "wait_reason": s.get("wait_reason"), "host": s.host, "reason": s.reason,
+            "enqueued": s.queue.get("enqueued"), "group": s.group,
+            "target": s.target, "runner": s.runner,
+            "started": s.started or s.get("claimed"), "ended": s.ended,
+            "worker_host": s.worker.get("host") if s.worker else None}

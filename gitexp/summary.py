@@ -232,6 +232,10 @@ _FACTS: Dict[str, Rule] = {
     "cpus": _INTEGER, "ram": _NUMBER, "gpus": _strings,
     "packages": lambda v: None if v.__class__ is list else "must be a list",
 }
+# Every summary field this version knows: those checked above, and those it writes and reads as
+# they are. A note's other fields (a newer version's) are kept: values.Summary.extra.
+SUMMARY_FIELDS: FrozenSet[str] = frozenset(_SUMMARY) | {
+    "target", "name_there", "submodules", "creator", "bisect", "recovered", "recovered_from", "imported"}
 
 
 def summary_problem(value: Any) -> Optional[str]:

@@ -15,7 +15,7 @@ import re
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import experiments, metrics, tfevents
+from . import experiments, lifecycle, metrics, tfevents
 from .config import ExperimentConfig, check_name, parse_config
 from .errors import BadInput
 from .notes import DETAILS_REF, METRICS_REF, Experiment, Store, dump_json, jsonl
@@ -86,5 +86,5 @@ def import_logdir(repo: Repo, store: Store, logdir: str, config: Optional[Experi
     details = {**snap.details(), "imported": {"from": os.path.abspath(logdir),
                                               "files": [os.path.relpath(f, logdir) for f in files]}}
     notes = {(METRICS_REF, sha): jsonl(history), (DETAILS_REF, sha): dump_json(details)}
-    recorded = store.create(config.name, sha, summary, (), extra_notes=notes)
+    recorded = lifecycle.record_one(store, config.name, sha, summary, (), extra_notes=notes)
     return Experiment(sha, recorded, summary), files

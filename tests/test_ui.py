@@ -62,6 +62,7 @@ def write_experiments(repo_path: Path, count: int, points: int = 50, hostile: bo
     sys.path.insert(0, str(ROOT))
     from gitexp.config import parse_config
     from gitexp.experiments import initial_summary, make_commit, take_snapshot
+    from gitexp.lifecycle import record
     from gitexp.metrics import spark_series, spark_text
     from gitexp.notes import DETAILS_REF, METRICS_REF, Experiment, Store, dump_json, jsonl
     from gitexp.repo import Repo
@@ -98,7 +99,7 @@ def write_experiments(repo_path: Path, count: int, points: int = 50, hostile: bo
         notes[(METRICS_REF, sha)] = jsonl(history)
         if evil:
             notes[(DETAILS_REF, sha)] = dump_json({"log_tail": "\n".join(HOSTILE) + "\n", "facts": {"hostname": evil}})
-    store.create_batch(exps, extra_notes=notes)
+    record(store, exps, extra_notes=notes)
     return [e.sha for e in exps]
 
 

@@ -25,6 +25,7 @@ from ..paths import run_paths
 from ..repo import Repo
 from ..runners import runner_for
 from ..units import format_size
+from ..values import Summary
 from .common import (alert_lines, cell, fmt_duration, fmt_time, fmt_value, json_text, notify_lines, open_store,
                      output_format, print_json, record, resource_lines)
 
@@ -122,23 +123,24 @@ def _print_show(exp: Experiment, status: str, config: Dict[str, Any], details: D
     """The text view. Every value from notes goes through fmt_value/cell: control characters
     are escaped, so a note cannot drive the terminal."""
     s = exp.summary
+    info = Summary.parse(s)
     echo = click.echo
     echo(f"experiment {fmt_value(exp.name)}  {exp.sha}")
     echo(f"status     {status_text(status, s)}")
-    if s.get("group"):
-        echo(f"group      {fmt_value(s['group'])}")
+    if info.group:
+        echo(f"group      {fmt_value(info.group)}")
     echo(f"parent     {fmt_value(s.get('parent', ''))}" + (" (with uncommitted changes)" if s.get("parent_dirty") else ""))
-    echo(f"created    {fmt_time(s.get('created'))}")
+    echo(f"created    {fmt_time(info.created)}")
     imported = s.get("imported") if isinstance(s.get("imported"), dict) else None
     if imported:  # git exp import tensorboard: no run of ours, its times are the events'
         echo(f"imported   from {fmt_value(imported.get('from'))} (TensorBoard event files; "
-             f"events from {fmt_time(s.get('started'))} to {fmt_time(s.get('ended'))})")
-    if s.get("started") and not imported:
-        target = f", run target {fmt_value(s['target'])}" if s.get("target") else ""
-        echo(f"started    {fmt_time(s.get('started'))} on {fmt_value(s.get('host', '?'))} "
+             f"events from {fmt_time(info.started)} to {fmt_time(info.ended)})")
+    if info.started and not imported:
+        target = f", run target {fmt_value(info.target)}" if info.target else ""
+        echo(f"started    {fmt_time(info.started)} on {fmt_value(s.get('host', '?'))} "
              f"({fmt_value(s.get('runner', 'local'))}{target})")
-    if s.get("duration") is not None:
-        echo(f"duration   {fmt_duration(s['duration'])}")
+    if info.duration is not None:
+        echo(f"duration   {fmt_duration(info.duration)}")
     for key in ("slurm", "sge"):  # a scheduler's job handle
         job = s.get(key)
         if isinstance(job, dict):
@@ -148,7 +150,7 @@ def _print_show(exp: Experiment, status: str, config: Dict[str, Any], details: D
                  f"script {fmt_value(job.get('script'))}")
     echo("\nconfig:")
     echo(_block(_yaml_text(config), "  "))
-    _print_metrics(s.get("metrics") or {})
+    _print_metrics(dict(info.metrics))
     for line in time_lines:
         echo(line)
 

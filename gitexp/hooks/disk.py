@@ -19,6 +19,7 @@ from ..repo import Repo
 from ..hostprobe import disk
 from ..summary import printable
 from ..units import format_size, parse_size
+from ..values import short
 from ..yamlsafe import load_yaml
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def pushed_configs(repo: Repo, shas: Sequence[str]) -> "Tuple[List[ExperimentCon
         if raw is None:
             continue  # not an experiment commit: nothing to run there
         try:
-            configs.append(parse_config(raw.decode(), source=f"{sha[:12]}:{CONFIG_PATH}", stored=True))
+            configs.append(parse_config(raw.decode(), source=f"{short(sha, 12)}:{CONFIG_PATH}", stored=True))
         except (GitExpError, ValueError):
             problem = _unreadable_disk(raw, sha)
             if problem:
@@ -60,9 +61,9 @@ def _unreadable_disk(raw: bytes, sha: str) -> Optional[str]:
     except yaml.YAMLError:
         data = None
     if not isinstance(data, dict):
-        return f"experiment {sha[:12]}: its stored config ({CONFIG_PATH}) cannot be read, so its requires.disk is unknown"
+        return f"experiment {short(sha, 12)}: its stored config ({CONFIG_PATH}) cannot be read, so its requires.disk is unknown"
     name = data.get("name")
-    label = f"experiment {printable(name)} ({sha[:12]})" if isinstance(name, str) else f"experiment {sha[:12]}"
+    label = f"experiment {printable(name)} ({short(sha, 12)})" if isinstance(name, str) else f"experiment {short(sha, 12)}"
     requires = data.get("requires")
     if requires is not None and not isinstance(requires, dict):
         return f"{label}: requires {_shown(requires)} is not a mapping, so its requires.disk is unknown"

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from .. import attempts
 from ..config import parse_override
 from ..errors import BadInput
-from ..lifecycle import Status
+from ..lifecycle import Status, record
 from ..notes import Experiment, Store
 from ..repo import Repo
 from ..runners.base import Made, Runner
@@ -109,7 +109,7 @@ def _record(repo: Repo, store: Store, new: Experiment, new_config: Any, point: O
 
         Queue(repo, store).record([new])
         return Resumed(new, point, queued=True)
-    store.create_batch([new])
+    record(store, [new])
     return Resumed(new, point)
 
 

@@ -34,11 +34,13 @@ from typing import Any, Dict, List, Sequence
 
 from .. import __version__
 from ..errors import BadInput, GitExpError
+from ..lifecycle import Status, record
 from ..hostprobe import disk, gpu_table, ram
 from ..notes import INBOX_PREFIX, Experiment, Store, free_name
 from ..paths import run_paths, runs_root
 from ..repo import RefUpdate, Repo
 from ..summary import summary_problem
+from ..values import short
 from .reply import PROTOCOL
 
 NOTES_SCHEMAS = (1,)  # summary note schemas this gitexp reads and writes
@@ -120,8 +122,8 @@ def _submit(repo: Repo, store: Store, request: Dict[str, Any], inbox: str, tip: 
         summary = dict(item.get("summary") or {})
         problem = summary_problem(summary)
         if problem:
-            raise BadInput(f"summary of {item['sha'][:10]}: {problem}")
-        wanted = str(item.get("name") or summary.get("name") or item["sha"][:10])
+            raise BadInput(f"summary of {short(item['sha'])}: {problem}")
+        wanted = str(item.get("name") or summary.get("name") or short(item["sha"]))
         previous = item.get("previous")
         # A new attempt (resume, retry) of an experiment this side has at the attempt it
         # continues: its ref moves (compare-and-swap), under the same name.
@@ -158,8 +160,8 @@ def stored_config(repo: Repo, sha: str) -> Any:
 
     raw = repo.show_file(sha, CONFIG_PATH)
     if raw is None:
-        raise BadInput(f"commit {sha[:12]} is not an experiment (no {CONFIG_PATH})")
-    return parse_config(raw.decode(), source=f"{sha[:12]}:{CONFIG_PATH}", stored=True)
+        raise BadInput(f"commit {short(sha, 12)} is not an experiment (no {CONFIG_PATH})")
+    return parse_config(raw.decode(), source=f"{short(sha, 12)}:{CONFIG_PATH}", stored=True)
 
 
 def _record_failed(store: Store, missing: Sequence[Any], details: Dict[str, Any]) -> None:
@@ -169,13 +171,13 @@ def _record_failed(store: Store, missing: Sequence[Any], details: Dict[str, Any]
     now = time.time()
     exps = []
     for exp, absent in missing:
-        exp.summary.update(status="failed", ended=now, host=socket.gethostname(),
+        exp.summary.update(status=Status.FAILED.value, ended=now, host=socket.gethostname(),
                            reason="preflight: files listed under 'files' do not exist on "
                                   f"{socket.gethostname()}: {', '.join(absent)}")
         exp.summary.pop("creator", None)
         exps.append(exp)
     notes = {(DETAILS_REF, e.sha): dump_json(details[e.sha]) for e in exps if details.get(e.sha)}
-    store.create_batch(exps, extra_notes=notes)
+    record(store, exps, extra_notes=notes)
 
 
 def _brief(exp: Experiment) -> Dict[str, Any]:
@@ -215,7 +217,7 @@ def cancel(repo: Repo, store: Store, request: Dict[str, Any]) -> Dict[str, Any]:
     results: List[Dict[str, Any]] = []
     for sha in _shas(request):
         if sha not in names:
-            results.append({"sha": sha, "error": f"no experiment {sha[:10]} on {socket.gethostname()}"})
+            results.append({"sha": sha, "error": f"no experiment {short(sha)} on {socket.gethostname()}"})
             continue
         exp = Experiment(sha, names[sha], store.summary(sha))
         try:

@@ -23,12 +23,11 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 from ..config import ExperimentConfig
 from ..errors import BadInput, GitExpError
 from ..evidence import record_submission, submitted_here
-from ..lifecycle import Status, transition
+from ..lifecycle import ACTIVE, Status, record, transition
 from ..notes import Experiment
 from ..transport import LocalTransport
 from .base import Made, Runner, Stopped, make
 
-OPEN = ("pending", "starting", "running")
 SHARED_FS = ("nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "ceph", "fuse.sshfs", "panfs",
              "fuse.glusterfs", "glusterfs", "wekafs", "fuse.juicefs")
 _DIGITS = re.compile(r"^[0-9]{1,18}$")
@@ -122,7 +121,7 @@ class BatchRunner(Runner):
             self._tool(tool)
         exps = made.exps
         for exp in exps:
-            exp.summary.update(status="pending", runner=self.name)
+            exp.summary.update(status=Status.PENDING.value, runner=self.name)
             exp.summary.pop("creator", None)
             if self.target.name:
                 exp.summary["target"] = self.target.name
@@ -151,7 +150,7 @@ class BatchRunner(Runner):
             self.delete_jobs(held)
             raise
         try:
-            self.store.create_batch(exps, extra_notes=made.detail_notes(scripts))
+            record(self.store, exps, extra_notes=made.detail_notes(scripts))
         except BaseException:
             self.delete_jobs(held)  # nothing was recorded
             raise
@@ -200,7 +199,7 @@ class BatchRunner(Runner):
         """Mark the cancel (so the executor records ``killed``), ask the scheduler, and record
         ``killed`` here only for a job that never started; a running executor records it."""
         status = self.states([exp])[exp.sha][0]
-        if status not in OPEN:
+        if status not in ACTIVE:
             raise BadInput(f"{exp.name} is {status}, not pending or running: nothing to cancel")
         self.stop_job_check(exp)
         foreign = self.owns_job(exp)
@@ -212,7 +211,7 @@ class BatchRunner(Runner):
                    {"reason": f"cancelled before it started ({spec})", "ended": time.time()},
                    only_from=[Status.PENDING], message="gitexp: cancelled")
         for _ in range(150):
-            if self.store.summary(exp.sha).get("status") not in OPEN:
+            if self.store.summary(exp.sha).get("status") not in ACTIVE:
                 break
             time.sleep(0.1)
         return f"cancelled {exp.name} ({spec}; {self.store.summary(exp.sha).get('status')})"

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import GitExpError, RefConflict
+from ..lifecycle import record
 from ..notes import DETAILS_REF, EXP_PREFIX, INBOX_PREFIX, OUTBOX_PREFIX, Experiment, free_name
 from ..repo import RefUpdate, Repo
 from ..summary import printable
@@ -172,7 +173,7 @@ def _record_here(runner: "SshRunner", sub: Submission, recorded: Sequence[str], 
         return "already here"
     notes = {(DETAILS_REF, e.sha): sub.details[e.sha].encode() for e in exps if sub.details.get(e.sha)}
     try:
-        store.create_batch(exps, extra_refs_for=lambda e: drop if e is exps[0] else [], extra_notes=notes)
+        record(store, exps, extra_refs_for=lambda e: drop if e is exps[0] else [], extra_notes=notes)
     except RefConflict:
         if sub.ref in repo.refs(sub.ref):
             raise

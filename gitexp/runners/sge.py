@@ -29,10 +29,11 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from ..config import ExperimentConfig
 from ..errors import BadInput, GitExpError
+from ..lifecycle import ACTIVE
 from ..notes import Experiment
 from ..units import parse_duration, parse_size
 from .base import Option, State, gitexp_argv
-from .batch import OPEN, BatchRunner, plain_job
+from .batch import BatchRunner, plain_job
 
 DEFAULT_WARNING = 120
 DEFAULT_RAM_RESOURCE = "h_vmem"
@@ -256,7 +257,7 @@ class SgeRunner(BatchRunner):
     def states(self, exps: Sequence[Experiment]) -> Dict[str, State]:
         """Our status merged with Grid Engine's, for all of them from one ``qstat``; ``qacct``
         (once per job) for those that left the queue without an end recorded."""
-        open_ = [e for e in exps if e.status in OPEN]
+        open_ = [e for e in exps if e.status in ACTIVE]
         out: Dict[str, State] = {e.sha: (e.status, None) for e in exps}
         if not open_:
             return out
@@ -362,7 +363,7 @@ def parse_qacct(text: str) -> Dict[Optional[int], Dict[str, str]]:
 
 def sge_status(recorded: str, state: Optional[str]) -> Tuple[str, Optional[str]]:
     """Our status merged with Grid Engine's state letters; the reason says what it said."""
-    if recorded not in OPEN:
+    if recorded not in ACTIVE:
         return recorded, None
     if state is None:
         return "lost", "the job left Grid Engine's queue without a result from gitexp"

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from ..config import ExperimentConfig
 from ..errors import BadInput, GitExpError
+from ..lifecycle import ACTIVE
 from ..notes import Experiment, Store
 from ..repo import Repo
 from ..summary import job_problem
@@ -31,7 +32,7 @@ from ..targets import Target
 from ..transport import LocalTransport, Transport
 from ..units import parse_duration, parse_size, slurm_time
 from .base import Option, State, gitexp_argv
-from .batch import OPEN, SHARED_FS, BatchRunner, filesystem_warning
+from .batch import SHARED_FS, BatchRunner, filesystem_warning
 
 __all__ = ["SlurmRunner", "JobRef", "job_of", "SHARED_FS", "filesystem_warning", "stop_reason"]
 
@@ -208,7 +209,7 @@ class SlurmRunner(BatchRunner):
 
     def states(self, exps: Sequence[Experiment]) -> Dict[str, State]:
         """Our status merged with Slurm's, for all of them from one ``squeue``."""
-        open_ = [e for e in exps if e.status in OPEN]
+        open_ = [e for e in exps if e.status in ACTIVE]
         out: Dict[str, State] = {e.sha: (e.status, None) for e in exps}
         if not open_:
             return out

@@ -35,13 +35,14 @@ from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .. import __version__
-from ..lifecycle import Status, transition
+from ..lifecycle import FINAL, Status, record, transition
 from ..errors import BadInput, GitExpError, NotReady
 from ..notes import INBOX_PREFIX, Experiment
 from ..repo import RefUpdate
 from ..summary import printable
 from ..transport import ConnectionDropped, NoAnswer, ReplyTooLarge, SshTransport, TransportError, remote_command
 from ..units import format_duration, parse_duration
+from ..values import short
 from . import outbox
 from .base import Made, Runner, State, Stopped
 from .registry import runner_class
@@ -65,7 +66,6 @@ while [ ! -e "$runs" ]; do runs=$(dirname -- "$runs"); done
 echo "gitexp-check ok $runs"
 LC_ALL=C df -Pk -- "$runs" | tail -n 1
 """
-FINAL = ("finished", "failed", "killed", "timeout", "cancelled")
 DEFAULT_TIMEOUT = 300  # seconds a round trip to the host may take (the target's ssh_timeout)
 
 
@@ -275,7 +275,7 @@ class SshRunner(Runner):
                            "free disk space, or lower requires.disk / the target's disk_margin")
         exps = made.exps
         for exp in exps:
-            exp.summary.update(status="pending", runner=self.target.runner, target=self.target.name)
+            exp.summary.update(status=Status.PENDING.value, runner=self.target.runner, target=self.target.name)
             exp.summary.pop("creator", None)
         inbox = INBOX_PREFIX + uuid.uuid4().hex
         # Written before anything is sent: a reply lost on the way is settled later from it.
@@ -288,8 +288,8 @@ class SshRunner(Runner):
         answer = self._submit_there(made, inbox, sent)
         self._take_reply(exps, answer)
         try:
-            self.store.create_batch(exps, extra_notes=made.detail_notes(),
-                                    extra_refs_for=lambda e: [RefUpdate(sent.ref, None, sent.tip)] if e is exps[0] else [])
+            record(self.store, exps, extra_notes=made.detail_notes(),
+                   extra_refs_for=lambda e: [RefUpdate(sent.ref, None, sent.tip)] if e is exps[0] else [])
         except BaseException:
             try:
                 self.agent("drop", {"shas": [e.sha for e in exps]})
@@ -406,7 +406,7 @@ class SshRunner(Runner):
         code = subprocess.run(ssh, stdin=subprocess.DEVNULL, check=False).returncode
         if code == 255 and self.transport.master_pid() is None:
             raise GitExpError(f"the connection to {self.host} dropped; the run goes on there",
-                              f"follow it again with: git exp logs -f {exp.sha[:10]}")
+                              f"follow it again with: git exp logs -f {short(exp.sha)}")
         return code
 
 
