@@ -130,14 +130,10 @@ def top_report(repo: Repo, store: Store) -> Dict[str, Any]:
 
 
 def _far(repo: Repo, store: Store, name: str) -> Any:
-    from ..runners import runner_for_target
-    from ..runners.ssh import SshRunner
+    from ..runners import far_runner
     from ..targets import get_target
 
-    runner = runner_for_target(repo, store, get_target(repo, name))
-    if not isinstance(runner, SshRunner):
-        raise BadInput(f"run target {name!r} is not on another host", "--on takes an ssh run target (git exp remote)")
-    return runner
+    return far_runner(repo, store, get_target(repo, name), "--on takes an ssh run target (git exp remote)")
 
 
 @click.command()

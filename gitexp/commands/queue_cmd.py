@@ -11,7 +11,7 @@ from ..facts import gpu_models
 from ..notes import Store
 from ..queue import QUEUED, item, listing
 from ..repo import Repo
-from ..runners import runner_for_target, target_of
+from ..runners import far_runner, target_of
 from ..runners.base import parse_gpu_list
 from ..targets import Target, get_target, load_targets
 from ..worker import Worker
@@ -60,11 +60,7 @@ HEADERS = ["#", "id", "name", "status", "prio", "params", "where / why"]
 
 def _show_far_queue(repo: Repo, store: Store, target: Target, show_all: bool, fmt: str) -> None:
     """The far side's own queue and host resources, from one ssh round trip."""
-    from ..runners.ssh import SshRunner
-
-    runner = runner_for_target(repo, store, target)
-    assert isinstance(runner, SshRunner)
-    report = runner.queue_report(show_all)
+    report = far_runner(repo, store, target).queue_report(show_all)
     if fmt == "json":
         print_json(report)
         return

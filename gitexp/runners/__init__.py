@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..repo import Repo
     from ..targets import Target
     from .base import Runner
+    from .ssh import SshRunner
 
 __all__ = ["DEFAULT", "RUNNERS", "group", "runner_class", "runner_for", "runner_for_target", "target_of"]
 
@@ -31,6 +32,18 @@ def runner_for_target(repo: "Repo", store: "Store", target: "Target") -> "Runner
 
         return SshRunner(repo, store, target)
     return runner_class(target.runner)(repo, store, target)
+
+
+def far_runner(repo: "Repo", store: "Store", target: "Target", hint: Optional[str] = None) -> "SshRunner":
+    """The runner of ``target`` on another host, which answers ``--on`` questions (its queue,
+    its processes, its ui) in one ssh round trip; BadInput when ``target`` is this machine."""
+    if not target.host:
+        from ..errors import BadInput
+
+        raise BadInput(f"run target {target.name!r} is not on another host", hint)
+    from .ssh import SshRunner
+
+    return SshRunner(repo, store, target)
 
 
 def target_of(summary: Mapping[str, object], targets: Mapping[str, "Target"]) -> "Target":
