@@ -63,7 +63,7 @@ def until_space(action: Callable[[], T], deadline: float, say: Callable[[str], N
             time.sleep(RETRY_SECONDS)
 
 
-RESERVE = 256 * 1024  # bytes end.json takes from the start of a run, so the end fits on a full disk
+RESERVE = 64 * 1024  # bytes end.json takes while a run goes, so its end fits on a full disk (removed once recorded)
 
 
 def reserve(root: str) -> None:
@@ -111,6 +111,14 @@ def write_state(root: str, state: Mapping[str, Any]) -> None:
         except OSError:
             pass
         raise
+
+
+def clear(root: str) -> None:
+    """The end is in the notes: its copy (and the room taken for it) goes."""
+    try:
+        os.unlink(os.path.join(root, END_STATE))
+    except OSError:
+        pass
 
 
 def read_state(root: str) -> Optional[Dict[str, Any]]:
@@ -178,6 +186,7 @@ def settle(repo: Repo, store: Store, exp: Experiment) -> Optional[str]:
         if no_space(exc):
             return None
         raise
+    clear(paths.root)
     if done:
         exp.summary.clear()
         exp.summary.update(done)

@@ -182,6 +182,7 @@ class Recorder:
             endstate.until_space(lambda: endstate.record(
                 self.repo, self.store, self.sha, self.paths, self._specs(), status, fields, details, records,
                 patience=0.0), deadline, self._say, where)
+            endstate.clear(where)
         except DiskFull as exc:
             kept = endstate.read_state(where) is not None
             text = (f"the disk stayed full for {self.patience:g}s: {status} (exit code {code}) is not recorded yet; "
