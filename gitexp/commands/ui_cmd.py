@@ -85,14 +85,11 @@ def _free_port() -> int:
 def _serve_on(repo: Repo, name: str, allow_actions: bool, open_browser: bool) -> None:
     """``git exp ui`` on an ssh target's repository, its port forwarded over the shared master."""
     from ..notes import Store
-    from ..runners import runner_for_target
-    from ..runners.ssh import SshRunner
+    from ..runners import far_runner
     from ..targets import get_target
     from ..transport import SshTransport, TransportError, remote_command
 
-    runner = runner_for_target(repo, Store(repo), get_target(repo, name))
-    if not isinstance(runner, SshRunner):
-        raise BadInput(f"run target {name!r} is not on another host", "--on takes an ssh run target (git exp remote)")
+    runner = far_runner(repo, Store(repo), get_target(repo, name), "--on takes an ssh run target (git exp remote)")
     transport = runner.transport
     assert isinstance(transport, SshTransport)
     try:

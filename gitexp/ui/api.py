@@ -537,11 +537,7 @@ def targets(api: Api) -> Dict[str, Any]:
 
 
 def _far(api: Api, name: str) -> Any:
-    from ..runners import runner_for_target
-    from ..runners.ssh import SshRunner
+    from ..runners import far_runner
     from ..targets import get_target
 
-    runner = runner_for_target(api.repo, api.store, get_target(api.repo, name))
-    if not isinstance(runner, SshRunner):
-        raise BadInput(f"run target {name!r} is not on another host")
-    return runner
+    return far_runner(api.repo, api.store, get_target(api.repo, name))
