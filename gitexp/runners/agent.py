@@ -186,7 +186,7 @@ def _brief(exp: Experiment) -> Dict[str, Any]:
     s = exp.summary
     return {"sha": exp.sha, "name": exp.name, "status": s.get("status"), "reason": s.get("reason"),
             "slurm": s.get("slurm"), "runner": s.get("runner"),
-            "handle": s.get(getattr(runner_class(str(s.get("runner") or "local")), "HANDLE", "") or "-")}
+            "handle": s.get(runner_class(str(s.get("runner") or "local")).HANDLE or "-")}
 
 
 # -- drop, cancel ----------------------------------------------------------------------------------

@@ -99,6 +99,8 @@ class Runner:
     EXECUTOR_CLAIMS: ClassVar[bool] = False
     # Whether states() needs a round trip to another machine (log and show do without it).
     REMOTE: ClassVar[bool] = False
+    # The summary key of a scheduler's job handle ("slurm", "sge"); "" when the runner has none.
+    HANDLE: ClassVar[str] = ""
     # The status a submitted experiment is recorded with.
     INITIAL_STATUS: ClassVar[str] = "pending"
 

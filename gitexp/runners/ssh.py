@@ -332,7 +332,7 @@ class SshRunner(Runner):
             item = there[exp.sha]
             if item["name"] != exp.name:
                 exp.summary["name_there"] = item["name"]
-            handle = getattr(self.far_runner, "HANDLE", None)  # the far scheduler's job handle
+            handle = self.far_runner.HANDLE  # the far scheduler's job handle
             if handle and isinstance(item.get("handle"), dict):
                 exp.summary[handle] = item["handle"]
             elif isinstance(item.get("slurm"), dict):  # an older far side
