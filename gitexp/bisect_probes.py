@@ -59,12 +59,11 @@ def _provenance(plan: Plan) -> dict:
 
 def wait_for_end(repo: Repo, store: Store, exps: List[Experiment], poll: float = 0.5,
                  refresh: Optional[Callable[[], None]] = None) -> List[Experiment]:
-    """Poll the notes (and the runners' word on lost runs) until every run has ended."""
+    """Poll the notes (and the runners' word on lost runs) until every run has ended; between
+    polls ``refresh`` (a target's pull) brings notes from elsewhere."""
     from .status import live_statuses
 
     while True:
-        if refresh is not None:
-            refresh()
         notes = store.read_notes_json([e.sha for e in exps])
         current = [Experiment(e.sha, e.name, notes.get(e.sha, e.summary)) for e in exps]
         states = live_statuses(repo, current)
@@ -75,6 +74,8 @@ def wait_for_end(repo: Repo, store: Store, exps: List[Experiment], poll: float =
         if all(e.status in FINAL_NAMES for e in current):
             return current
         time.sleep(poll)
+        if refresh is not None:
+            refresh()
 
 
 def _split(plan: Plan, probes: Sequence[Probe], known: Known
@@ -177,7 +178,13 @@ class Queued(Launcher):
 
 
 class OnTarget(Launcher):
-    """A round's probes submitted to a run target's runner; its pull brings the results back."""
+    """A round's probes submitted to a run target's runner; its pull brings the results back.
+
+    Waiting asks the runner for the round's states (one round trip to a host, one ``squeue``
+    or ``qstat``) every ``delay`` seconds, from 0.2 s doubling up to ``poll``, and pulls once
+    they have all ended there: a short probe is answered within a fraction of a second, a long
+    one costs a round trip every ``poll`` seconds, and nothing is pulled while nothing ended.
+    """
 
     def __init__(self, repo: Repo, store: Store, target_name: str, poll: float = 5.0) -> None:
         from .runners import runner_for_target
@@ -197,8 +204,23 @@ class OnTarget(Launcher):
                 made = make_many(self.repo, self.store, plan, wanted, self.runner.INITIAL_STATUS)
                 configs = [c for _, cs in wanted for c in cs]
                 made = self.runner.submit(Made(made, configs, {}))
+        self._until_ended_there(waiting + made)
         ended = wait_for_end(self.repo, self.store, waiting + made, self.poll, self._pull)
         _fill(probes, ended, made)
+
+    def _until_ended_there(self, exps: Sequence[Experiment], first: float = 0.2) -> None:
+        """Wait until the target says every run has ended (then one pull brings them all)."""
+        if not self.runner.REMOTE:
+            return  # its runs write this repository's notes: wait_for_end reads them
+        delay = first
+        pending = [e for e in exps if e.status not in FINAL_NAMES]
+        while pending:
+            states = self.runner.states(pending)
+            pending = [e for e in pending if states[e.sha][0] not in FINAL_NAMES]
+            if pending:
+                time.sleep(delay)
+                delay = min(delay * 2, self.poll)
+        self._pull()
 
     def _pull(self) -> None:
         if self.target.host:

@@ -19,6 +19,8 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from conftest import all_refs, git, gitexp, log_json, wait_for
+from sshd import ssh_host  # noqa: F401  (pytest fixture)
+from test_ssh_remote import far_python  # noqa: F401  (pytest fixture)
 
 TRAIN = textwrap.dedent('''
     import os, sys, time
@@ -366,3 +368,41 @@ def test_bisect_through_the_local_queue_and_a_local_run_target(tmp_path: Path) -
     rows = [r for r in log_json(target["path"]) if r["group"] == target["group"]]
     assert rows and all(r["status"] == "finished" and r["runner"] == "local" for r in rows)
 
+
+def test_bisect_on_an_ssh_target_runs_the_probes_there(tmp_path: Path, ssh_host: Any, far_python: str,  # noqa: F811
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test sshd's far side runs each round's probes; the search asks it for their states
+    (one round trip per wait) and pulls once they ended: commit 5 in at most 3 rounds."""
+    import os
+    import shutil
+    import time
+
+    from sshd import short_dir
+    from test_ssh_remote import add_target
+
+    from gitexp.transport import SshTransport
+
+    runtime = short_dir("gxb-")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)
+    try:
+        hist = make_history(tmp_path / "laptop")
+        path, far = hist["path"], tmp_path / "far"
+        add_target(path, ssh_host, "box", far, far_python)
+        gitexp(path, "remote", "setup", "box")
+        start = time.monotonic()
+        result = bisect_json(path, "--on", "box")
+        took = time.monotonic() - start
+        assert result["first_bad"]["sha"] == hist["shas"][5] and 1 <= result["rounds"] <= 3
+        rows = [r for r in log_json(path) if r["group"] == hist["group"]]
+        assert len(rows) == result["probes_run"] == result["rounds"]
+        assert all(r["status"] == "finished" for r in rows)  # pulled back
+        assert {json.loads(git(path, "notes", "--ref=exps", "show", r["id"]))["target"] for r in rows} == {"box"}
+        there = json.loads(gitexp(far, "log", "--format", "json").stdout)
+        assert {r["id"] for r in rows} <= {r["id"] for r in there}  # they ran there
+        assert took < 90 * result["rounds"], took  # a loose bound: CI machines are busy (bench_bisect measures)
+        again = bisect_json(path, "--on", "box")  # a rerun reuses every probe: nothing sent there
+        assert again["probes_run"] == 0 and again["first_bad"]["sha"] == hist["shas"][5]
+    finally:
+        SshTransport(ssh_host.alias, ssh_config=ssh_host.config,
+                     control_dir=os.path.join(runtime, "gitexp-ssh")).close()
+        shutil.rmtree(runtime, ignore_errors=True)
