@@ -64,11 +64,11 @@ def take_snapshot(repo: Repo, spec: Optional[snapshot_mod.SnapshotSpec] = None,
         chosen.extend(left)
         return taken
 
-    tree = repo.snapshot_tree(choose)
+    tree, dirty = repo.snapshot(choose)
     message = snapshot_mod.warning(chosen)
     if message:
         warn(message)
-    return Snapshot(head=head, tree=tree, dirty=repo.is_dirty(), submodules=repo.gitlinks(tree), left_out=chosen)
+    return Snapshot(head=head, tree=tree, dirty=dirty, submodules=repo.gitlinks(tree), left_out=chosen)
 
 
 def check_files(repo: Repo, config: ExperimentConfig) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from . import summary as checks
+from . import summary_cache
 from .errors import BadInput, DiskFull, MissingObjects, RefConflict
 from .repo import RefUpdate, Repo, cas_attempts
 
@@ -41,6 +42,7 @@ DETAILS_REF = "refs/notes/exps-details"
 NOTES_REFS = (SUMMARY_REF, METRICS_REF, DETAILS_REF)
 CONFIG_PATH = ".gitexp/experiment.yaml"
 MAX_ATTEMPTS = 60
+IN_PROCESS_READS = 16  # notes of up to this many commits are read in process, more with one cat-file
 
 
 @dataclass
@@ -104,27 +106,33 @@ class Store:
 
     def notes_index(self, notes_ref: str) -> Dict[str, str]:
         """annotated sha -> note blob sha, from one ``ls-tree`` of the notes commit."""
-        if not self.repo.refs(notes_ref).get(notes_ref):
+        if not self.repo.ref_values(notes_ref).get(notes_ref):
             return {}
         return {_sha_from_path(e.path): e.sha for e in self.repo.ls_tree(notes_ref) if e.kind == "blob"}
 
     def experiments(self) -> List[Experiment]:
-        """Every experiment with its summary: three git processes whatever the count."""
+        """Every experiment with its summary: at most three git processes whatever the count,
+        one when no summary changed since the last listing (``gitexp.summary_cache``)."""
         names = self.experiment_refs()
-        index = self.notes_index(SUMMARY_REF)
-        blobs = self.repo.cat_blobs(index[sha] for sha in names.values() if sha in index)
-        lost = [index[sha] for sha in names.values() if sha in index and index[sha] not in blobs]
-        if lost:
-            raise MissingObjects(lost, f"summary notes in {SUMMARY_REF}")
         shas = list(names.values())
-        summaries = _load_many([blobs.get(index.get(sha, ""), b"") for sha in shas], shas)
+        # Only the notes that changed since the last listing are read and checked (summary_cache).
+        summaries = summary_cache.summaries(self.repo, SUMMARY_REF, shas, lambda: self.notes_index(SUMMARY_REF),
+                                            lambda sha, data: checks.load_summary(sha, data, SUMMARY_REF))
         return [Experiment(sha, name, summary) for (name, sha), summary in zip(names.items(), summaries)]
 
     def read_notes(self, notes_ref: str, shas: Sequence[str]) -> Dict[str, bytes]:
         """Notes of ``shas`` under ``notes_ref`` (absent ones left out), one cat-file call."""
-        tip = self.repo.refs(notes_ref).get(notes_ref)
+        tip = self.repo.ref_values(notes_ref).get(notes_ref)
         if not tip:
             return {}
+        if len(shas) <= IN_PROCESS_READS:  # a few notes: read in process, no git process
+            paths = {p: sha for sha in shas for p in _note_paths(sha)}
+            here = self.repo.read_paths(tip, list(paths))
+            if here is not None:
+                by_sha: Dict[str, bytes] = {}
+                for path, data in here.items():
+                    by_sha.setdefault(paths[path], data)
+                return by_sha
         keys = {f"{tip}:{p}": sha for sha in shas for p in _note_paths(sha)}
         # The tip and its tree ride along in the same call: a note that is absent and a
         # notes commit that is missing (gc beside a writer) must not look the same.
@@ -233,7 +241,7 @@ class Store:
         def attempt() -> Optional[List[RefUpdate]]:
             # Read the note from the same tips the new commits are built on: if another
             # writer moves a tip after this read, our compare-and-swap fails and we re-read.
-            tips = self.repo.refs(*sorted(touched))
+            tips = self.repo.ref_values(*sorted(touched))
             current = self._summary_at(tips.get(SUMMARY_REF), sha)
             new = change(dict(current))
             if new is None:
@@ -330,7 +338,9 @@ class Store:
     def _summary_at(self, tip: Optional[str], sha: str) -> Dict[str, Any]:
         if not tip:
             return {}
-        found = self.repo.cat_blobs(f"{tip}:{p}" for p in _note_paths(sha))
+        found = self.repo.read_paths(tip, _note_paths(sha))
+        if found is None:
+            found = self.repo.cat_blobs(f"{tip}:{p}" for p in _note_paths(sha))
         return _load_json(next(iter(found.values()), None))
 
     def _notes_updates(self, notes: Mapping[Tuple[str, str], Optional[bytes]], message: str,
@@ -340,7 +350,7 @@ class Store:
         for (notes_ref, sha), data in notes.items():
             by_ref.setdefault(notes_ref, {})[sha] = data
         if tips is None:
-            tips = self.repo.refs(*by_ref)
+            tips = self.repo.ref_values(*by_ref)
         updates = []
         for notes_ref, items in by_ref.items():
             old = tips.get(notes_ref)
@@ -407,15 +417,6 @@ def _load_json(data: Optional[bytes]) -> Dict[str, Any]:
     except (ValueError, RecursionError):  # deep nesting makes json's decoder recurse out
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _load_many(blobs: List[bytes], shas: Sequence[str]) -> List[Dict[str, Any]]:
-    """Parse and check many summary notes; a bad one reads as status ``invalid``, with a warning.
-
-    One decoder call per note, not one for all of them joined: joined, a damaged note can
-    merge with its neighbour and pass as two good ones.
-    """
-    return [checks.load_summary(sha, blob, SUMMARY_REF) for sha, blob in zip(shas, blobs)]
 
 
 def parse_jsonl(data: bytes) -> List[Dict[str, Any]]:

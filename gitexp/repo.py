@@ -18,13 +18,13 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from dulwich.file import adjust_shared_perm
-from dulwich.repo import parse_shared_repository
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
 
@@ -119,8 +119,6 @@ def _checkout_tree(source: str, commit: str, target: str, depth: int) -> None:
     """Files of ``commit`` (an object of the repository at ``source``) under ``target``."""
     if depth > 8:
         raise GitFailed(f"submodules nested more than 8 deep under {source}")
-    git_dir = subprocess.run(["git", "rev-parse", "--absolute-git-dir"], cwd=source, env=_clean_env(),
-                             capture_output=True, text=True).stdout.strip()
     fd, index = tempfile.mkstemp(prefix="gitexp-index-")
     os.close(fd)
     os.unlink(index)
@@ -130,6 +128,8 @@ def _checkout_tree(source: str, commit: str, target: str, depth: int) -> None:
             proc = subprocess.run(["git", *args], cwd=source, env=env, capture_output=True)
             if proc.returncode != 0:
                 err = proc.stderr.decode(errors="replace").strip()
+                git_dir = subprocess.run(["git", "rev-parse", "--absolute-git-dir"], cwd=source, env=_clean_env(),
+                                         capture_output=True, text=True).stdout.strip()
                 raise GitFailed(f"cannot check out {commit[:12]} from {git_dir or source}: {err}")
         listing = subprocess.run(["git", "ls-tree", "-r", "-z", commit], cwd=source, env=env,
                                  capture_output=True).stdout.decode(errors="replace")
@@ -168,6 +168,8 @@ def _clean_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     return env
 
 
+_FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+_PER_WORKTREE = ("refs/bisect/", "refs/worktree/", "refs/rewritten/")  # kept in each worktree's git dir
 LOOSE_REFS_LIMIT = 1000  # more loose experiment refs than this: maintain() packs them
 
 
@@ -182,11 +184,27 @@ class Repo:
         self._pending: Optional[Dict[bytes, ShaFile]] = None
         self.settings: Dict[str, str] = {}  # values read once per process (e.g. the runs root)
         self._ident: Optional[Tuple[bytes, Optional[int], int]] = None
+        # In-process reads (refs, small object reads): one at a time, since dulwich's pack files
+        # are read with seek + read; the owner pid keeps a forked child off its parent's files.
+        self._read_lock = threading.RLock()
+        self._odb_pid = 0
+        self._perm_known = False
+        self._packed_refs: Tuple[Tuple[int, int, int], Dict[str, str]] = ((0, 0, 0), {})
 
     # -- discovery -------------------------------------------------------------------
     @classmethod
     def discover(cls, path: str = ".") -> "Repo":
         path = os.path.abspath(path)
+        # The usual case (a working tree) in one git process; anything else is told apart below.
+        try:
+            both = subprocess.run(["git", "rev-parse", "--is-bare-repository", "--absolute-git-dir",
+                                   "--git-common-dir", "--show-toplevel"],
+                                  cwd=path, env=_clean_env(), capture_output=True, text=True)
+        except FileNotFoundError:
+            raise BadInput("git is not installed or not on PATH", "install git and retry") from None
+        lines = both.stdout.splitlines()
+        if both.returncode == 0 and len(lines) == 4 and lines[0] == "false" and all(lines[1:]):
+            return cls._found(path, lines[1], lines[2], lines[3])
         try:
             proc = subprocess.run(
                 ["git", "rev-parse", "--is-bare-repository", "--absolute-git-dir", "--git-common-dir"],
@@ -208,9 +226,13 @@ class Repo:
         if top.returncode != 0 or not top.stdout.strip():
             raise BadInput(f"{path} is inside the git directory {git_dir}, not in a working tree",
                            "run gitexp from the repository's working tree")
+        return cls._found(path, git_dir, common, top.stdout.strip())
+
+    @classmethod
+    def _found(cls, path: str, git_dir: str, common: str, top: str) -> "Repo":
         if not os.path.isabs(common):
             common = os.path.normpath(os.path.join(path, common))
-        return cls(top.stdout.strip(), git_dir, common)
+        return cls(top, git_dir, common)
 
     # -- process plumbing -------------------------------------------------------------
     def run(
@@ -334,21 +356,121 @@ class Repo:
         return found
 
     def show_file(self, rev: str, path: str) -> Optional[bytes]:
+        found = self.read_paths(rev, [path]) if _FULL_SHA.match(rev) else None
+        if found is not None:  # a commit id, read in process
+            return found.get(path)
         proc = self.run(["cat-file", "blob", f"{rev}:{path}"], check=False)
         return proc.stdout if proc.returncode == 0 else None
+
+    # -- in-process reads: no git process for a ref's value or a few small objects ----------
+    # A command's fixed cost is mostly git processes (a few ms each): a run reads its summary
+    # note, its config and the notes tips a dozen times. These read what git wrote, in
+    # process, and answer None ("ask git") for anything they do not handle, so the callers
+    # fall back to the git commands and their behaviour (errors included) stays git's.
+    def ref_values(self, *names: str) -> Dict[str, str]:
+        """name -> sha of each of ``names`` (full ref names) that exists, as ``for-each-ref``
+        reports them (also a ref whose object is missing): a loose ref file, else
+        ``packed-refs``; git itself for anything else (reftable, symbolic refs)."""
+        try:
+            with self._read_lock:
+                found = self._ref_values_here(names)
+        except (OSError, ValueError, AssertionError):
+            found = None
+        if found is None:
+            listed = self.refs(*names)
+            found = {name: listed[name] for name in names if name in listed}
+        return found
+
+    def _ref_values_here(self, names: Sequence[str]) -> Optional[Dict[str, str]]:
+        if os.path.exists(os.path.join(self.common_dir, "reftable")):
+            return None
+        out: Dict[str, str] = {}
+        for name in names:
+            if not name.startswith("refs/") or name.startswith(_PER_WORKTREE) or ".." in name:
+                return None
+            try:
+                with open(os.path.join(self.common_dir, *name.split("/")), "rb") as handle:
+                    text = handle.read(128).decode("ascii", "replace").strip()
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                text = self._packed_refs_now().get(name, "")
+            if not text:
+                continue
+            if not _FULL_SHA.match(text):
+                return None  # symbolic or unexpected: git's own reading
+            out[name] = text
+        return out
+
+    def _packed_refs_now(self) -> Dict[str, str]:
+        """``packed-refs`` as name -> sha, parsed again only when the file changed."""
+        path = os.path.join(self.common_dir, "packed-refs")
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return {}
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._packed_refs[0] != stamp:
+            refs: Dict[str, str] = {}
+            with open(path, "rb") as handle:
+                for line in handle.read().decode("utf-8", "replace").splitlines():
+                    if line and line[0] not in "#^":
+                        sha, _, name = line.partition(" ")
+                        refs[name] = sha
+            self._packed_refs = (stamp, refs)
+        return self._packed_refs[1]
+
+    def read_paths(self, commit: str, paths: Sequence[str]) -> Optional[Dict[str, bytes]]:
+        """path -> content of the blobs at ``paths`` in ``commit``'s tree (absent paths left
+        out), read in process; None when that cannot say (an object it cannot find or read,
+        something that is not a blob): ask git then."""
+        try:
+            with self._read_lock:
+                odb = self._objects()
+                top = odb[ObjectID(commit.encode())]
+                if not isinstance(top, Commit):
+                    return None
+                root = odb[top.tree]
+                out: Dict[str, bytes] = {}
+                for path in paths:
+                    obj: ShaFile = root
+                    for part in path.encode().split(b"/"):
+                        if not isinstance(obj, Tree) or part not in obj:
+                            break
+                        obj = odb[obj[part][1]]
+                    else:
+                        if not isinstance(obj, Blob):
+                            return None
+                        out[path] = obj.as_raw_string()
+                return out
+        except Exception:  # noqa: BLE001 - missing, unreadable, a pack that went: git decides
+            return None
 
     # -- object writes (in process, with dulwich: no process per object) ------------------
     @property
     def odb(self) -> DiskObjectStore:
-        if self._odb is None:
+        """The object store, ready to write into."""
+        store = self._objects()
+        if not self._perm_known:
             # Honour core.sharedRepository as git does (group-readable objects, setgid
             # directories), so teammates can read the objects gitexp writes.
             shared = self.run(["config", "--get", "core.sharedRepository"], check=False).stdout.decode().strip()
-            try:
-                perm = parse_shared_repository(shared) if shared else None
-            except ValueError:
-                perm = None
-            self._odb = DiskObjectStore(os.path.join(self.common_dir, "objects"), shared_perm=perm)
+            store.shared_perm = None
+            if shared:
+                from dulwich.repo import parse_shared_repository  # heavy (dulwich.repo): only when set
+
+                try:
+                    store.shared_perm = parse_shared_repository(shared)
+                except ValueError:
+                    pass
+            self._perm_known = True
+        return store
+
+    def _objects(self) -> DiskObjectStore:
+        """The object store, to read from (a forked child opens its own: its parent's pack
+        files share their read offsets with it)."""
+        if self._odb is None or self._odb_pid != os.getpid():
+            self._odb_pid = os.getpid()
+            self._perm_known = False
+            self._odb = DiskObjectStore(os.path.join(self.common_dir, "objects"))
             # Close its pack files before the interpreter tears down modules, or their
             # finalizers print noise ("sys.meta_path is None") on exit.
             atexit.register(self._odb.close)
@@ -445,7 +567,8 @@ class Repo:
         if self._pending and sha in self._pending:
             return self._pending[sha]
         try:
-            return self.odb[ObjectID(sha)]
+            with self._read_lock:
+                return self._objects()[ObjectID(sha)]
         except KeyError:
             raise MissingObjects([sha.decode()]) from None
 
@@ -546,9 +669,16 @@ class Repo:
         copy of the user's index for speed (its stat data lets ``git add`` skip unchanged
         files); the copy is written, the user's index is not.
         """
+        return self.snapshot(choose)[0]
+
+    def snapshot(self, choose: Optional[Callable[[List[Tuple[str, int]]], List[str]]] = None) -> Tuple[str, bool]:
+        """:meth:`snapshot_tree`, and whether the working tree differs from ``HEAD`` (``git
+        status`` has anything to say), told by the one ``status`` that lists the untracked
+        files for ``choose`` (without ``choose``: False, not asked)."""
         fd, index = tempfile.mkstemp(prefix="gitexp-index-", dir=self.git_dir)
         os.close(fd)
         env = {"GIT_INDEX_FILE": index, "GIT_LITERAL_PATHSPECS": "1"}
+        dirty = False
         try:
             user_index = os.path.join(self.git_dir, "index")
             if os.path.exists(user_index):
@@ -562,26 +692,34 @@ class Repo:
             if choose is None:
                 self.run(["add", "-A", "--", "."], env=env)
             else:
+                untracked, dirty = self._status(env)  # on the copy, before any add: as the user sees it
                 self.run(["add", "-u", "--", "."], env=env)  # tracked files: always in
-                wanted = choose(self._untracked(env))
+                wanted = choose(untracked)
                 if wanted:
                     self.run(["add", "--pathspec-from-file=-", "--pathspec-file-nul"], env=env,
                              input=b"".join(os.fsencode(p.rstrip("/")) + b"\0" for p in wanted))
-            return self.out(["write-tree"], env=env).strip()
+            return self.out(["write-tree"], env=env).strip(), dirty
         except OSError as exc:
             raise storage_error(exc, index) from exc
         finally:
             if os.path.exists(index):
                 os.unlink(index)
 
-    def _untracked(self, env: Mapping[str, str]) -> List[Tuple[str, int]]:
-        """Untracked, non-ignored files with their sizes; a nested repository as 'path/', 0."""
-        raw = self.run(["ls-files", "-z", "--others", "--exclude-standard"], env=env).stdout
+    def _status(self, env: Mapping[str, str]) -> Tuple[List[Tuple[str, int]], bool]:
+        """Untracked, non-ignored files with their sizes (a nested repository as 'path/', 0),
+        and whether ``git status`` shows anything at all, from one ``git status``."""
+        raw = self.run(["status", "--porcelain", "-z", "--untracked-files=all"], env=env).stdout
         found = []
-        for item in raw.split(b"\0"):
-            if not item:
+        items = raw.split(b"\0")
+        skip = False
+        for item in items:
+            if skip or not item:  # a rename's or copy's source path follows it
+                skip = False
                 continue
-            path = os.fsdecode(item)
+            code, path = item[:2], os.fsdecode(item[3:])
+            skip = b"R" in code or b"C" in code
+            if code != b"??":
+                continue
             if path.endswith("/"):
                 found.append((path, 0))
                 continue
@@ -589,7 +727,7 @@ class Repo:
                 found.append((path, os.lstat(os.path.join(self.root, path)).st_size))
             except OSError:
                 continue  # deleted meanwhile
-        return found
+        return found, bool(raw.strip(b"\0"))
 
     def checkout_to(self, commit: str, target: str) -> None:
         """Write the files of ``commit`` under ``target`` with a private index.

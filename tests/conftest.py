@@ -145,3 +145,61 @@ def rows_when(repo: Path, count: int, statuses: tuple = ("finished",), timeout: 
         rows = log_json(repo)
         return rows if len([r for r in rows if r["status"] in statuses]) >= count else []
     return wait_for(ready, timeout=timeout, interval=0.5)
+
+
+# -- the fast unit layer: `pytest -m unit` ---------------------------------------------------------
+# A test is a unit test when nothing it runs starts gitexp, a service or a wait: read from its code
+# (and the code of the helpers and fixtures it uses, followed through the test modules), so a new
+# test is sorted without a list to keep. Helpers that only run git (a fresh repository) are fine.
+_NOT_UNIT = frozenset({
+    "gitexp", "log_json", "rows_when", "with_target", "need_service", "wait_for",  # the CLI, services, waits
+    "subprocess", "Popen", "spawn", "fork", "sleep",  # processes of its own, or time
+    "Executor", "Worker", "LocalRunner", "run_foreground", "ForkedExecutor", "Server", "serve", "SshTransport",
+})
+_GIT_ONLY = frozenset({"git", "make_repo", "all_refs", "assert_fsck_clean"})
+
+
+def _code_names(code: Any) -> set:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _code_names(const)
+    return names
+
+
+def _starts_something(func: Any, seen: set) -> bool:
+    """Whether ``func`` (a test, fixture or helper) names something in :data:`_NOT_UNIT`, itself
+    or through the functions of the test modules it calls."""
+    func = getattr(func, "__wrapped__", func)
+    code = getattr(func, "__code__", None)
+    if code is None or code in seen:
+        return False
+    seen.add(code)
+    names = _code_names(code)
+    if names & _NOT_UNIT:
+        return True
+    module_globals = getattr(func, "__globals__", {})
+    for name in names - _GIT_ONLY:
+        helper = module_globals.get(name)
+        module = str(getattr(helper, "__module__", None) or "")
+        if callable(helper) and (module == "conftest" or module.startswith(("test_", "tests."))) \
+                and _starts_something(helper, seen):
+            return True
+    return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "unit: fast in-process test (set automatically: runs no gitexp "
+                                       "process, service or wait); `pytest -m unit` runs them in under 2 minutes")
+    config.addinivalue_line("markers", "slow: not a unit test, whatever its code looks like")
+
+
+def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("slow") or item.get_closest_marker("unit"):
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        fixtures = [d.func for defs in (info.name2fixturedefs.values() if info else []) for d in defs]
+        seen: set = set()
+        if not any(_starts_something(f, seen) for f in [getattr(item, "function", None), *fixtures]):
+            item.add_marker(pytest.mark.unit)
