@@ -195,12 +195,10 @@ def settle(repo: Repo, store: Store, exp: Experiment) -> Optional[str]:
 
 def _metric_specs(repo: Repo, sha: str) -> Dict[str, Any]:
     """The stored config's metrics (goals, metrics files); {} when it cannot be read."""
-    from .config import parse_config
-    from .notes import CONFIG_PATH
+    from .storedconfig import load_experiment_config
 
     try:
-        raw = repo.show_file(sha, CONFIG_PATH)
-        return dict(parse_config(raw.decode(), source=f"{sha[:12]}:{CONFIG_PATH}", stored=True).metrics) if raw else {}
+        return dict(load_experiment_config(repo, sha).metrics)
     except Exception:  # noqa: BLE001 - an unreadable config still keeps the API and regex points
         return {}
 

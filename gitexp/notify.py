@@ -196,15 +196,13 @@ def _notifier_from_repo(sha: str) -> Optional[Notifier]:
     repo = _installed.get("repo")
     if repo is None:
         return None
-    from .config import parse_config
     from .errors import GitExpError
-    from .notes import CONFIG_PATH
     from .paths import run_paths
+    from .storedconfig import load_experiment_config
 
     try:
-        raw = repo.show_file(sha, CONFIG_PATH)
-        config = parse_config(raw.decode(), source=f"{sha[:12]}:{CONFIG_PATH}", stored=True) if raw else None
-    except (GitExpError, UnicodeDecodeError):
+        config = load_experiment_config(repo, sha)
+    except (GitExpError, UnicodeDecodeError):  # not an experiment commit, or a config that does not parse
         return None
     spec = getattr(config, "notify", None)
     if not isinstance(spec, NotifySpec) or not spec.channels:
