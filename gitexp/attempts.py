@@ -47,7 +47,6 @@ from .supervisor import describe
 from .values import short
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
-FINAL_NAMES = frozenset(s.value for s in FINAL)
 # Fields of the summary an attempt inherits (what the experiment is, not how a run went;
 # auto_resumes counts along the whole chain, so a manual resume does not reset it).
 INHERITED = ("name", "group", "description", "config_hash", "goals", "parent", "parent_dirty", "submodules",
@@ -235,12 +234,12 @@ def ensure_ended(repo: Repo, exp: Experiment, reach: bool = False) -> None:
     if alive:
         raise BadInput(f"{exp.name} is still running ({alive}); nothing was started",
                        f"wait for it, or stop it first: git exp cancel {short(exp.sha)}")
-    if exp.status in FINAL_NAMES:
+    if exp.status in FINAL:
         return
     from .status import live_status
 
     live, reason = live_status(repo, exp, reach=reach)
-    if live != "lost" and live not in FINAL_NAMES:
+    if live != "lost" and live not in FINAL:
         raise BadInput(f"{exp.name} is {live}" + (f" ({reason})" if reason else "") + "; nothing was started",
                        f"wait for it to end, or stop it first: git exp cancel {short(exp.sha)}")
 
@@ -250,7 +249,7 @@ def supersede(repo: Repo, store: Store, exp: Experiment, why: str, found: Option
     """The current attempt's summary once it has surely ended: a dead one is recorded ``lost``
     with what its run directory holds (``found``: that, already read). Refuses as ensure_ended."""
     ensure_ended(repo, exp)
-    if exp.status in FINAL_NAMES:
+    if exp.status in FINAL:
         return exp.summary
     fields, notes = found if found is not None else recovered(repo, exp)
     fields = {**fields, "ended": time.time(), "reason": f"its executor died without recording an end; {why}"}
@@ -387,7 +386,7 @@ def auto_resume(repo: Repo, store: Store, exp: Experiment, status: Status
         return None
     done = exp.summary.get("auto_resumes")
     done = done if isinstance(done, int) and not isinstance(done, bool) else 0
-    live = exp.status if exp.status in FINAL_NAMES else "lost"  # its executor has ended without a word
+    live = exp.status if exp.status in FINAL else "lost"  # its executor has ended without a word
     if not config.auto_resume or done >= config.auto_resume \
             or not wants_auto_resume(exp.summary, live, config.auto_resume_on):
         return None

@@ -35,13 +35,13 @@ from .config import MetricSpec
 from .errors import GitExpError
 from .experiments import effective_status, process_alive, read_exec_info
 from . import summary as checks
+from .lifecycle import JUDGED_HERE, LIVE
 from .notes import METRICS_REF, Experiment, Store
 from .paths import run_paths
 from .repo import Repo
 from .storedconfig import load_experiment_config
 
-OPEN = ("running", "starting")
-UNENDED = ("created", "starting", "running")  # a note that recorded no end yet
+OPEN = LIVE  # the name ui/api reads
 
 
 @dataclass
@@ -52,7 +52,7 @@ class LiveRun:
 
 def _ours(exp: Experiment, status: str, host: str) -> bool:
     """Whether the note says this run is open on this host (no file is read to say so)."""
-    if status not in OPEN:
+    if status not in LIVE:
         return False
     summary = exp.summary
     worker = summary.get("worker")
@@ -67,8 +67,8 @@ def read(repo: Repo, exp: Experiment, status: Optional[str] = None,
     in progress on this machine (then the notes have what there is)."""
     host = host or socket.gethostname()
     if status is None:
-        status = effective_status(repo, exp, host) if exp.status in OPEN else exp.status
-    lost = status == "lost" and exp.status in UNENDED
+        status = effective_status(repo, exp, host) if exp.status in LIVE else exp.status
+    lost = status == "lost" and exp.status in JUDGED_HERE  # a note that recorded no end yet
     if not lost and not _ours(exp, status, host):
         return None
     paths = run_paths(repo, exp.sha, exp.summary)  # this machine's directory, never a path from the note
@@ -217,7 +217,7 @@ def histories(repo: Repo, store: Store, exps: Sequence[Experiment],
             view = chain_view(repo, store, exp, status)
             out[exp.sha] = view.clocked
             exp.summary.update({k: v for k, v in view.fields.items() if v is not None})
-        elif status in OPEN or status == "lost":
+        elif status in LIVE or status == "lost":
             run = read(repo, exp, status)
             if run is not None:
                 out[exp.sha] = run.history

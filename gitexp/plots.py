@@ -22,13 +22,13 @@ from . import live as live_mod
 from .config import closest
 from .errors import BadInput
 from .metrics import finite_number, is_number
+from .lifecycle import OPEN as OPEN  # what plot_cmd asks live states for
 from .notes import Experiment, Store
 from .repo import Repo
 from .timing import start_of
 
 X_AXES = ("step", "time", "epoch")
 FILE_FORMATS = ("png", "svg", "pdf", "txt")
-OPEN = ("created", "queued", "starting", "pending", "running")
 PLOT_EXTRA = "pip install 'gitexp[plot]' (or: pip install matplotlib)"
 PLOTEXT_HINT = "pip install 'plotext>=5.2,<6'"
 

@@ -16,10 +16,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .lifecycle import OPEN
 from .notes import Experiment
 from .summary import printable
 
-OPEN = ("created", "queued", "pending", "starting", "running")
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import psutil
 
 from .experiments import process_alive
+from .lifecycle import ACTIVE, Status
 from .notes import QUEUE_PREFIX, Experiment, Store
 from .repo import Repo
 from .runners import group
 
-OPEN = ("pending", "starting", "running")
 # The reason given with a status that a note claims for a run this repository does not hold
 # (queued in another repository's queue, running in another repository on this host).
 ELSEWHERE = "elsewhere"
@@ -34,7 +34,7 @@ def live_statuses(repo: Repo, exps: Sequence[Experiment], reach: bool = False) -
         for exp in queued:
             if QUEUE_PREFIX + exp.sha not in held:
                 out[exp.sha] = ("queued", ELSEWHERE + ": not in this repository's queue (queued where it came from)")
-    asked = [e for e in exps if e.status in OPEN or e.status in ("created", "starting")]
+    asked = [e for e in exps if e.status in ACTIVE or e.status == Status.CREATED]
     if not asked:
         return out
     for runner, members in group(repo, Store(repo), asked):

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from .. import attempts
 from ..config import parse_override
 from ..errors import BadInput
-from ..lifecycle import Status, record
+from ..lifecycle import FINAL, Status, record
 from ..notes import Experiment, Store
 from ..repo import Repo
 from ..runners.base import Made, Runner
@@ -67,7 +67,7 @@ def resume(repo: Repo, store: Store, ident: str, options: ResumeOptions) -> Resu
     attempts.ensure_ended(repo, current, reach=True)
     chain = attempts.chain_of(store, current)
     found = None
-    if current.status not in attempts.FINAL_NAMES:
+    if current.status not in FINAL:
         found = attempts.recovered(repo, current)  # what a dead executor had not written
         chain[-1] = (current.sha, {**current.summary, **found[0]})
     upto = chain[:[sha for sha, _ in chain].index(chosen.sha) + 1]  # the chain up to the attempt named

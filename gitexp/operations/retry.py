@@ -7,7 +7,7 @@ from typing import Iterator, List, Optional, Sequence, Union
 from ..attempts import find_attempt, make_attempt, supersede
 from ..errors import BadInput, GitExpError
 from ..evidence import ran_here
-from ..lifecycle import Status
+from ..lifecycle import RETRYABLE_ORDER, Status
 from ..notes import Experiment, Store
 from ..queue import Queue
 from ..repo import Repo
@@ -15,7 +15,6 @@ from ..runners import runner_for
 from ..status import live_statuses
 from ..summary import printable
 
-RETRYABLE = ("lost", "failed", "killed", "cancelled", "timeout", "stopped")  # in the order the refusal names them
 
 
 @dataclass(frozen=True)
@@ -58,8 +57,8 @@ def retry(repo: Repo, store: Store, idents: Sequence[str], lost: bool = False,
 
 
 def _check_retryable(repo: Repo, store: Store, exp: Experiment, status: str) -> None:
-    if status not in RETRYABLE:
-        raise BadInput(f"{exp.name} is {status}; only {', '.join(RETRYABLE)} experiments can be retried")
+    if status not in RETRYABLE_ORDER:
+        raise BadInput(f"{exp.name} is {status}; only {', '.join(RETRYABLE_ORDER)} experiments can be retried")
     runner = runner_for(repo, store, exp)
     if not runner.LOCAL_QUEUE:
         raise BadInput(f"{exp.name} ran on run target {runner.describe_target()}; the local queue does not take it",
