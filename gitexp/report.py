@@ -262,32 +262,11 @@ def _run_section(repo: Repo, exp: Experiment, status: str, history: List[Dict[st
                    "</tbody></table>")
     found = s.get("metrics")
     metrics: Dict[str, Any] = found if isinstance(found, dict) else {}
-    if metrics:
-        rows = []
-        for name, entry in sorted(metrics.items()):
-            entry = entry if isinstance(entry, dict) else {}
-            hit = timing_mod.time_to_best(history, s, name)
-            rows.append(f"<tr><td>{_e(name)}</td><td>{_e(entry.get('goal'))}</td>{_num_cell(entry.get('best'))}"
-                        f"<td>{_e(entry.get('best_step'))}</td>{_num_cell(entry.get('last'))}"
-                        f"<td>{_e(entry.get('last_step'))}</td><td>{_e(entry.get('count'))}</td>"
-                        f"<td>{_e(timing_mod.seconds_text(hit['seconds']) if hit and hit.get('seconds') is not None else '')}</td></tr>")
-        out.append("<table><thead><tr><th>metric</th><th>goal</th><th>best</th><th>at step</th><th>last</th>"
-                   "<th>at step</th><th>points</th><th>time to best</th></tr></thead><tbody>" + "".join(rows) +
-                   "</tbody></table>")
+    out += _metrics_table(exp, metrics, history)
     lines = timing_mod.lines(t)
     if lines:
         out.append("<pre>" + _e_block("\n".join(line.strip() for line in lines[2:])) + "</pre>")
-    mini = [m for m in metrics if isinstance(metrics[m], dict) and metrics[m].get("goal")][:4] or list(metrics)[:4]
-    if mini and history:
-        fig = plots.build([exp], {exp.sha: history}, mini, x if x != "epoch" or plots.epoch_of_steps(history) else "step",
-                          log_y, smoothing, statuses={exp.sha: status}, buckets=MINI_W)
-        out.append('<div class="charts">')
-        for metric in mini:
-            for curve in fig.curves[metric]:
-                curve.index = index
-            out.append(f"<figure><figcaption>{_e(metric)}</figcaption>"
-                       f"{svg_chart(fig.curves[metric], fig.x_label(), log_y, MINI_W, MINI_H)}</figure>")
-        out.append("</div>")
+    out += _mini_charts(exp, status, metrics, history, index, x, log_y, smoothing)
     checkpoints = s.get("checkpoints") if isinstance(s.get("checkpoints"), list) else []
     if checkpoints:
         out.append("<p>checkpoints:</p><ul>" + "".join(
@@ -298,6 +277,39 @@ def _run_section(repo: Repo, exp: Experiment, status: str, history: List[Dict[st
     if tail:
         out.append(f"<p>last lines of its output:</p><pre>{_e_block(tail)}</pre>")
     out.append("</section>")
+    return out
+
+
+def _metrics_table(exp: Experiment, metrics: Mapping[str, Any], history: List[Dict[str, Any]]) -> List[str]:
+    if not metrics:
+        return []
+    rows = []
+    for name, entry in sorted(metrics.items()):
+        entry = entry if isinstance(entry, dict) else {}
+        hit = timing_mod.time_to_best(history, exp.summary, name)
+        rows.append(f"<tr><td>{_e(name)}</td><td>{_e(entry.get('goal'))}</td>{_num_cell(entry.get('best'))}"
+                    f"<td>{_e(entry.get('best_step'))}</td>{_num_cell(entry.get('last'))}"
+                    f"<td>{_e(entry.get('last_step'))}</td><td>{_e(entry.get('count'))}</td>"
+                    f"<td>{_e(timing_mod.seconds_text(hit['seconds']) if hit and hit.get('seconds') is not None else '')}</td></tr>")
+    return ["<table><thead><tr><th>metric</th><th>goal</th><th>best</th><th>at step</th><th>last</th>"
+            "<th>at step</th><th>points</th><th>time to best</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"]
+
+
+def _mini_charts(exp: Experiment, status: str, metrics: Mapping[str, Any], history: List[Dict[str, Any]],
+                 index: int, x: str, log_y: bool, smoothing: float) -> List[str]:
+    """Small charts of the run's first four goal metrics (else its first four)."""
+    mini = [m for m in metrics if isinstance(metrics[m], dict) and metrics[m].get("goal")][:4] or list(metrics)[:4]
+    if not mini or not history:
+        return []
+    fig = plots.build([exp], {exp.sha: history}, mini, x if x != "epoch" or plots.epoch_of_steps(history) else "step",
+                      log_y, smoothing, statuses={exp.sha: status}, buckets=MINI_W)
+    out = ['<div class="charts">']
+    for metric in mini:
+        for curve in fig.curves[metric]:
+            curve.index = index
+        out.append(f"<figure><figcaption>{_e(metric)}</figcaption>"
+                   f"{svg_chart(fig.curves[metric], fig.x_label(), log_y, MINI_W, MINI_H)}</figure>")
+    out.append("</div>")
     return out
 
 

@@ -463,3 +463,25 @@ def test_runs_on_an_ssh_target_refresh_in_the_table_without_a_pull(
         assert json.loads(gitexp(laptop, "log", "--format", "json").stdout)[0]["status"] == "pending"  # not pulled
     finally:
         stop(ui.proc)
+
+
+def test_curves_of_a_long_run_come_from_its_summary_curve_and_every_point_on_request(tmp_path: Path) -> None:
+    """A run of 3,000 points has a summary curve (at most 2,000 points a metric, spikes kept);
+    the chart reads it, and every point with full=1."""
+    program = ("for i in range(3000):\n"
+               "    print(f'step {i} loss={100.0 if i == 1234 else 1.0 / (i + 1):.6f}')\n")
+    repo = make_repo(tmp_path / "long", {"long.py": program, "config.yaml": (
+        f"name: long\ncommand: {sys.executable} long.py\n"
+        "metrics:\n  loss: {regex: 'loss=([0-9.]+)', goal: minimize, step: {regex: 'step ([0-9]+)'}}\n")})
+    gitexp(repo, "run", "config.yaml")
+    [row] = json.loads(gitexp(repo, "log", "--format", "json").stdout)
+    ui = start_ui(repo)
+    try:
+        code, data = ui.get(f"/api/curves?id={row['id']}&metric=loss")
+        assert code == 200
+        [run] = data["runs"]
+        assert 0 < run["count"] <= 2000 and 100.0 in run["y"]  # the summary curve, its spike kept
+        code, data = ui.get(f"/api/curves?id={row['id']}&metric=loss&full=1")
+        assert code == 200 and data["runs"][0]["count"] == 3000
+    finally:
+        stop(ui.proc)

@@ -24,7 +24,7 @@ from .. import live as live_mod
 from .. import plots
 from ..errors import BadInput
 from ..metrics import finite_number, parse_spark
-from ..notes import EXP_PREFIX, METRICS_REF, QUEUE_PREFIX, SUMMARY_REF, Experiment, Store
+from ..notes import DETAILS_REF, EXP_PREFIX, METRICS_REF, QUEUE_PREFIX, SUMMARY_REF, Experiment, Store
 from ..paths import run_paths
 from ..query import known_keys, parse_filter, sort_experiments
 from ..repo import Repo
@@ -220,7 +220,7 @@ def select(api: Api, filters: Sequence[str], sort: Optional[str]) -> Dict[str, A
 
 # -- curves -------------------------------------------------------------------------------------
 def curves(api: Api, ids: Sequence[str], metric: str, x: str = "step", smooth: float = 0.0,
-           band: Optional[str] = None) -> Dict[str, Any]:
+           band: Optional[str] = None, full: bool = False) -> Dict[str, Any]:
     """The metric's curve of each run (its chain of attempts joined), decimated, with the
     checkpoints and alerts to mark; with ``band``, mean and std of runs differing only in it."""
     if x not in ("step", "time", "epoch"):
@@ -230,7 +230,7 @@ def curves(api: Api, ids: Sequence[str], metric: str, x: str = "step", smooth: f
     listing = api.listing()
     exps = [api.find(sha, listing) for sha in dict.fromkeys(ids)][:200]
     statuses = _statuses(api, exps)
-    histories = _histories(api, exps, statuses)
+    histories = _histories(api, exps, statuses, full)
     runs = []
     for exp in exps:
         history = histories[exp.sha]
@@ -259,10 +259,12 @@ def _history(api: Api, exp: Experiment, status: str) -> List[Dict[str, Any]]:
     return _histories(api, [exp], {exp.sha: status})[exp.sha]
 
 
-def _histories(api: Api, exps: Sequence[Experiment], statuses: Mapping[str, str]) -> Dict[str, List[Dict[str, Any]]]:
+def _histories(api: Api, exps: Sequence[Experiment], statuses: Mapping[str, str], full: bool = False
+               ) -> Dict[str, List[Dict[str, Any]]]:
     """sha -> history, its chain of attempts joined: live from the run directory for a run in
     progress here; else from the notes, all in one ``cat-file`` call, cached per notes tip (a
-    finished run's history is read once)."""
+    finished run's history is read once): a run's summary curve where it has one, unless
+    ``full`` (every point)."""
     from ..attempts import chain_shas, join_histories
 
     out: Dict[str, List[Dict[str, Any]]] = {}
@@ -275,17 +277,36 @@ def _histories(api: Api, exps: Sequence[Experiment], statuses: Mapping[str, str]
             rest.append(exp)
     if not rest:
         return out
-    tip = api.repo.refs(METRICS_REF).get(METRICS_REF, "")
+    tips = api.repo.refs(METRICS_REF, DETAILS_REF)
+    tip = f"{tips.get(METRICS_REF, '')}:{tips.get(DETAILS_REF, '')}:{'full' if full else 'curve'}"
     missing = [e for e in rest if (tip, e.sha) not in api._histories]
     chains = {e.sha: chain_shas(e.summary, e.sha) for e in missing}
-    notes = api.store.read_notes(METRICS_REF, [sha for shas in chains.values() for sha in shas]) if missing else {}
+    curves = {} if full else _summary_curves(api, [e for e in missing if len(chains[e.sha]) == 1])
+    wanted = [sha for shas in chains.values() for sha in shas if sha not in curves]
+    notes = api.store.read_notes(METRICS_REF, wanted) if wanted else {}
     if len(api._histories) > 256:
         api._histories.clear()
     for exp in missing:
-        parts = [chart_history(sha, notes.get(sha, b"")) for sha in chains[exp.sha]]
+        parts = [curves[sha] if sha in curves else chart_history(sha, notes.get(sha, b"")) for sha in chains[exp.sha]]
         api._histories[(tip, exp.sha)] = parts[0] if len(parts) == 1 else join_histories(parts)
     for exp in rest:
         out[exp.sha] = api._histories[(tip, exp.sha)]
+    return out
+
+
+def _summary_curves(api: Api, exps: Sequence[Experiment]) -> Dict[str, List[Dict[str, Any]]]:
+    """The summary curves (at most 2,000 points per metric: each stretch's first, last, lowest
+    and highest) of runs whose summary says they have one, from their details notes in one
+    ``cat-file`` call (``history_file.curve_from_details``: checked); the rest read in full."""
+    from ..history_file import curve_from_details
+    from ..summary import load_details
+
+    curved = [e.sha for e in exps if e.summary.get("curve") is True]
+    out: Dict[str, List[Dict[str, Any]]] = {}
+    for sha, data in (api.store.read_notes(DETAILS_REF, curved) if curved else {}).items():
+        curve = curve_from_details(sha, load_details(sha, data, DETAILS_REF))
+        if curve is not None:
+            out[sha] = curve
     return out
 
 

@@ -133,7 +133,7 @@ ROUTES: Dict[str, Route] = {
     "/api/select": lambda h, q: api_mod.select(h.api, q.get("filter", []), _one(q, "sort")),
     "/api/curves": lambda h, q: api_mod.curves(h.api, q.get("id", []), _one(q, "metric") or "",
                                                _one(q, "x", "step") or "step", _number(q, "smooth", 0.0),
-                                               _one(q, "band") or None),
+                                               _one(q, "band") or None, _one(q, "full") == "1"),
     "/api/folds": lambda h, q: api_mod.folds(h.api, q.get("over", [])),
     "/api/run": lambda h, q: api_mod.run_page(h.api, _one(q, "id") or ""),
     "/api/diff": lambda h, q: api_mod.diff(h.api, _one(q, "a") or "", _one(q, "b") or ""),

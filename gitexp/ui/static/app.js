@@ -316,6 +316,7 @@ function curveQuery() {
   q.set("x", $("xaxis").value);
   q.set("smooth", $("smooth").value);
   if ($("band").value) q.set("band", $("band").value);
+  if ($("full").checked) q.set("full", "1");
   return q;
 }
 
@@ -668,7 +669,7 @@ async function start() {
   $("fold").addEventListener("change", async () => { await loadFolds(); if ($("fold").value) { $("band").value = $("fold").value; loadCurves(); } });
   $("select-none").addEventListener("click", () => { state.selected = []; selectionChanged(); renderRows(); });
   $("compare").addEventListener("click", () => { location.hash = "#/run/" + state.selected[0] + "?vs=" + state.selected[1]; });
-  for (const id of ["metric", "xaxis", "logy", "band"]) $(id).addEventListener("change", loadCurves);
+  for (const id of ["metric", "xaxis", "logy", "band", "full"]) $(id).addEventListener("change", loadCurves);
   $("smooth").addEventListener("input", () => { $("smooth-value").textContent = $("smooth").value; });
   $("smooth").addEventListener("change", loadCurves);
   window.addEventListener("hashchange", route);
