@@ -56,7 +56,7 @@ class Resumed:
 
 def resume(repo: Repo, store: Store, ident: str, options: ResumeOptions) -> Resumed:
     """Make and record the new attempt of experiment ``ident`` (a name or any attempt's id)."""
-    from ..executor import load_experiment_config
+    from ..storedconfig import load_experiment_config
     from ..targets import get_target
 
     options.check()
