@@ -114,7 +114,7 @@ def remove(name: str) -> None:
 def setup(name: str, install: bool, install_dir: Optional[str]) -> None:
     """Prepare run target NAME on its host: create its git repository there (git init) and check
     that git, Python and a gitexp that reads this one's notes are installed there."""
-    from ..runners.ssh import setup_target
+    from ..runners.ssh_setup import setup_target
 
     if install_dir is not None and not install:
         raise BadInput("--install-dir goes with --install")
