@@ -7,6 +7,7 @@ sampled (psutil, every 0.1 s) on that process, the program's own not counted. Ta
 150 MB whatever the length; metrics and show under 1 s each.
 
 Usage: python bench/bench_flood.py [seconds] [lines_per_second]
+       python bench/bench_flood.py --build N   # only the end's history build, of N captured points
 """
 from __future__ import annotations
 
@@ -58,7 +59,32 @@ def timed(repo: str, *args: str) -> Tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def build_only(n: int) -> None:
+    """What the end of a run of ``n`` regex points costs, without the program: the history note,
+    summaries and curve built from a captured.jsonl of n points (peak RSS of this process)."""
+    import json
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from gitexp import history_file
+
+    folder = tempfile.mkdtemp(prefix="flood-")
+    captured = os.path.join(folder, "captured.jsonl")
+    with open(captured, "w") as handle:
+        for i in range(n):
+            handle.write(json.dumps({"metric": "loss", "value": 1.0 / (i + 1), "step": i, "time": 1.7e9 + i / 7e4,
+                                     "src": "group"}) + "\n")
+    start, cpu = time.perf_counter(), time.process_time()
+    built = history_file.build(os.path.join(folder, "metrics.jsonl"), captured, [], {}, folder)
+    print(f"history_file.build of {n:,} points: {time.perf_counter() - start:.1f}s wall, "
+          f"{time.process_time() - cpu:.1f}s CPU; {built.records:,} records, curve of {len(built.curve or [])}; "
+          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--build"]:
+        build_only(int(sys.argv[2]))
+        return
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
     rate = int(sys.argv[2]) if len(sys.argv) > 2 else 70000
     repo = str(scratch_repo({"flood.py": FLOOD_PY, "c.yaml": CONFIG}))
