@@ -154,6 +154,12 @@ class ExperimentConfig:
             out["env"] = dict(self.env)
         if self.snapshot.to_dict():
             out["snapshot"] = self.snapshot.to_dict()
+        out.update(self._policies_dict())
+        return out
+
+    def _policies_dict(self) -> Dict[str, Any]:
+        """to_dict's part for how the run is resumed, signalled, budgeted, profiled, diagnosed, notified."""
+        out: Dict[str, Any] = {}
         if self.resume is not None:
             out["resume"] = self.resume
         if self.checkpoints:  # a gitexp.checkpoints.Spec: stored as the config gave it
@@ -440,41 +446,51 @@ class _Validator:
             value = {str(v): {} for v in value}
         if not isinstance(value, dict):
             raise self.fail("metrics", "'metrics' must map a metric name to how it is captured")
-        out = {}
-        for name, spec in value.items():
-            key = f"metrics.{name}"
-            spec = spec if spec is not None else {}
-            if not isinstance(spec, dict):
-                raise self.fail(key, f"metric '{name}' must be a mapping (goal, regex, file, key)")
-            self.check_keys(spec, METRIC_KEYS, key + ".")
-            goal = spec.get("goal", "minimize")
-            if goal not in GOALS:
-                raise self.fail(f"{key}.goal", f"goal {goal!r} of metric '{name}' is not valid", "use minimize or maximize")
-            regex = spec.get("regex")
-            if regex is not None:
-                try:
-                    compiled = re.compile(str(regex))
-                except re.error as exc:
-                    raise self.fail(f"{key}.regex", f"regex of metric '{name}' does not compile: {exc}") from exc
-                if compiled.groups < 1:
-                    raise self.fail(f"{key}.regex", f"regex of metric '{name}' needs a group capturing the value",
-                                    "e.g. 'val_err=([0-9.]+)'")
-            sources = [k for k in ("regex", "file", "tfevents") if spec.get(k) is not None]
-            if len(sources) > 1:
-                raise self.fail(key, f"metric '{name}' has both '{sources[0]}' and '{sources[1]}'", "pick one source")
-            if spec.get("tag") is not None and spec.get("tfevents") is None:
-                raise self.fail(f"{key}.tag", f"'tag' of metric '{name}' applies to tfevents metrics only",
-                                "e.g. {tfevents: 'runs/**/events.out.tfevents.*', tag: 'Loss/test'}")
-            for text_key in ("file", "key", "tfevents", "tag"):
-                if spec.get(text_key) is not None and not isinstance(spec[text_key], str):
-                    raise self.fail(f"{key}.{text_key}", f"{text_key} of metric '{name}' must be a string")
-            step, step_regex = self.metric_step(spec, f"{key}.step", f"of metric '{name}'")
-            if step and regex is None:
-                raise self.fail(f"{key}.step", f"'step' of metric '{name}' applies to regex metrics only",
-                                "gitexp.log and metrics files give their own steps")
-            out[str(name)] = MetricSpec(str(name), goal, regex, spec.get("file"), spec.get("key"), step, step_regex,
-                                        spec.get("tfevents"), spec.get("tag"))
-        # The top-level 'step' is where the steps of every regex metric without its own come from.
+        out = {str(name): self.metric(str(name), spec) for name, spec in value.items()}
+        self.default_metric_step(data, out)
+        return out
+
+    def metric(self, name: str, spec: Any) -> MetricSpec:
+        """One metric's spec: goal, its one source (regex, file or tfevents) and its steps."""
+        key = f"metrics.{name}"
+        spec = spec if spec is not None else {}
+        if not isinstance(spec, dict):
+            raise self.fail(key, f"metric '{name}' must be a mapping (goal, regex, file, key)")
+        self.check_keys(spec, METRIC_KEYS, key + ".")
+        goal = spec.get("goal", "minimize")
+        if goal not in GOALS:
+            raise self.fail(f"{key}.goal", f"goal {goal!r} of metric '{name}' is not valid", "use minimize or maximize")
+        regex = spec.get("regex")
+        if regex is not None:
+            self.metric_regex(name, key, regex)
+        sources = [k for k in ("regex", "file", "tfevents") if spec.get(k) is not None]
+        if len(sources) > 1:
+            raise self.fail(key, f"metric '{name}' has both '{sources[0]}' and '{sources[1]}'", "pick one source")
+        if spec.get("tag") is not None and spec.get("tfevents") is None:
+            raise self.fail(f"{key}.tag", f"'tag' of metric '{name}' applies to tfevents metrics only",
+                            "e.g. {tfevents: 'runs/**/events.out.tfevents.*', tag: 'Loss/test'}")
+        for text_key in ("file", "key", "tfevents", "tag"):
+            if spec.get(text_key) is not None and not isinstance(spec[text_key], str):
+                raise self.fail(f"{key}.{text_key}", f"{text_key} of metric '{name}' must be a string")
+        step, step_regex = self.metric_step(spec, f"{key}.step", f"of metric '{name}'")
+        if step and regex is None:
+            raise self.fail(f"{key}.step", f"'step' of metric '{name}' applies to regex metrics only",
+                            "gitexp.log and metrics files give their own steps")
+        return MetricSpec(name, goal, regex, spec.get("file"), spec.get("key"), step, step_regex,
+                          spec.get("tfevents"), spec.get("tag"))
+
+    def metric_regex(self, name: str, key: str, regex: Any) -> None:
+        """A metric's regex compiles and has a group capturing the value."""
+        try:
+            compiled = re.compile(str(regex))
+        except re.error as exc:
+            raise self.fail(f"{key}.regex", f"regex of metric '{name}' does not compile: {exc}") from exc
+        if compiled.groups < 1:
+            raise self.fail(f"{key}.regex", f"regex of metric '{name}' needs a group capturing the value",
+                            "e.g. 'val_err=([0-9.]+)'")
+
+    def default_metric_step(self, data: Mapping[str, Any], out: Dict[str, MetricSpec]) -> None:
+        """The top-level 'step' is where the steps of every regex metric without its own come from."""
         default, default_regex = self.metric_step(data, "step", "(top-level)")
         if default:
             if not any(spec.regex for spec in out.values()):
@@ -483,7 +499,6 @@ class _Validator:
             for spec in out.values():
                 if spec.regex and not spec.step:
                     spec.step, spec.step_regex = default, default_regex
-        return out
 
     def metric_step(self, spec: Mapping[str, Any], key: str, whose: str) -> Tuple[Optional[str], Optional[str]]:
         """(mode, step regex) from a 'step' value: count, latest or {regex: '...'}."""

@@ -347,6 +347,10 @@ class _Merger:
             return None
         if len(versions) == 1 and (ref != METRICS_REF or versions[0][1].whole):
             return versions[0][0]  # one usable note: kept as it is, the same blob on both sides
+        return self._merged_blob(ref, versions)
+
+    def _merged_blob(self, ref: str, versions: List[Tuple[str, Any, Optional[Any]]]) -> str:
+        """The blob of several usable versions of one note merged (by the rules of its ref)."""
         if ref == SUMMARY_REF:
             merged: Any = versions[0][1]
             for _blob, value, _s in versions[1:]:

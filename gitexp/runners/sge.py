@@ -167,6 +167,23 @@ class SgeRunner(BatchRunner):
                 raise BadInput(f"{config.name} asks {cpus} CPUs but run target '{t.name}' names no parallel "
                                "environment", f"git exp remote add {t.name} --runner sge --pe <pe> ... (qconf -spl)")
             lines.append(f"-pe {_word('pe', t.get('pe'))} {cpus}")
+        resources = self.resources(config, cpus)
+        if resources:
+            lines.append("-l " + ",".join(resources))
+        if count > 1:
+            lines.append(f"-t 1-{count}")
+            parallel = max_parallel or t.get("max_parallel")
+            if parallel:
+                lines.append(f"-tc {int(parallel)}")
+        for extra in t.list("qsub"):
+            if "\n" in extra or "\r" in extra:
+                raise BadInput(f"run target '{t.name}': a qsub line may not hold a line break: {extra!r}")
+            lines.append(extra)
+        return lines
+
+    def resources(self, config: ExperimentConfig, cpus: int) -> List[str]:
+        """The -l resources of a job: its time limits, memory per slot and GPUs."""
+        t, req = self.target, config.requires
         limits = self.time_limits(config)
         resources = []
         if limits:
@@ -182,18 +199,7 @@ class SgeRunner(BatchRunner):
                 raise BadInput(f"{config.name} asks {req.gpus} GPU(s) but run target '{t.name}' names no GPU resource",
                                f"git exp remote add {t.name} --runner sge --gpu-resource <name> ... (qconf -sc)")
             resources.append(f"{_word('gpu_resource', t.get('gpu_resource'))}={int(req.gpus)}")
-        if resources:
-            lines.append("-l " + ",".join(resources))
-        if count > 1:
-            lines.append(f"-t 1-{count}")
-            parallel = max_parallel or t.get("max_parallel")
-            if parallel:
-                lines.append(f"-tc {int(parallel)}")
-        for extra in t.list("qsub"):
-            if "\n" in extra or "\r" in extra:
-                raise BadInput(f"run target '{t.name}': a qsub line may not hold a line break: {extra!r}")
-            lines.append(extra)
-        return lines
+        return resources
 
     def job_script(self, config: ExperimentConfig, exps: Sequence[Experiment], folder: str,
                    max_parallel: Optional[int] = None) -> str:
