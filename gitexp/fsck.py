@@ -171,8 +171,6 @@ def repair(repo: Repo, store: Store, damage: Damage) -> List[str]:
     return done
 
 
-def _restore_from_worktree(repo: Repo, missing: List[str]) -> int:
-    """Write back missing blobs whose content is still a file in the working tree."""
 def record_kept_ends(repo: Repo, store: Store) -> List[str]:
     """Record the ends of runs whose executor kept them in the run directory (a full disk) and
     is gone (:mod:`gitexp.endstate`); one line each."""
@@ -181,6 +179,8 @@ def record_kept_ends(repo: Repo, store: Store) -> List[str]:
     return settle_all(repo, store)
 
 
+def _restore_from_worktree(repo: Repo, missing: List[str]) -> int:
+    """Write back missing blobs whose content is still a file in the working tree."""
     listed = repo.run(["ls-files", "-z", "-co", "--exclude-standard"]).stdout.decode(errors="replace")
     paths = [p for p in listed.split("\0") if p and os.path.isfile(os.path.join(repo.root, p))]
     if not paths:
