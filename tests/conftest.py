@@ -157,6 +157,7 @@ _NOT_UNIT = frozenset({
     "Executor", "Worker", "LocalRunner", "run_foreground", "ForkedExecutor", "Server", "serve", "SshTransport",
 })
 _GIT_ONLY = frozenset({"git", "make_repo", "all_refs", "assert_fsck_clean"})
+_TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def _code_names(code: Any) -> set:
@@ -180,11 +181,10 @@ def _starts_something(func: Any, seen: set) -> bool:
         return True
     module_globals = getattr(func, "__globals__", {})
     for name in names - _GIT_ONLY:
-        helper = module_globals.get(name)
-        module = str(getattr(helper, "__module__", None) or "")
-        if callable(helper) and (module == "conftest" or module.startswith(("test_", "tests."))) \
-                and _starts_something(helper, seen):
-            return True
+        helper = getattr(module_globals.get(name), "__wrapped__", module_globals.get(name))
+        where = getattr(getattr(helper, "__code__", None), "co_filename", "")
+        if os.path.dirname(os.path.abspath(where)) == _TESTS and _starts_something(helper, seen):
+            return True  # a helper of the tests (conftest, sshd.py, ...): followed into
     return False
 
 
@@ -198,6 +198,8 @@ def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("slow") or item.get_closest_marker("unit"):
             continue
+        if "ssh" in str(getattr(getattr(item, "callspec", None), "id", "")).split("-"):
+            continue  # run once per transport: the ssh one asks for its sshd by name (getfixturevalue)
         info = getattr(item, "_fixtureinfo", None)
         fixtures = [d.func for defs in (info.name2fixturedefs.values() if info else []) for d in defs]
         seen: set = set()
