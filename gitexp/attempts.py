@@ -169,6 +169,7 @@ def _offset(n: int, sha: str, summary: Dict[str, Any], first: float, combined: L
         warnings.append((sha, head + f"its points replace {hidden} earlier point(s) from step {first + base:g} on "
                          "(checkpoints: {resume_steps: as_logged}); git exp metrics --raw gives each attempt's own"))
         return base
+    offset: float
     if at is not None:
         offset = base + at + 1 - first
     else:

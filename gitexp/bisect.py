@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from .config import ExperimentConfig, parse_config
 from .errors import BadInput, GitExpError
@@ -324,7 +324,7 @@ def _bounds(plan: Plan, probes: Dict[int, Probe]) -> Tuple[int, int]:
     return lo, hi
 
 
-def choose(lo: int, hi: int, tested: set, k: int) -> List[int]:
+def choose(lo: int, hi: int, tested: Set[int], k: int) -> List[int]:
     """Up to ``k`` untested positions strictly between ``lo`` and ``hi``, as near as may be to
     the points that cut the interval in k+1 equal parts (a skipped one's neighbour instead)."""
     free = [i for i in range(lo + 1, hi) if i not in tested]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .bisect import Known, Launcher, Plan, Probe
 from .config import ExperimentConfig
@@ -53,7 +53,7 @@ def make_many(repo: Repo, store: Store, plan: Plan, wanted: Sequence[Tuple[str, 
     return exps
 
 
-def _provenance(plan: Plan) -> dict:
+def _provenance(plan: Plan) -> Dict[str, Any]:
     return {"good": plan.good.sha, "bad": plan.bad.sha, "metric": plan.metric}
 
 

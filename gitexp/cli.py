@@ -9,7 +9,7 @@ import errno
 import importlib
 import os
 import sys
-from typing import Any, Callable, Dict, List, NoReturn, Optional, TypeVar
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple, TypeVar
 
 import click
 
@@ -19,7 +19,7 @@ from .errors import DiskFull, GitExpError
 
 # command name -> (module under gitexp.commands, attribute). Imported on use, so that
 # `git exp log` does not pay for the executor's imports.
-COMMANDS: Dict[str, tuple] = {
+COMMANDS: Dict[str, Tuple[str, str]] = {
     "run": ("run", "run"),
     "log": ("log", "log"),
     "show": ("inspect", "show"),
@@ -90,7 +90,8 @@ class LazyGroup(click.Group):
         if cmd_name not in COMMANDS:
             return None
         module, attr = COMMANDS[cmd_name]
-        command: Any = getattr(importlib.import_module(f"gitexp.commands.{module}"), attr)
+        command = getattr(importlib.import_module(f"gitexp.commands.{module}"), attr)
+        assert isinstance(command, click.Command)
         return command
 
 

@@ -620,6 +620,7 @@ def coerce_value(raw: str, like: Scalar, where: str) -> Scalar:
         raise BadInput(f"{where}: {raw!r} is not true/false, but the param is ({like!r})")
     if isinstance(like, str) and not isinstance(value, str):
         return raw  # the text as given: a string param stays a string
+    typed: Scalar
     typed, changed = typed_like(value, like)
     if changed:
         print(f"gitexp: note: {where}: {raw} is passed as a {type(typed).__name__}; "

@@ -69,7 +69,8 @@ class Rules:
     given: Any = None  # what the config said, stored back as it was
 
     def action(self, rule: str) -> Optional[str]:
-        return self.rules[rule]["action"]
+        action: Optional[str] = self.rules[rule]["action"]
+        return action
 
     def to_dict(self) -> Any:
         return self.given

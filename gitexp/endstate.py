@@ -190,7 +190,8 @@ def settle(repo: Repo, store: Store, exp: Experiment) -> Optional[str]:
     if done:
         exp.summary.clear()
         exp.summary.update(done)
-    return state["status"]
+    status: Optional[str] = state["status"]
+    return status
 
 
 def _metric_specs(repo: Repo, sha: str) -> Dict[str, Any]:

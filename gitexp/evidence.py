@@ -35,7 +35,8 @@ LOCK_NAME = "executor.lock"
 def read_exec_info(path: str) -> Dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+            info: Dict[str, Any] = json.load(handle)
+            return info
     except (OSError, ValueError):
         return {}
 

@@ -124,7 +124,7 @@ class Executor(OutputPump, Stopping, Recorder, WatcherFeed):
         self.interval, interval_problem = _seconds("GITEXP_NOTES_INTERVAL")
         self.grace, grace_problem = _seconds("GITEXP_KILL_GRACE")
         self.setting_warnings = [f"{p}; using the default" for p in (interval_problem, grace_problem) if p]
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: Optional[subprocess.Popen[bytes]] = None
         self.log: Optional[Any] = None
         self.lock_fd: Optional[int] = None
         self.stop_reason: Optional[str] = None

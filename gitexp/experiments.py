@@ -23,7 +23,7 @@ from .errors import BadInput
 from . import lifecycle
 from . import snapshot as snapshot_mod
 from .notes import CONFIG_PATH, DETAILS_REF, Experiment, Store, dump_json, free_name
-from .evidence import local_executor, local_program, process_alive, ran_here, read_exec_info
+from .evidence import local_executor, local_program, process_alive as process_alive, ran_here, read_exec_info as read_exec_info
 from .paths import SILENT_LOST_SECONDS, run_paths, runs_root
 from .repo import RefUpdate, Repo
 

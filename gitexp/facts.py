@@ -11,7 +11,7 @@ from typing import Any, Dict, List
 
 import psutil
 
-from .hostprobe import gpu_models
+from .hostprobe import gpu_models as gpu_models
 
 
 CACHE_KEEP = 4  # package-list cache files kept (one per interpreter/site-packages state)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set, Tuple
 
 from .errors import GitExpError, MissingObjects
 from .lifecycle import Status, restore
@@ -122,7 +122,7 @@ def _leftover_inbox(repo: Repo) -> Dict[str, str]:
     return found
 
 
-def _check_pairing(store: Store, ours: Dict[str, str], absent: set, damage: Damage) -> None:
+def _check_pairing(store: Store, ours: Dict[str, str], absent: Set[str], damage: Damage) -> None:
     """Every experiment ref has a summary note, and every summary note an experiment ref."""
     summaries = store.notes_index(SUMMARY_REF)
     named = {sha for ref, sha in ours.items() if ref.startswith(EXP_PREFIX)}
@@ -208,7 +208,7 @@ def _mend_experiment(repo: Repo, store: Store, ref: str, sha: str, missing: List
     tree, lost = repo.salvage_tree(old.tree.decode())
     message = old.message.decode(errors="replace").rstrip("\n") + f"\nGitexp-Recovered-From: {sha}\n"
     new = repo.commit_tree(tree or repo.build_tree(None, {}), [p.decode() for p in old.parents], message)
-    notes: Dict[tuple, Optional[bytes]] = {}
+    notes: Dict[Tuple[str, str], Optional[bytes]] = {}
     for notes_ref in NOTES_REFS:
         data = store.read_notes(notes_ref, [sha]).get(sha)
         notes[(notes_ref, sha)] = None

@@ -25,7 +25,7 @@ import pickle
 import tempfile
 from array import array
 from dataclasses import dataclass, field
-from typing import Any, Dict, IO, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, IO, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from . import summary as checks
 from .metrics import STEP_SOURCES, is_number, merge, spark_text
@@ -165,7 +165,7 @@ class Built:
 
 
 def _points(api_path: str, captured_path: str, extra: Sequence[Dict[str, Any]],
-            found: Dict[str, set]) -> Iterator[Tuple[Dict[str, Any], Optional[str]]]:
+            found: Dict[str, Set[Any]]) -> Iterator[Tuple[Dict[str, Any], Optional[str]]]:
     """(history point, src of a captured record or None for an API point), in input order."""
     for point in iter_jsonl(api_path):
         if not _usable(point.get("step")):
@@ -374,7 +374,7 @@ def build(api_path: str, captured_path: str, extra: Sequence[Dict[str, Any]], sp
 
     Raises OSError (ENOSPC on a full disk) when a file cannot be written; nothing is left then.
     """
-    found: Dict[str, set] = {}
+    found: Dict[str, Set[Any]] = {}
     points = _points(api_path, captured_path, extra, found)
     items = _resolved(points, folder, sorter_chunk) if _has_latest(captured_path, extra) \
         else enumerate(p for p, _ in points)

@@ -212,7 +212,7 @@ def transition(store: Any, sha: str, to: Status, fields: Optional[Mapping[str, A
         new["schema"] = max(SCHEMA, int(current.get("schema") or 1))
         return new
 
-    result = store.update_summary(sha, change, extra=extra, refs=refs, message=message or f"gitexp: {to.value}",
+    result: Dict[str, Any] = store.update_summary(sha, change, extra=extra, refs=refs, message=message or f"gitexp: {to.value}",
                                   patience=patience, moves_status=True)
     if not result or "old" not in seen:
         return None

@@ -73,7 +73,7 @@ def metavar(param: Any) -> str:
     choices = getattr(param.type, "choices", None)
     if choices:
         return "|".join(str(c) for c in choices)
-    return max(param.opts, key=len).lstrip("-").replace("-", "_").upper()  # --max-parallel: MAX_PARALLEL
+    return str(max(param.opts, key=len)).lstrip("-").replace("-", "_").upper()  # --max-parallel: MAX_PARALLEL
 
 
 def option_lines(param: Any) -> List[str]:

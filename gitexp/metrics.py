@@ -14,7 +14,7 @@ import re
 import signal
 import threading
 import time
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
 from . import tfevents
 from .config import MetricSpec
@@ -271,6 +271,7 @@ def checkpoint_record(record: Any) -> Optional[Dict[str, Any]]:
             or "\0" in record["path"]:
         return None
     record = dict(record)
+    assert isinstance(record, dict)
     size, step = record.get("size"), record.get("step")
     record["size"] = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
     record["step"] = step if isinstance(step, int) and not isinstance(step, bool) else None
@@ -385,7 +386,7 @@ def build_history(api_points: List[Dict[str, Any]], records: List[Dict[str, Any]
     """
     api_points = [p if _usable_step(p.get("step")) else {**p, "step": None} for p in api_points]
     records = resolve_latest(api_points, [r for r in records if _usable_step(r.get("step"))])
-    found: Dict[str, set] = {}
+    found: Dict[str, Set[Any]] = {}
     for point in api_points:
         for key in point:
             if key not in ("step", "time"):

@@ -34,7 +34,7 @@ import math
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from .lifecycle import Change, Status, listen
 from .sections import Section
@@ -154,7 +154,7 @@ class Notifier(Watcher):
 # -- the lifecycle side ----------------------------------------------------------------------------
 _active: Dict[str, Notifier] = {}
 _installed: Dict[str, Any] = {}
-_started: set = set()  # runs whose 'started' was sent (by the listener, before their watcher existed)
+_started: Set[str] = set()  # runs whose 'started' was sent (by the listener, before their watcher existed)
 _install_lock = threading.Lock()
 
 

@@ -59,7 +59,7 @@ class Profiler(Watcher):
         self.ctx = ctx
         self.binary = binary
         self.folder = os.path.join(ctx.paths.outdir, "profile")
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: Optional[subprocess.Popen[bytes]] = None
         self.target: Optional[int] = None
         self.result: Dict[str, Any] = {}
         self.attach()

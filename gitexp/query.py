@@ -101,7 +101,7 @@ def param_text(value: Any) -> Any:
 
 def goal_of(exps: Sequence[Experiment], key: str) -> Optional[str]:
     for exp in exps:
-        goal = ((exp.summary.get("metrics") or {}).get(key) or {}).get("goal") or (exp.summary.get("goals") or {}).get(key)
+        goal: Optional[str] = ((exp.summary.get("metrics") or {}).get(key) or {}).get("goal") or (exp.summary.get("goals") or {}).get(key)
         if goal:
             return goal
     return None

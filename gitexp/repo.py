@@ -243,7 +243,7 @@ class Repo:
         check: bool = True,
         cwd: Optional[str] = None,
         timeout: Optional[float] = None,
-    ) -> subprocess.CompletedProcess:
+    ) -> subprocess.CompletedProcess[bytes]:
         # Its own session: Ctrl-C at the terminal is gitexp's to handle (stop runs, record
         # them); a git killed by it halfway would turn an orderly stop into an error.
         # ``timeout``: subprocess.TimeoutExpired once git has run that long (it is killed).
@@ -659,7 +659,8 @@ class Repo:
         return obj
 
     def tree_of(self, commit: str) -> str:
-        return self._get(commit.encode()).tree.decode()  # type: ignore[attr-defined]
+        tree: bytes = self.commit_object(commit).tree
+        return tree.decode()
 
     def snapshot_tree(self, choose: Optional[Callable[[List[Tuple[str, int]]], List[str]]] = None) -> str:
         """Tree of the working tree as it is now: tracked files, and untracked, non-ignored ones.

@@ -24,7 +24,7 @@ import json
 import math
 import re
 import sys
-from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Set, Tuple, Union, cast
 
 from .lifecycle import Status
 
@@ -280,7 +280,7 @@ def invalid_summary(problem: str) -> Dict[str, Any]:
 def checked_summary(sha: str, value: Any, parse_problem: Optional[str], notes_ref: str) -> Dict[str, Any]:
     problem = parse_problem or summary_problem(value)
     if problem is None:
-        return value
+        return cast(Dict[str, Any], value)  # summary_problem checked it
     warn("the summary note of", notes_ref, sha, problem)
     return invalid_summary(problem)
 
@@ -294,7 +294,7 @@ def load_details(sha: str, data: Optional[bytes], notes_ref: str) -> Dict[str, A
     value, problem = parse_json(data)
     problem = problem or details_problem(value)
     if problem is None:
-        return value
+        return cast(Dict[str, Any], value)  # details_problem checked it
     warn("the details note of", notes_ref, sha, problem)
     return {}
 
@@ -342,7 +342,7 @@ def _whole_history(lines: List[bytes]) -> Optional[List[Dict[str, Any]]]:
         for item in value.values():
             if item.__class__ not in scalars:
                 return None
-    return values
+    return cast(List[Dict[str, Any]], values)  # each checked above: a dict of scalars
 
 
 def load_config(sha: str, raw: Optional[bytes], path: str) -> Dict[str, Any]:
@@ -363,7 +363,7 @@ def load_config(sha: str, raw: Optional[bytes], path: str) -> Dict[str, Any]:
         problem = None if isinstance(value, dict) else "it is not a mapping"
         problem = problem or _size_problem(value, max_nodes=100_000)
     if problem is None:
-        return value
+        return cast(Dict[str, Any], value)  # a mapping, checked above
     print(printable(f"warning: skipping the config of {sha[:10]}: {problem}; "
                     f"see git show {sha}:{path}"), file=sys.stderr, flush=True)
     return {}
@@ -398,3 +398,8 @@ def json_safe(value: Any, depth: int = 0) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(v, depth + 1) for v in value]
     return value
+
+
+def json_safe_dict(value: Mapping[str, Any]) -> Dict[str, Any]:
+    """:func:`json_safe` of a mapping at the top: a dict."""
+    return {str(k): json_safe(v, 1) for k, v in value.items()}

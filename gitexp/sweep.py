@@ -209,7 +209,8 @@ def points(spec: SweepSpec) -> List[Dict[str, Scalar]]:
 
 def _draw(rng: random.Random, kind: str, args: List[Any]) -> Scalar:
     if kind == "choice":
-        return rng.choice(args)
+        chosen: Scalar = rng.choice(args)
+        return chosen
     low, high = args
     if kind == "randint":
         return rng.randint(low, high)

@@ -43,7 +43,7 @@ from .notes import EXP_PREFIX, NOTES_REFS, SUMMARY_REF, free_name
 from .repo import Repo, cas_attempts
 # The merge of what was fetched; Source, Fetched, MergeReport, merge_fetched and _valid_name are
 # used from here too.
-from .syncmerge import Fetched, MergeReport, Source, _valid_name, merge_fetched  # noqa: F401
+from .syncmerge import Fetched as Fetched, MergeReport as MergeReport, Source as Source, _valid_name as _valid_name, merge_fetched as merge_fetched  # noqa: F401
 
 FETCH_ATTEMPTS = 8
 PUSH_ATTEMPTS = 5

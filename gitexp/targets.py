@@ -42,7 +42,7 @@ from .errors import BadInput
 from .giturls import location, same_repository
 from .gitconfig import TARGET_PREFIX, matching
 from .repo import Repo
-from .runners.options import Option, check_option
+from .runners.options import Option as Option, check_option
 from .transport import LocalTransport, SshTransport, Transport
 
 TARGETS_FILE = ".gitexp.yaml"

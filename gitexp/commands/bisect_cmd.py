@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from ..bisect import Result, plan as make_plan, search
+from ..bisect import Launcher, Result, plan as make_plan, search
 from ..errors import BadInput
 from ..summary import json_safe
 from .common import cell, fmt_value, open_store, render_table
@@ -42,7 +42,7 @@ def bisect(good: str, bad: str, metric: str, threshold: Optional[float], last: b
         raise BadInput(f"--parallel {parallel}: must be at least 1")
     repo, store = open_store()
     plan = make_plan(repo, store, good, bad, metric, threshold, last, repeat, seed_param)
-    launcher: bisect_probes.Launcher
+    launcher: Launcher
     if on:
         launcher = bisect_probes.OnTarget(repo, store, on)
     elif to_queue:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar
 
 import click
 
@@ -20,6 +20,8 @@ from ..units import format_duration, format_size
 
 if TYPE_CHECKING:
     from ..operations.submit import Submitted
+
+_F = TypeVar("_F", bound=Callable[..., Any])  # a click command function, kept typed through a decorator
 
 CELL_WIDTH = 80  # a table cell is cut to this many characters; --format csv/json keep it whole
 
@@ -79,7 +81,7 @@ def print_json(data: Any) -> None:
     click.echo(json_text(data))
 
 
-def output_format(*choices: str, default: str = "table") -> Any:
+def output_format(*choices: str, default: str = "table") -> Callable[[_F], _F]:
     return click.option("--format", "fmt", type=click.Choice(list(choices)), default=default,
                         show_default=True, help="Output format.")
 
@@ -134,7 +136,7 @@ def start_here(store: Store, exp: Experiment, detach: bool, started: str, runnin
     return _exit_code(code, summary)
 
 
-def _exit_code(code: int, summary: dict) -> int:
+def _exit_code(code: int, summary: Dict[str, Any]) -> int:
     """The program's own status, except for a run stopped by a signal to ``git exp run``
     (Ctrl-C, SIGTERM, SIGHUP): 130, as docs/runners.md promises, whatever the program made of
     the signal (a training script that catches KeyboardInterrupt, saves and exits 1)."""
@@ -143,7 +145,7 @@ def _exit_code(code: int, summary: dict) -> int:
     return code
 
 
-def _closing_line(name: str, summary: dict) -> str:
+def _closing_line(name: str, summary: Dict[str, Any]) -> str:
     parts = [f"gitexp: {name} {summary.get('status', '?')}"]
     if summary.get("duration") is not None:
         parts.append(f"in {format_duration(summary['duration'])}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 import click
 from tabulate import tabulate
@@ -21,7 +21,7 @@ from .common import cell, open_store
 @click.argument("idents", metavar="ID...", nargs=-1, required=True)
 @click.option("--force", is_flag=True, help="Remove even if it is still running (its run is stopped).")
 @click.option("--keep-files", is_flag=True, help="Keep its run directory (log, outputs).")
-def rm(idents: tuple, force: bool, keep_files: bool) -> None:
+def rm(idents: Tuple[str, ...], force: bool, keep_files: bool) -> None:
     """Delete experiments: ref, notes, queue entry and (unless --keep-files) run directory.
 
     With --force a running experiment is removed too, then its run is stopped (its executor

@@ -11,7 +11,7 @@ import math
 import socket
 import sys
 import time
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import click
 
@@ -201,7 +201,7 @@ def _live(fetch: Any, interval: float) -> None:
               help="Only these ssh run targets (repeatable); default: this machine and every ssh target.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="Output format.")
-def hosts(targets: tuple, fmt: str) -> None:
+def hosts(targets: Tuple[str, ...], fmt: str) -> None:
     """Free GPUs, GPU memory, RAM and disk: this machine and each ssh run target (one round trip each)."""
     from ..runners.agent import resources
     from ..targets import load_targets

@@ -73,7 +73,7 @@ def plot(words: Tuple[str, ...], group: Optional[str], output: Optional[str], x_
         chosen = _refreshed(store, chosen)
 
 
-def _figure(repo: Repo, store: Store, chosen: List[Experiment], statuses: dict, metrics: List[str], what: str,
+def _figure(repo: Repo, store: Store, chosen: List[Experiment], statuses: Dict[str, str], metrics: List[str], what: str,
             x_axis: str, log_y: bool, smoothing: float, kind: Optional[str], width: Optional[int],
             over: Tuple[str, ...] = ()) -> plots.Figure:
     hists = plots.histories(repo, store, chosen, statuses)

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
-from typing import Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
 from .. import plots
 from .. import report as report_mod
-from ..notes import DETAILS_REF
+from ..notes import DETAILS_REF, Experiment
 from ..status import live_statuses
 from .common import open_store
 
@@ -64,9 +64,9 @@ def report(idents: Tuple[str, ...], group: Optional[str], output: str, metric_na
     click.echo(f"wrote {output} ({len(chosen)} experiment(s), {os.path.getsize(output) // 1024} KiB)", err=True)
 
 
-def _ordered_metrics(exps: list) -> list:
+def _ordered_metrics(exps: List[Experiment]) -> List[str]:
     """Every metric the experiments have, those declared with a goal first."""
-    goals: dict = {}
+    goals: Dict[str, Any] = {}
     for exp in exps:
         for name in exp.summary.get("goals") or {}:
             goals.setdefault(str(name), None)

@@ -34,7 +34,7 @@ from ..config import ExperimentConfig
 from ..notes import DETAILS_REF, Experiment, Store, dump_json
 from ..repo import Repo
 from ..transport import LocalTransport, Transport
-from .options import Option, check_option, parse_gpu_list  # noqa: F401 - the runners' names for them
+from .options import Option as Option, check_option as check_option, parse_gpu_list as parse_gpu_list  # noqa: F401 - the runners' names for them
 
 if TYPE_CHECKING:
     from ..targets import Target

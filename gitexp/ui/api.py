@@ -29,7 +29,7 @@ from ..paths import run_paths
 from ..query import known_keys, parse_filter, sort_experiments
 from ..repo import Repo
 from ..status import live_statuses
-from ..summary import json_safe, load_history
+from ..summary import json_safe, json_safe_dict, load_history
 from ..timing import start_of
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -447,7 +447,7 @@ def run_page(api: Api, sha: str) -> Dict[str, Any]:
     live_res = read_live(paths.root) if status in OPEN else {}
     history = _history(api, exp, status)
     s = exp.summary
-    return json_safe({
+    return json_safe_dict({
         "id": exp.sha, "name": exp.name, "status": status, "reason": why or s.get("reason"),
         "summary": s, "config": api.store.config_of(exp.sha), "facts": details.get("facts") or {},
         "log_tail": _log_tail(paths.log) if status in OPEN else None,
@@ -498,7 +498,7 @@ def diff(api: Api, a: str, b: str) -> Dict[str, Any]:
     config_a, config_b = _flat(api.store.config_of(left.sha)), _flat(api.store.config_of(right.sha))
     # Only full shas of listed experiments reach git's argv, never text from notes.
     text = api.repo.out(["diff", left.sha, right.sha, "--", ".", f":(exclude){CONFIG_PATH}"])
-    return json_safe({
+    return json_safe_dict({
         "a": {"id": left.sha, "name": left.name}, "b": {"id": right.sha, "name": right.name},
         "params": _changed(_flat(left.summary.get("params")), _flat(right.summary.get("params"))),
         "config": _changed(config_a, config_b),
@@ -529,10 +529,10 @@ def queue(api: Api, on: Optional[str] = None) -> Dict[str, Any]:
     from ..queue import listing
 
     if on:
-        return json_safe({"target": on, **_far(api, on).queue_report(False)})
+        return json_safe_dict({"target": on, **_far(api, on).queue_report(False)})
     exps = api.listing().exps
     view = listing(api.repo, api.store, exps, show_all=False)
-    return json_safe({"target": None, "host": api.host, "queued": view.items("queued"),
+    return json_safe_dict({"target": None, "host": api.host, "queued": view.items("queued"),
                       "running": view.items("running"), "done": view.items("done")})
 
 
@@ -542,8 +542,8 @@ def hosts(api: Api, on: Optional[str] = None) -> Dict[str, Any]:
 
     if on:
         report = _far(api, on).queue_report(False)
-        return json_safe({"name": on, "host": report.get("host"), "resources": report.get("resources") or {}})
-    return json_safe({"name": "here", "host": api.host, "resources": resources(api.repo)})
+        return json_safe_dict({"name": on, "host": report.get("host"), "resources": report.get("resources") or {}})
+    return json_safe_dict({"name": "here", "host": api.host, "resources": resources(api.repo)})
 
 
 def targets(api: Api) -> Dict[str, Any]:

@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import BadInput, GitExpError
@@ -89,7 +89,7 @@ class UiServer(ThreadingHTTPServer):
         self.action_lock = threading.Lock()
 
     @staticmethod
-    def _allowed(host: str, port: int, extra: Sequence[str]) -> set:
+    def _allowed(host: str, port: int, extra: Sequence[str]) -> Set[str]:
         names = {host, f"[{host}]" if ":" in host else host}
         if host in ("127.0.0.1", "::1"):
             names |= {"localhost", "127.0.0.1", "[::1]"}
