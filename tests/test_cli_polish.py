@@ -41,9 +41,11 @@ def test_metrics_into_head_ends_quietly(repo: Path) -> None:
     (repo / "long.py").write_text("import gitexp\nfor i in range(20000):\n    gitexp.log(step=i, val_err=1.0 / (i + 1))\n")
     (repo / "long.yaml").write_text("name: long\ncommand: python long.py\nmetrics:\n  val_err: {goal: minimize}\n")
     gitexp(repo, "run", "long.yaml")
-    assert len(gitexp(repo, "metrics", "long").stdout) > 200_000  # far more than a pipe holds
-    assert_quiet_under_head(repo, "metrics", "long")
-    assert_quiet_under_head(repo, "metrics", "long", "--format", "jsonl")
+    # the default is the summary curve (said on stderr); --full is every point, far more than a pipe holds
+    assert "--full gives every point" in gitexp(repo, "metrics", "long").stderr
+    assert len(gitexp(repo, "metrics", "long", "--full").stdout) > 200_000
+    assert_quiet_under_head(repo, "metrics", "long", "--full")
+    assert_quiet_under_head(repo, "metrics", "long", "--full", "--format", "jsonl")
 
 
 def test_log_and_dry_run_into_head_end_quietly(repo: Path) -> None:
