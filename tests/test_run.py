@@ -94,12 +94,16 @@ def test_failed_program_exits_with_its_code_and_records_tail(repo: Path) -> None
 
 
 def test_detach_returns_at_once_and_logs_follow(repo: Path) -> None:
-    (repo / "slow.yaml").write_text("command: for i in 1 2 3; do echo tick $i; sleep 0.5; done\n")
-    started = time.time()
+    # the program waits for a file the test writes only after --detach returned: no wall-clock
+    # bound (shared machines are noisy), and it cannot have finished before the command returned
+    go = repo.parent / "go"
+    (repo / "slow.yaml").write_text(f"command: while [ ! -e {go} ]; do sleep 0.05; done; "
+                                    "for i in 1 2 3; do echo tick $i; sleep 0.5; done\n")
     proc = gitexp(repo, "run", "slow.yaml", "--detach")
-    assert time.time() - started < 1.4 + 1.0  # returned before the 1.5 s program finished
     sha = proc.stdout.strip()
     assert len(sha) == 40
+    assert [r["status"] for r in log_json(repo)] != ["finished"]
+    go.write_text("")
     followed = gitexp(repo, "logs", "-f", sha[:8], timeout=60).stdout
     assert "tick 3" in followed
     row = wait_for(lambda: [r for r in log_json(repo) if r["status"] == "finished"])[0]
