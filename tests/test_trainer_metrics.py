@@ -228,8 +228,11 @@ def test_a_lost_runs_points_show_before_any_resume(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "r", {"train.py": TRAINER, "c.yaml": CONFIG.replace("{steps: 30}", "{steps: 400}")})
     sha = gitexp(repo, "run", "--detach", "c.yaml", env={"PAUSE": "0.01"}).stdout.split()[0]
     run_dir = repo / ".git" / "gitexp" / "runs" / sha
+    # 60 loss points (captured.jsonl holds the other metrics' records too)
     wait_for(lambda: (run_dir / "captured.jsonl").exists()
-             and (run_dir / "captured.jsonl").read_text().count("\n") >= 60, timeout=60)
+             and sum(json.loads(line).get("metric") == "loss"
+                     for line in (run_dir / "captured.jsonl").read_text().splitlines()
+                     if line.endswith("}")) >= 60, timeout=60)
     info = json.loads((run_dir / "exec.json").read_text())
     os.kill(info["pid"], signal.SIGKILL)  # as the OOM killer would; the program dies of the broken pipe
     wait_for(lambda: log_json(repo)[0]["status"] == "lost", timeout=60)
