@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from . import history_file
 from . import metrics as metrics_mod
 from .errors import DiskFull, GitExpError
+from .fileio import write_atomic
 from .lifecycle import FINAL, Status, transition
 from .notes import DETAILS_REF, METRICS_REF, Experiment, Store, dump_json
 from .paths import RunPaths, run_paths
@@ -98,19 +99,7 @@ def write_state(root: str, state: Mapping[str, Any]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         return
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, data, durable=True)
 
 
 def clear(root: str) -> None:

@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import psutil
 
+from .fileio import write_atomic
 from .paths import run_paths, runs_root
 from .repo import Repo
 
@@ -216,10 +217,7 @@ def record_submission(repo: Repo, runner: str, job: str, shas: Sequence[str]) ->
     path = os.path.join(folder, f"{runner}-{job}.json")
     try:
         os.makedirs(folder, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump({"runner": runner, "job": job, "shas": list(shas)}, handle)
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps({"runner": runner, "job": job, "shas": list(shas)}).encode())
     except OSError:
         pass  # without it, cancel refuses and says to cancel the job by hand
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .errors import GitExpError
 from .evidence import process_alive, read_exec_info
+from .fileio import write_atomic
 from .paths import run_paths, runs_root
 from .repo import Repo
 from .supervisor import marked_pids
@@ -164,17 +165,10 @@ def record_end(run_dir: str, what: str, detail: str, **extra: Any) -> None:
     """The executor's word on its end (``what``: program-ended, recorded, signal, exception,
     disk, killed), kept in the run directory where ``show`` finds it; best effort (a full disk)."""
     record = {"what": what, "detail": detail, "time": time.time(), "pid": os.getpid(), **extra}
-    path = os.path.join(run_dir, END_NAME)
-    tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(record, handle)
-        os.replace(tmp, path)
+        write_atomic(os.path.join(run_dir, END_NAME), json.dumps(record).encode())
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        pass
 
 
 def lost_reason(run_dir: str) -> str:
