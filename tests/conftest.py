@@ -205,3 +205,24 @@ def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
         seen: set = set()
         if not any(_starts_something(f, seen) for f in [getattr(item, "function", None), *fixtures]):
             item.add_marker(pytest.mark.unit)
+
+
+def mounted_tmpfs(where: Path, size: str) -> Any:
+    """A small tmpfs mounted at ``where`` (a generator for fixtures: yields the mount point,
+    unmounts after): a real full disk. Mounting needs root; CI runs as root, so there a failure
+    to mount fails the test instead of skipping it."""
+    in_ci = os.environ.get("CI") == "true"
+    if os.geteuid() != 0:
+        if in_ci:
+            pytest.fail("CI=true but not root: the full-disk tests need to mount a tmpfs")
+        pytest.skip(f"needs root to mount a {size} tmpfs")
+    where.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+    if proc.returncode != 0:
+        if in_ci:
+            pytest.fail(f"cannot mount a tmpfs as root: {proc.stderr.decode()}")
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)

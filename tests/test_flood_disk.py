@@ -13,7 +13,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from conftest import ROOT, git, gitexp, log_json, make_repo, wait_for
+from conftest import ROOT, git, gitexp, log_json, make_repo, mounted_tmpfs, wait_for
 
 sys.path.insert(0, str(ROOT))
 
@@ -137,21 +137,8 @@ metrics:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Any:
     """A repository on a 12 MB tmpfs (mounting needs root; CI runs as root)."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI runs as root: a tmpfs must be mountable")
-        pytest.skip("mounting a small tmpfs needs root")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)], capture_output=True)
-    if proc.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a tmpfs as root: {proc.stderr.decode()}")
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
-    try:
+    for mount in mounted_tmpfs(tmp_path / "small", "12m"):
         yield make_repo(mount / "r", {"fill.py": FILLER, "config.yaml": FILLER_CONFIG})
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def _the_run(repo: Path) -> str:

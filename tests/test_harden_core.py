@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, assert_fsck_clean, git, gitexp, log_json, make_repo
+from conftest import ROOT, assert_fsck_clean, git, gitexp, log_json, make_repo, mounted_tmpfs
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 IN_CI = os.environ.get("CI") == "true"
@@ -216,21 +216,7 @@ def test_stale_object_lock_from_a_dead_writer_is_removed(repo: Path) -> None:
 
 @pytest.fixture
 def small_disk(tmp_path: Path):
-    if not IS_ROOT:
-        if IN_CI:
-            pytest.fail("CI=true but not root: the full-disk test needs to mount a tmpfs")
-        pytest.skip("needs root to mount a 20 MB tmpfs")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], capture_output=True)
-    if proc.returncode != 0:
-        if IN_CI:
-            pytest.fail(f"cannot mount a tmpfs: {proc.stderr.decode()}")
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    yield from mounted_tmpfs(tmp_path / "small", "20m")
 
 
 def _fill(path: Path) -> Path:
