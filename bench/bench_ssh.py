@@ -24,7 +24,7 @@ from typing import List
 from common import ROOT, gitexp_argv, scratch_repo
 
 sys.path.insert(0, str(ROOT))
-from gitexp.transport import SshTransport  # noqa: E402
+from gitexp.ssh_transport import SshTransport  # noqa: E402
 
 
 def test_sshd() -> tuple:

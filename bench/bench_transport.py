@@ -17,7 +17,8 @@ import time
 from common import ROOT, median_of
 
 sys.path.insert(0, str(ROOT))
-from gitexp.transport import LocalTransport, SshTransport
+from gitexp.ssh_transport import SshTransport
+from gitexp.transport import LocalTransport
 
 
 def test_sshd() -> tuple:

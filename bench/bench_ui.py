@@ -57,6 +57,7 @@ def cold(runs: int, points: int) -> None:
     from gitexp.notes import METRICS_REF
     from gitexp.summary import load_history
     from gitexp.ui import api as api_mod
+    from gitexp.ui import runs as runs_mod
 
     path = scratch_repo({"a.txt": "x\n"})
     repo = Repo.discover(str(path))
@@ -72,7 +73,7 @@ def cold(runs: int, points: int) -> None:
         api = api_mod.Api(repo)
         api.listing()
         start, used = time.perf_counter(), cpu()
-        api_mod.dumps(api_mod.curves(api, ids, "val_err"))
+        api_mod.dumps(runs_mod.curves(api, ids, "val_err"))
         return time.perf_counter() - start, cpu() - used
 
     def before() -> Tuple[float, float]:

@@ -210,7 +210,7 @@ class OnTarget(Launcher):
 
     def _until_ended_there(self, exps: Sequence[Experiment], first: float = 0.2) -> None:
         """Wait until the target says every run has ended (then one pull brings them all)."""
-        if not self.runner.REMOTE:
+        if not self.runner.asks_another_host():
             return  # its runs write this repository's notes: wait_for_end reads them
         delay = first
         pending = [e for e in exps if e.status not in FINAL_NAMES]

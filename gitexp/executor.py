@@ -138,6 +138,7 @@ class Executor(OutputPump, Stopping, Recorder, WatcherFeed):
         self.captured_lost = 0
         self.unwritten: List[Dict[str, Any]] = []  # points not yet in captured.jsonl (a full disk)
         self.backlog: List[Dict[str, Any]] = []  # points not yet handed to the watchers
+        self.thinned = 0  # times the backlog was thinned (watch.thin)
         self.patience = _seconds("GITEXP_FULL_DISK_WAIT")[0]
         self.lock = threading.Lock()
         self.done = threading.Event()
@@ -245,7 +246,7 @@ class Executor(OutputPump, Stopping, Recorder, WatcherFeed):
         """``auto_resume: N`` on a scheduler (Slurm, Grid Engine): resubmit the run from its
         latest checkpoint as a new attempt, from the node, through the run's own runner. The
         local queue's worker does the same for its runs."""
-        if runner_class(self.runner).LOCAL_QUEUE or status == "finished":
+        if runner_class(self.runner).retries_on_local_queue() or status == "finished":
             return
         from .attempts import auto_resume
         from .runners import runner_for
@@ -353,7 +354,7 @@ class Executor(OutputPump, Stopping, Recorder, WatcherFeed):
     def _mark_starting(self) -> None:
         """Show the run as this process's from the start: if it dies, the run shows ``lost``."""
         ident = self._identity()
-        claims = runner_class(self.runner).EXECUTOR_CLAIMS
+        claims = runner_class(self.runner).executor_claims()
 
         fields = {**ident, "runner": self.runner, "run_dir": self.paths.root, "outdir": self.paths.outdir}
         if claims:

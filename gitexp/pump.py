@@ -20,6 +20,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from . import metrics as metrics_mod
 from .paths import RunPaths
+from .watch import BACKLOG_LIMIT, thin
 
 DRAIN_QUIET = 0.5  # after the main process ended: the pipe quiet this long ends the output
 DRAIN_MOST = 3.0  # ... and at most this long after it ended, however much still comes
@@ -42,6 +43,7 @@ class OutputPump:
     captured_lost: int  # failed writes of captured.jsonl
     unwritten: List[Dict[str, Any]]  # points not yet in captured.jsonl (a full disk)
     backlog: List[Dict[str, Any]]  # points not yet handed to the watchers
+    thinned: int  # times the backlog was thinned (watch.thin): the watchers fell behind
     watching: bool = False
     ended_at: Optional[float] = None  # monotonic time the main process was seen ended
     quiet_since: float = 0.0
@@ -137,7 +139,10 @@ class OutputPump:
             return
         if self.watching:
             with self.lock:
-                self.backlog.extend(new)  # the watchers see every point as it comes
+                self.backlog.extend(new)  # the watchers see every point as it comes, ...
+                if len(self.backlog) > BACKLOG_LIMIT:  # ... unless they fall behind a flood
+                    self.backlog = thin(self.backlog, BACKLOG_LIMIT // 2)
+                    self.thinned += 1
         self.unwritten.extend(new)
         self._write_captured()
 

@@ -44,6 +44,7 @@ class Recorder:
     stop_reason: Optional[str]
     kill_detail: Optional[str]
     unwritten: List[Dict[str, Any]]
+    thinned: int
     patience: float
     watchers: Any
 
@@ -147,6 +148,8 @@ class Recorder:
         lost = getattr(self, "log_lost", 0)
         if lost:
             details["log_bytes_lost"] = lost
+        if self.thinned:  # the watchers fell behind a flood and saw each stretch's extremes
+            details["watch_thinned"] = self.thinned
         return details
 
     # -- the end --------------------------------------------------------------------------------

@@ -10,25 +10,22 @@ transaction whose lines carry the old value (compare-and-swap).
 """
 from __future__ import annotations
 
-import atexit
-import errno
 import os
 import random
 import re
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from dulwich.file import adjust_shared_perm
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
 
 from .errors import BadInput, DiskFull, GitFailed, MissingObjects
+from .gitenv import clean_env
+from .repo_objects import ObjectWrites
+from .repo_worktree import WorkTree
 
 ZERO_SHA = "0" * 40
 
@@ -70,102 +67,7 @@ class TreeEntry:
     path: str
 
 
-STALE_LOCK_SECONDS = 10.0
-_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _NO_SPACE_TEXT = ("No space left on device", "Disk quota exceeded")
-
-
-def storage_error(exc: OSError, path: str) -> Exception:
-    """A full disk becomes :class:`DiskFull` (one clear line); other errors pass through."""
-    if exc.errno in _NO_SPACE:
-        return DiskFull(path)
-    return exc
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask would race with threads)."""
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    old = os.umask(0o022)
-    os.umask(old)
-    return old
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _remove_stale_lock(lock: str) -> bool:
-    """Remove ``lock`` if nobody has touched it for a while (its writer died); True if removed."""
-    try:
-        age = time.time() - os.path.getmtime(lock)
-    except OSError:
-        return False
-    if age < STALE_LOCK_SECONDS:
-        return False
-    _unlink_quietly(lock)
-    return True
-
-
-def _checkout_tree(source: str, commit: str, target: str, depth: int) -> None:
-    """Files of ``commit`` (an object of the repository at ``source``) under ``target``."""
-    if depth > 8:
-        raise GitFailed(f"submodules nested more than 8 deep under {source}")
-    fd, index = tempfile.mkstemp(prefix="gitexp-index-")
-    os.close(fd)
-    os.unlink(index)
-    env = _clean_env({"GIT_INDEX_FILE": index})
-    try:
-        for args in (["read-tree", commit], ["checkout-index", "-a", "-f", f"--prefix={os.path.join(target, '')}"]):
-            proc = subprocess.run(["git", *args], cwd=source, env=env, capture_output=True)
-            if proc.returncode != 0:
-                err = proc.stderr.decode(errors="replace").strip()
-                git_dir = subprocess.run(["git", "rev-parse", "--absolute-git-dir"], cwd=source, env=_clean_env(),
-                                         capture_output=True, text=True).stdout.strip()
-                raise GitFailed(f"cannot check out {commit[:12]} from {git_dir or source}: {err}")
-        listing = subprocess.run(["git", "ls-tree", "-r", "-z", commit], cwd=source, env=env,
-                                 capture_output=True).stdout.decode(errors="replace")
-    finally:
-        if os.path.exists(index):
-            os.unlink(index)
-    for item in listing.split("\0"):
-        meta, _, path = item.partition("\t")
-        if not meta.startswith("160000 "):
-            continue
-        sub_commit = meta.split(" ")[2]
-        sub_source = os.path.join(source, path)
-        if not os.path.exists(os.path.join(sub_source, ".git")):
-            raise GitFailed(f"submodule {path}: no repository at {sub_source} to take its commit "
-                            f"{sub_commit[:12]} from", f"run git submodule update --init {path}")
-        present = subprocess.run(["git", "cat-file", "-e", f"{sub_commit}^{{commit}}"], cwd=sub_source,
-                                 env=_clean_env(), capture_output=True)
-        if present.returncode != 0:
-            raise GitFailed(f"submodule {path}: its recorded commit {sub_commit[:12]} is not in {sub_source}",
-                            f"fetch it there (git -C {path} fetch) or run git submodule update {path}")
-        _checkout_tree(sub_source, sub_commit, os.path.join(target, path), depth + 1)
-
-
-def _clean_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
-    env = dict(os.environ)
-    # A hook or the user's shell may export these; our plumbing must not inherit them.
-    for key in ("GIT_INDEX_FILE", "GIT_WORK_TREE", "GIT_PREFIX"):
-        env.pop(key, None)
-    env["GIT_TERMINAL_PROMPT"] = "0"
-    # gitexp reads git's messages (a lost compare-and-swap race, a full disk): under a
-    # translated git they would not match, and a race to retry would become an error.
-    env["LC_ALL"] = "C"
-    env.pop("LANGUAGE", None)
-    if extra:
-        env.update(extra)
-    return env
 
 
 _FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -173,7 +75,7 @@ _PER_WORKTREE = ("refs/bisect/", "refs/worktree/", "refs/rewritten/")  # kept in
 LOOSE_REFS_LIMIT = 1000  # more loose experiment refs than this: maintain() packs them
 
 
-class Repo:
+class Repo(ObjectWrites, WorkTree):
     """A git repository found from a directory inside its working tree."""
 
     def __init__(self, root: str, git_dir: str, common_dir: str) -> None:
@@ -199,7 +101,7 @@ class Repo:
         try:
             both = subprocess.run(["git", "rev-parse", "--is-bare-repository", "--absolute-git-dir",
                                    "--git-common-dir", "--show-toplevel"],
-                                  cwd=path, env=_clean_env(), capture_output=True, text=True)
+                                  cwd=path, env=clean_env(), capture_output=True, text=True)
         except FileNotFoundError:
             raise BadInput("git is not installed or not on PATH", "install git and retry") from None
         lines = both.stdout.splitlines()
@@ -208,7 +110,7 @@ class Repo:
         try:
             proc = subprocess.run(
                 ["git", "rev-parse", "--is-bare-repository", "--absolute-git-dir", "--git-common-dir"],
-                cwd=path, env=_clean_env(), capture_output=True, text=True,
+                cwd=path, env=clean_env(), capture_output=True, text=True,
             )
         except FileNotFoundError:
             raise BadInput("git is not installed or not on PATH", "install git and retry") from None
@@ -221,7 +123,7 @@ class Repo:
         if bare == "true" or not git_dir:
             raise BadInput(f"{git_dir or path} is a bare repository: it has no working tree to snapshot",
                            "clone it (git clone <path>) and run gitexp in the clone")
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path, env=_clean_env(),
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path, env=clean_env(),
                              capture_output=True, text=True)
         if top.returncode != 0 or not top.stdout.strip():
             raise BadInput(f"{path} is inside the git directory {git_dir}, not in a working tree",
@@ -248,7 +150,7 @@ class Repo:
         # them); a git killed by it halfway would turn an orderly stop into an error.
         # ``timeout``: subprocess.TimeoutExpired once git has run that long (it is killed).
         proc = subprocess.run(
-            ["git", *args], cwd=cwd or self.root, env=_clean_env(env), input=input,
+            ["git", *args], cwd=cwd or self.root, env=clean_env(env), input=input,
             capture_output=True, start_new_session=True, timeout=timeout,
         )
         if check and proc.returncode != 0:
@@ -311,7 +213,7 @@ class Repo:
         if not wanted:
             return {}
         # One pipe only (stderr to /dev/null), so the output is read in large blocks, not polled.
-        proc = subprocess.run(["git", "cat-file", "--batch"], cwd=self.root, env=_clean_env(), start_new_session=True,
+        proc = subprocess.run(["git", "cat-file", "--batch"], cwd=self.root, env=clean_env(), start_new_session=True,
                               input="".join(s + "\n" for s in wanted).encode(), stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL)
         if proc.returncode != 0:
@@ -444,333 +346,9 @@ class Repo:
         except Exception:  # noqa: BLE001 - missing, unreadable, a pack that went: git decides
             return None
 
-    # -- object writes (in process, with dulwich: no process per object) ------------------
-    @property
-    def odb(self) -> DiskObjectStore:
-        """The object store, ready to write into."""
-        store = self._objects()
-        if not self._perm_known:
-            # Honour core.sharedRepository as git does (group-readable objects, setgid
-            # directories), so teammates can read the objects gitexp writes.
-            shared = self.run(["config", "--get", "core.sharedRepository"], check=False).stdout.decode().strip()
-            store.shared_perm = None
-            if shared:
-                from dulwich.repo import parse_shared_repository  # heavy (dulwich.repo): only when set
-
-                try:
-                    store.shared_perm = parse_shared_repository(shared)
-                except ValueError:
-                    pass
-            self._perm_known = True
-        return store
-
-    def _objects(self) -> DiskObjectStore:
-        """The object store, to read from (a forked child opens its own: its parent's pack
-        files share their read offsets with it)."""
-        if self._odb is None or self._odb_pid != os.getpid():
-            self._odb_pid = os.getpid()
-            self._perm_known = False
-            self._odb = DiskObjectStore(os.path.join(self.common_dir, "objects"))
-            # Close its pack files before the interpreter tears down modules, or their
-            # finalizers print noise ("sys.meta_path is None") on exit.
-            atexit.register(self._odb.close)
-        return self._odb
-
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Collect the objects written inside in memory; write them as one pack.
-
-        The pack is written before any ref update (see :meth:`update_refs`) or on leaving
-        the block; an error inside drops them, so a refused sweep leaves no objects behind.
-        A 1,000-point sweep writes one pack instead of ~5,000 loose files.
-        """
-        self._pending = {}
-        try:
-            yield
-            self.flush_objects()
-        finally:
-            self._pending = None
-
-    def flush_objects(self) -> None:
-        if self._pending:
-            try:
-                self.odb.add_objects([(obj, None) for obj in self._pending.values()])
-            except OSError as exc:
-                raise storage_error(exc, os.path.join(self.common_dir, "objects", "pack")) from exc
-            self._pending.clear()
-
-    def _add(self, obj: ShaFile) -> None:
-        """Write one loose object the way git does: a private temporary file, then a link.
-
-        No lock files: two writers of the same object both succeed (the content is the same),
-        a writer killed or stopped by a full disk leaves at most its own temporary file, which
-        it removes when it can, and an object that already exists is only freshened (its mtime
-        updated, so an age-based prune cannot take it before our ref names it).
-        """
-        if self._pending is not None:
-            self._pending[obj.id] = obj
-            return
-        path = self.odb._get_shafile_path(obj.id)
-        try:
-            os.utime(path, None)
-            return
-        except FileNotFoundError:
-            pass
-        except PermissionError:
-            pass  # someone else's object in a shared repository: write it anew to freshen it
-        _remove_stale_lock(path + ".lock")  # an older gitexp's leftover; git never looks at it
-        for attempt in range(5):
-            try:
-                self._write_loose(obj, path)
-                return
-            except FileNotFoundError:
-                # `git prune` removes temporary object files (and empty folders) it finds:
-                # write it again.
-                if attempt == 4:
-                    raise
-
-    def _write_loose(self, obj: ShaFile, path: str) -> None:
-        folder = os.path.dirname(path)
-        try:
-            self._make_object_dir(folder)
-            fd, tmp = tempfile.mkstemp(prefix="tmp_obj_", dir=folder)
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            raise storage_error(exc, path) from exc
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(obj.as_legacy_object())
-            os.chmod(tmp, 0o444 & ~_umask())
-            adjust_shared_perm(tmp, self.odb.shared_perm)
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass  # a concurrent writer of the very same object got there first
-            except OSError:
-                os.replace(tmp, path)  # a filesystem without hard links
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            raise storage_error(exc, path) from exc
-        finally:
-            _unlink_quietly(tmp)
-
-    def _make_object_dir(self, folder: str) -> None:
-        try:
-            os.mkdir(folder)
-        except FileExistsError:
-            return
-        adjust_shared_perm(folder, self.odb.shared_perm)
-
-    def _get(self, sha: bytes) -> ShaFile:
-        if self._pending and sha in self._pending:
-            return self._pending[sha]
-        try:
-            with self._read_lock:
-                return self._objects()[ObjectID(sha)]
-        except KeyError:
-            raise MissingObjects([sha.decode()]) from None
-
-    def hash_blob(self, data: bytes) -> str:
-        blob = Blob.from_string(data)
-        self._add(blob)
-        return blob.id.decode()
-
-    def build_tree(self, base: Optional[str], changes: Mapping[str, Optional[str]]) -> str:
-        """A tree equal to ``base`` (a tree or commit sha; None: empty) with ``changes`` applied.
-
-        ``changes`` maps a path to a blob sha, or to None to remove it (absent paths are
-        fine). Only the subtrees on changed paths are rewritten, so a note written into a
-        notes tree of 10,000 entries costs a few small objects.
-        """
-        encoded = {p.encode(): (s.encode() if s else None) for p, s in changes.items()}
-        base_id = base.encode() if base else None
-        if base_id is not None:
-            obj = self._get(base_id)
-            if isinstance(obj, Commit):
-                base_id = obj.tree
-        tree = self._edit_tree(base_id, encoded)
-        if tree is None:
-            empty = Tree()
-            self._add(empty)
-            return empty.id.decode()
-        return tree.decode()
-
-    def _edit_tree(self, base: Optional[bytes], changes: Dict[bytes, Optional[bytes]]) -> Optional[bytes]:
-        tree = Tree()
-        if base:
-            for entry in self._get(base).items():  # type: ignore[attr-defined]
-                tree.add(entry.path, entry.mode, entry.sha)
-        nested: Dict[bytes, Dict[bytes, Optional[bytes]]] = {}
-        for path, sha in changes.items():
-            head, sep, rest = path.partition(b"/")
-            if sep:
-                nested.setdefault(head, {})[rest] = sha
-            elif sha is None:
-                if head in tree:
-                    del tree[head]
-            else:
-                tree[head] = (0o100644, ObjectID(sha))
-        for head, sub in nested.items():
-            current = tree[head] if head in tree else None
-            sub_base = current[1] if current and current[0] == 0o040000 else None
-            if sub_base is None and all(v is None for v in sub.values()):
-                continue
-            child = self._edit_tree(sub_base, sub)
-            if child is None:
-                if head in tree:
-                    del tree[head]
-            else:
-                tree[head] = (0o040000, ObjectID(child))
-        if not tree.items():
-            return None
-        self._add(tree)
-        return tree.id
-
-    def salvage_tree(self, tree: str) -> Tuple[Optional[str], int]:
-        """A copy of ``tree`` without the entries whose objects are missing, and how many went."""
-        try:
-            obj = self._get(tree.encode())
-        except MissingObjects:
-            return None, 1
-        if not isinstance(obj, Tree):
-            return None, 1
-        kept = Tree()
-        lost = 0
-        for entry in obj.items():
-            sha = entry.sha.decode()
-            if entry.mode == 0o040000:
-                sub, sub_lost = self.salvage_tree(sha)
-                lost += sub_lost
-                if sub is not None:
-                    kept.add(entry.path, entry.mode, ObjectID(sub.encode()))
-            elif entry.mode == 0o160000 or entry.sha in self.odb:
-                kept.add(entry.path, entry.mode, entry.sha)
-            else:
-                lost += 1
-        self._add(kept)
-        return kept.id.decode(), lost
-
-    def commit_object(self, sha: str) -> Commit:
-        obj = self._get(sha.encode())
-        if not isinstance(obj, Commit):
-            raise GitFailed(f"{sha[:12]} is not a commit")
-        return obj
-
-    def tree_of(self, commit: str) -> str:
-        tree: bytes = self.commit_object(commit).tree
-        return tree.decode()
-
-    def snapshot_tree(self, choose: Optional[Callable[[List[Tuple[str, int]]], List[str]]] = None) -> str:
-        """Tree of the working tree as it is now: tracked files, and untracked, non-ignored ones.
-
-        ``choose`` gets the untracked ``(path, size)`` entries (a nested repository's path
-        ends in '/') and returns the paths to take; without it all are taken. Starts from a
-        copy of the user's index for speed (its stat data lets ``git add`` skip unchanged
-        files); the copy is written, the user's index is not.
-        """
-        return self.snapshot(choose)[0]
-
-    def snapshot(self, choose: Optional[Callable[[List[Tuple[str, int]]], List[str]]] = None) -> Tuple[str, bool]:
-        """:meth:`snapshot_tree`, and whether the working tree differs from ``HEAD`` (``git
-        status`` has anything to say), told by the one ``status`` that lists the untracked
-        files for ``choose`` (without ``choose``: False, not asked)."""
-        fd, index = tempfile.mkstemp(prefix="gitexp-index-", dir=self.git_dir)
-        os.close(fd)
-        env = {"GIT_INDEX_FILE": index, "GIT_LITERAL_PATHSPECS": "1"}
-        dirty = False
-        try:
-            user_index = os.path.join(self.git_dir, "index")
-            if os.path.exists(user_index):
-                # copy2: the copy keeps the index's mtime. git trusts an entry's stat data only
-                # when the file is older than the index (racy-git); a fresh mtime would make a
-                # same-size edit made in the second of the last `git add` look unchanged, and
-                # the snapshot would take the committed content instead of the edit.
-                shutil.copy2(user_index, index)
-            else:
-                os.unlink(index)
-            if choose is None:
-                self.run(["add", "-A", "--", "."], env=env)
-            else:
-                untracked, dirty = self._status(env)  # on the copy, before any add: as the user sees it
-                self.run(["add", "-u", "--", "."], env=env)  # tracked files: always in
-                wanted = choose(untracked)
-                if wanted:
-                    self.run(["add", "--pathspec-from-file=-", "--pathspec-file-nul"], env=env,
-                             input=b"".join(os.fsencode(p.rstrip("/")) + b"\0" for p in wanted))
-            return self.out(["write-tree"], env=env).strip(), dirty
-        except OSError as exc:
-            raise storage_error(exc, index) from exc
-        finally:
-            if os.path.exists(index):
-                os.unlink(index)
-
-    def _status(self, env: Mapping[str, str]) -> Tuple[List[Tuple[str, int]], bool]:
-        """Untracked, non-ignored files with their sizes (a nested repository as 'path/', 0),
-        and whether ``git status`` shows anything at all, from one ``git status``."""
-        raw = self.run(["status", "--porcelain", "-z", "--untracked-files=all"], env=env).stdout
-        found = []
-        items = raw.split(b"\0")
-        skip = False
-        for item in items:
-            if skip or not item:  # a rename's or copy's source path follows it
-                skip = False
-                continue
-            code, path = item[:2], os.fsdecode(item[3:])
-            skip = b"R" in code or b"C" in code
-            if code != b"??":
-                continue
-            if path.endswith("/"):
-                found.append((path, 0))
-                continue
-            try:
-                found.append((path, os.lstat(os.path.join(self.root, path)).st_size))
-            except OSError:
-                continue  # deleted meanwhile
-        return found, bool(raw.strip(b"\0"))
-
-    def checkout_to(self, commit: str, target: str) -> None:
-        """Write the files of ``commit`` under ``target`` with a private index.
-
-        Unlike ``git archive`` this ignores export-ignore/export-subst attributes: the run
-        sees exactly the committed files. Submodules and nested repositories (gitlinks) get
-        the files of the commit the experiment recorded for them, read from their own
-        repository in this working tree.
-        """
-        _checkout_tree(self.root, commit, os.path.abspath(target), depth=0)
-
     def gitlinks(self, treeish: str) -> Dict[str, str]:
         """path -> commit of every submodule or nested repository recorded in ``treeish``."""
         return {e.path: e.sha for e in self.ls_tree(treeish) if e.mode == "160000"}
-
-    def commit_tree(self, tree: str, parents: Sequence[str], message: str) -> str:
-        commit = Commit()
-        commit.tree = ObjectID(tree.encode())
-        commit.parents = [ObjectID(p.encode()) for p in parents]
-        ident, when, tz = self._identity()
-        commit.author = commit.committer = ident
-        commit.author_time = commit.commit_time = int(time.time()) if when is None else when
-        commit.author_timezone = commit.commit_timezone = tz
-        commit.encoding = b"UTF-8"
-        commit.message = message.encode()
-        self._add(commit)
-        return commit.id.decode()
-
-    def _identity(self) -> Tuple[bytes, Optional[int], int]:
-        """The committer git would use (``git var``), or a fixed one on a bare machine."""
-        if self._ident is None:
-            proc = self.run(["var", "GIT_COMMITTER_IDENT"], check=False)
-            text = proc.stdout.decode().strip()
-            match = re.match(r"^(.*>) (\d+) ([+-]\d{4})$", text)
-            if proc.returncode == 0 and match:
-                sign = -1 if match.group(3)[0] == "-" else 1
-                tz = sign * (int(match.group(3)[1:3]) * 3600 + int(match.group(3)[3:5]) * 60)
-                fixed = "GIT_COMMITTER_DATE" in os.environ
-                self._ident = (match.group(1).encode(), int(match.group(2)) if fixed else None, tz)
-            else:
-                self._ident = (b"gitexp <gitexp@localhost>", None, 0)
-        return self._ident
 
     # -- ref writes ---------------------------------------------------------------------
     def update_refs(self, updates: Sequence[RefUpdate], message: str = "gitexp") -> bool:
@@ -807,7 +385,7 @@ class Repo:
             commands.append(["git", "pack-refs", "--all"])
         for argv in commands:
             try:
-                subprocess.Popen(argv, cwd=self.root, env=_clean_env(), stdin=subprocess.DEVNULL,
+                subprocess.Popen(argv, cwd=self.root, env=clean_env(), stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             except OSError:
                 pass
@@ -844,7 +422,7 @@ class Repo:
             env["GIT_SSH_COMMAND"] = f"ssh -o BatchMode=yes -o ConnectTimeout={max(1, int(timeout))}"
         try:
             proc = subprocess.Popen(["git", "ls-remote", "--refs", "--", remote, *patterns], cwd=self.root,
-                                    env=_clean_env(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    env=clean_env(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.DEVNULL, start_new_session=True)
         except OSError:
             return None

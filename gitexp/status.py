@@ -3,7 +3,7 @@
 Experiments are grouped by the runner that answers for them (``gitexp.runners.group``) and
 each group is asked once: local runs by pid checks (a run whose executor died silently is
 ``lost``), Slurm runs by one ``squeue``, runs on an ssh target by one round trip there.
-Runners that need another machine (``Runner.REMOTE``) are asked only with ``reach=True``
+Runners that need another machine (``Runner.asks_another_host()``) are asked only with ``reach=True``
 (``queue --on``, ``cancel``, ``logs -f``); otherwise their runs show their recorded status,
 which ``git exp pull <target>`` brings up to date.
 """
@@ -38,7 +38,7 @@ def live_statuses(repo: Repo, exps: Sequence[Experiment], reach: bool = False) -
     if not asked:
         return out
     for runner, members in group(repo, Store(repo), asked):
-        if runner.REMOTE and not reach:
+        if runner.asks_another_host() and not reach:
             continue
         out.update(runner.states(members))
     from .endstate import settle_pending

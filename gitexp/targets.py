@@ -43,7 +43,8 @@ from .giturls import location, same_repository
 from .gitconfig import TARGET_PREFIX, matching
 from .repo import Repo
 from .runners.options import Option as Option, check_option
-from .transport import LocalTransport, SshTransport, Transport
+from .ssh_transport import SshTransport
+from .transport import LocalTransport, Transport
 
 TARGETS_FILE = ".gitexp.yaml"
 SECTION = "targets"

@@ -24,7 +24,7 @@ from typing import Dict, Iterable, List, Mapping, Optional
 from .errors import BadInput
 from .gitconfig import TRUSTED_TARGETS, get_all
 from .repo import Repo
-from .transport import SshTransport
+from .ssh_transport import SshTransport
 
 # Target settings that can make ssh run a command on this machine.
 COMMAND_KEYS = ("ssh_config",)

@@ -23,9 +23,10 @@ them with :func:`gitexp.lifecycle.listen`.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
 TICK_SECONDS = 1.0
 
@@ -93,6 +94,42 @@ def as_point(record: Dict[str, Any]) -> Dict[str, Any]:
     if set(record) == CAPTURED_KEYS and isinstance(record.get("metric"), str):
         return {"step": record.get("step"), "time": record.get("time"), record["metric"]: record.get("value")}
     return record
+
+
+BACKLOG_LIMIT = 40_000  # captured points waiting for the watchers before the backlog is thinned
+
+
+def thin(records: List[Dict[str, Any]], keep: int) -> List[Dict[str, Any]]:
+    """At most about ``keep`` of ``records`` (captured points waiting for the watchers), in
+    their order: per metric, each stretch's first, last, lowest and highest value, and every
+    value that is not a finite number, so what the diagnostics look for survives (a NaN, a
+    divergence, the best so far, the latest point). The executor thins its backlog this way
+    when a program prints points faster than the watchers' thread can take them (a flood of
+    output on a busy machine): memory stays bounded and no alert is missed.
+    """
+    by_metric: Dict[Any, List[int]] = {}
+    for i, record in enumerate(records):
+        by_metric.setdefault(record.get("metric"), []).append(i)
+    per_metric = max(4, keep // max(1, len(by_metric)))
+    kept: Set[int] = set()
+    for indices in by_metric.values():
+        if len(indices) <= per_metric:
+            kept.update(indices)
+            continue
+        size = max(1, -(-len(indices) * 4 // per_metric))
+        for start in range(0, len(indices), size):
+            stretch = indices[start:start + size]
+            numbers = []
+            for i in stretch:
+                value = records[i].get("value")
+                if value.__class__ in (int, float) and math.isfinite(value):
+                    numbers.append((value, i))
+                else:
+                    kept.add(i)  # NaN, inf, a string, a bool: the watchers judge it
+            kept.update((stretch[0], stretch[-1]))
+            if numbers:
+                kept.update((min(numbers)[1], max(numbers)[1]))
+    return [records[i] for i in sorted(kept)]
 
 
 Factory = Callable[[RunContext], Optional[Watcher]]

@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from gitexp.transport import ReplyTooLarge, Result, Transport, TransportError, _check_argv, _check_env
+from gitexp.transport import ReplyTooLarge, Result, Transport, TransportError, check_argv, check_env
 
 
 @dataclass
@@ -93,7 +93,7 @@ class FakeTransport(Transport):
             env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None,
             max_output: Optional[int] = None) -> Result:
         self._reach()
-        call = FakeCall("run", _check_argv(argv), cwd, input, _check_env(env))
+        call = FakeCall("run", check_argv(argv), cwd, input, check_env(env))
         self.calls.append(call)
         result = self._answer(call)
         if max_output is not None and len(result.stdout or b"") > max_output:
@@ -103,7 +103,7 @@ class FakeTransport(Transport):
     def spawn(self, argv: Sequence[str], cwd: str, log_path: str,
               env: Optional[Mapping[str, str]] = None) -> int:
         self._reach()
-        self.calls.append(FakeCall("spawn", _check_argv(argv), cwd, None, _check_env(env), log_path))
+        self.calls.append(FakeCall("spawn", check_argv(argv), cwd, None, check_env(env), log_path))
         self._next_pid += 1
         return self._next_pid
 

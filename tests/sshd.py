@@ -26,7 +26,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from gitexp.transport import SshTransport
+from gitexp.ssh_transport import SshTransport
 
 ROOT = Path(__file__).resolve().parents[1]
 

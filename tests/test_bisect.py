@@ -380,7 +380,7 @@ def test_bisect_on_an_ssh_target_runs_the_probes_there(tmp_path: Path, ssh_host:
     from sshd import short_dir
     from test_ssh_remote import add_target
 
-    from gitexp.transport import SshTransport
+    from gitexp.ssh_transport import SshTransport
 
     runtime = short_dir("gxb-")
     monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)

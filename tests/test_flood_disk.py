@@ -32,6 +32,14 @@ metrics:
   loss: {regex: 'step (?P<step>[0-9]+) loss (?P<value>[0-9.]+)', goal: minimize}
 """
 
+NAN_FLOOD = """\
+import sys
+n = int(sys.argv[1])
+out = sys.stdout
+for i in range(n):
+    out.write(f"step {i} loss nan\\n" if i == n // 2 else f"step {i} loss {1.0 / (i + 1):.6f}\\n")
+"""
+
 
 def run_dir(repo: Path, sha: str) -> Path:
     return repo / ".git" / "gitexp" / "runs" / sha
@@ -75,6 +83,61 @@ def test_flood_keeps_a_bounded_number_of_points_in_memory_and_every_point_in_git
     shown = gitexp(repo, "metrics", exp.sha[:10], "--format", "json")
     assert len(json.loads(shown.stdout)) == len(curve) and "--full" in shown.stderr
     assert len(json.loads(gitexp(repo, "metrics", exp.sha[:10], "--format", "json", "--full").stdout)) == n
+
+
+def test_thinning_a_backlog_keeps_what_the_diagnostics_look_for() -> None:
+    from gitexp.watch import thin
+
+    n = 100_000
+    records = [{"metric": "loss", "value": 1.0 / (i + 1), "step": i, "time": float(i), "src": "regex"} for i in range(n)]
+    records[50_001]["value"] = float("nan")
+    records[70_000]["value"] = 99.0  # a spike: the divergence rule's evidence
+    records[80_000]["value"] = "oops"  # not a number: the watchers judge it
+    records += [{"metric": "acc", "value": i / 1000, "step": i, "time": n + i, "src": "regex"} for i in range(1000)]
+    kept = thin(records, 20_000)
+    assert len(kept) <= 20_000 + 10 and len(kept) < len(records) // 4
+    assert [r["time"] for r in kept] == sorted(r["time"] for r in kept)  # in their order
+    loss = [r for r in kept if r["metric"] == "loss"]
+    assert loss[0]["step"] == 0 and loss[-1]["step"] == n - 1  # the first and the latest point
+    assert any(r["step"] == 50_001 and r["value"] != r["value"] for r in loss)  # the NaN
+    assert any(r["step"] == 70_000 and r["value"] == 99.0 for r in loss)  # the highest
+    assert any(r["step"] == 80_000 for r in loss)
+    assert min(r["value"] for r in loss if isinstance(r["value"], float) and r["value"] == r["value"]) == 1.0 / n
+    assert [r for r in kept if r["metric"] == "acc"] == records[n:]  # a small metric is kept whole
+    assert thin(records[:10], 100) == records[:10]
+
+
+def test_watchers_that_fall_behind_a_flood_see_a_thinned_backlog_and_still_alert(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gitexp import experiments, pump, watch
+    from gitexp.config import load_config
+    from gitexp.executor import Executor
+    from gitexp.notes import Store
+    from gitexp.repo import Repo
+
+    program = NAN_FLOOD
+    config = FLOOD_CONFIG.replace("[0-9.]+)'", "[0-9.]+|nan)'") + "diagnostics:\n  nan: warn\n"
+    repo = make_repo(tmp_path / "r", {"flood.py": program, "config.yaml": config})
+    monkeypatch.chdir(repo)
+    r = Repo.discover(str(repo))
+    store = Store(r)
+    exp = experiments.create(r, store, load_config(str(repo / "config.yaml")))
+    monkeypatch.setattr(pump, "BACKLOG_LIMIT", 1000)
+    longest: List[int] = []
+    points = watch.Watchers.points
+
+    def slow_points(self: Any, records: List[Dict[str, Any]]) -> None:
+        longest.append(len(records))
+        threading.Event().wait(0.2)  # a watcher thread starved by a flood
+        points(self, records)
+
+    monkeypatch.setattr(watch.Watchers, "points", slow_points)
+    assert Executor(r, store, exp.sha).execute() == 0
+    assert store.details(exp.sha).get("watch_thinned", 0) > 0
+    assert max(longest) <= 1000 + 1000  # a batch at most past the limit, never the whole flood
+    alerts = [a for a in store.summary(exp.sha).get("alerts", []) if a["rule"] == "nan"]
+    assert alerts and alerts[0]["metric"] == "loss" and "15000" in alerts[0]["message"], alerts
+    assert store.summary(exp.sha)["metrics"]["loss"]["count"] == 30000  # every point in git all the same
 
 
 def test_the_streamed_history_is_the_one_build_history_gives(tmp_path: Path) -> None:

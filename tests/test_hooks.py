@@ -16,7 +16,7 @@ from sshd import SshHost, short_dir, ssh_host  # noqa: F401  (pytest fixture)
 
 sys.path.insert(0, str(ROOT))
 
-from gitexp.transport import SshTransport  # noqa: E402
+from gitexp.ssh_transport import SshTransport  # noqa: E402
 
 FOREIGN = "#!/bin/sh\n# someone else's hook\necho \"foreign hook saw $1\" >&2\ncat > \"$(dirname \"$0\")/../foreign-stdin\"\n"
 

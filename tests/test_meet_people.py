@@ -332,7 +332,8 @@ def test_profiled_program_shows_its_hot_function_first(repo: Path, tmp_path: Pat
     # ... and the UI's run page (git exp ui) gets the same top functions, checked
     sys.path.insert(0, str(ROOT))
     from gitexp.repo import Repo
-    from gitexp.ui.api import Api, run_page
+    from gitexp.ui.api import Api
+    from gitexp.ui.runs import run_page
 
     page = run_page(Api(Repo.discover(str(repo))), shown["id"])
     assert page["profile"]["top_self"][0][0].startswith("hot_inner_loop (hot.py:")

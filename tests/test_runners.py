@@ -140,7 +140,7 @@ def test_registry_dispatches_by_recorded_runner_and_target(repo: Path) -> None:
     assert target_of({"runner": "slurm", "slurm": {"remote": "triton"}}, targets).name == "triton"
     # the far side wrote runner=local; the target says it is over ssh
     far = runner_for(r, store, Experiment("c" * 40, "c", {"runner": "local", "target": "gpu3"}), targets)
-    assert isinstance(far, SshRunner) and far.REMOTE
+    assert isinstance(far, SshRunner) and far.asks_another_host()
     # a target not defined here (a colleague's): its runner, judged from the note alone
     gone = runner_for(r, store, Experiment("d" * 40, "d", {"runner": "slurm", "target": "elsewhere"}), targets)
     assert isinstance(gone, SlurmRunner) and gone.target.name == "elsewhere"

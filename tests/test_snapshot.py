@@ -97,11 +97,11 @@ def test_bad_snapshot_section_is_bad_input_and_writes_nothing(repo: Path) -> Non
 
 def test_git_runs_with_a_fixed_locale_whatever_the_users(monkeypatch) -> None:
     """gitexp parses git's messages (lost races, full disks): a translated git must not change them."""
-    from gitexp.repo import _clean_env
+    from gitexp.gitenv import clean_env
 
     monkeypatch.setenv("LC_ALL", "de_DE.UTF-8")
     monkeypatch.setenv("LANGUAGE", "de")
-    env = _clean_env()
+    env = clean_env()
     assert env["LC_ALL"] == "C" and "LANGUAGE" not in env
 
 

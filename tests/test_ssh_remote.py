@@ -25,7 +25,7 @@ from sshd import SshHost, short_dir, ssh_host  # noqa: F401  (pytest fixture)
 
 sys.path.insert(0, str(ROOT))
 
-from gitexp.transport import SshTransport  # noqa: E402
+from gitexp.ssh_transport import SshTransport  # noqa: E402
 
 TRAIN = textwrap.dedent('''
     import os, sys, time

@@ -23,14 +23,8 @@ from conftest import git, make_repo, wait_for
 from fake_transport import FakeTransport
 from sshd import SshHost, short_dir, ssh_host, ssh_transport  # noqa: F401  (fixtures)
 
-from gitexp.transport import (
-    LocalTransport,
-    SshTransport,
-    Transport,
-    TransportError,
-    default_control_dir,
-    remote_command,
-)
+from gitexp.ssh_transport import SshTransport, default_control_dir, remote_command
+from gitexp.transport import LocalTransport, Transport, TransportError
 
 # Words a careless remote command line would run, split or expand. MARK is replaced by a
 # marker path that must never come into existence.

@@ -87,7 +87,8 @@ def _serve_on(repo: Repo, name: str, allow_actions: bool, open_browser: bool) ->
     from ..notes import Store
     from ..runners import far_runner
     from ..targets import get_target
-    from ..transport import SshTransport, TransportError, remote_command
+    from ..ssh_transport import SshTransport, remote_command
+    from ..transport import TransportError
 
     runner = far_runner(repo, Store(repo), get_target(repo, name), "--on takes an ssh run target (git exp remote)")
     transport = runner.transport

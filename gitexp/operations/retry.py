@@ -60,7 +60,7 @@ def _check_retryable(repo: Repo, store: Store, exp: Experiment, status: str) -> 
     if status not in RETRYABLE_ORDER:
         raise BadInput(f"{exp.name} is {status}; only {', '.join(RETRYABLE_ORDER)} experiments can be retried")
     runner = runner_for(repo, store, exp)
-    if not runner.LOCAL_QUEUE:
+    if not runner.retries_on_local_queue():
         raise BadInput(f"{exp.name} ran on run target {runner.describe_target()}; the local queue does not take it",
                        f"start a new attempt there: git exp resume {exp.name} --on {runner.target.name or '<target>'} "
                        "(add --from-scratch to start over)")
@@ -96,7 +96,7 @@ def _lost_ones(repo: Repo, store: Store, named: Sequence[Experiment]) -> Iterato
     for exp in everything:
         if statuses[exp.sha][0] != "lost" or any(t.sha == exp.sha for t in named):
             continue
-        if not runner_for(repo, store, exp).LOCAL_QUEUE:
+        if not runner_for(repo, store, exp).retries_on_local_queue():
             continue
         if not ran_here(repo, exp.sha):
             yield Skipped(exp, elsewhere(exp))

@@ -92,17 +92,27 @@ class Runner:
 
     name: ClassVar[str] = "?"
     OPTIONS: ClassVar[Dict[str, Option]] = {}
-    # Whether ``git exp queue retry`` may put its experiments on the local queue.
-    LOCAL_QUEUE: ClassVar[bool] = False
-    # Whether the executor's first note marks the run ``starting`` and names itself (a local
-    # run), or leaves the status to the scheduler (a Slurm job stays ``pending``).
-    EXECUTOR_CLAIMS: ClassVar[bool] = False
-    # Whether states() needs a round trip to another machine (log and show do without it).
-    REMOTE: ClassVar[bool] = False
     # The summary key of a scheduler's job handle ("slurm", "sge"); "" when the runner has none.
     HANDLE: ClassVar[str] = ""
     # The status a submitted experiment is recorded with.
     INITIAL_STATUS: ClassVar[str] = "pending"
+
+    @classmethod
+    def retries_on_local_queue(cls) -> bool:
+        """Whether ``git exp queue retry`` may put this runner's experiments on the local queue
+        (and so whether the local worker, not the executor on a node, runs ``auto_resume``)."""
+        return False
+
+    @classmethod
+    def executor_claims(cls) -> bool:
+        """Whether the executor's first note marks the run ``starting`` and names itself (a local
+        run), or leaves the status to the scheduler (a Slurm job stays ``pending``)."""
+        return False
+
+    @classmethod
+    def asks_another_host(cls) -> bool:
+        """Whether :meth:`states` needs a round trip to another machine (log and show do without it)."""
+        return False
 
     def __init__(self, repo: Repo, store: Store, target: "Optional[Target]" = None,
                  transport: Optional[Transport] = None) -> None:

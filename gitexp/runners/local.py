@@ -37,9 +37,16 @@ class LocalRunner(Runner):
         "env": Option("env", "KEY=VALUE environment of the target's worker and its programs "
                              "(the config's env: still wins)"),
     }
-    LOCAL_QUEUE = True
-    EXECUTOR_CLAIMS = True
+
+    @classmethod
+    def retries_on_local_queue(cls) -> bool:
+        return True
+
     INITIAL_STATUS = "queued"
+
+    @classmethod
+    def executor_claims(cls) -> bool:
+        return True
 
     # -- starting ---------------------------------------------------------------------------------
     def run_foreground(self, exp: Experiment, echo: bool = True) -> int:

@@ -40,7 +40,8 @@ from ..errors import BadInput, GitExpError, NotReady
 from ..notes import INBOX_PREFIX, Experiment
 from ..repo import RefUpdate
 from ..summary import printable
-from ..transport import ConnectionDropped, NoAnswer, ReplyTooLarge, SshTransport, TransportError, remote_command
+from ..ssh_transport import SshTransport, remote_command
+from ..transport import ConnectionDropped, NoAnswer, ReplyTooLarge, TransportError
 from ..units import format_duration, parse_duration
 from ..values import short
 from . import outbox
@@ -77,8 +78,11 @@ class SshRunner(Runner):
     """The runner of a target on another host: its own runner runs there, driven over ssh."""
 
     name = "ssh"
-    REMOTE = True
     INITIAL_STATUS = "pending"
+
+    @classmethod
+    def asks_another_host(cls) -> bool:
+        return True
 
     def __init__(self, repo: Any, store: Any, target: Any, transport: Any = None) -> None:
         super().__init__(repo, store, target, transport)

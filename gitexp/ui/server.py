@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, urlsplit
 from ..errors import BadInput, GitExpError
 from ..repo import Repo
 from . import api as api_mod
+from . import runs as runs_mod
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -131,11 +132,11 @@ ROUTES: Dict[str, Route] = {
     "/api/experiments": lambda h, q: api_mod.experiments(h.api),
     "/api/running": lambda h, q: api_mod.running(h.api),
     "/api/select": lambda h, q: api_mod.select(h.api, q.get("filter", []), _one(q, "sort")),
-    "/api/curves": lambda h, q: api_mod.curves(h.api, q.get("id", []), _one(q, "metric") or "",
+    "/api/curves": lambda h, q: runs_mod.curves(h.api, q.get("id", []), _one(q, "metric") or "",
                                                _one(q, "x", "step") or "step", _number(q, "smooth", 0.0),
                                                _one(q, "band") or None, _one(q, "full") == "1"),
     "/api/folds": lambda h, q: api_mod.folds(h.api, q.get("over", [])),
-    "/api/run": lambda h, q: api_mod.run_page(h.api, _one(q, "id") or ""),
+    "/api/run": lambda h, q: runs_mod.run_page(h.api, _one(q, "id") or ""),
     "/api/diff": lambda h, q: api_mod.diff(h.api, _one(q, "a") or "", _one(q, "b") or ""),
     "/api/queue": lambda h, q: api_mod.queue(h.api, _one(q, "on")),
     "/api/hosts": lambda h, q: api_mod.hosts(h.api, _one(q, "on")),
