@@ -16,6 +16,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]
 
 from common import ROOT, gitexp_argv, median_of, scratch_repo, wait_for_gc  # noqa: E402
 
+import gitexp.watchers  # noqa: E402,F401  (installs the config sections' parsers, as the CLI does)
 from gitexp.config import parse_config  # noqa: E402
 from gitexp.experiments import initial_summary, make_commit, take_snapshot  # noqa: E402
 from gitexp.lifecycle import record  # noqa: E402

@@ -102,6 +102,7 @@ def main() -> None:
         cold(runs_, points_)
         return
     count, runs, points = (int(a) for a in (sys.argv[1:] + ["10000", "20", "10000"][len(sys.argv) - 1:])[:3])
+    import gitexp.watchers  # noqa: F401  (config sections, as the CLI installs them)
     trigger = Path(tempfile.mkdtemp(prefix="gitexp-ui-trigger-"))
     path = scratch_repo({"wait.py": WAIT_PY, "config.yaml": (
         f"name: live\ncommand: {sys.executable} wait.py {trigger}\n"

@@ -491,16 +491,12 @@ def parse_spark(text: Any) -> List[Optional[float]]:
     """The values of a summary's ``spark`` (notes are untrusted: anything else gives [])."""
     if not isinstance(text, str) or not text or len(text) > 64 * SPARK_POINTS:
         return []
-    out: List[Optional[float]] = []
-    for field in text.split(",")[:4 * SPARK_POINTS]:
-        if not field:
-            out.append(None)
-            continue
-        try:
-            value = float(field)
-        except ValueError:
-            return []
-        out.append(value if math.isfinite(value) else None)
+    try:
+        out = [float(field) if field else None for field in text.split(",")[:4 * SPARK_POINTS]]
+    except ValueError:
+        return []
+    if "n" in text or "N" in text:  # nan, inf, Infinity: only those spell a value that is not finite
+        out = [v if v is not None and math.isfinite(v) else None for v in out]
     return out
 
 

@@ -10,7 +10,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import psutil
 import pytest
@@ -321,6 +321,24 @@ def test_package_cache_keeps_only_a_few_entries(tmp_path: Path) -> None:
     assert "packages-old00.json" in left and "packages-old09.json" not in left  # newest kept
     assert facts.installed_packages() == packages  # the fresh entry is one of those kept
 
+
+
+def test_package_list_is_not_rescanned_when_files_appear_in_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gitexp import facts
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(sys, "path", [str(work), *sys.path])  # as under `python -m gitexp`
+    scans: List[int] = []
+    scan = facts._scan_packages
+    monkeypatch.setattr(facts, "_scan_packages", lambda: scans.append(1) or scan())
+    first = facts.installed_packages()
+    (work / "checkpoint.pt").write_text("x")  # the working directory's mtime changes
+    os.utime(work, (time.time() + 5, time.time() + 5))
+    assert facts.installed_packages() == first
+    assert len(scans) <= 1  # read from the cache the second time
 
 def test_worktrees_of_dead_runs_are_swept_and_live_ones_kept(repo: Path) -> None:
     runs = repo / ".git" / "gitexp" / "runs"
