@@ -10,7 +10,6 @@ public names are re-exported here, so ``from gitexp.config import load_yaml`` ke
 """
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import sys
@@ -24,6 +23,7 @@ from .config_model import (AUTO_RESUME_DEFAULT_ON, AUTO_RESUME_ENDS, BUILTIN_PLA
                            MAX_NAME_LEN, METRIC_KEYS, REQUIRE_KEYS, RESUME_PLACEHOLDERS, STEP_MODES, TOP_KEYS,
                            WARNING_SIGNAL_VALUES, ExperimentConfig, MetricSpec, Requires, Scalar, check_name)
 from .errors import BadInput
+from .values import closest
 from .shellquote import TemplateError, placeholders, render_shell
 from .units import parse_duration, parse_size
 from .yamlsafe import MAX_YAML_NODES, Loader, YAMLRefused, key_lines, load_yaml, load_yaml_node
@@ -34,11 +34,6 @@ __all__ = [  # what other modules import from here; the YAML and quoting names a
     "YAMLRefused", "check_name", "closest", "coerce_value", "decode_config", "load_config", "load_yaml",
     "load_yaml_node", "parse_config", "parse_override", "placeholders", "render_shell", "typed_like",
 ]
-
-def closest(word: str, choices: Sequence[str]) -> str:
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return f"did you mean '{match[0]}'?" if match else "expected one of: " + ", ".join(choices)
-
 
 # -- loading ------------------------------------------------------------------------------
 def load_config(path: str) -> ExperimentConfig:

@@ -19,11 +19,9 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Set, 
 from . import tfevents
 from .config import MetricSpec
 from .notes import parse_jsonl
+from .numbers import SPARK_POINTS as SPARK_POINTS, finite_number as finite_number, is_number as is_number
+from .numbers import parse_spark as parse_spark, spark_series, spark_text as spark_text  # "as": re-exported
 from .paths import RunPaths
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 MAX_LINE = 4096  # characters of a line that regexes (and the log tail) see
@@ -454,61 +452,6 @@ def summarize(history: List[Dict[str, Any]], specs: Mapping[str, MetricSpec],
         if name in out and out[name]["count"]:
             out[name]["step_source"] = source
     return out
-
-
-SPARK_POINTS = 16  # values in a summary's downsampled curve: ~150 bytes of JSON per metric
-
-
-def spark_series(values: List[float], points: int = SPARK_POINTS) -> List[Optional[float]]:
-    """The curve in at most ``points`` values: the mean of the finite values of each of
-    ``points`` equal runs of consecutive values (None where a run has none, e.g. all NaN),
-    each rounded to 4 significant digits to keep the summary note small."""
-    n = len(values)
-    if n == 0:
-        return []
-    buckets = min(points, n)
-    out: List[Optional[float]] = []
-    for b in range(buckets):
-        chunk = [f for f in map(finite_number, values[b * n // buckets:(b + 1) * n // buckets]) if f is not None]
-        if not chunk:
-            out.append(None)
-            continue
-        mean = math.fsum(v / len(chunk) for v in chunk)  # each scaled first: the sum cannot overflow
-        rounded = float(f"{mean:.4g}")
-        out.append(rounded if math.isfinite(rounded) else mean)
-    return out
-
-
-def spark_text(series: List[Optional[float]]) -> str:
-    """The downsampled curve as it is kept in a metric's summary: ``"0.91,0.5,,0.12"`` (an
-    empty field: no finite value there). A string, not a list: a metric summary is a flat
-    mapping of scalars (``summary.py`` checks notes so, also in older gitexp versions that
-    read notes pulled from newer ones)."""
-    return ",".join("" if v is None else f"{v:.4g}" for v in series)
-
-
-def parse_spark(text: Any) -> List[Optional[float]]:
-    """The values of a summary's ``spark`` (notes are untrusted: anything else gives [])."""
-    if not isinstance(text, str) or not text or len(text) > 64 * SPARK_POINTS:
-        return []
-    try:
-        out = [float(field) if field else None for field in text.split(",")[:4 * SPARK_POINTS]]
-    except ValueError:
-        return []
-    if "n" in text or "N" in text:  # nan, inf, Infinity: only those spell a value that is not finite
-        out = [v if v is not None and math.isfinite(v) else None for v in out]
-    return out
-
-
-def finite_number(value: Any) -> Optional[float]:
-    """``value`` as a finite float, or None (not a number, a bool, NaN, inf, an int beyond float)."""
-    if not is_number(value):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 def best_value(summary: Mapping[str, Any], name: str) -> Optional[float]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .errors import BadInput
-from .metrics import is_number
+from .numbers import is_number
 from .notes import Experiment
 
 _OPS: Dict[str, Callable[[Any, Any], bool]] = {

@@ -17,10 +17,11 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from dulwich.object_store import DiskObjectStore
-from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
+if TYPE_CHECKING:  # dulwich is imported where it is used (repo_objects): `git exp log` reads without it
+    from dulwich.object_store import DiskObjectStore
+    from dulwich.objects import ShaFile
 
 from .errors import BadInput, DiskFull, GitFailed, MissingObjects
 from .gitenv import clean_env
@@ -324,6 +325,8 @@ class Repo(ObjectWrites, WorkTree):
         """path -> content of the blobs at ``paths`` in ``commit``'s tree (absent paths left
         out), read in process; None when that cannot say (an object it cannot find or read,
         something that is not a blob): ask git then."""
+        from dulwich.objects import Blob, Commit, ObjectID, Tree
+
         try:
             with self._read_lock:
                 odb = self._objects()

@@ -18,9 +18,9 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
-from dulwich.file import adjust_shared_perm
-from dulwich.object_store import DiskObjectStore
-from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
+if TYPE_CHECKING:  # dulwich is imported where it is used: `git exp log` reads without it
+    from dulwich.object_store import DiskObjectStore
+    from dulwich.objects import Commit, ShaFile
 
 from .errors import DiskFull, GitFailed, MissingObjects
 
@@ -112,6 +112,8 @@ class ObjectWrites:
     def _objects(self) -> DiskObjectStore:
         """The object store, to read from (a forked child opens its own: its parent's pack
         files share their read offsets with it)."""
+        from dulwich.object_store import DiskObjectStore
+
         if self._odb is None or self._odb_pid != os.getpid():
             self._odb_pid = os.getpid()
             self._perm_known = False
@@ -175,6 +177,8 @@ class ObjectWrites:
                     raise
 
     def _write_loose(self, obj: ShaFile, path: str) -> None:
+        from dulwich.file import adjust_shared_perm
+
         folder = os.path.dirname(path)
         try:
             self._make_object_dir(folder)
@@ -202,6 +206,8 @@ class ObjectWrites:
             _unlink_quietly(tmp)
 
     def _make_object_dir(self, folder: str) -> None:
+        from dulwich.file import adjust_shared_perm
+
         try:
             os.mkdir(folder)
         except FileExistsError:
@@ -209,6 +215,8 @@ class ObjectWrites:
         adjust_shared_perm(folder, self.odb.shared_perm)
 
     def _get(self, sha: bytes) -> ShaFile:
+        from dulwich.objects import ObjectID
+
         if self._pending and sha in self._pending:
             return self._pending[sha]
         try:
@@ -218,6 +226,8 @@ class ObjectWrites:
             raise MissingObjects([sha.decode()]) from None
 
     def hash_blob(self, data: bytes) -> str:
+        from dulwich.objects import Blob
+
         blob = Blob.from_string(data)
         self._add(blob)
         return blob.id.decode()
@@ -229,6 +239,8 @@ class ObjectWrites:
         fine). Only the subtrees on changed paths are rewritten, so a note written into a
         notes tree of 10,000 entries costs a few small objects.
         """
+        from dulwich.objects import Commit, Tree
+
         encoded = {p.encode(): (s.encode() if s else None) for p, s in changes.items()}
         base_id = base.encode() if base else None
         if base_id is not None:
@@ -243,6 +255,8 @@ class ObjectWrites:
         return tree.decode()
 
     def _edit_tree(self, base: Optional[bytes], changes: Dict[bytes, Optional[bytes]]) -> Optional[bytes]:
+        from dulwich.objects import ObjectID, Tree
+
         tree = Tree()
         if base:
             for entry in self._get(base).items():  # type: ignore[attr-defined]
@@ -275,6 +289,8 @@ class ObjectWrites:
 
     def salvage_tree(self, tree: str) -> Tuple[Optional[str], int]:
         """A copy of ``tree`` without the entries whose objects are missing, and how many went."""
+        from dulwich.objects import ObjectID, Tree
+
         try:
             obj = self._get(tree.encode())
         except MissingObjects:
@@ -298,6 +314,8 @@ class ObjectWrites:
         return kept.id.decode(), lost
 
     def commit_object(self, sha: str) -> Commit:
+        from dulwich.objects import Commit
+
         obj = self._get(sha.encode())
         if not isinstance(obj, Commit):
             raise GitFailed(f"{sha[:12]} is not a commit")
@@ -308,6 +326,8 @@ class ObjectWrites:
         return tree.decode()
 
     def commit_tree(self, tree: str, parents: Sequence[str], message: str) -> str:
+        from dulwich.objects import Commit, ObjectID
+
         commit = Commit()
         commit.tree = ObjectID(tree.encode())
         commit.parents = [ObjectID(p.encode()) for p in parents]

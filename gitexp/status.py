@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import psutil
 
-from .experiments import process_alive
+from .evidence import process_alive
 from .lifecycle import ACTIVE, Status
 from .notes import QUEUE_PREFIX, Experiment, Store
 from .repo import Repo

@@ -8,10 +8,11 @@ use, every other field kept (``extra``), its schema version, and where the note 
 """
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Dict, List, Mapping, NewType, Optional
+from typing import Any, Dict, List, Mapping, NewType, Optional, Sequence
 
 from .errors import BadInput
 from .lifecycle import Status, parse as parse_status
@@ -208,3 +209,8 @@ class Summary:
     def best(self) -> Dict[str, Any]:
         """metric -> its best value (its last when it has no goal)."""
         return {k: v.get("best", v.get("last")) for k, v in self.metrics.items() if isinstance(v, dict)}
+
+
+def closest(word: str, choices: Sequence[str]) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return f"did you mean '{match[0]}'?" if match else "expected one of: " + ", ".join(choices)

@@ -7,9 +7,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from .. import live as live_mod
-from ..config import closest
-from ..metrics import parse_spark
+from ..lifecycle import LIVE
+from ..numbers import parse_spark
+from ..values import closest
 from ..errors import BadInput
 from ..status import ELSEWHERE, live_statuses
 from ..notes import Experiment, Store
@@ -54,7 +54,12 @@ def log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[s
     elsewhere = {sha for sha, (_status, why) in live.items() if why and why.startswith(ELSEWHERE)}
     # Runs in progress on this machine: their points so far, from the run directory (the
     # notes are written every GITEXP_NOTES_INTERVAL seconds). Ended runs read no file.
-    live_mod.refresh(repo, exps, statuses)
+    # Only rows live.refresh acts on (open or lost runs, chains of attempts) pay for its imports
+    # (the config's and the metric capture's): a listing of ended runs does without them.
+    if any(s in LIVE or s == "lost" for s in statuses.values()) or any(e.summary.get("chain") for e in exps):
+        from .. import live as live_mod
+
+        live_mod.refresh(repo, exps, statuses)
     if group:
         exps = _in_group(exps, group)
     if over:  # folds over seeds (gitexp.seeds): filter and sort act on the means
