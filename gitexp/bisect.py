@@ -19,9 +19,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from .config import ExperimentConfig, parse_config
+from .config import ExperimentConfig
 from .errors import BadInput, GitExpError
-from .notes import CONFIG_PATH, Experiment, Store
+from .notes import Experiment, Store
+from .storedconfig import load_experiment_config
 from .repo import Repo
 from .values import short
 
@@ -203,10 +204,7 @@ def _parent(repo: Repo, exp: Experiment) -> str:
 
 
 def _stored_config(repo: Repo, exp: Experiment) -> ExperimentConfig:
-    raw = repo.show_file(exp.sha, CONFIG_PATH)
-    if raw is None:
-        raise BadInput(f"{exp.name} ({short(exp.sha)}) is not an experiment commit (no {CONFIG_PATH})")
-    return parse_config(raw.decode("utf-8", "replace"), source=f"{short(exp.sha, 12)}:{CONFIG_PATH}", stored=True)
+    return load_experiment_config(repo, exp.sha, errors="replace", missing=BadInput)
 
 
 def _same_config(store: Store, good: Experiment, bad: Experiment) -> None:

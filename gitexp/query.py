@@ -118,10 +118,10 @@ def sort_experiments(exps: List[Experiment], key: Optional[str]) -> List[Experim
     key = key.lstrip("-")
     if goal_of(exps, key) == "maximize":
         reverse = not reverse
-    present = [e for e in exps if _sortable(field_value(e, key)) is not None]
-    missing = [e for e in exps if _sortable(field_value(e, key)) is None]
-    present.sort(key=lambda e: _sortable(field_value(e, key)), reverse=reverse)
-    return present + missing
+    keyed = [(_sortable(field_value(e, key)), e) for e in exps]  # each value read once
+    present = [pair for pair in keyed if pair[0] is not None]
+    present.sort(key=lambda pair: pair[0], reverse=reverse)  # stable: equal values keep their order
+    return [e for _k, e in present] + [e for k, e in keyed if k is None]
 
 
 def _sortable(value: Any) -> Any:

@@ -93,8 +93,11 @@ def render_table(headers: List[str], rows: List[List[str]], width: Optional[int]
     guessing column types, which we never need here. Cells are escaped (control characters
     made visible) and cut to ``width`` characters, so one huge param cannot widen every row.
     """
+    limit = width if width is not None else float("inf")
     headers = [abbreviate(printable(h), width) for h in headers]
-    rows = [[abbreviate(printable(c), width) for c in row] for row in rows]
+    # A printable cell within the width is its own text (str.isprintable: no control character).
+    rows = [[c if len(c) <= limit and c.isprintable() else abbreviate(printable(c), width) for c in row]
+            for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         for i, text in enumerate(row):

@@ -66,7 +66,7 @@ def _progress(history: List[Dict[str, Any]], summary: Mapping[str, Any], repo: R
     ``budget:``, else a param with a common name: max_iters, steps, epochs, ...), else from
     ``requires.time``."""
     step, rate = timing_mod.progress(history, "step")
-    config = _stored_config(repo, sha)
+    config = Store(repo).config_of(sha)  # the checked mapping: a view shows what it can
     params = summary.get("params") if isinstance(summary.get("params"), dict) else {}
     budget = timing_mod.budget_of(params or {}, config.get("budget"))
     amount, unit = budget if budget else (None, "step")
@@ -82,12 +82,6 @@ def _progress(history: List[Dict[str, Any]], summary: Mapping[str, Any], repo: R
     if unit == "epoch":
         out["epoch"] = where
     return out
-
-
-def _stored_config(repo: Repo, sha: str) -> Dict[str, Any]:
-    from ..summary import load_config
-
-    return load_config(sha, repo.show_file(sha, ".gitexp/experiment.yaml"), ".gitexp/experiment.yaml")
 
 
 def _time_limit(config: Mapping[str, Any]) -> Optional[float]:

@@ -39,15 +39,15 @@ def pushed_configs(repo: Repo, shas: Sequence[str]) -> "Tuple[List[ExperimentCon
     invalid for another reason (their run fails at once there, using no disk): an unreadable
     size must never make an experiment count as needing nothing.
     """
-    from ..config import parse_config
+    from ..storedconfig import parse_stored, stored_bytes
 
     configs, problems = [], []
     for sha in shas:
-        raw = repo.show_file(sha, CONFIG_PATH)
+        raw = stored_bytes(repo, sha)
         if raw is None:
             continue  # not an experiment commit: nothing to run there
         try:
-            configs.append(parse_config(raw.decode(), source=f"{short(sha, 12)}:{CONFIG_PATH}", stored=True))
+            configs.append(parse_stored(raw, sha))
         except (GitExpError, ValueError):
             problem = _unreadable_disk(raw, sha)
             if problem:

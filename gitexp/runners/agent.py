@@ -155,13 +155,9 @@ def _submit(repo: Repo, store: Store, request: Dict[str, Any], inbox: str, tip: 
 
 def stored_config(repo: Repo, sha: str) -> Any:
     """The experiment's config from its commit (what the executor reads, without importing it)."""
-    from ..config import parse_config
-    from ..notes import CONFIG_PATH
+    from ..storedconfig import load_experiment_config
 
-    raw = repo.show_file(sha, CONFIG_PATH)
-    if raw is None:
-        raise BadInput(f"commit {short(sha, 12)} is not an experiment (no {CONFIG_PATH})")
-    return parse_config(raw.decode(), source=f"{short(sha, 12)}:{CONFIG_PATH}", stored=True)
+    return load_experiment_config(repo, sha, missing=BadInput)
 
 
 def _record_failed(store: Store, missing: Sequence[Any], details: Dict[str, Any]) -> None:
