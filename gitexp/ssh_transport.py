@@ -241,6 +241,16 @@ class SshTransport(Transport):
         """Runs argv on the host. On timeout the ssh client is killed; the command may go on."""
         return self.script(remote_command(argv, cwd, env), input=input, timeout=timeout, max_output=max_output)
 
+    def stream(self, argv: Sequence[str], cwd: Optional[str] = None) -> int:
+        """ssh with this transport's options (the shared master), streaming instead of capturing;
+        255 with the master gone is a dropped connection (ConnectionDropped)."""
+        self.connect()
+        code = subprocess.run([self._ssh(), *self.options(), "--", self.host, remote_command(argv, cwd)],
+                              stdin=subprocess.DEVNULL, check=False).returncode
+        if code == 255 and self.master_pid() is None:
+            raise ConnectionDropped(f"the connection to {self.host} dropped")
+        return code
+
     def spawn(self, argv: Sequence[str], cwd: str, log_path: str,
               env: Optional[Mapping[str, str]] = None) -> int:
         """Starts argv on the host in its own session, so a dropped connection never stops it."""

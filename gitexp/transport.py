@@ -36,6 +36,7 @@ import os
 import re
 import selectors
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -163,6 +164,11 @@ def os_error(message: str, path: str) -> OSError:
     return OSError(errno.EIO, message.strip() or "failed", path)
 
 
+def signal_name(sig: int) -> str:
+    """``TERM`` for SIGTERM: the name every POSIX ``kill -s`` takes."""
+    return signal.Signals(sig).name[3:]
+
+
 def last_line(data: bytes) -> str:
     """The last non-empty line: a login script may print before our command does."""
     lines = [line for line in data.decode(errors="replace").splitlines() if line.strip()]
@@ -182,6 +188,23 @@ class Transport:
     def spawn(self, argv: Sequence[str], cwd: str, log_path: str,
               env: Optional[Mapping[str, str]] = None) -> int:
         raise NotImplementedError
+
+    def stream(self, argv: Sequence[str], cwd: Optional[str] = None) -> int:
+        """Run argv with its output streamed to this process's stdout and stderr as it comes
+        (``git exp logs -f`` of a run there); its exit code."""
+        raise NotImplementedError
+
+    def signal(self, pid: int, sig: int, group: bool = False) -> None:
+        """Send ``sig`` to process ``pid`` on the target (its process group with ``group``).
+        ProcessLookupError when there is no such process, PermissionError when it is not ours.
+        Callers name a pid they proved with local evidence (:mod:`gitexp.evidence`)."""
+        target = f"-{int(pid)}" if group else str(int(pid))
+        proc = self.run(["kill", "-s", signal_name(sig), "--", target])
+        if proc.returncode != 0:
+            message = proc.stderr.decode(errors="replace").strip()
+            if "ermi" in message or "not permitted" in message:
+                raise PermissionError(errno.EPERM, message or "not permitted")
+            raise ProcessLookupError(errno.ESRCH, message or f"no process {target}")
 
     def read_file(self, path: str) -> bytes:
         raise NotImplementedError
@@ -264,6 +287,14 @@ class LocalTransport(Transport):
                                     stderr=subprocess.STDOUT, start_new_session=True,
                                     env=self._environ(env))
         return proc.pid
+
+    def stream(self, argv: Sequence[str], cwd: Optional[str] = None) -> int:
+        words = check_argv(argv)
+        return subprocess.run(words, cwd=self._path(cwd) if cwd else None, stdin=subprocess.DEVNULL,
+                              check=False).returncode
+
+    def signal(self, pid: int, sig: int, group: bool = False) -> None:
+        (os.killpg if group else os.kill)(pid, sig)
 
     def read_file(self, path: str) -> bytes:
         with open(self._path(path), "rb") as handle:

@@ -225,6 +225,40 @@ def test_spawn_failures_raise_os_errors(transport: Transport, tmp_path: Path) ->
         transport.spawn(["gx-no-such-program"], cwd=str(tmp_path), log_path=str(tmp_path / "log"))
 
 
+def test_stream_passes_the_output_through_and_returns_the_exit_code(
+        transport: Transport, tmp_path: Path, marker: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    words = hostile(marker)
+    code = transport.stream(["sh", "-c", 'printf "%s\\0" "$@"; echo err-line >&2; exit 3', "sh", *words],
+                            cwd=str(tmp_path))
+    assert code == 3
+    out, err = capfd.readouterr()
+    assert out.endswith("\0".join(words) + "\0")  # every word as given, nothing run
+    assert "err-line" in err
+
+
+def test_signal_reaches_a_process_group_and_says_when_there_is_none(transport: Transport, tmp_path: Path) -> None:
+    import signal as signals
+
+    import psutil
+
+    pid = transport.spawn(["sh", "-c", "sleep 30 & sleep 30"], cwd=str(tmp_path), log_path="s.log")
+    wait_for(lambda: len(psutil.Process(pid).children()) == 2, timeout=10)
+    child = psutil.Process(pid).children()[0].pid
+    transport.signal(pid, signals.SIGTERM, group=True)  # the spawned session's whole group
+
+    def gone(p: int) -> bool:
+        try:
+            os.waitpid(p, os.WNOHANG)  # our own child (local): reap it
+        except ChildProcessError:
+            pass
+        return not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE
+
+    wait_for(lambda: gone(pid) and gone(child), timeout=10)
+    wait_for(lambda: not psutil.pid_exists(pid), timeout=10)
+    with pytest.raises(ProcessLookupError):
+        transport.signal(pid, signals.SIGTERM)
+
+
 @pytest.mark.parametrize("how", ["kill", "exit"])
 def test_spawned_process_survives_losing_the_connection(ssh_host: SshHost, ssh_transport: SshTransport,
                                                         tmp_path: Path, how: str) -> None:

@@ -131,7 +131,7 @@ class LocalRunner(Runner):
 
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
-                os.killpg(pid, sig)
+                self.transport.signal(pid, sig, group=True)
             except (ProcessLookupError, PermissionError):
                 break
             deadline = time.time() + STOP_WAIT
@@ -198,7 +198,7 @@ class LocalRunner(Runner):
         found = local_executor(self.repo, exp.sha)
         if found is None:
             return False
-        os.kill(found[0], signal.SIGTERM)
+        self.transport.signal(found[0], signal.SIGTERM)
         return True
 
 

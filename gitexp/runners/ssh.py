@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 import time
@@ -40,7 +39,7 @@ from ..errors import BadInput, GitExpError, NotReady
 from ..notes import INBOX_PREFIX, Experiment
 from ..repo import RefUpdate
 from ..summary import printable
-from ..ssh_transport import SshTransport, remote_command
+from ..ssh_transport import SshTransport
 from ..transport import ConnectionDropped, NoAnswer, ReplyTooLarge, TransportError
 from ..units import format_duration, parse_duration
 from ..values import short
@@ -399,19 +398,14 @@ class SshRunner(Runner):
 
     def follow_log(self, exp: Experiment, follow: bool) -> Optional[int]:
         """``git exp logs [-f]`` there, its output streamed here as it comes."""
-        assert isinstance(self.transport, SshTransport)
         argv = [self.python, "-m", "gitexp", "logs", *(["-f"] if follow else []), exp.sha]
         try:
-            self.transport.connect()
+            return self.transport.stream(argv, self.path)
+        except ConnectionDropped:
+            raise GitExpError(f"the connection to {self.host} dropped; the run goes on there",
+                              f"follow it again with: git exp logs -f {short(exp.sha)}") from None
         except TransportError as exc:
             raise BadInput(str(exc)) from None
-        # The transport's ssh with its options (the shared master), streaming instead of capturing.
-        ssh = [*shlex.split(self.transport.git_ssh_command()), "--", self.host, remote_command(argv, self.path)]
-        code = subprocess.run(ssh, stdin=subprocess.DEVNULL, check=False).returncode
-        if code == 255 and self.transport.master_pid() is None:
-            raise GitExpError(f"the connection to {self.host} dropped; the run goes on there",
-                              f"follow it again with: git exp logs -f {short(exp.sha)}")
-        return code
 
 
 def tell(lines: Sequence[str]) -> None:
