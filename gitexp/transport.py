@@ -10,6 +10,10 @@ Every transport has the same interface:
 * ``spawn(argv, cwd, log_path, env=None)`` starts argv detached (a new session, stdin from
   /dev/null, stdout and stderr appended to ``log_path``, relative to ``cwd``) and returns its
   pid on the target. Failing to start it raises OSError (FileNotFoundError: no cwd, no program).
+* ``stream(argv, cwd=None)`` runs argv with its output going straight to this process's
+  stdout and stderr (``git exp logs -f`` of a run there) and returns its exit code.
+* ``signal(pid, sig, group=False)`` sends a signal there (``os.kill``/``os.killpg`` here,
+  ``kill -s`` elsewhere); the caller names a pid it proved with local evidence.
 * ``read_file``, ``write_file`` (atomic: a temporary file, then rename), ``exists``,
   ``disk_free`` (bytes available to this user), ``which``, ``home``, ``user``, ``close``.
 
