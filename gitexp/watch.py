@@ -101,9 +101,10 @@ BACKLOG_LIMIT = 40_000  # captured points waiting for the watchers before the ba
 
 def thin(records: List[Dict[str, Any]], keep: int) -> List[Dict[str, Any]]:
     """At most about ``keep`` of ``records`` (captured points waiting for the watchers), in
-    their order: per metric, each stretch's first, last, lowest and highest value, and every
+    their order: per metric, each stretch's first, last, lowest and highest value, and its first
     value that is not a finite number, so what the diagnostics look for survives (a NaN, a
-    divergence, the best so far, the latest point). The executor thins its backlog this way
+    divergence, the best so far, the latest point) and a program printing NaN for ever still
+    holds a bounded backlog. The executor thins its backlog this way
     when a program prints points faster than the watchers' thread can take them (a flood of
     output on a busy machine): memory stays bounded and no alert is missed.
     """
@@ -119,14 +120,14 @@ def thin(records: List[Dict[str, Any]], keep: int) -> List[Dict[str, Any]]:
         size = max(1, -(-len(indices) * 4 // per_metric))
         for start in range(0, len(indices), size):
             stretch = indices[start:start + size]
-            numbers = []
+            numbers, odd = [], None
             for i in stretch:
                 value = records[i].get("value")
                 if value.__class__ in (int, float) and math.isfinite(value):
                     numbers.append((value, i))
-                else:
-                    kept.add(i)  # NaN, inf, a string, a bool: the watchers judge it
-            kept.update((stretch[0], stretch[-1]))
+                elif odd is None:
+                    odd = i  # the first NaN, inf, string or bool: the watchers judge it
+            kept.update((stretch[0], stretch[-1]) if odd is None else (stretch[0], stretch[-1], odd))
             if numbers:
                 kept.update((min(numbers)[1], max(numbers)[1]))
     return [records[i] for i in sorted(kept)]

@@ -105,6 +105,8 @@ def test_thinning_a_backlog_keeps_what_the_diagnostics_look_for() -> None:
     assert min(r["value"] for r in loss if isinstance(r["value"], float) and r["value"] == r["value"]) == 1.0 / n
     assert [r for r in kept if r["metric"] == "acc"] == records[n:]  # a small metric is kept whole
     assert thin(records[:10], 100) == records[:10]
+    nans = [{"metric": "loss", "value": float("nan"), "step": i, "time": float(i), "src": "regex"} for i in range(n)]
+    assert len(thin(nans, 20_000)) <= 20_000  # a diverged program printing NaN for ever: still bounded
 
 
 def test_watchers_that_fall_behind_a_flood_see_a_thinned_backlog_and_still_alert(
