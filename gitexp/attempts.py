@@ -200,7 +200,7 @@ def live_program(repo: Repo, exp: Experiment) -> Optional[str]:
         return f"process(es) its program started ({describe(left)}), whose executor died"
     s = exp.summary
     worker = s.get("worker")
-    if s.get("status") == "starting" and isinstance(worker, dict) and worker.get("host") == socket.gethostname() \
+    if s.get("status") == Status.STARTING and isinstance(worker, dict) and worker.get("host") == socket.gethostname() \
             and process_alive(worker.get("pid"), worker.get("pid_started")):
         return f"the queue worker that claimed it (pid {worker.get('pid')})"
     return None
@@ -362,12 +362,12 @@ def wants_auto_resume(summary: Dict[str, Any], status: str, ends: Sequence[str] 
     by SIGKILL (the OOM killer's signal, so counted like a crash), or any failure."""
     reason = str(summary.get("reason") or "").lower()
     code = summary.get("exit_code")
-    kinds = {status} if status in ("timeout", "lost") else set()
-    if status == "killed" and "preempt" in reason:
+    kinds = {status} if status in (Status.TIMEOUT, Status.LOST) else set()
+    if status == Status.KILLED and "preempt" in reason:
         kinds.add("preempted")
-    if status == "failed":
+    if status == Status.FAILED:
         kinds.add("failed")
-    if status == "failed" and code == -9:  # recorded killed when gitexp or a scheduler stopped it
+    if status == Status.FAILED and code == -9:  # recorded killed when gitexp or a scheduler stopped it
         kinds.add("sigkill")
     return bool(kinds & set(ends))
 

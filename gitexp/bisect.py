@@ -16,6 +16,7 @@ reused, so a search stopped by Ctrl-C continues where it was.
 from __future__ import annotations
 
 import math
+from .lifecycle import Status
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -274,13 +275,13 @@ class Known:
             if s.get("parent_dirty") or exp.status in ("failed", "killed", "timeout", "cancelled", "stopped",
                                                          "lost", "invalid"):
                 continue
-            if exp.status != "finished" and s.get("group") != group:
+            if exp.status != Status.FINISHED and s.get("group") != group:
                 continue  # only this search's own unfinished probes are waited for
             self.by_key.setdefault((str(s.get("parent")), str(s.get("config_hash"))), []).append(exp)
 
     def find(self, commit: str, config: ExperimentConfig) -> Optional[Experiment]:
         runs = self.by_key.get((commit, config.config_hash()), [])
-        finished = [e for e in runs if e.status == "finished"]
+        finished = [e for e in runs if e.status == Status.FINISHED]
         chosen = finished or runs
         return chosen[0] if chosen else None
 
@@ -306,7 +307,7 @@ def search(repo: Repo, store: Store, plan: Plan, launcher: Launcher, parallel: i
             lo, hi = _bounds(plan, probes)
             left = len([i for i in range(lo + 1, hi) if i not in probes])
             say(_progress(plan, probe, left))
-        stopped = [e for p in batch for e in p.runs if e.status == "killed"]
+        stopped = [e for p in batch for e in p.runs if e.status == Status.KILLED]
         if stopped:
             raise Interrupted(f"bisect stopped: {stopped[0].name} was killed",
                               f"{len(probes)} probe(s) recorded in group {plan.group}; run the same command "
@@ -339,7 +340,7 @@ def choose(lo: int, hi: int, tested: Set[int], k: int) -> List[int]:
 def _judge(plan: Plan, probe: Probe) -> None:
     values, failed = [], []
     for exp in probe.runs:
-        value = plan.value_of(exp.summary) if exp.status == "finished" else None
+        value = plan.value_of(exp.summary) if exp.status == Status.FINISHED else None
         if value is None or not math.isfinite(value):
             failed.append(exp)
         else:
@@ -350,7 +351,7 @@ def _judge(plan: Plan, probe: Probe) -> None:
         first = failed[0] if failed else None
         if first is None:
             probe.why = "no run"
-        elif first.status == "finished":
+        elif first.status == Status.FINISHED:
             probe.why = f"finished without a value of {plan.metric}"
         else:
             reason = first.summary.get("reason") or (f"exit {first.summary.get('exit_code')}"

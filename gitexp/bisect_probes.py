@@ -19,7 +19,7 @@ from .config import ExperimentConfig
 from .errors import GitExpError
 from .experiments import Snapshot, commit_message, config_tree, initial_summary, make_experiments
 from . import lifecycle
-from .lifecycle import FINAL
+from .lifecycle import FINAL, Status
 from .notes import Experiment, Store
 from .repo import Repo
 
@@ -69,7 +69,7 @@ def wait_for_end(repo: Repo, store: Store, exps: List[Experiment], poll: float =
         states = live_statuses(repo, current)
         for exp in current:
             status = states[exp.sha][0]
-            if status == "lost" and exp.status != "lost":
+            if status == Status.LOST and exp.status != Status.LOST:
                 exp.summary = {**exp.summary, "status": "lost", "reason": states[exp.sha][1] or "lost"}
         if all(e.status in FINAL_NAMES for e in current):
             return current
@@ -91,9 +91,9 @@ def _split(plan: Plan, probes: Sequence[Probe], known: Known
                 missing.append(config)
             else:
                 probe.runs.append(found)
-                if found.status != "finished":
+                if found.status != Status.FINISHED:
                     waiting.append(found)
-        probe.reused = not missing and not any(e.status != "finished" for e in probe.runs)
+        probe.reused = not missing and not any(e.status != Status.FINISHED for e in probe.runs)
         if missing:
             wanted.append((probe.commit.sha, missing))
     return wanted, waiting
@@ -130,7 +130,7 @@ class Foreground(Launcher):
                     pass  # recorded failed with the reason by the executor: the probe is skipped
                 exp.summary = self.store.summary(exp.sha)
                 made.append(exp)
-                if exp.status == "killed":  # Ctrl-C: no further run of this round
+                if exp.status == Status.KILLED:  # Ctrl-C: no further run of this round
                     _fill(probes, ended + made, made)
                     return
         _fill(probes, ended + made, made)

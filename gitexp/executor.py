@@ -246,7 +246,7 @@ class Executor(OutputPump, Stopping, Recorder, WatcherFeed):
         """``auto_resume: N`` on a scheduler (Slurm, Grid Engine): resubmit the run from its
         latest checkpoint as a new attempt, from the node, through the run's own runner. The
         local queue's worker does the same for its runs."""
-        if runner_class(self.runner).retries_on_local_queue() or status == "finished":
+        if runner_class(self.runner).retries_on_local_queue() or status == Status.FINISHED:
             return
         from .attempts import auto_resume
         from .runners import runner_for

@@ -12,6 +12,7 @@ import socket
 import sys
 import time
 import uuid
+from .lifecycle import Status
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -118,7 +119,7 @@ def initial_summary(config: ExperimentConfig, snap: Snapshot, status: str) -> Di
         "parent": snap.head,
         "parent_dirty": snap.dirty,
         **({"submodules": snap.submodules} if snap.submodules else {}),
-        **({"creator": creator_identity()} if status == "created" else {}),
+        **({"creator": creator_identity()} if status == Status.CREATED else {}),
     }
 
 
@@ -182,12 +183,12 @@ def effective_status(repo: Repo, exp: Experiment, host: Optional[str] = None) ->
     """
     status = exp.status
     summary = exp.summary
-    if status == "starting":  # claimed by a queue worker, executor not yet running
+    if status == Status.STARTING:  # claimed by a queue worker, executor not yet running
         worker = summary.get("worker") or {}
         if worker.get("host") == (host or socket.gethostname()):
             return status if process_alive(worker.get("pid"), worker.get("pid_started")) else "lost"
         return status
-    if status == "created":
+    if status == Status.CREATED:
         # Nothing said it started yet: it belongs to the executor named in exec.json (written
         # by run --detach and by the executor first thing), else to the process that recorded
         # it. When that process is gone on this host, the run was lost between the two.

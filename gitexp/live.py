@@ -35,7 +35,7 @@ from .config import MetricSpec
 from .errors import GitExpError
 from .experiments import effective_status, process_alive, read_exec_info
 from . import summary as checks
-from .lifecycle import JUDGED_HERE, LIVE
+from .lifecycle import JUDGED_HERE, LIVE, Status
 from .notes import METRICS_REF, Experiment, Store
 from .paths import run_paths
 from .repo import Repo
@@ -56,7 +56,7 @@ def _ours(exp: Experiment, status: str, host: str) -> bool:
         return False
     summary = exp.summary
     worker = summary.get("worker")
-    if status == "starting" and isinstance(worker, dict) and worker.get("host"):
+    if status == Status.STARTING and isinstance(worker, dict) and worker.get("host"):
         return worker.get("host") == host  # claimed by a queue worker (or a local run's executor)
     return summary.get("host") == host
 
@@ -68,7 +68,7 @@ def read(repo: Repo, exp: Experiment, status: Optional[str] = None,
     host = host or socket.gethostname()
     if status is None:
         status = effective_status(repo, exp, host) if exp.status in LIVE else exp.status
-    lost = status == "lost" and exp.status in JUDGED_HERE  # a note that recorded no end yet
+    lost = status == Status.LOST and exp.status in JUDGED_HERE  # a note that recorded no end yet
     if not lost and not _ours(exp, status, host):
         return None
     paths = run_paths(repo, exp.sha, exp.summary)  # this machine's directory, never a path from the note
@@ -93,7 +93,7 @@ def refresh(repo: Repo, exps: Iterable[Experiment], statuses: Mapping[str, str])
     host = socket.gethostname()
     for exp in exps:
         status = statuses.get(exp.sha, exp.status)
-        if not _ours(exp, status, host) and status != "lost":
+        if not _ours(exp, status, host) and status != Status.LOST:
             continue
         run = read(repo, exp, status, host)
         if run is not None:
@@ -217,7 +217,7 @@ def histories(repo: Repo, store: Store, exps: Sequence[Experiment],
             view = chain_view(repo, store, exp, status)
             out[exp.sha] = view.clocked
             exp.summary.update({k: v for k, v in view.fields.items() if v is not None})
-        elif status in LIVE or status == "lost":
+        elif status in LIVE or status == Status.LOST:
             run = read(repo, exp, status)
             if run is not None:
                 out[exp.sha] = run.history

@@ -23,6 +23,7 @@ from .config import closest
 from .errors import BadInput
 from .metrics import finite_number, is_number
 from .lifecycle import OPEN as OPEN  # what plot_cmd asks live states for
+from .lifecycle import Status
 from .notes import Experiment, Store
 from .repo import Repo
 from .timing import start_of
@@ -390,7 +391,7 @@ def decimate_band(xs: Sequence[float], lo: Sequence[float], hi: Sequence[float],
 
 def label(exp: Experiment, status: str = "") -> str:
     text = f"{exp.name} ({exp.sha[:8]})"
-    return text + (f" {status}" if status and status != "finished" else "")
+    return text + (f" {status}" if status and status != Status.FINISHED else "")
 
 
 # -- axes ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import json
 import os
 import threading
 import time
+from .lifecycle import Status
 from typing import Any, Deque, Dict, List, Optional
 
 from . import endstate
@@ -103,7 +104,7 @@ class Recorder:
 
             def change(s: Dict[str, Any]) -> Optional[Dict[str, Any]]:
                 present[0] = bool(s)
-                if s.get("status") != "running":
+                if s.get("status") != Status.RUNNING:
                     return None  # removed, or finished meanwhile (the final write has it all)
                 return {**s, **watched, "metrics": built.summaries, "curve": built.curve is not None,
                         "updated": time.time()}
@@ -199,11 +200,11 @@ class Recorder:
 
     def _end_fields(self, status: str, code: Optional[int], ended: float, started: Optional[float],
                     reason: Optional[str]) -> Dict[str, Any]:
-        if reason is None and status == "failed" and code is not None:
+        if reason is None and status == Status.FAILED and code is not None:
             reason = f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
-        if status == "stopped" and reason is None:
+        if status == Status.STOPPED and reason is None:
             reason = getattr(self, "stop_detail", None)
-        if status == "killed" and reason is None:
+        if status == Status.KILLED and reason is None:
             reason = self.kill_detail
         checkpoints = metrics_mod.read_checkpoints(self.paths.checkpoints)
         fields: Dict[str, Any] = {"ended": ended, "exit_code": code, "checkpoints": checkpoints[-20:],

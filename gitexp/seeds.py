@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .lifecycle import OPEN
+from .lifecycle import OPEN, Status
 from .notes import Experiment
 from .summary import printable
 
@@ -88,7 +88,7 @@ def fold(exps: Sequence[Experiment], statuses: Mapping[str, str], over: Sequence
                          sort_keys=True, default=str)
         f = folds.setdefault(key, Fold(shared))
         status = statuses.get(exp.sha, exp.status)
-        if status == "finished":
+        if status == Status.FINISHED:
             f.runs.append(exp)
             for name in over:
                 f.over.setdefault(name, []).append(params.get(name))

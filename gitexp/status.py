@@ -28,7 +28,7 @@ ELSEWHERE = "elsewhere"
 def live_statuses(repo: Repo, exps: Sequence[Experiment], reach: bool = False) -> Dict[str, Tuple[str, Optional[str]]]:
     """sha -> (status, reason or None)."""
     out: Dict[str, Tuple[str, Optional[str]]] = {exp.sha: (exp.status, None) for exp in exps}
-    queued = [e for e in exps if e.status == "queued" and not e.summary.get("target")]
+    queued = [e for e in exps if e.status == Status.QUEUED and not e.summary.get("target")]
     if queued:  # a note says queued, but this repository's queue does not hold it: a claim from elsewhere
         held = repo.refs(QUEUE_PREFIX)
         for exp in queued:

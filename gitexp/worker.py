@@ -299,14 +299,14 @@ class Worker:
         if summary.get("status") == CLAIMED:  # the executor died before it could start
             self._mark_failed(item.exp, code)
             summary = self.store.summary(item.exp.sha)
-        elif summary.get("status") in ("starting", "running"):
+        elif summary.get("status") in (Status.STARTING, Status.RUNNING):
             why = lost_reason(run_paths(self.repo, item.exp.sha).root)
             try:
                 summary = supersede(self.repo, self.store, Experiment(item.exp.sha, item.exp.name, summary), why)
             except GitExpError as exc:
                 self.say(f"gitexp worker: {item.exp.name}: could not record it lost: {exc}")
         status = summary.get("status", "?")
-        reason = f" ({summary.get('reason')})" if status == "lost" and summary.get("reason") else ""
+        reason = f" ({summary.get('reason')})" if status == Status.LOST and summary.get("reason") else ""
         self.say(f"gitexp worker: {item.exp.name} {status}{reason}")
         self._auto_resume(Experiment(item.exp.sha, item.exp.name, summary))
 

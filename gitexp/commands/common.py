@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 import click
 
+from ..lifecycle import Status
 from ..notes import Experiment, Store
 from ..repo import Repo
 from ..summary import json_safe, printable
@@ -143,7 +144,7 @@ def _exit_code(code: int, summary: Dict[str, Any]) -> int:
     """The program's own status, except for a run stopped by a signal to ``git exp run``
     (Ctrl-C, SIGTERM, SIGHUP): 130, as docs/runners.md promises, whatever the program made of
     the signal (a training script that catches KeyboardInterrupt, saves and exits 1)."""
-    if summary.get("status") == "killed":
+    if summary.get("status") == Status.KILLED:
         return 130
     return code
 
@@ -152,7 +153,7 @@ def _closing_line(name: str, summary: Dict[str, Any]) -> str:
     parts = [f"gitexp: {name} {summary.get('status', '?')}"]
     if summary.get("duration") is not None:
         parts.append(f"in {format_duration(summary['duration'])}")
-    if summary.get("status") == "failed" and summary.get("reason"):
+    if summary.get("status") == Status.FAILED and summary.get("reason"):
         parts.append(f"({summary['reason']})")
     best = [f"{m}={fmt_value(e['best'])}" for m, e in sorted((summary.get("metrics") or {}).items())
             if e.get("best") is not None]

@@ -12,6 +12,7 @@ import click
 import yaml
 from tabulate import tabulate
 
+from ..lifecycle import Status
 from .. import live as live_mod
 from .. import timing as timing_mod
 from ..attempts import chain_rows
@@ -194,7 +195,7 @@ def status_text(status: str, summary: Dict[str, Any]) -> str:
         signalled = isinstance(code, int) and not isinstance(code, bool) and code < 0
         said = f"killed by signal {-code}" if signalled else f"exit code {fmt_value(code)}"
     text = fmt_value(status) + (f" ({said})" if said else "")
-    if reason and status != "finished" and fmt_value(reason) != said:
+    if reason and status != Status.FINISHED and fmt_value(reason) != said:
         text += f": {fmt_value(reason)}"
     return text
 

@@ -6,6 +6,7 @@ from typing import Dict, List, Optional, Tuple
 
 import click
 
+from ..lifecycle import Status
 from .. import experiments
 from ..config import ExperimentConfig, check_name, load_config, parse_override
 from ..errors import BadInput, NotReady
@@ -124,7 +125,7 @@ def _print_points(configs: List[ExperimentConfig], names: List[str]) -> None:
 
 
 def _skip_done(store: Store, configs: List[ExperimentConfig]) -> List[ExperimentConfig]:
-    done = {e.summary.get("config_hash") for e in store.experiments() if e.status == "finished"}
+    done = {e.summary.get("config_hash") for e in store.experiments() if e.status == Status.FINISHED}
     kept = [c for c in configs if c.config_hash() not in done]
     if len(kept) < len(configs):
         click.echo(f"gitexp: skipping {len(configs) - len(kept)} point(s) already finished", err=True)

@@ -198,7 +198,7 @@ def drop(repo: Repo, store: Store, request: Dict[str, Any]) -> Dict[str, Any]:
             continue
         exp = Experiment(sha, names[sha], store.summary(sha))
         store.remove(exp)
-        if exp.status in ("queued", "pending", "starting", "running"):
+        if exp.status in (Status.QUEUED, Status.PENDING, Status.STARTING, Status.RUNNING):
             runner_for(repo, store, exp).stop_removed(exp)
         shutil.rmtree(run_paths(repo, sha).root, ignore_errors=True)
         done.append(sha)

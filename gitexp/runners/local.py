@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence
 
 import psutil
 
+from ..lifecycle import Status
 from ..errors import BadInput, GitExpError
 from ..evidence import local_executor, local_program, ran_here
 from ..experiments import effective_status, process_alive, read_exec_info
@@ -106,8 +107,8 @@ class LocalRunner(Runner):
         out: Dict[str, State] = {}
         for exp in exps:
             status = effective_status(self.repo, exp, host)
-            claim = status == "running" and exp.summary.get("host") == host and not ran_here(self.repo, exp.sha)
-            why = lost_reason(run_paths(self.repo, exp.sha).root) if status == "lost" and exp.status != "lost" \
+            claim = status == Status.RUNNING and exp.summary.get("host") == host and not ran_here(self.repo, exp.sha)
+            why = lost_reason(run_paths(self.repo, exp.sha).root) if status == Status.LOST and exp.status != Status.LOST \
                 and ran_here(self.repo, exp.sha) else None  # the run directory says why (gitexp.rundirs)
             out[exp.sha] = (status, f"{ELSEWHERE}: another repository's run on this host (no run directory here)"
                             if claim else why)
@@ -157,7 +158,7 @@ class LocalRunner(Runner):
             time.sleep(0.2)
             exp.summary = self.store.summary(exp.sha)
             status = self.states([exp])[exp.sha][0]
-        if status != "running":
+        if status != Status.RUNNING:
             raise BadInput(f"{exp.name} is {status}, not queued or running: nothing to cancel")
         if exp.summary.get("host") != socket.gethostname():
             raise GitExpError(f"{exp.name} runs on {printable(str(exp.summary.get('host')))}, not here; "
@@ -173,7 +174,7 @@ class LocalRunner(Runner):
             raise GitExpError(f"{exp.name}: pid {printable(str(exp.summary.get('pid')))} is not its gitexp "
                               "executor; nothing was signalled")
         for _ in range(int(STOP_WAIT * 10)):
-            if self.store.summary(exp.sha).get("status") != "running":
+            if self.store.summary(exp.sha).get("status") != Status.RUNNING:
                 break
             time.sleep(0.1)
         return f"stopped {exp.name} ({self.store.summary(exp.sha).get('status')})"

@@ -346,7 +346,7 @@ class SshRunner(Runner):
     def submitted(self, exps: Sequence[Experiment]) -> str:
         how = "queued there for its worker" if self.far_runner.name == "local" else \
             f"submitted to {getattr(self.far_runner, 'SCHEDULER', self.far_runner.name)} there"
-        failed = [e for e in exps if e.summary.get("status") == "failed"]
+        failed = [e for e in exps if e.summary.get("status") == Status.FAILED]
         note = f" ({len(failed)} failed its preflight there: git exp show {failed[0].name})" if failed else ""
         return (f"sent {len(exps)} experiment(s) to {self.describe_target()}, {how}{note}; "
                 f"see git exp queue --on {self.target.name}; results: git exp pull {self.target.name}")

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..lifecycle import Status
 from .. import live as live_mod
 from ..errors import BadInput
 from ..metrics import parse_spark
@@ -148,7 +149,7 @@ def dumps(data: Any) -> str:
 def running(api: Api) -> Dict[str, Any]:
     """The cheap poll: the listing's version and the rows of runs in progress (live metrics)."""
     listing = api.listing()
-    open_exps = [e for e in listing.exps if e.status in OPEN or e.status in ("created", "queued")]
+    open_exps = [e for e in listing.exps if e.status in OPEN or e.status in (Status.CREATED, Status.QUEUED)]
     statuses = current_statuses(api, open_exps)
     rows = [_row(api, e, statuses[e.sha]) for e in open_exps]
     return {"version": listing.version, "rows": rows}

@@ -10,6 +10,7 @@ import math
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..lifecycle import Status
 from .. import live as live_mod
 from .. import plots
 from ..errors import BadInput
@@ -189,7 +190,7 @@ def _bands(runs: List[Dict[str, Any]], param: str) -> List[Dict[str, Any]]:
         groups.setdefault(key, []).append(run)
     out = []
     for members in groups.values():
-        done = [m for m in members if m["status"] == "finished"]
+        done = [m for m in members if m["status"] == Status.FINISHED]
         apart = len(members) - len(done)
         if len(done) < 2:
             continue
