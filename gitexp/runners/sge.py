@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from ..config import ExperimentConfig
 from ..errors import BadInput, GitExpError
-from ..lifecycle import ACTIVE
+from ..lifecycle import ACTIVE, Status
 from ..notes import Experiment
 from ..units import parse_duration, parse_size
 from .base import Option, State, gitexp_argv
@@ -41,7 +41,8 @@ DEFAULT_MAX_TASKS = 75000
 # The job script's own SIGTERM comes this much (plus the executor's kill grace) before h_rt.
 TERM_MARGIN = 5
 # What qacct's "failed" codes mean for a run whose executor recorded no end.
-FAILED_AS = {37: "timeout", 24: "failed", 26: "failed", 27: "failed", 28: "failed", 100: "killed"}
+FAILED_AS = {37: Status.TIMEOUT, 24: Status.FAILED, 26: Status.FAILED, 27: Status.FAILED, 28: Status.FAILED,
+             100: Status.KILLED}
 _NAME = re.compile(r"^[A-Za-z0-9_.@:/+=-]+$")  # queue, PE, resource, project names: one word
 
 
@@ -315,10 +316,10 @@ class SgeRunner(BatchRunner):
     def stop_reason(cls, summary: Dict[str, Any], saw_warning: bool, signalled: bool = True) -> Optional[str]:
         """On the node: a cancel (qdel), or the time limit (s_rt's SIGUSR1 came first)."""
         if summary.get("cancel_requested"):
-            return "killed"
+            return Status.KILLED
         if saw_warning:
-            return "timeout"
-        return "killed" if signalled else None
+            return Status.TIMEOUT
+        return Status.KILLED if signalled else None
 
 
 def parse_qstat(text: str) -> Dict[Tuple[str, Optional[int]], str]:
@@ -372,17 +373,17 @@ def sge_status(recorded: str, state: Optional[str]) -> Tuple[str, Optional[str]]
     if recorded not in ACTIVE:
         return recorded, None
     if state is None:
-        return "lost", "the job left Grid Engine's queue without a result from gitexp"
+        return Status.LOST, "the job left Grid Engine's queue without a result from gitexp"
     why = f"Grid Engine: {state}"
     if "E" in state:
-        return "pending", why + " (error state: qstat -j <job> says why; qmod -cj <job> retries it)"
+        return Status.PENDING, why + " (error state: qstat -j <job> says why; qmod -cj <job> retries it)"
     if "d" in state:
         return recorded, why + " (being deleted)"
     if "r" in state or "t" in state:
-        return ("running" if recorded == "running" else "starting"), why
+        return (Status.RUNNING if recorded == Status.RUNNING else Status.STARTING), why
     if "s" in state.lower() or "T" in state:
         return recorded, why + " (suspended)"
-    return "pending", why + (" (held)" if "h" in state else "")
+    return Status.PENDING, why + (" (held)" if "h" in state else "")
 
 
 def ended_as(summary: Dict[str, Any], record: Dict[str, str]) -> Tuple[str, str]:
@@ -392,9 +393,9 @@ def ended_as(summary: Dict[str, Any], record: Dict[str, str]) -> Tuple[str, str]
     code = int(failed_text.split()[0]) if failed_text.split() and failed_text.split()[0].isdigit() else 0
     why = f"Grid Engine: exit_status {exit_status}" + (f", failed {failed_text}" if code else "")
     if summary.get("cancel_requested"):
-        return "killed", why
+        return Status.KILLED, why
     if code in FAILED_AS:
         return FAILED_AS[code], why
     if code or exit_status not in ("0", "?"):
-        return "failed", why
-    return "lost", why + " (the job ended without a result from gitexp)"
+        return Status.FAILED, why
+    return Status.LOST, why + " (the job ended without a result from gitexp)"

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from ..config import ExperimentConfig
 from ..errors import BadInput, GitExpError
-from ..lifecycle import ACTIVE
+from ..lifecycle import ACTIVE, Status
 from ..notes import Experiment, Store
 from ..repo import Repo
 from ..summary import job_problem
@@ -41,9 +41,10 @@ DEFAULT_WARNING = 120
 PENDING_STATES = ("PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
                   "SUSPENDED", "STOPPED")
 RUNNING_STATES = ("RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING")
-ENDED_AS = {"TIMEOUT": "timeout", "PREEMPTED": "timeout", "DEADLINE": "timeout", "CANCELLED": "killed",
-            "FAILED": "failed", "NODE_FAIL": "failed", "OUT_OF_MEMORY": "failed", "BOOT_FAIL": "failed",
-            "COMPLETED": "lost", "SPECIAL_EXIT": "failed", "REVOKED": "lost"}
+ENDED_AS = {"TIMEOUT": Status.TIMEOUT, "PREEMPTED": Status.TIMEOUT, "DEADLINE": Status.TIMEOUT,
+            "CANCELLED": Status.KILLED, "FAILED": Status.FAILED, "NODE_FAIL": Status.FAILED,
+            "OUT_OF_MEMORY": Status.FAILED, "BOOT_FAIL": Status.FAILED, "COMPLETED": Status.LOST,
+            "SPECIAL_EXIT": Status.FAILED, "REVOKED": Status.LOST}
 
 
 @dataclass(frozen=True)
@@ -262,18 +263,18 @@ def parse_squeue(text: str) -> Dict[Tuple[str, Optional[int]], Tuple[str, str]]:
 
 def slurm_status(recorded: str, state: Optional[Tuple[str, str]]) -> Tuple[str, Optional[str]]:
     """Our status merged with Slurm's view; the reason says what Slurm said."""
-    if recorded not in ("pending", "starting", "running"):
+    if recorded not in (Status.PENDING, Status.STARTING, Status.RUNNING):
         return recorded, None
     if state is None:
-        return "lost", "the job left Slurm's queue without a result from gitexp"
+        return Status.LOST, "the job left Slurm's queue without a result from gitexp"
     slurm_state, reason = state
     base = slurm_state.split()[0].rstrip("+")
     why = f"Slurm: {base}" + (f" ({reason})" if reason and reason != "None" else "")
     if base in PENDING_STATES:
-        return "pending", why
+        return Status.PENDING, why
     if base in RUNNING_STATES:
-        return ("running" if recorded == "running" else "starting"), why
-    return ENDED_AS.get(base, "lost"), why
+        return (Status.RUNNING if recorded == Status.RUNNING else Status.STARTING), why
+    return ENDED_AS.get(base, Status.LOST), why
 
 
 def stop_reason(summary: Dict[str, Any], saw_warning: bool, signalled: bool = True) -> Optional[str]:
@@ -285,17 +286,17 @@ def stop_reason(summary: Dict[str, Any], saw_warning: bool, signalled: bool = Tr
     which happens when Slurm signals the program first) None means no evidence of a stop.
     """
     if summary.get("cancel_requested"):
-        return "killed"
+        return Status.KILLED
     if saw_warning:
-        return "timeout"
+        return Status.TIMEOUT
     job = os.environ.get("SLURM_JOB_ID")
     node = LocalTransport()
     scontrol = node.which("scontrol")
     if job and job.isdigit() and scontrol:  # digits only: nothing else may reach scontrol's argv
         text = node.run([scontrol, "-o", "show", "job", job]).stdout.decode(errors="replace")
         if re.search(r"JobState=(TIMEOUT|PREEMPTED|DEADLINE)|Reason=(TimeLimit|Preempt)", text):
-            return "timeout"
+            return Status.TIMEOUT
         if re.search(r"JobState=CANCELLED", text):
-            return "killed"
-    return "killed" if signalled else None
+            return Status.KILLED
+    return Status.KILLED if signalled else None
 
