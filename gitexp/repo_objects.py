@@ -68,16 +68,8 @@ def _remove_stale_lock(lock: str) -> bool:
     return True
 
 
-class ObjectWrites:
-    """Writing (and reading back) objects in process: the object store, packs of a batch,
-    trees edited without an index, commits."""
-
-    _odb: Optional[DiskObjectStore]
-    _pending: Optional[Dict[bytes, ShaFile]]
-    _odb_pid: int
-    _perm_known: bool
-    _ident: Optional[Tuple[bytes, Optional[int], int]]
-    _read_lock: threading.RLock
+class RepoPart:
+    """What :class:`gitexp.repo.Repo` gives the halves mixed into it (for the type checker)."""
 
     if TYPE_CHECKING:  # what the Repo this is mixed into provides
         root: str
@@ -89,6 +81,18 @@ class ObjectWrites:
                 ) -> subprocess.CompletedProcess[bytes]: ...
 
         def out(self, args: Sequence[str], **kw: object) -> str: ...
+
+
+class ObjectWrites(RepoPart):
+    """Writing (and reading back) objects in process: the object store, packs of a batch,
+    trees edited without an index, commits."""
+
+    _odb: Optional[DiskObjectStore]
+    _pending: Optional[Dict[bytes, ShaFile]]
+    _odb_pid: int
+    _perm_known: bool
+    _ident: Optional[Tuple[bytes, Optional[int], int]]
+    _read_lock: threading.RLock
 
     @property
     def odb(self) -> DiskObjectStore:

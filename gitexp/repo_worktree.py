@@ -8,11 +8,11 @@ import os
 import shutil
 import subprocess
 import tempfile
-from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, List, Mapping, Optional, Tuple
 
 from .errors import GitFailed
 from .gitenv import clean_env
-from .repo_objects import storage_error
+from .repo_objects import RepoPart, storage_error
 
 
 def _checkout_tree(source: str, commit: str, target: str, depth: int) -> None:
@@ -53,19 +53,8 @@ def _checkout_tree(source: str, commit: str, target: str, depth: int) -> None:
         _checkout_tree(sub_source, sub_commit, os.path.join(target, path), depth + 1)
 
 
-class WorkTree:
+class WorkTree(RepoPart):
     """Snapshots of the working tree and checkouts of a commit elsewhere."""
-
-    if TYPE_CHECKING:  # what the Repo this is mixed into provides
-        root: str
-        git_dir: str
-        common_dir: str
-
-        def run(self, args: Sequence[str], input: Optional[bytes] = None, env: Optional[Mapping[str, str]] = None,
-                check: bool = True, cwd: Optional[str] = None, timeout: Optional[float] = None
-                ) -> subprocess.CompletedProcess[bytes]: ...
-
-        def out(self, args: Sequence[str], **kw: object) -> str: ...
 
     def snapshot_tree(self, choose: Optional[Callable[[List[Tuple[str, int]]], List[str]]] = None) -> str:
         """Tree of the working tree as it is now: tracked files, and untracked, non-ignored ones.
