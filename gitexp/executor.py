@@ -204,6 +204,7 @@ class Executor(OutputPump, Stopping, Recorder, WatcherFeed):
         assert self.proc is not None
         if self.stop_reason:  # a signal arrived while the program was being started
             self._stop_program(signal.SIGTERM)
+        self._judge_early_warning()  # a time-limit warning that came before it started
         self._mark_running(started)
         self._start_watchers(started)
         return self._run_to_end(started)

@@ -27,7 +27,7 @@ from .config import ExperimentConfig
 from .metrics import MatchBudget
 from .paths import RunPaths
 from .rundirs import record_end
-from .supervisor import commands, describe, forward_warning, marked_pids, stop
+from .supervisor import commands, describe, forward_warning, marked_pids, stop, warning_targets
 
 # The runner's warning that the time limit is near (Slurm: --signal=B:USR1@<secs>).
 TIMEOUT_SIGNALS = (signal.SIGUSR1,)
@@ -37,6 +37,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 OTHER_FATAL = tuple(getattr(signal, name) for name in ("SIGQUIT", "SIGUSR2", "SIGXCPU", "SIGXFSZ", "SIGPWR")
                     if hasattr(signal, name))
 LEFTOVER_GRACE = 3.0  # seconds leftovers get between SIGTERM and SIGKILL
+EARLY_WARNING_WAIT = 10.0  # seconds a just-started program has to handle a warning that came early
 
 
 class Stopping:
@@ -55,6 +56,7 @@ class Stopping:
     mark: str
     leftovers: List[Dict[str, object]]
     kill_detail: Optional[str] = None  # why a run recorded killed was stopped, when not the usual
+    early_warning: int = 0  # a time-limit warning that came before the program was started
 
     def _log_text(self, text: str) -> None:
         raise NotImplementedError
@@ -103,7 +105,12 @@ class Stopping:
             open(self.paths.stop_file, "a").close()
         except OSError:
             pass
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
+            # A scheduler may send it early (Slurm: up to a minute before the time asked), even
+            # before the program is running: it is judged once the program runs.
+            self.early_warning = signum
+            return
+        if self.proc.poll() is not None:
             return
         mode = self.config.warning_signal if self.config is not None else "auto"
         name = signal.Signals(signum).name
@@ -117,6 +124,29 @@ class Stopping:
             self._log_text(f"gitexp: the time limit is near ({name}); not passed on ({why}: it would die of it). "
                            "It runs until the limit and is recorded timeout; $GITEXP_STOP_FILE created "
                            "(set warning_signal in the config to pass it on)\n")
+
+    def _judge_early_warning(self) -> None:
+        """A warning that came before the program started, judged now that it runs: with
+        ``warning_signal: auto`` the program gets up to EARLY_WARNING_WAIT seconds to install
+        its handler (its imports come first), then it is passed on or said not to be."""
+        signum = self.early_warning
+        if not signum or self.proc is None:
+            return
+        proc = self.proc
+        auto = (self.config.warning_signal if self.config is not None else "auto") == "auto"
+
+        def judge() -> None:
+            deadline = time.monotonic() + EARLY_WARNING_WAIT
+            while auto and proc.poll() is None and time.monotonic() < deadline \
+                    and not warning_targets(proc.pid, signum):
+                time.sleep(0.2)
+            if proc.poll() is not None:
+                self._log_text(f"gitexp: the time limit is near ({signal.Signals(signum).name}, sent before the "
+                               "program started); the program ended before it was passed on\n")
+                return
+            self._time_limit_warning(signum)
+
+        threading.Thread(target=judge, daemon=True).start()
 
     def _stop_program(self, signum: int) -> None:
         """``signum`` to the program's whole process group, SIGKILL after the grace period."""

@@ -173,6 +173,55 @@ def test_time_limit_warning_does_not_kill_a_program_without_a_handler(tmp_path: 
     assert (run_dir(repo, sha) / "stop-requested").exists()
 
 
+LATE_HANDLER = textwrap.dedent('''
+    import signal, sys, time
+    time.sleep(float(sys.argv[1]))  # its imports come first
+    got = []
+    if sys.argv[2] == "handler":
+        signal.signal(signal.SIGUSR1, lambda *_: got.append(1))
+    for _ in range(60):
+        if got:
+            break
+        time.sleep(0.1)
+    print("handled the warning" if got else "no warning came")
+''')
+
+
+@pytest.mark.parametrize("handler", ["handler", "none"])
+def test_a_warning_that_comes_before_the_program_starts_is_judged_once_it_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handler: str) -> None:
+    """Slurm sends --signal's warning up to a minute early: with a short limit it can come while
+    the executor is still preparing the run. It is passed on once the program handles it (within
+    EARLY_WARNING_WAIT), or said not to be: never dropped without a word."""
+    from gitexp import experiments, stopping
+    from gitexp.config import load_config
+    from gitexp.executor import Executor
+    from gitexp.notes import Store
+    from gitexp.repo import Repo
+
+    repo = make_repo(tmp_path / "r", {"late.py": LATE_HANDLER,
+                                      "config.yaml": f"name: early\ncommand: python late.py 1.0 {handler}\n"})
+    monkeypatch.chdir(repo)
+    r = Repo.discover(str(repo))
+    store = Store(r)
+    exp = experiments.create(r, store, load_config(str(repo / "config.yaml")))
+    prepare = Executor._prepare_worktree
+
+    def warned_while_preparing(self: Any) -> None:
+        os.kill(os.getpid(), signal.SIGUSR1)  # the scheduler's warning, before the program exists
+        prepare(self)
+
+    monkeypatch.setattr(Executor, "_prepare_worktree", warned_while_preparing)
+    monkeypatch.setattr(stopping, "EARLY_WARNING_WAIT", 3.0)  # the program handles it after 1 s, lives 7 s
+    assert Executor(r, store, exp.sha).execute() == 0
+    log = (run_dir(repo, exp.sha) / "output.log").read_text()
+    if handler == "handler":
+        assert "handled the warning" in log and "passed on as SIGUSR1" in log, log
+    else:
+        assert "no warning came" in log and "not passed on" in log, log
+    assert (run_dir(repo, exp.sha) / "stop-requested").exists()
+
+
 def _slurm_ready() -> bool:
     try:
         proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
