@@ -25,7 +25,7 @@ from gitexp.config import parse_config  # noqa: E402
 from gitexp.experiments import initial_summary, make_commit, take_snapshot  # noqa: E402
 from gitexp.lifecycle import record  # noqa: E402
 from gitexp.metrics import spark_series, spark_text  # noqa: E402
-from gitexp.notes import METRICS_REF, Experiment, Store, jsonl  # noqa: E402
+from gitexp.notes import DETAILS_REF, METRICS_REF, Experiment, Store, dump_json, jsonl  # noqa: E402
 from gitexp.repo import Repo  # noqa: E402
 
 CONFIG = ("command: python train.py {lr}\nparams: {lr: 0.1}\n"
@@ -50,8 +50,26 @@ def metric_summary(values: list, with_spark: bool) -> dict:
     return entry
 
 
+def summary_curve(history: list) -> dict:
+    """The details note's summary curve, built as the executor builds it at a run's end."""
+    import tempfile
+
+    from gitexp import history_file
+
+    with tempfile.TemporaryDirectory() as folder:
+        api = os.path.join(folder, "metrics.jsonl")
+        with open(api, "w") as handle:
+            handle.write(jsonl(history).decode())
+        built = history_file.build(api, os.path.join(folder, "captured.jsonl"), [], {}, folder)
+        built.remove()
+    field = history_file.curve_field(built)
+    return {history_file.CURVE_KEY: field} if field else {}
+
+
 def make(repo: Repo, store: Store, count: int, points: int, group: str, with_history: bool,
-         with_spark: bool = True) -> None:
+         with_spark: bool = True, with_curve: bool = False) -> None:
+    """``count`` finished experiments of ``points`` points each; ``with_curve``: each keeps a
+    summary curve in its details note, as a run recorded by ``git exp run`` does."""
     base = parse_config(CONFIG, source="bench.yaml")
     snap = take_snapshot(repo)
     for start in range(0, count, 1000):
@@ -70,6 +88,10 @@ def make(repo: Repo, store: Store, count: int, points: int, group: str, with_his
             exps.append(Experiment(sha, f"{group}-{i}", summary))
             if with_history:
                 notes[(METRICS_REF, sha)] = jsonl(history)
+            details = summary_curve(history) if with_curve else {}
+            if details:
+                notes[(DETAILS_REF, sha)] = dump_json(details)
+                summary["curve"] = True
         record(store, exps, extra_notes=notes)
 
 
