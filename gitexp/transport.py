@@ -206,7 +206,7 @@ class Transport:
         proc = self.run(["kill", "-s", signal_name(sig), "--", target])
         if proc.returncode != 0:
             message = proc.stderr.decode(errors="replace").strip()
-            if "ermi" in message or "not permitted" in message:
+            if "ermission" in message or "not permitted" in message:  # kill: (pid) - Operation not permitted
                 raise PermissionError(errno.EPERM, message or "not permitted")
             raise ProcessLookupError(errno.ESRCH, message or f"no process {target}")
 

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from ..lifecycle import LIVE
+from ..lifecycle import LIVE, Status
 from ..numbers import parse_spark
 from ..values import closest
 from ..errors import BadInput
@@ -56,7 +56,7 @@ def log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[s
     # notes are written every GITEXP_NOTES_INTERVAL seconds). Ended runs read no file.
     # Only rows live.refresh acts on (open or lost runs, chains of attempts) pay for its imports
     # (the config's and the metric capture's): a listing of ended runs does without them.
-    if any(s in LIVE or s == "lost" for s in statuses.values()) or any(e.summary.get("chain") for e in exps):
+    if any(s in LIVE or s == Status.LOST for s in statuses.values()) or any(e.summary.get("chain") for e in exps):
         from .. import live as live_mod
 
         live_mod.refresh(repo, exps, statuses)
