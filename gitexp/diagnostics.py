@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
+from . import numbers
 from .units import format_duration, format_size, parse_duration
 from .sections import Section
 from .watch import RunContext, Watcher
@@ -287,7 +288,7 @@ class Diagnostics(Watcher):
         if self.last_step is not None and step > self.last_step[0]:
             took = (when - self.last_step[1]) / (step - self.last_step[0])
             if len(self.step_times) >= settings["min_steps"]:
-                median = _median(self.step_times[-200:])
+                median = numbers.median(self.step_times[-200:])
                 if took > settings["factor"] * median and took - median >= settings["min_seconds"]:
                     self.fire("step_time", "step", f"step {step:g} took {format_duration(took)}, "
                               f"{took / max(median, 1e-9):.0f} x the median {format_duration(median)}",
@@ -359,12 +360,6 @@ class Diagnostics(Watcher):
                       f"{format_duration(left)}, " + (f"the run has {format_duration(remaining)} left" if limit
                                                      else f"within {format_duration(remaining)}"),
                       free=free, rate=rate, seconds_left=left)
-
-
-def _median(values: List[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _slope(points: List[Tuple[float, float]]) -> float:

@@ -27,14 +27,11 @@ def installed_packages() -> List[str]:
     import hashlib
     import json
 
-    # Not the working directory (sys.path[0] under ``python -m``): its mtime changes with every
-    # file made there (a checkpoint, an output), and packages are not installed into it.
-    try:
-        here = os.getcwd()
-    except OSError:  # a working directory removed under us
-        here = ""
-    stamp = [sys.executable] + [f"{p}:{os.stat(p).st_mtime_ns}" for p in sys.path
-                                if p and os.path.isdir(p) and os.path.abspath(p) != here]
+    # Not sys.path[0]: the working directory under ``python -m``, the script's own directory
+    # otherwise. Its mtime changes with every file made there (a checkpoint, an output, anything
+    # in /tmp), and packages are not installed into it.
+    stamp = [sys.executable] + [f"{p}:{os.stat(p).st_mtime_ns}" for p in sys.path[1:]
+                                if p and os.path.isdir(p)]
     key = hashlib.sha1("\n".join(stamp).encode()).hexdigest()[:16]
     cache = os.path.join(os.path.expanduser("~"), ".cache", "gitexp", f"packages-{key}.json")
     try:

@@ -3,7 +3,8 @@
 Higher layers (``notes.py`` for refs and notes, ``experiments.py`` for experiment commits) call
 these typed helpers; nothing else in the package runs git or touches the object store.
 Objects gitexp makes itself (note blobs, notes trees and commits, experiment commits) are
-written in process with dulwich, so a sweep of 1,000 points does not start 1,000 processes.  Reads are batched (one
+written in process (loose objects by :mod:`gitexp.repo_objects`, a sweep's pack by dulwich), so a
+sweep of 1,000 points does not start 1,000 processes.  Reads are batched (one
 ``for-each-ref``, one ``ls-tree``, one ``cat-file --batch`` for many objects) and every ref
 write goes through :meth:`Repo.update_refs`, a single atomic ``update-ref --stdin``
 transaction whose lines carry the old value (compare-and-swap).
@@ -19,12 +20,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-if TYPE_CHECKING:  # dulwich is imported where it is used (repo_objects): `git exp log` reads without it
+if TYPE_CHECKING:  # dulwich is imported where it is used (packs): a run and `git exp log` do without it
     from dulwich.object_store import DiskObjectStore
-    from dulwich.objects import ShaFile
 
 from .errors import BadInput, DiskFull, GitFailed, MissingObjects
 from .gitenv import clean_env
+from .gitobjects import Blob, Commit, GitObject, Tree
 from .repo_objects import ObjectWrites
 from .repo_worktree import WorkTree
 
@@ -84,14 +85,15 @@ class Repo(ObjectWrites, WorkTree):
         self.git_dir = git_dir
         self.common_dir = common_dir
         self._odb: Optional[DiskObjectStore] = None
-        self._pending: Optional[Dict[bytes, ShaFile]] = None
+        self._pending: Optional[Dict[bytes, GitObject]] = None
         self.settings: Dict[str, str] = {}  # values read once per process (e.g. the runs root)
         self._ident: Optional[Tuple[bytes, Optional[int], int]] = None
         # In-process reads (refs, small object reads): one at a time, since dulwich's pack files
         # are read with seek + read; the owner pid keeps a forked child off its parent's files.
         self._read_lock = threading.RLock()
         self._odb_pid = 0
-        self._perm_known = False
+        self._perm_pid = 0  # core.sharedRepository not read yet
+        self._shared: object = None
         self._packed_refs: Tuple[Tuple[int, int, int], Dict[str, str]] = ((0, 0, 0), {})
 
     # -- discovery -------------------------------------------------------------------
@@ -325,27 +327,23 @@ class Repo(ObjectWrites, WorkTree):
         """path -> content of the blobs at ``paths`` in ``commit``'s tree (absent paths left
         out), read in process; None when that cannot say (an object it cannot find or read,
         something that is not a blob): ask git then."""
-        from dulwich.objects import Blob, Commit, ObjectID, Tree
-
         try:
-            with self._read_lock:
-                odb = self._objects()
-                top = odb[ObjectID(commit.encode())]
-                if not isinstance(top, Commit):
-                    return None
-                root = odb[top.tree]
-                out: Dict[str, bytes] = {}
-                for path in paths:
-                    obj: ShaFile = root
-                    for part in path.encode().split(b"/"):
-                        if not isinstance(obj, Tree) or part not in obj:
-                            break
-                        obj = odb[obj[part][1]]
-                    else:
-                        if not isinstance(obj, Blob):
-                            return None
-                        out[path] = obj.as_raw_string()
-                return out
+            top = self._get(commit.encode())
+            if not isinstance(top, Commit):
+                return None
+            root = self._get(top.tree)
+            out: Dict[str, bytes] = {}
+            for path in paths:
+                obj: GitObject = root
+                for part in path.encode().split(b"/"):
+                    if not isinstance(obj, Tree) or part not in obj:
+                        break
+                    obj = self._get(obj[part][1])
+                else:
+                    if not isinstance(obj, Blob):
+                        return None
+                    out[path] = obj.data
+            return out
         except Exception:  # noqa: BLE001 - missing, unreadable, a pack that went: git decides
             return None
 

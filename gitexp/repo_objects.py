@@ -1,6 +1,7 @@
-"""Objects gitexp writes itself, in process with dulwich: note blobs, notes trees and commits,
-experiment commits (no git process per object). Mixed into :class:`gitexp.repo.Repo`, the one
-door to git; nothing else imports this.
+"""Objects gitexp writes itself, in process: note blobs, notes trees and commits, experiment
+commits (no git process per object). Loose objects are read and written here (their format is
+:mod:`gitexp.gitobjects`); dulwich reads packs and writes a batch's pack. Mixed into
+:class:`gitexp.repo.Repo`, the one door to git; nothing else imports this.
 
 Loose objects are written as git writes them (a private temporary file, then a link); inside
 :meth:`ObjectWrites.batch` they are collected and written as one pack before any ref names them.
@@ -18,11 +19,12 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
-if TYPE_CHECKING:  # dulwich is imported where it is used: `git exp log` reads without it
+if TYPE_CHECKING:  # dulwich is imported where it is used: packs (a run and `git exp log` do without it)
     from dulwich.object_store import DiskObjectStore
-    from dulwich.objects import Commit, ShaFile
 
+from . import gitobjects
 from .errors import DiskFull, GitFailed, MissingObjects
+from .gitobjects import GitObject
 
 STALE_LOCK_SECONDS = 10.0
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -84,44 +86,56 @@ class RepoPart:
 
 
 class ObjectWrites(RepoPart):
-    """Writing (and reading back) objects in process: the object store, packs of a batch,
+    """Writing (and reading back) objects in process: loose objects here (the format is
+    :mod:`gitexp.gitobjects`), packs through dulwich (a batch's pack, objects git packed),
     trees edited without an index, commits."""
 
     _odb: Optional[DiskObjectStore]
-    _pending: Optional[Dict[bytes, ShaFile]]
+    _pending: Optional[Dict[bytes, GitObject]]
     _odb_pid: int
-    _perm_known: bool
+    _perm_pid: int  # the process that read core.sharedRepository into _shared
+    _shared: object
     _ident: Optional[Tuple[bytes, Optional[int], int]]
     _read_lock: threading.RLock
 
-    @property
-    def odb(self) -> DiskObjectStore:
-        """The object store, ready to write into."""
-        store = self._objects()
-        if not self._perm_known:
-            # Honour core.sharedRepository as git does (group-readable objects, setgid
-            # directories), so teammates can read the objects gitexp writes.
+    def _objects_dir(self) -> str:
+        return os.path.join(self.common_dir, "objects")
+
+    def _loose_path(self, sha: bytes) -> str:
+        text = sha.decode()
+        return os.path.join(self.common_dir, "objects", text[:2], text[2:])
+
+    def _shared_perm(self) -> object:
+        """core.sharedRepository, parsed (None: not set): objects are written as git writes them
+        (group-readable, setgid directories), so teammates can read what gitexp writes."""
+        if self._perm_pid != os.getpid():
             shared = self.run(["config", "--get", "core.sharedRepository"], check=False).stdout.decode().strip()
-            store.shared_perm = None
+            self._shared = None
             if shared:
                 from dulwich.repo import parse_shared_repository  # heavy (dulwich.repo): only when set
 
                 try:
-                    store.shared_perm = parse_shared_repository(shared)
+                    self._shared = parse_shared_repository(shared)
                 except ValueError:
                     pass
-            self._perm_known = True
-        return store
+            self._perm_pid = os.getpid()
+        return self._shared
+
+    def _adjust_perm(self, path: str) -> None:
+        perm = self._shared_perm()
+        if perm is not None:
+            from dulwich.file import adjust_shared_perm
+
+            adjust_shared_perm(path, perm)  # type: ignore[arg-type]
 
     def _objects(self) -> DiskObjectStore:
-        """The object store, to read from (a forked child opens its own: its parent's pack
-        files share their read offsets with it)."""
+        """dulwich's object store: packs (read, and a batch's written) and alternates. A forked
+        child opens its own: its parent's pack files share their read offsets with it."""
         from dulwich.object_store import DiskObjectStore
 
         if self._odb is None or self._odb_pid != os.getpid():
             self._odb_pid = os.getpid()
-            self._perm_known = False
-            self._odb = DiskObjectStore(os.path.join(self.common_dir, "objects"))
+            self._odb = DiskObjectStore(self._objects_dir())
             # Close its pack files before the interpreter tears down modules, or their
             # finalizers print noise ("sys.meta_path is None") on exit.
             atexit.register(self._odb.close)
@@ -144,45 +158,53 @@ class ObjectWrites(RepoPart):
 
     def flush_objects(self) -> None:
         if self._pending:
+            from dulwich.objects import ShaFile
+
+            kinds = {b"blob": 3, b"tree": 2, b"commit": 1}
+            objects = [ShaFile.from_raw_string(kinds[obj.kind], obj.body()) for obj in self._pending.values()]
+            store = self._objects()
+            store.shared_perm = self._shared_perm()  # type: ignore[assignment]
             try:
-                self.odb.add_objects([(obj, None) for obj in self._pending.values()])
+                store.add_objects([(obj, None) for obj in objects])
             except OSError as exc:
                 raise storage_error(exc, os.path.join(self.common_dir, "objects", "pack")) from exc
             self._pending.clear()
 
-    def _add(self, obj: ShaFile) -> None:
-        """Write one loose object the way git does: a private temporary file, then a link.
+    def _add(self, obj: GitObject) -> bytes:
+        """Write one loose object the way git does: a private temporary file, then a link; its id.
 
         No lock files: two writers of the same object both succeed (the content is the same),
         a writer killed or stopped by a full disk leaves at most its own temporary file, which
         it removes when it can, and an object that already exists is only freshened (its mtime
         updated, so an age-based prune cannot take it before our ref names it).
         """
+        body = obj.body()
+        sha = gitobjects.object_id(obj.kind, body)
         if self._pending is not None:
-            self._pending[obj.id] = obj
-            return
-        path = self.odb._get_shafile_path(obj.id)
+            self._pending[sha] = obj
+            return sha
+        path = self._loose_path(sha)
         try:
             os.utime(path, None)
-            return
+            return sha
         except FileNotFoundError:
             pass
         except PermissionError:
             pass  # someone else's object in a shared repository: write it anew to freshen it
         _remove_stale_lock(path + ".lock")  # an older gitexp's leftover; git never looks at it
+        data = gitobjects.loose_bytes(obj.kind, body)
         for attempt in range(5):
             try:
-                self._write_loose(obj, path)
-                return
+                self._write_loose(data, path)
+                return sha
             except FileNotFoundError:
                 # `git prune` removes temporary object files (and empty folders) it finds:
                 # write it again.
                 if attempt == 4:
                     raise
+        return sha
 
-    def _write_loose(self, obj: ShaFile, path: str) -> None:
-        from dulwich.file import adjust_shared_perm
-
+    def _write_loose(self, data: bytes, path: str) -> None:
         folder = os.path.dirname(path)
         try:
             self._make_object_dir(folder)
@@ -193,9 +215,9 @@ class ObjectWrites(RepoPart):
             raise storage_error(exc, path) from exc
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(obj.as_legacy_object())
+                handle.write(data)
             os.chmod(tmp, 0o444 & ~_umask())
-            adjust_shared_perm(tmp, self.odb.shared_perm)
+            self._adjust_perm(tmp)
             try:
                 os.link(tmp, path)
             except FileExistsError:
@@ -210,31 +232,46 @@ class ObjectWrites(RepoPart):
             _unlink_quietly(tmp)
 
     def _make_object_dir(self, folder: str) -> None:
-        from dulwich.file import adjust_shared_perm
-
         try:
             os.mkdir(folder)
         except FileExistsError:
             return
-        adjust_shared_perm(folder, self.odb.shared_perm)
+        self._adjust_perm(folder)
 
-    def _get(self, sha: bytes) -> ShaFile:
-        from dulwich.objects import ObjectID
-
+    def _get(self, sha: bytes) -> GitObject:
+        """The object ``sha``: written in this batch, loose, or from a pack or an alternate."""
         if self._pending and sha in self._pending:
             return self._pending[sha]
         try:
+            with open(self._loose_path(sha), "rb") as handle:
+                data = handle.read()
+        except (FileNotFoundError, NotADirectoryError):
+            data = b""
+        except OSError as exc:
+            raise MissingObjects([sha.decode()]) from exc
+        try:
+            if data:
+                return gitobjects.parse(*gitobjects.parse_loose(data))
+            from dulwich.objects import ObjectID
+
             with self._read_lock:
-                return self._objects()[ObjectID(sha)]
+                type_num, body = self._objects().get_raw(ObjectID(sha))
+            return gitobjects.parse({3: b"blob", 2: b"tree", 1: b"commit"}.get(type_num, b"tag"), body)
         except KeyError:
             raise MissingObjects([sha.decode()]) from None
+        except gitobjects.BadObject as exc:
+            raise GitFailed(f"object {sha.decode()[:12]} is corrupt: {exc}") from None
+
+    def _has(self, sha: bytes) -> bool:
+        if os.path.exists(self._loose_path(sha)):
+            return True
+        from dulwich.objects import ObjectID
+
+        with self._read_lock:
+            return ObjectID(sha) in self._objects()
 
     def hash_blob(self, data: bytes) -> str:
-        from dulwich.objects import Blob
-
-        blob = Blob.from_string(data)
-        self._add(blob)
-        return blob.id.decode()
+        return self._add(gitobjects.Blob(data)).decode()
 
     def build_tree(self, base: Optional[str], changes: Mapping[str, Optional[str]]) -> str:
         """A tree equal to ``base`` (a tree or commit sha; None: empty) with ``changes`` applied.
@@ -243,28 +280,25 @@ class ObjectWrites(RepoPart):
         fine). Only the subtrees on changed paths are rewritten, so a note written into a
         notes tree of 10,000 entries costs a few small objects.
         """
-        from dulwich.objects import Commit, Tree
-
         encoded = {p.encode(): (s.encode() if s else None) for p, s in changes.items()}
         base_id = base.encode() if base else None
         if base_id is not None:
             obj = self._get(base_id)
-            if isinstance(obj, Commit):
+            if isinstance(obj, gitobjects.Commit):
                 base_id = obj.tree
         tree = self._edit_tree(base_id, encoded)
         if tree is None:
-            empty = Tree()
-            self._add(empty)
-            return empty.id.decode()
+            return self._add(gitobjects.Tree()).decode()
         return tree.decode()
 
-    def _edit_tree(self, base: Optional[bytes], changes: Dict[bytes, Optional[bytes]]) -> Optional[bytes]:
-        from dulwich.objects import ObjectID, Tree
+    def _tree(self, sha: bytes) -> gitobjects.Tree:
+        obj = self._get(sha)
+        if not isinstance(obj, gitobjects.Tree):
+            raise GitFailed(f"{sha.decode()[:12]} is not a tree")
+        return obj
 
-        tree = Tree()
-        if base:
-            for entry in self._get(base).items():  # type: ignore[attr-defined]
-                tree.add(entry.path, entry.mode, entry.sha)
+    def _edit_tree(self, base: Optional[bytes], changes: Dict[bytes, Optional[bytes]]) -> Optional[bytes]:
+        tree = gitobjects.Tree(self._tree(base).entries if base else None)
         nested: Dict[bytes, Dict[bytes, Optional[bytes]]] = {}
         for path, sha in changes.items():
             head, sep, rest = path.partition(b"/")
@@ -274,10 +308,10 @@ class ObjectWrites(RepoPart):
                 if head in tree:
                     del tree[head]
             else:
-                tree[head] = (0o100644, ObjectID(sha))
+                tree[head] = (gitobjects.FILE_MODE, sha)
         for head, sub in nested.items():
             current = tree[head] if head in tree else None
-            sub_base = current[1] if current and current[0] == 0o040000 else None
+            sub_base = current[1] if current and current[0] == gitobjects.TREE_MODE else None
             if sub_base is None and all(v is None for v in sub.values()):
                 continue
             child = self._edit_tree(sub_base, sub)
@@ -285,64 +319,48 @@ class ObjectWrites(RepoPart):
                 if head in tree:
                     del tree[head]
             else:
-                tree[head] = (0o040000, ObjectID(child))
-        if not tree.items():
+                tree[head] = (gitobjects.TREE_MODE, child)
+        if not tree.entries:
             return None
-        self._add(tree)
-        return tree.id
+        return self._add(tree)
 
     def salvage_tree(self, tree: str) -> Tuple[Optional[str], int]:
         """A copy of ``tree`` without the entries whose objects are missing, and how many went."""
-        from dulwich.objects import ObjectID, Tree
-
         try:
             obj = self._get(tree.encode())
-        except MissingObjects:
+        except (MissingObjects, GitFailed):
             return None, 1
-        if not isinstance(obj, Tree):
+        if not isinstance(obj, gitobjects.Tree):
             return None, 1
-        kept = Tree()
+        kept = gitobjects.Tree()
         lost = 0
         for entry in obj.items():
             sha = entry.sha.decode()
-            if entry.mode == 0o040000:
+            if entry.mode == gitobjects.TREE_MODE:
                 sub, sub_lost = self.salvage_tree(sha)
                 lost += sub_lost
                 if sub is not None:
-                    kept.add(entry.path, entry.mode, ObjectID(sub.encode()))
-            elif entry.mode == 0o160000 or entry.sha in self.odb:
-                kept.add(entry.path, entry.mode, entry.sha)
+                    kept[entry.path] = (entry.mode, sub.encode())
+            elif entry.mode == gitobjects.GITLINK_MODE or self._has(entry.sha):
+                kept[entry.path] = (entry.mode, entry.sha)
             else:
                 lost += 1
-        self._add(kept)
-        return kept.id.decode(), lost
+        return self._add(kept).decode(), lost
 
-    def commit_object(self, sha: str) -> Commit:
-        from dulwich.objects import Commit
-
+    def commit_object(self, sha: str) -> gitobjects.Commit:
         obj = self._get(sha.encode())
-        if not isinstance(obj, Commit):
+        if not isinstance(obj, gitobjects.Commit):
             raise GitFailed(f"{sha[:12]} is not a commit")
         return obj
 
     def tree_of(self, commit: str) -> str:
-        tree: bytes = self.commit_object(commit).tree
-        return tree.decode()
+        return self.commit_object(commit).tree.decode()
 
     def commit_tree(self, tree: str, parents: Sequence[str], message: str) -> str:
-        from dulwich.objects import Commit, ObjectID
-
-        commit = Commit()
-        commit.tree = ObjectID(tree.encode())
-        commit.parents = [ObjectID(p.encode()) for p in parents]
         ident, when, tz = self._identity()
-        commit.author = commit.committer = ident
-        commit.author_time = commit.commit_time = int(time.time()) if when is None else when
-        commit.author_timezone = commit.commit_timezone = tz
-        commit.encoding = b"UTF-8"
-        commit.message = message.encode()
-        self._add(commit)
-        return commit.id.decode()
+        commit = gitobjects.Commit.make(tree.encode(), [p.encode() for p in parents], ident,
+                                        int(time.time()) if when is None else when, tz, message.encode())
+        return self._add(commit).decode()
 
     def _identity(self) -> Tuple[bytes, Optional[int], int]:
         """The committer git would use (``git var``), or a fixed one on a bare machine."""

@@ -10,11 +10,11 @@ first reached a value (its best, or any value asked for). Used by ``show``, ``co
 from __future__ import annotations
 
 import math
-import statistics
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import BadInput
 from .metrics import finite_number
+from .numbers import median
 from .summary import printable
 from .sections import Section
 from .units import format_duration
@@ -68,7 +68,7 @@ def analyze(history: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) ->
         span = max(t for _, t in timed) - min(t for _, t in timed)
         out["span"] = span
         if per_step:
-            out["step_time"] = statistics.median(per_step)
+            out["step_time"] = median(per_step)
         if steps > 0:
             out["step_time_mean"] = span / steps
             out["steps_per_s"] = steps / span if span > 0 else None
@@ -79,7 +79,7 @@ def analyze(history: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) ->
         gaps = [b - a for a, b in zip(ends, ends[1:]) if b >= a]
         if not gaps and start is not None and ends[0] >= start:
             gaps = [ends[0] - start]
-        out["epoch_time"] = statistics.median(gaps) if gaps else None
+        out["epoch_time"] = median(gaps) if gaps else None
     return out
 
 
@@ -264,3 +264,4 @@ def progress(history: Sequence[Mapping[str, Any]], unit: str, last: int = 50) ->
     if len(recent) >= 2 and recent[-1][1] > recent[0][1] and recent[-1][0] > recent[0][0]:
         rate = (recent[-1][0] - recent[0][0]) / (recent[-1][1] - recent[0][1])
     return marks[-1][0], rate
+

@@ -8,7 +8,6 @@ use, every other field kept (``extra``), its schema version, and where the note 
 """
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -212,5 +211,7 @@ class Summary:
 
 
 def closest(word: str, choices: Sequence[str]) -> str:
+    import difflib  # only when a word is wrong: it is not cheap to import (~4 ms of every run)
+
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
     return f"did you mean '{match[0]}'?" if match else "expected one of: " + ", ".join(choices)

@@ -323,14 +323,17 @@ def test_package_cache_keeps_only_a_few_entries(tmp_path: Path) -> None:
 
 
 
+@pytest.mark.parametrize("first_on_path", ["cwd", "script_dir"])
 def test_package_list_is_not_rescanned_when_files_appear_in_the_working_directory(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_on_path: str) -> None:
     from gitexp import facts
 
     work = tmp_path / "work"
     work.mkdir()
-    monkeypatch.chdir(work)
-    monkeypatch.setattr(sys, "path", [str(work), *sys.path])  # as under `python -m gitexp`
+    monkeypatch.chdir(work if first_on_path == "cwd" else tmp_path)
+    # sys.path[0]: the working directory under `python -m gitexp`, the script's directory
+    # (a busy one such as /tmp) when gitexp runs from a script there
+    monkeypatch.setattr(sys, "path", [str(work), *sys.path])
     scans: List[int] = []
     scan = facts._scan_packages
     monkeypatch.setattr(facts, "_scan_packages", lambda: scans.append(1) or scan())

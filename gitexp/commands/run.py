@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import click
 
@@ -11,19 +11,17 @@ from .. import experiments
 from ..config import ExperimentConfig, check_name, load_config, parse_override
 from ..errors import BadInput, NotReady
 from ..notes import Store
-from ..operations.submit import submit_made
 from ..paths import runs_root
-from ..queue import Queue
 from ..repo import Repo
 from ..resources import check as check_requires
-from ..runners import runner_for_target
-from ..runners.base import Runner, gitexp_argv, make
-from ..targets import get_target
-from ..transport import LocalTransport
 from ..sweep import add_cli_sweeps, check_not_empty, expand, parse_spec
-from ..sweepfile import configs_from_file
-from ..worker import Worker
-from .common import fmt_value, open_store, print_submitted, render_table, start_here
+from .common import fmt_value, open_store, preload, print_submitted, render_table, start_here
+
+if TYPE_CHECKING:
+    from ..runners.base import Runner
+
+# A foreground run of one config (the common case, and the one users wait on) imports neither
+# the queue's worker, a target's runner, nor the sweep-file reader: those load where they are used.
 
 
 @click.command()
@@ -57,7 +55,11 @@ def run(config_path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], z
     configs, is_sweep, max_parallel = _configs(config_path, overrides, sweeps, zipped, name, group, sweep_file)
     for config in configs if profile else []:
         config.profile = True  # stored with the config: the executor, wherever it runs, profiles
-    target = get_target(repo, on) if on else None
+    target = None
+    if on:
+        from ..targets import get_target
+
+        target = get_target(repo, on)
     if target is not None and to_queue:
         raise BadInput(f"--queue with --on {on}: the run target queues them itself", "drop --queue")
     if not dry_run:
@@ -74,6 +76,8 @@ def run(config_path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], z
         _print_points(configs, _planned_names(store, configs))
         return 0
     if target is not None:
+        from ..runners import runner_for_target
+
         return _submit(runner_for_target(repo, store, target), configs, max_parallel)
     if to_queue or is_sweep:
         return _queue_or_sweep(repo, store, configs, to_queue, detach, priority, jobs)
@@ -96,6 +100,8 @@ def _configs(path: str, overrides: Tuple[str, ...], sweeps: Tuple[str, ...], zip
     if group:
         config.group = group
     if sweep_file is not None:  # the rows replace the config's own sweep (its max_parallel stays)
+        from ..sweepfile import configs_from_file
+
         configs = configs_from_file(config, sweep_file, list(values), group)[0]
         for point in configs:
             point.check_command()
@@ -134,6 +140,11 @@ def _skip_done(store: Store, configs: List[ExperimentConfig]) -> List[Experiment
 
 def _queue_or_sweep(repo: Repo, store: Store, configs: List[ExperimentConfig], to_queue: bool,
                     detach: bool, priority: int, jobs: int) -> int:
+    from ..queue import Queue
+    from ..runners.base import gitexp_argv
+    from ..transport import LocalTransport
+    from ..worker import Worker
+
     exps = Queue(repo, store).enqueue(configs, priority)
     group = exps[0].summary.get("group")
     if to_queue:
@@ -166,6 +177,9 @@ def _queue_or_sweep(repo: Repo, store: Store, configs: List[ExperimentConfig], t
 
 def _submit(runner: Runner, configs: List[ExperimentConfig], max_parallel: Optional[int]) -> int:
     """Make the commits and hand them to the target's runner: recorded and started, or nothing."""
+    from ..operations.submit import submit_made
+    from ..runners.base import make
+
     with runner.repo.batch():
         made = make(runner.repo, runner.store, configs, runner.INITIAL_STATUS, max_parallel)
     print_submitted(submit_made(runner, made))
@@ -176,5 +190,7 @@ def _run_one(repo: Repo, store: Store, config: ExperimentConfig, detach: bool) -
     problems = check_requires(config.requires, runs_root(repo))
     if problems:
         raise NotReady("not started: " + "; ".join(problems), "free resources or lower 'requires'")
+    if not detach:
+        preload()  # the executor's modules load while the experiment is being recorded
     exp = experiments.create(repo, store, config)
     return start_here(store, exp, detach, f"started {exp.name}", f"experiment {exp.name} ({exp.sha[:10]})")
