@@ -41,13 +41,12 @@ import time
 import traceback
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
-import psutil
-
 from . import endstate
 from . import metrics as metrics_mod
 from . import run_env
 from .config import ExperimentConfig
 from .errors import DiskFull, GitExpError
+from .evidence import process_start_time
 from .lifecycle import FINAL as FINAL_STATES
 from .lifecycle import Status, transition
 from .notes import Experiment, Store
@@ -349,8 +348,7 @@ class Executor(OutputPump, Stopping, Recorder, WatcherFeed):
 
     # -- setup ------------------------------------------------------------------------------
     def _identity(self) -> Dict[str, Any]:
-        me = psutil.Process()
-        return {"host": socket.gethostname(), "pid": me.pid, "pid_started": me.create_time()}
+        return {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": process_start_time(os.getpid())}
 
     def _mark_starting(self) -> None:
         """Show the run as this process's from the start: if it dies, the run shows ``lost``."""
@@ -436,10 +434,7 @@ class Executor(OutputPump, Stopping, Recorder, WatcherFeed):
                                 "mark": self.mark}
         if self.proc is not None:
             info["child"] = self.proc.pid
-            try:
-                info["child_started"] = psutil.Process(self.proc.pid).create_time()
-            except psutil.Error:
-                pass  # already gone
+            info["child_started"] = process_start_time(self.proc.pid)  # None: already gone
         os.makedirs(self.paths.root, exist_ok=True)
         tmp = self.paths.exec_info + ".tmp"
         with open(tmp, "w", encoding="utf-8") as handle:

@@ -16,7 +16,6 @@ from .lifecycle import Status
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import psutil
 import yaml
 
 from .config import ExperimentConfig
@@ -24,7 +23,7 @@ from .errors import BadInput
 from . import lifecycle
 from . import snapshot as snapshot_mod
 from .notes import CONFIG_PATH, DETAILS_REF, Experiment, Store, dump_json, free_name
-from .evidence import local_executor, local_program, process_alive as process_alive, ran_here, read_exec_info as read_exec_info
+from .evidence import process_start_time, local_executor, local_program, process_alive as process_alive, ran_here, read_exec_info as read_exec_info
 from .paths import SILENT_LOST_SECONDS, run_paths, runs_root
 from .repo import RefUpdate, Repo
 
@@ -125,8 +124,7 @@ def initial_summary(config: ExperimentConfig, snap: Snapshot, status: str) -> Di
 
 def creator_identity() -> Dict[str, Any]:
     """This process, as the ``creator`` of a run nobody has started yet (see effective_status)."""
-    me = psutil.Process()
-    return {"host": socket.gethostname(), "pid": me.pid, "pid_started": me.create_time()}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": process_start_time(os.getpid())}
 
 
 def create(repo: Repo, store: Store, config: ExperimentConfig, status: str = "created",

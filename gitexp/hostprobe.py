@@ -14,8 +14,6 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Set
 
-import psutil
-
 MIB = 1 << 20
 SMI_TIMEOUT = 10.0
 
@@ -48,6 +46,8 @@ class Ram:
 
 
 def ram() -> Ram:
+    import psutil  # where it is used: a run without `requires: ram` starts without it
+
     memory = psutil.virtual_memory()
     return Ram(memory.available, memory.total)
 

@@ -3,6 +3,7 @@ small modules and functions."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,52 @@ def test_importing_the_api_does_not_import_the_tool() -> None:
     code = "import sys, gitexp; print(sorted(m for m in ('click', 'yaml', 'dulwich', 'psutil') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_foreground_run_loads_only_what_it_uses(tmp_path: Path) -> None:
+    """Where users wait (issue 18): `git exp run` of one config records and runs it without
+    dulwich (loose objects are written in process, gitexp/gitobjects.py), the queue's worker, a
+    target's runner or the sweep-file reader; and psutil is not needed before the experiment is
+    recorded (it loads meanwhile, in the preload thread)."""
+    from conftest import make_repo
+
+    repo = make_repo(tmp_path / "repo")
+    (repo / "c.yaml").write_text(f'command: "{sys.executable} -c pass"\n')
+    code = ("import sys, atexit\n"
+            "from gitexp.commands import common\n"
+            "preload = common.preload\n"
+            "def spy(*a, **k):  # just before the experiment is recorded\n"
+            "    print('psutil-before-create', 'psutil' in sys.modules, file=sys.stderr)\n"
+            "    return preload(*a, **k)\n"
+            "common.preload = spy\n"
+            "names = ('dulwich', 'gitexp.worker', 'gitexp.queue', 'gitexp.sweepfile', 'gitexp.runners.ssh')\n"
+            "atexit.register(lambda: print('loaded', sorted(m for m in names if m in sys.modules), file=sys.stderr))\n"
+            "sys.argv = ['git-exp', 'run', 'c.yaml']\n"
+            "from gitexp.cli import main\n"
+            "main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert "finished" in proc.stderr
+    assert "psutil-before-create False" in proc.stderr
+    assert "loaded []" in proc.stderr
+    fsck = subprocess.run(["git", "fsck", "--strict"], cwd=repo, capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+
+
+def test_process_start_time_is_psutils_create_time() -> None:
+    import psutil
+
+    from gitexp.evidence import process_start_time
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        for pid in (os.getpid(), child.pid, 1):
+            assert abs((process_start_time(pid) or 0) - psutil.Process(pid).create_time()) < 0.01
+    finally:
+        child.kill()
+        child.wait()
+    assert process_start_time(child.pid) is None  # reaped: gone
 
 
 MAX_MODULE_LINES = 520  # issue 18: "no module over ~500 lines"
