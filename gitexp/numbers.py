@@ -5,7 +5,7 @@ without loading the config and metric-capture machinery (:mod:`gitexp.metrics` r
 from __future__ import annotations
 
 import math
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 
 def is_number(value: Any) -> bool:
@@ -73,3 +73,32 @@ def median(values: Sequence[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+SPARK_CHARS = "▁▂▃▄▅▆▇█"
+SPARK_ASCII = "_.-=*^"  # where the output cannot carry the block characters
+
+
+def sparkline(values: List[Optional[float]], chars: str = SPARK_CHARS) -> str:
+    """One character per value, scaled from the row's lowest to its highest (a blank for a
+    missing value); a flat curve is a flat line in the middle."""
+    known: List[float] = [v for v in values if v is not None]
+    if not known:
+        return ""
+    lo, hi = min(known), max(known)
+    top = len(chars) - 1
+    if hi <= lo:
+        return "".join([chars[top // 2] if v is not None else " " for v in values])
+    span = hi - lo
+    return "".join([" " if v is None else chars[round((v - lo) / span * top)] for v in values])
+
+
+def spark_line(text: Any, chars: str = SPARK_CHARS, memo: Optional[Dict[str, str]] = None) -> str:
+    """The sparkline of a summary's ``spark`` text ("" for none). ``memo`` maps texts to their
+    block-character lines already drawn (:mod:`gitexp.summary_cache` keeps them with the
+    summaries: drawing 10,000 of them is ~0.2 s of a listing, looking them up ~5 ms)."""
+    if memo is not None and chars == SPARK_CHARS and text.__class__ is str:
+        line = memo.get(text)
+        if line is not None:
+            return line
+    return sparkline(parse_spark(text), chars)

@@ -93,6 +93,7 @@ class Repo(ObjectWrites, WorkTree):
         self._read_lock = threading.RLock()
         self._odb_pid = 0
         self._perm_pid = 0  # core.sharedRepository not read yet
+        self._packed_asked = 0
         self._shared: object = None
         self._packed_refs: Tuple[Tuple[int, int, int], Dict[str, str]] = ((0, 0, 0), {})
 

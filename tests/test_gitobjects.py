@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import List
 
 import pytest
 
@@ -61,9 +62,18 @@ def test_commits_written_here_are_read_by_git_and_pass_fsck(repo: Path) -> None:
     assert abs(read.commit_time - int(git(repo, "log", "-1", "--format=%ct", commit))) == 0
 
 
-def test_packed_objects_and_a_signed_commit_are_read(repo: Path) -> None:
-    """After `git gc` everything is in a pack: reading goes through dulwich, parsing here. A commit
-    with a multi-line header (a signature) keeps its message and parents."""
+@pytest.mark.parametrize("asked_of_git", [0, 100])
+def test_packed_objects_and_a_signed_commit_are_read(repo: Path, asked_of_git: int,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """After `git gc` everything is in a pack: read with git (the first few) or dulwich (then),
+    parsed here. A commit with a multi-line header (a signature) keeps its message and parents."""
+    from gitexp import repo_objects
+
+    monkeypatch.setattr(repo_objects, "PACKED_BY_GIT", asked_of_git)
+    monkeypatch.setattr(repo_objects, "_dulwich_loaded", lambda: False)  # as in `git exp log`
+    asked: List[str] = []
+    run = Repo.run
+    monkeypatch.setattr(Repo, "run", lambda self, args, *a, **k: asked.append(args[0]) or run(self, args, *a, **k))
     head = git(repo, "rev-parse", "HEAD").strip()
     tree = git(repo, "rev-parse", "HEAD^{tree}").strip()
     body = (f"tree {tree}\nparent {head}\nauthor A <a@x> 1700000000 +0100\ncommitter A <a@x> 1700000000 -0230\n"
@@ -81,6 +91,7 @@ def test_packed_objects_and_a_signed_commit_are_read(repo: Path) -> None:
     assert made.read_paths(head, ["train.py"]) == {"train.py": (repo / "train.py").read_bytes()}
     with pytest.raises(MissingObjects):
         made.commit_object("0" * 40)
+    assert asked.count("cat-file") == (5 if asked_of_git else 0)  # 2 commits, a tree, a blob, the missing one
 
 
 def test_a_corrupt_loose_object_is_not_taken_for_a_good_one() -> None:

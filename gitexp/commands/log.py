@@ -8,13 +8,14 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from ..lifecycle import LIVE, Status
-from ..numbers import parse_spark
+from ..numbers import SPARK_ASCII, SPARK_CHARS, spark_line
+from ..summary_cache import spark_lines
 from ..values import closest
 from ..errors import BadInput
 from ..status import ELSEWHERE, live_statuses
 from ..notes import Experiment, Store
 from ..query import known_keys, parse_filter, sort_experiments
-from .common import (alerts_cell, fmt_duration, fmt_time, fmt_value, open_store, output_format, print_json,
+from .common import (alerts_cell, no_cycle_collection, fmt_duration, fmt_time, fmt_value, open_store, output_format, print_json,
                      record, render_table)
 
 
@@ -35,6 +36,13 @@ def log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[s
         group: Optional[str], limit: Optional[int], spark: bool, fmt: str, expand: bool = False,
         over: Tuple[str, ...] = ()) -> None:
     """List experiments with their params, status and metrics."""
+    with no_cycle_collection():
+        _log(metric_names, sort_key, filters, group, limit, spark, fmt, expand, over)
+
+
+def _log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[str, ...],
+         group: Optional[str], limit: Optional[int], spark: bool, fmt: str, expand: bool,
+         over: Tuple[str, ...]) -> None:
     repo, store = open_store()
     exps = store.experiments()
     if not exps and fmt == "table":
@@ -180,35 +188,19 @@ def _print_table(exps: List[Experiment], statuses: Dict[str, str], metrics: List
     click.echo(render_table(headers, rows))
 
 
-SPARK_CHARS = "▁▂▃▄▅▆▇█"
-SPARK_ASCII = "_.-=*^"  # where the output cannot carry the block characters
-
-
 def _sparks(exps: List[Experiment], metric: str) -> Optional[Dict[str, str]]:
     """sha -> sparkline of the metric's downsampled curve kept in its summary (``spark``,
     written by metrics.summarize); None when no row has one (the column is left out). Notes
     written before summaries carried a curve show an empty cell."""
     out: Dict[str, str] = {}
     chars = SPARK_CHARS if _can_print(SPARK_CHARS) else SPARK_ASCII
+    memo = spark_lines()
     for exp in exps:
         entry = (exp.summary.get("metrics") or {}).get(metric)
-        values = parse_spark(entry.get("spark")) if isinstance(entry, dict) else []
-        if values:
-            out[exp.sha] = sparkline(values, chars)
+        line = spark_line(entry.get("spark"), chars, memo) if isinstance(entry, dict) else ""
+        if line:
+            out[exp.sha] = line
     return out or None
-
-
-def sparkline(values: List[Optional[float]], chars: str = SPARK_CHARS) -> str:
-    """One character per value, scaled from the row's lowest to its highest (a blank for a
-    missing value); a flat curve is a flat line in the middle."""
-    known = [v for v in values if v is not None]
-    if not known:
-        return ""
-    lo, hi = min(known), max(known)
-    top = len(chars) - 1
-    if hi <= lo:
-        return "".join(chars[top // 2] if v is not None else " " for v in values)
-    return "".join(" " if v is None else chars[round((v - lo) / (hi - lo) * top)] for v in values)
 
 
 def _can_print(text: str) -> bool:
