@@ -10,7 +10,8 @@ one JSON file each. Then, interleaved, median of REPEATS:
 * the plain reader: a Python script that loads every JSON file, sorts by the metric and prints
   one row each (what any listing has to do at the least: interpreter start, read, sort, print),
 * with `--compare DIR`: the first command again with the gitexp of another checkout (e.g. a
-  `git worktree` of an older commit), so before and after are measured in the same run.
+  `git worktree` of an older commit), so before and after are measured in the same run, on a
+  copy of the repository (each keeps its own summary cache).
 
 Usage: python bench/bench_listing.py [--repeats N] [--compare DIR] [sizes...]   (default: 1000 10000)
 """
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -134,7 +136,11 @@ def main() -> None:
         timers = {"log": timer(log, path, env), "log_no_spark": timer(log + ["--no-spark"], path, env),
                   "plain_reader": timer([sys.executable, str(reader), str(folder), "val_err"], path, env)}
         if args.compare:
-            timers["log_compare"] = timer(log, path, {**env, "PYTHONPATH": str(Path(args.compare).resolve())})
+            # A copy of the repository: each gitexp keeps its own summary cache (the same file name),
+            # so neither reads what the other wrote.
+            twin = Path(f"{path}-compare-{size}")
+            shutil.copytree(path, twin, symlinks=True)
+            timers["log_compare"] = timer(log, twin, {**env, "PYTHONPATH": str(Path(args.compare).resolve())})
         for run in timers.values():  # warm the page cache and bytecode once
             run()
         result = interleaved(args.repeats, timers)

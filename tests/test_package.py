@@ -73,6 +73,35 @@ def test_a_foreground_run_loads_only_what_it_uses(tmp_path: Path) -> None:
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
 
 
+def test_the_program_ends_at_once_but_runs_its_exit_handlers_and_flushes(tmp_path: Path) -> None:
+    """`git exp` ends without tearing the interpreter down (cli._exit_now): exit handlers still
+    run and everything printed arrives, however much; called from another program, main()
+    raises SystemExit as before instead of ending that program."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    mark = tmp_path / "atexit-ran"
+    (hook / "sitecustomize.py").write_text(f"import atexit\natexit.register(lambda: open({str(mark)!r}, 'w').close())\n")
+    env = {**os.environ, "PYTHONPATH": f"{hook}{os.pathsep}{ROOT}"}
+    proc = subprocess.run([sys.executable, "-m", "gitexp", "--version"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr
+    assert mark.exists()
+    # 200,000 lines to a pipe, then the end: every byte arrives (as `git-exp`, the script)
+    code = ("import sys, click\nfrom gitexp import cli\n"
+            "flood = click.Command('_flood', callback=lambda: click.echo('\\n'.join(f'line {i}' for i in range(200_000))))\n"
+            "cli.COMMANDS['_flood'] = ('', '')\n"
+            "cli.LazyGroup.get_command = lambda self, ctx, name: flood\n"
+            "sys.argv = ['git-exp', '_flood']\ncli.main()\n")
+    flood = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert flood.returncode == 0, flood.stderr
+    assert flood.stdout == "\n".join(f"line {i}" for i in range(200_000)) + "\n"
+    from gitexp.cli import main
+
+    with pytest.raises(SystemExit) as ended:  # in-process: this test's process goes on
+        main(["--version"])
+    assert ended.value.code == 0
+
+
 def test_process_start_time_is_psutils_create_time() -> None:
     import psutil
 
