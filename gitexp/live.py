@@ -28,18 +28,23 @@ import math
 import socket
 import sys
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from . import metrics as metrics_mod
-from .config import MetricSpec
 from .errors import GitExpError
-from .experiments import effective_status, process_alive, read_exec_info
+from .evidence import process_alive, read_exec_info
 from . import summary as checks
 from .lifecycle import JUDGED_HERE, LIVE, Status
 from .notes import METRICS_REF, Experiment, Store
+from .numbers import finite_number
 from .paths import run_paths
 from .repo import Repo
-from .storedconfig import load_experiment_config
+
+if TYPE_CHECKING:
+    from .config import MetricSpec
+
+# Light to import: the metric capture, the config and the liveness judgement (yaml, psutil)
+# load inside the functions that read a run's files or its chain, so `git exp log` asks
+# refresh() about every listing and a listing of ended runs loads none of them.
 
 OPEN = LIVE  # the name ui/api reads
 
@@ -65,9 +70,15 @@ def read(repo: Repo, exp: Experiment, status: Optional[str] = None,
          host: Optional[str] = None) -> Optional[LiveRun]:
     """The run's history and summaries from its run directory, or None when it is not a run
     in progress on this machine (then the notes have what there is)."""
+    from . import metrics as metrics_mod
+
     host = host or socket.gethostname()
-    if status is None:
-        status = effective_status(repo, exp, host) if exp.status in LIVE else exp.status
+    if status is None and exp.status in LIVE:
+        from .experiments import effective_status
+
+        status = effective_status(repo, exp, host)
+    elif status is None:
+        status = exp.status
     lost = status == Status.LOST and exp.status in JUDGED_HERE  # a note that recorded no end yet
     if not lost and not _ours(exp, status, host):
         return None
@@ -142,6 +153,7 @@ def chain_view(repo: Repo, store: Store, exp: Experiment, status: Optional[str] 
                quiet: bool = False) -> ChainView:
     """The curve of ``exp``'s chain (its own points live when it runs here) and its summaries;
     how a restarted step counter was joined is said once per attempt unless ``quiet``."""
+    from . import metrics as metrics_mod
     from .attempts import chain_of, join_chain
     from .checkpoints import spec_of
 
@@ -172,9 +184,7 @@ def _running_clock(history: List[Dict[str, Any]], attempt_of: List[int],
     """The history with each attempt's times moved back by the time between the attempts
     before it (from one's end to the next one's start), the chain's start, and its duration
     (the attempts' durations added up; None while one is unknown)."""
-    def number(value: Any) -> Optional[float]:
-        found = metrics_mod.finite_number(value)
-        return found
+    number = finite_number
 
     shifts: List[float] = []
     shift, end = 0.0, None
@@ -188,7 +198,7 @@ def _running_clock(history: List[Dict[str, Any]], attempt_of: List[int],
         durations.append(number(summary.get("duration")))
     clocked = []
     for record, n in zip(history, attempt_of):
-        when = metrics_mod.finite_number(record.get("time"))
+        when = finite_number(record.get("time"))
         clocked.append({**record, "time": when - shifts[n]} if when is not None and shifts[n] else record)
     first = number(chain[0][1].get("started"))
     total = None if any(d is None for d in durations) else math.fsum(d for d in durations if d is not None)
@@ -227,7 +237,7 @@ def histories(repo: Repo, store: Store, exps: Sequence[Experiment],
     return out
 
 
-def _specs(repo: Repo, exp: Experiment) -> Dict[str, MetricSpec]:
+def _specs(repo: Repo, exp: Experiment) -> Dict[str, "MetricSpec"]:
     """The metrics part of the run's config (goals, metrics files); {} when unreadable."""
     config = _config(repo, exp)
     return dict(config.metrics) if config is not None else {}
@@ -235,6 +245,8 @@ def _specs(repo: Repo, exp: Experiment) -> Dict[str, MetricSpec]:
 
 def _config(repo: Repo, exp: Experiment) -> Any:
     """The run's stored config (an ExperimentConfig), or None when unreadable."""
+    from .storedconfig import load_experiment_config
+
     try:
         return load_experiment_config(repo, exp.sha, errors="replace")
     except GitExpError:  # not an experiment commit, or a config that does not parse

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-import psutil
-
 from .evidence import process_alive
 from .lifecycle import ACTIVE, Status
 from .notes import QUEUE_PREFIX, Experiment, Store
@@ -60,6 +58,8 @@ def is_gitexp_process(pid: Any, started: Any) -> bool:
     """
     if started is None or not process_alive(pid, started):
         return False
+    import psutil  # here: a listing of ended runs does without it
+
     try:
         proc = psutil.Process(int(pid))
         if hasattr(os, "getuid") and proc.uids().real != os.getuid():

@@ -89,3 +89,19 @@ def test_a_broken_cache_file_is_ignored(repo: Path) -> None:
     for junk in (b"", b"\x00garbage", marshal.dumps({"version": summary_cache.VERSION, "tree": 1})):
         cache_file(repo).write_bytes(junk)
         assert listing(repo) == good
+
+
+def test_a_listing_of_ended_runs_loads_nothing_it_does_not_use(repo: Path) -> None:
+    """Where users wait (issue 18): `git exp log` of ended runs reads the cache and prints; the
+    config parser (yaml), the liveness checks (psutil) and the pack reader (dulwich) stay unloaded."""
+    recorded(repo, 2)
+    listing(repo)
+    code = ("import sys, atexit\n"
+            "names = ('yaml', 'psutil', 'dulwich', 'gitexp.config', 'gitexp.metrics', 'gitexp.experiments')\n"
+            "atexit.register(lambda: print('loaded', sorted(m for m in names if m in sys.modules), file=sys.stderr))\n"
+            "sys.argv = ['git-exp', 'log', '--metric', 'val_err']\n"
+            "from gitexp.cli import main\nmain()\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert "loaded []" in proc.stderr and proc.stdout.count("finished") == 2

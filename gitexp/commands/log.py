@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from ..lifecycle import LIVE, Status
+from .. import live as live_mod
 from ..numbers import SPARK_ASCII, SPARK_CHARS, spark_line
 from ..summary_cache import spark_lines
 from ..values import closest
@@ -61,13 +61,9 @@ def _log(metric_names: Tuple[str, ...], sort_key: Optional[str], filters: Tuple[
     statuses = {sha: status for sha, (status, _why) in live.items()}
     elsewhere = {sha for sha, (_status, why) in live.items() if why and why.startswith(ELSEWHERE)}
     # Runs in progress on this machine: their points so far, from the run directory (the
-    # notes are written every GITEXP_NOTES_INTERVAL seconds). Ended runs read no file.
-    # Only rows live.refresh acts on (open or lost runs, chains of attempts) pay for its imports
-    # (the config's and the metric capture's): a listing of ended runs does without them.
-    if any(s in LIVE or s == Status.LOST for s in statuses.values()) or any(e.summary.get("chain") for e in exps):
-        from .. import live as live_mod
-
-        live_mod.refresh(repo, exps, statuses)
+    # notes are written every GITEXP_NOTES_INTERVAL seconds). Ended runs read no file, and
+    # load none of what reading one takes (gitexp.live imports it where it is used).
+    live_mod.refresh(repo, exps, statuses)
     if group:
         exps = _in_group(exps, group)
     if over:  # folds over seeds (gitexp.seeds): filter and sort act on the means
