@@ -240,7 +240,7 @@ def ensure_ended(repo: Repo, exp: Experiment, reach: bool = False) -> None:
     from .status import live_status
 
     live, reason = live_status(repo, exp, reach=reach)
-    if live != "lost" and live not in FINAL:
+    if live != Status.LOST and live not in FINAL:
         raise BadInput(f"{exp.name} is {live}" + (f" ({reason})" if reason else "") + "; nothing was started",
                        f"wait for it to end, or stop it first: git exp cancel {short(exp.sha)}")
 
@@ -387,7 +387,7 @@ def auto_resume(repo: Repo, store: Store, exp: Experiment, status: Status
         return None
     done = exp.summary.get("auto_resumes")
     done = done if isinstance(done, int) and not isinstance(done, bool) else 0
-    live = exp.status if exp.status in FINAL else "lost"  # its executor has ended without a word
+    live = exp.status if exp.status in FINAL else Status.LOST  # its executor has ended without a word
     if not config.auto_resume or done >= config.auto_resume \
             or not wants_auto_resume(exp.summary, live, config.auto_resume_on):
         return None

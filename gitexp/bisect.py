@@ -16,7 +16,8 @@ reused, so a search stopped by Ctrl-C continues where it was.
 from __future__ import annotations
 
 import math
-from .lifecycle import Status
+from .lifecycle import RETRYABLE, Status
+from .summary import INVALID
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -272,8 +273,7 @@ class Known:
         self.by_key: Dict[Tuple[str, str], List[Experiment]] = {}
         for exp in store.experiments():
             s = exp.summary
-            if s.get("parent_dirty") or exp.status in ("failed", "killed", "timeout", "cancelled", "stopped",
-                                                         "lost", "invalid"):
+            if s.get("parent_dirty") or exp.status in RETRYABLE or exp.status == INVALID:
                 continue
             if exp.status != Status.FINISHED and s.get("group") != group:
                 continue  # only this search's own unfinished probes are waited for

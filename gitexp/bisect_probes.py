@@ -35,7 +35,7 @@ def snapshot_of(repo: Repo, commit: str) -> Snapshot:
 def record_one(repo: Repo, store: Store, snap: Snapshot, config: ExperimentConfig, plan: Plan) -> Experiment:
     """Commit one probe run on ``snap`` and record it ``created`` under a free name."""
     sha = repo.commit_tree(config_tree(repo, snap.tree, config), [snap.head], commit_message(config))
-    summary = initial_summary(config, snap, "created")
+    summary = initial_summary(config, snap, Status.CREATED)
     summary["bisect"] = _provenance(plan)
     name = lifecycle.record_one(store, config.name, sha, summary)
     return Experiment(sha, name, summary)
@@ -70,7 +70,7 @@ def wait_for_end(repo: Repo, store: Store, exps: List[Experiment], poll: float =
         for exp in current:
             status = states[exp.sha][0]
             if status == Status.LOST and exp.status != Status.LOST:
-                exp.summary = {**exp.summary, "status": "lost", "reason": states[exp.sha][1] or "lost"}
+                exp.summary = {**exp.summary, "status": Status.LOST.value, "reason": states[exp.sha][1] or "lost"}
         if all(e.status in FINAL_NAMES for e in current):
             return current
         time.sleep(poll)
@@ -154,7 +154,7 @@ class Queued(Launcher):
         made: List[Experiment] = []
         if wanted:
             with self.repo.batch():
-                made = make_many(self.repo, self.store, plan, wanted, "queued")
+                made = make_many(self.repo, self.store, plan, wanted, Status.QUEUED)
                 Queue(self.repo, self.store).record(made)
         if made or waiting:
             self._ensure_worker(plan)

@@ -22,7 +22,7 @@ from . import history_file
 from . import metrics as metrics_mod
 from .errors import DiskFull, GitExpError
 from .fileio import write_atomic
-from .lifecycle import FINAL, Status, transition
+from .lifecycle import FINAL, JUDGED_HERE, Status, transition
 from .notes import DETAILS_REF, METRICS_REF, Experiment, Store, dump_json
 from .paths import RunPaths, run_paths
 from .repo import Repo
@@ -31,7 +31,7 @@ END_STATE = "end.json"
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 RETRY_SECONDS = 2.0
 FINAL_NAMES = tuple(s.value for s in FINAL)
-UNENDED = ("created", "starting", "running")
+UNENDED = JUDGED_HERE  # the states a run whose end is kept here can still be in
 T = TypeVar("T")
 
 
@@ -200,7 +200,7 @@ def settle_pending(repo: Repo, exps: Sequence[Experiment], statuses: Dict[str, A
     done = []
     for exp in exps:
         entry = statuses.get(exp.sha)
-        if not entry or entry[0] != "lost" or exp.status not in UNENDED:
+        if not entry or entry[0] != Status.LOST or exp.status not in UNENDED:
             continue
         if not os.path.exists(os.path.join(run_paths(repo, exp.sha, exp.summary).root, END_STATE)):
             continue

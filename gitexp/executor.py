@@ -191,7 +191,7 @@ class Executor(OutputPump, Stopping, Recorder, WatcherFeed):
         os.makedirs(self.paths.outdir, exist_ok=True)
         problems = check_requires(self.config.requires, self.paths.outdir, _visible_gpus())
         if problems:
-            self._finish_summary("failed", None, reason="preflight: " + "; ".join(problems))
+            self._finish_summary(Status.FAILED, None, reason="preflight: " + "; ".join(problems))
             self._say("gitexp: not started: " + "; ".join(problems))
             return 3
         self._prepare_worktree()
@@ -267,16 +267,16 @@ class Executor(OutputPump, Stopping, Recorder, WatcherFeed):
             self._say(f"gitexp: auto_resume of {exp.name} failed: {exc}")
 
     def _status_for(self, code: int) -> str:
-        if self.stop_reason == "killed" or (code < 0 and not self.stop_reason):
+        if self.stop_reason == Status.KILLED or (code < 0 and not self.stop_reason):
             # The runner says why (Slurm signals every process of the job, the program often
             # before us: a cancel, the time limit or preemption).
             self.stop_reason = runner_class(self.runner).stop_reason(
-                self.store.summary(self.sha), self.saw_warning, self.stop_reason == "killed")
+                self.store.summary(self.sha), self.saw_warning, self.stop_reason == Status.KILLED)
         if self.stop_reason:
             return self.stop_reason
         if self.saw_warning and code != 0:
-            return "timeout"  # warned of the time limit, then stopped without completing
-        return "finished" if code == 0 else "failed"
+            return Status.TIMEOUT  # warned of the time limit, then stopped without completing
+        return Status.FINISHED if code == 0 else Status.FAILED
 
     # -- crashes and cleaning up ------------------------------------------------------------
     def _on_crash(self, exc: BaseException) -> str:
@@ -286,7 +286,7 @@ class Executor(OutputPump, Stopping, Recorder, WatcherFeed):
         else:
             reason = f"gitexp executor error: {type(exc).__name__}: {exc}"
             self._log_text("gitexp: executor error:\n" + traceback.format_exc())
-        status = "killed" if isinstance(exc, KeyboardInterrupt) else "failed"
+        status = Status.KILLED if isinstance(exc, KeyboardInterrupt) else Status.FAILED
         what = "disk" if isinstance(exc, DiskFull) else "signal" if isinstance(exc, KeyboardInterrupt) else "exception"
         record_end(self.paths.root, what, f"stopped on {type(exc).__name__}: {reason}"[:2000])
         try:
@@ -408,7 +408,7 @@ class Executor(OutputPump, Stopping, Recorder, WatcherFeed):
         except OSError as exc:
             self.log.write(f"gitexp: could not start: {exc}\n".encode())
             self.log.close()
-            self._finish_summary("failed", 127, reason=f"could not start: {exc}")
+            self._finish_summary(Status.FAILED, 127, reason=f"could not start: {exc}")
             raise GitExpError(f"could not start {argv[0]}: {exc}") from exc
 
     def _set_stale_files_aside(self) -> None:

@@ -127,7 +127,7 @@ def creator_identity() -> Dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": process_start_time(os.getpid())}
 
 
-def create(repo: Repo, store: Store, config: ExperimentConfig, status: str = "created",
+def create(repo: Repo, store: Store, config: ExperimentConfig, status: str = Status.CREATED,
            snap: Optional[Snapshot] = None, extra_refs: Sequence[RefUpdate] = (),
            warn: Callable[[str], None] = _stderr) -> Experiment:
     """Commit the experiment and record it under ``refs/exps/<name>`` with its first note."""
@@ -184,7 +184,7 @@ def effective_status(repo: Repo, exp: Experiment, host: Optional[str] = None) ->
     if status == Status.STARTING:  # claimed by a queue worker, executor not yet running
         worker = summary.get("worker") or {}
         if worker.get("host") == (host or socket.gethostname()):
-            return status if process_alive(worker.get("pid"), worker.get("pid_started")) else "lost"
+            return status if process_alive(worker.get("pid"), worker.get("pid_started")) else Status.LOST
         return status
     if status == Status.CREATED:
         # Nothing said it started yet: it belongs to the executor named in exec.json (written
@@ -194,7 +194,7 @@ def effective_status(repo: Repo, exp: Experiment, host: Optional[str] = None) ->
         owner = info if info.get("pid") else (summary.get("creator") or {})
         if isinstance(owner, dict) and owner.get("pid") and owner.get("host") == (host or socket.gethostname()) \
                 and not process_alive(owner.get("pid"), owner.get("pid_started")):
-            return "lost"
+            return Status.LOST
         return status
     if status != lifecycle.Status.RUNNING:  # pending and queued runs: their scheduler or queue judges
         return status
@@ -207,11 +207,11 @@ def effective_status(repo: Repo, exp: Experiment, host: Optional[str] = None) ->
         if local_executor(repo, exp.sha) or local_program(repo, exp.sha):
             return status
         # No run directory here: another repository's run (on this host), not ours to judge.
-        return "lost" if ran_here(repo, exp.sha) else status
+        return Status.LOST if ran_here(repo, exp.sha) else status
     info_path = run_paths(repo, exp.sha).exec_info
     try:
         age = time.time() - os.path.getmtime(info_path)
     except OSError:
         return status
-    return status if age < SILENT_LOST_SECONDS else "lost"
+    return status if age < SILENT_LOST_SECONDS else Status.LOST
 

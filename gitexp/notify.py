@@ -118,7 +118,7 @@ class Notifier(Watcher):
         if not self.spec.wants("alert") or now - self.last_sent.get(key, -math.inf) < self.spec.interval:
             return
         self.last_sent[key] = now
-        summary = {"name": self.ctx.name if self.ctx else None, "status": "running", **self.summary}
+        summary = {"name": self.ctx.name if self.ctx else None, "status": Status.RUNNING.value, **self.summary}
         self.send("alert", summary, alert)
 
     def on_end(self, status: str) -> None:
@@ -248,7 +248,7 @@ def factory(ctx: RunContext) -> Optional[Watcher]:
     if earlier is not None:
         notifier.outbox = earlier.outbox
     _active[ctx.sha] = notifier
-    summary = {"name": ctx.name, "status": "running", "params": getattr(ctx.config, "params", {})}
+    summary = {"name": ctx.name, "status": Status.RUNNING.value, "params": getattr(ctx.config, "params", {})}
     notifier.summary = summary
     if ctx.sha not in _started:  # the change to running was recorded just before watchers start
         _started.add(ctx.sha)

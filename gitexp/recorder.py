@@ -87,7 +87,7 @@ class Recorder:
 
         self._say(f"gitexp: experiment {self.sha[:12]} was removed; stopping its program")
         if self.stop_reason is None:
-            self.stop_reason = "killed"
+            self.stop_reason = Status.KILLED
             self._stop_program(signal.SIGTERM)
 
     def _write_progress(self) -> bool:

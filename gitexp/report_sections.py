@@ -13,10 +13,11 @@ from . import timing as timing_mod
 from .metrics import is_number
 from .notes import Experiment
 from .report_svg import MINI_H, MINI_W, esc as _e, svg_chart
-from .summary import printable
+from .lifecycle import Status
+from .summary import INVALID, printable
 from .units import format_size
 
-BAD_STATUSES = ("failed", "killed", "timeout", "lost", "invalid", "cancelled")
+BAD_STATUSES = (Status.FAILED, Status.KILLED, Status.TIMEOUT, Status.LOST, INVALID, Status.CANCELLED)
 
 
 def metric_entry(exp: Experiment, name: str) -> Dict[str, Any]:

@@ -63,7 +63,7 @@ class Fold:
         """A stand-in whose metrics are the means: what log's --filter and --sort act on."""
         metrics = {m: {"best": s.mean, "last": self.last[m].mean if m in self.last else s.mean,
                        "goal": self.goals.get(m), "count": s.n} for m, s in self.metrics.items()}
-        status = "finished" if self.runs else self.first.status
+        status = Status.FINISHED if self.runs else self.first.status
         summary = {**self.first.summary, "params": self.params, "metrics": metrics, "status": status,
                    "duration": self.duration.mean if self.duration else None}
         return Experiment(self.first.sha, self.first.name, summary)
@@ -239,6 +239,6 @@ def band_curves(folds: Sequence[Fold], hists: Mapping[str, Sequence[Mapping[str,
             bands.setdefault(sha, {})[m] = rows
             for step, mean, _std, _n in rows:
                 records.setdefault(step, {"step": step})[m] = mean
-        exps.append(Experiment(sha, fold_label(f, over), {**f.first.summary, "status": "finished", "started": None}))
+        exps.append(Experiment(sha, fold_label(f, over), {**f.first.summary, "status": Status.FINISHED.value, "started": None}))
         out_hists[sha] = [records[s] for s in sorted(records)]
-    return exps, out_hists, {e.sha: "finished" for e in exps}, bands
+    return exps, out_hists, {e.sha: Status.FINISHED.value for e in exps}, bands

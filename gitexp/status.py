@@ -31,7 +31,7 @@ def live_statuses(repo: Repo, exps: Sequence[Experiment], reach: bool = False) -
         held = repo.refs(QUEUE_PREFIX)
         for exp in queued:
             if QUEUE_PREFIX + exp.sha not in held:
-                out[exp.sha] = ("queued", ELSEWHERE + ": not in this repository's queue (queued where it came from)")
+                out[exp.sha] = (Status.QUEUED, ELSEWHERE + ": not in this repository's queue (queued where it came from)")
     asked = [e for e in exps if e.status in ACTIVE or e.status == Status.CREATED]
     if not asked:
         return out

@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional
 
 from .config import ExperimentConfig
 from .metrics import MatchBudget
+from .lifecycle import Status
 from .paths import RunPaths
 from .rundirs import record_end
 from .supervisor import commands, describe, forward_warning, marked_pids, stop, warning_targets
@@ -87,7 +88,7 @@ class Stopping:
         if self.proc is not None and self.proc.poll() is not None and self.stop_reason is None:
             return  # the program has ended on its own: the run ends as it did (leftovers are stopped)
         if self.stop_reason is None:
-            self.stop_reason = "killed"
+            self.stop_reason = Status.KILLED
             self.stop_signum = signal.Signals(signum)
             if signum in OTHER_FATAL:
                 self.kill_detail = f"its executor got {name}"

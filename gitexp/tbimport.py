@@ -78,7 +78,7 @@ def import_logdir(repo: Repo, store: Store, logdir: str, config: Optional[Experi
     started, ended = (min(times), max(times)) if times else (None, None)
     snap = experiments.take_snapshot(repo, config.snapshot)
     sha = experiments.make_commit(repo, snap, config)
-    summary = experiments.initial_summary(config, snap, "finished")
+    summary = experiments.initial_summary(config, snap, lifecycle.Status.FINISHED)
     summary.update({"metrics": metrics.summarize(history, config.metrics, sources), "exit_code": 0,
                     "imported": {"from": os.path.abspath(logdir), "files": len(files)},
                     "started": started, "ended": ended,

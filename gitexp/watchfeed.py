@@ -12,6 +12,7 @@ from . import metrics as metrics_mod
 from . import tfevents
 from .config import ExperimentConfig
 from .notes import parse_jsonl
+from .lifecycle import Status
 from .paths import RunPaths
 from .watch import TICK_SECONDS, RunContext, Watchers
 from .watchers import factories as watcher_factories
@@ -84,6 +85,6 @@ class WatcherFeed:
     def _stop_for(self, reason: str) -> None:
         """A watcher's stop (a diagnostic rule): the run ends ``stopped`` with ``reason``."""
         if self.stop_reason is None:
-            self.stop_reason = "stopped"
+            self.stop_reason = Status.STOPPED
             self.stop_detail = reason
             self._stop_program(signal.SIGTERM)

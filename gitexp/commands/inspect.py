@@ -12,7 +12,7 @@ import click
 import yaml
 from tabulate import tabulate
 
-from ..lifecycle import Status
+from ..lifecycle import OPEN, Status
 from .. import live as live_mod
 from .. import timing as timing_mod
 from ..attempts import chain_rows
@@ -307,7 +307,7 @@ def logs(ident: Optional[str], follow: bool) -> Optional[int]:
 
 def _still_running(repo: Repo, store: Store, exp: Experiment) -> bool:
     exp.summary = store.summary(exp.sha)
-    return live_status(repo, exp)[0] in ("running", "created", "queued", "starting", "pending")
+    return live_status(repo, exp)[0] in OPEN
 
 
 @click.command()

@@ -17,6 +17,7 @@ import click
 
 from .. import timing as timing_mod
 from ..errors import BadInput
+from ..lifecycle import LIVE
 from ..notes import Store
 from ..repo import Repo
 from ..units import format_duration, format_size
@@ -44,7 +45,7 @@ def top_rows(repo: Repo, store: Store) -> List[Dict[str, Any]]:
     now = time.time()
     rows = []
     for exp in exps:
-        if statuses.get(exp.sha) not in ("running", "starting"):
+        if statuses.get(exp.sha) not in LIVE:
             continue
         s = exp.summary
         run = live_mod.read(repo, exp, statuses[exp.sha], here)

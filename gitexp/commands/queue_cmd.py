@@ -16,8 +16,8 @@ from ..runners.base import parse_gpu_list
 from ..targets import Target, get_target, load_targets
 from ..worker import Worker
 from .common import fmt_time, fmt_value, open_store, output_format, print_json, render_table, resources_text
+from ..lifecycle import ACTIVE
 
-ACTIVE = ("pending", "starting", "running")
 
 
 @click.group(name="queue", invoke_without_command=True)

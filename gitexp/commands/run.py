@@ -172,7 +172,7 @@ def _queue_or_sweep(repo: Repo, store: Store, configs: List[ExperimentConfig], t
                + f"; see git exp log --group {group}", err=True)
     if code:
         return code
-    return 0 if set(statuses) == {"finished"} else 1
+    return 0 if set(statuses) == {Status.FINISHED} else 1
 
 
 def _submit(runner: Runner, configs: List[ExperimentConfig], max_parallel: Optional[int]) -> int:

@@ -94,7 +94,7 @@ def _lost_ones(repo: Repo, store: Store, named: Sequence[Experiment]) -> Iterato
     everything = store.experiments()
     statuses = live_statuses(repo, everything)
     for exp in everything:
-        if statuses[exp.sha][0] != "lost" or any(t.sha == exp.sha for t in named):
+        if statuses[exp.sha][0] != Status.LOST or any(t.sha == exp.sha for t in named):
             continue
         if not runner_for(repo, store, exp).retries_on_local_queue():
             continue

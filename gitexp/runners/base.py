@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Sequence,
 
 from ..config import ExperimentConfig
 from ..notes import DETAILS_REF, Experiment, Store, dump_json
+from ..lifecycle import Status
 from ..repo import Repo
 from ..transport import LocalTransport, Transport
 from .options import Option as Option, check_option as check_option, parse_gpu_list as parse_gpu_list  # noqa: F401 - the runners' names for them
@@ -95,7 +96,7 @@ class Runner:
     # The summary key of a scheduler's job handle ("slurm", "sge"); "" when the runner has none.
     HANDLE: ClassVar[str] = ""
     # The status a submitted experiment is recorded with.
-    INITIAL_STATUS: ClassVar[str] = "pending"
+    INITIAL_STATUS: ClassVar[str] = Status.PENDING
 
     @classmethod
     def retries_on_local_queue(cls) -> bool:
@@ -159,7 +160,7 @@ class Runner:
         ``signalled``: the executor itself got SIGTERM/SIGINT/SIGHUP. None: no evidence of a
         stop from outside (the program died of a signal of its own).
         """
-        return "killed" if signalled else None
+        return Status.KILLED if signalled else None
 
     def follow_log(self, exp: Experiment, follow: bool) -> Optional[int]:
         """Print the run's output from where it runs; None when it is in this machine's run

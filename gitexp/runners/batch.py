@@ -55,7 +55,7 @@ class BatchRunner(Runner):
     ARRAY_KIND: ClassVar[str] = "array job"  # in messages: "Slurm job array 12", "Grid Engine array job 12"
     COMMANDS_HINT: ClassVar[str] = "run gitexp on the cluster's login node"
     SUBMIT_TOOLS: ClassVar[Tuple[str, ...]] = ()  # checked before anything is written
-    INITIAL_STATUS = "pending"
+    INITIAL_STATUS = Status.PENDING
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

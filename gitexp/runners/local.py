@@ -43,7 +43,7 @@ class LocalRunner(Runner):
     def retries_on_local_queue(cls) -> bool:
         return True
 
-    INITIAL_STATUS = "queued"
+    INITIAL_STATUS = Status.QUEUED
 
     @classmethod
     def executor_claims(cls) -> bool:

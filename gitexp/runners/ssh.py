@@ -77,7 +77,7 @@ class SshRunner(Runner):
     """The runner of a target on another host: its own runner runs there, driven over ssh."""
 
     name = "ssh"
-    INITIAL_STATUS = "pending"
+    INITIAL_STATUS = Status.PENDING
 
     @classmethod
     def asks_another_host(cls) -> bool:

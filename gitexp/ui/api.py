@@ -19,7 +19,6 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..lifecycle import Status
 from .. import live as live_mod
 from ..errors import BadInput
 from ..metrics import parse_spark
@@ -28,15 +27,14 @@ from ..query import known_keys, parse_filter, sort_experiments
 from ..repo import Repo
 from ..status import live_statuses
 from ..summary import json_safe, json_safe_dict
+from .. import lifecycle
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 MAX_POINTS = 1200  # per curve sent to the browser: min/max decimated beyond (plots.decimate); a
 # 1280-pixel-wide chart shows no more, and 20 runs x 4,000 points cost the browser 1.3 s
 DIFF_BYTES = 1 << 20
-OPEN = ("pending", "starting", "running")
-
-
-SETTLED_NOT = OPEN + ("created", "queued")  # statuses live_statuses may change: asked at every request
+OPEN = lifecycle.ACTIVE  # handed to an executor or a scheduler, not ended
+SETTLED_NOT = lifecycle.OPEN  # statuses live_statuses may change (every one not final): asked at every request
 
 
 class RawJson:
@@ -149,7 +147,7 @@ def dumps(data: Any) -> str:
 def running(api: Api) -> Dict[str, Any]:
     """The cheap poll: the listing's version and the rows of runs in progress (live metrics)."""
     listing = api.listing()
-    open_exps = [e for e in listing.exps if e.status in OPEN or e.status in (Status.CREATED, Status.QUEUED)]
+    open_exps = [e for e in listing.exps if e.status in SETTLED_NOT]
     statuses = current_statuses(api, open_exps)
     rows = [_row(api, e, statuses[e.sha]) for e in open_exps]
     return {"version": listing.version, "rows": rows}
