@@ -101,8 +101,9 @@ def _interned(value: Any) -> Any:
         return {(sys.intern(k) if k.__class__ is str else k): _interned(v) for k, v in value.items()}
     if value.__class__ is list:
         return [_interned(v) for v in value]
-    if value.__class__ is str and len(value) <= SHORT:
-        return sys.intern(value)
+    if isinstance(value, str):
+        text = str.__str__(value)  # a plain str (a Status member is one too: marshal takes no subclass)
+        return sys.intern(text) if len(text) <= SHORT else text
     return value
 
 

@@ -105,3 +105,23 @@ def test_a_corrupt_loose_object_is_not_taken_for_a_good_one() -> None:
         gitobjects.parse_loose(zlib.compress(b"blob 5\0abc"))
     with pytest.raises(gitobjects.BadObject):
         gitobjects.Tree.parse(b"100644 name\0short")
+
+
+def test_objects_follow_core_shared_repository(repo: Path) -> None:
+    """With core.sharedRepository=group, objects gitexp writes are readable by the group (its
+    folders group-writable and setgid), as git's own are, whatever the writer's umask."""
+    import os
+    import stat
+
+    git(repo, "config", "core.sharedRepository", "group")
+    old = os.umask(0o077)
+    try:
+        made = Repo.discover(str(repo))
+        sha = made.hash_blob(b"a note for the team " + str(os.getpid()).encode())
+    finally:
+        os.umask(old)
+    path = repo / ".git" / "objects" / sha[:2] / sha[2:]
+    assert stat.S_IMODE(path.stat().st_mode) & 0o040
+    folder = stat.S_IMODE(path.parent.stat().st_mode)
+    assert folder & 0o070 == 0o070 and folder & stat.S_ISGID
+    assert git(repo, "cat-file", "-p", sha).startswith("a note for the team")
