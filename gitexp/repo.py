@@ -12,7 +12,6 @@ transaction whose lines carry the old value (compare-and-swap).
 from __future__ import annotations
 
 import os
-import random
 import re
 import subprocess
 import threading
@@ -57,6 +56,8 @@ def cas_attempts(limit: int, pause: Tuple[float, float] = (0.005, 0.05), growth:
     """
     for n in range(limit):
         if n:
+            import random  # here: most commands never retry
+
             time.sleep(random.uniform(*pause) * min(n, growth))
         yield n
 

@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -215,6 +214,8 @@ class ObjectWrites(RepoPart):
         folder = os.path.dirname(path)
         try:
             self._make_object_dir(folder)
+            import tempfile  # where objects are written: `git exp log` writes none
+
             fd, tmp = tempfile.mkstemp(prefix="tmp_obj_", dir=folder)
         except FileNotFoundError:
             raise

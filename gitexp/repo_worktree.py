@@ -5,9 +5,7 @@ a run directory, submodules included. Mixed into :class:`gitexp.repo.Repo`.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
 from typing import Callable, List, Mapping, Optional, Tuple
 
 from .errors import GitFailed
@@ -19,6 +17,8 @@ def _checkout_tree(source: str, commit: str, target: str, depth: int) -> None:
     """Files of ``commit`` (an object of the repository at ``source``) under ``target``."""
     if depth > 8:
         raise GitFailed(f"submodules nested more than 8 deep under {source}")
+    import tempfile  # here: only runs check out
+
     fd, index = tempfile.mkstemp(prefix="gitexp-index-")
     os.close(fd)
     os.unlink(index)
@@ -70,6 +70,8 @@ class WorkTree(RepoPart):
         """:meth:`snapshot_tree`, and whether the working tree differs from ``HEAD`` (``git
         status`` has anything to say), told by the one ``status`` that lists the untracked
         files for ``choose`` (without ``choose``: False, not asked)."""
+        import tempfile
+
         fd, index = tempfile.mkstemp(prefix="gitexp-index-", dir=self.git_dir)
         os.close(fd)
         env = {"GIT_INDEX_FILE": index, "GIT_LITERAL_PATHSPECS": "1"}
@@ -81,6 +83,8 @@ class WorkTree(RepoPart):
                 # when the file is older than the index (racy-git); a fresh mtime would make a
                 # same-size edit made in the second of the last `git add` look unchanged, and
                 # the snapshot would take the committed content instead of the edit.
+                import shutil  # here: a snapshot is the only user
+
                 shutil.copy2(user_index, index)
             else:
                 os.unlink(index)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import marshal
 import os
 import sys
-import tempfile
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import summary as checks
@@ -80,6 +79,8 @@ def _drawn(summaries: Dict[str, Dict[str, Any]]) -> Dict[str, str]:
 def _save(path: str, tree: str, index: Dict[str, str], summaries: Dict[str, Dict[str, Any]]) -> None:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        import tempfile  # only when the cache changed
+
         fd, tmp = tempfile.mkstemp(prefix=f".{FILE}.", dir=os.path.dirname(path))
         try:
             with os.fdopen(fd, "wb") as handle:
