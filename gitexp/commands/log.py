@@ -167,21 +167,28 @@ def _print_table(exps: List[Experiment], statuses: Dict[str, str], metrics: List
     alerts = {e.sha: alerts_cell(e.summary) for e in exps if e.summary.get("alerts")}
     if alerts:  # a column only when some run raised an alert (gitexp.diagnostics)
         headers.append("alerts")
-    rows = []
-    for exp in exps:
-        s = exp.summary
-        params = " ".join(f"{k}={fmt_value(v)}" for k, v in (s.get("params") or {}).items())
-        row = [exp.sha[:8], exp.name + (f" #{exp.attempt}" if exp.attempt != 1 else ""), statuses[exp.sha], params]
-        for name in metrics:
-            best, last = _metric_cells(exp, name)
-            row += [fmt_value(best), fmt_value(last)] if show_last else [fmt_value(best if best is not None else last)]
-        if sparks is not None:
-            row.append(sparks.get(exp.sha, ""))
-        row += [fmt_duration(s.get("duration")), fmt_time(s.get("created"))]
-        if alerts:
-            row.append(alerts.get(exp.sha, ""))
-        rows.append(row)
-    click.echo(render_table(headers, rows))
+    click.echo(render_table(headers, [_row(exp, statuses, metrics, show_last, sparks, alerts) for exp in exps]))
+
+
+def _row(exp: Experiment, statuses: Dict[str, str], metrics: List[str], show_last: bool,
+         sparks: Optional[Dict[str, str]], alerts: Dict[str, str]) -> List[str]:
+    """One line of the table (10,000 of them for a big listing: each lookup made once)."""
+    s = exp.summary
+    params = s.get("params")
+    attempt = exp.attempt
+    row = [exp.sha[:8], exp.name if attempt == 1 else f"{exp.name} #{attempt}", statuses[exp.sha],
+           " ".join([f"{k}={fmt_value(v)}" for k, v in params.items()]) if params else ""]
+    found = s.get("metrics") or {}
+    for name in metrics:
+        entry = found.get(name) or {}
+        best, last = entry.get("best"), entry.get("last")
+        row += [fmt_value(best), fmt_value(last)] if show_last else [fmt_value(best if best is not None else last)]
+    if sparks is not None:
+        row.append(sparks.get(exp.sha, ""))
+    row += [fmt_duration(s.get("duration")), fmt_time(s.get("created"))]
+    if alerts:
+        row.append(alerts.get(exp.sha, ""))
+    return row
 
 
 def _sparks(exps: List[Experiment], metric: str) -> Optional[Dict[str, str]]:
