@@ -123,6 +123,9 @@ class Notifier(Watcher):
 
     def on_end(self, status: str) -> None:
         self.on_tick(time.time())
+        # Every alert sent (or counted failed) before the end is recorded and the executor ends:
+        # the sending thread is a daemon, and a message still queued would die with the process.
+        self.outbox.flush(wait_setting())
 
     def summary_fields(self) -> Dict[str, Any]:
         if self.outbox.sent or self.outbox.failed:

@@ -96,7 +96,10 @@ def test_time_limit_sends_warning_then_records_timeout(cluster_repo: Path) -> No
         "    time.sleep(1)\n")
     (cluster_repo / "long.yaml").write_text("command: python long.py\nrequires: {time: 1m}\n")
     gitexp(cluster_repo, "run", "long.yaml", "--on", "triton")
-    [row] = rows_when(cluster_repo, 1, ("timeout",))
+    # `log` says timeout as soon as Slurm does (squeue); the executor, stopped by the limit, is
+    # still recording its end then (on a busy machine for seconds): wait for that record.
+    [row] = wait_for(lambda: [r for r in log_json(cluster_repo) if r["status"] == "timeout" and r.get("ended")],
+                     timeout=180, interval=0.5)
     shown = json.loads(gitexp(cluster_repo, "show", "long", "--format", "json").stdout)
     assert "got the warning" in shown["log_tail"]
     assert [o["path"] for o in shown["outputs"]] == ["ckpt"]
