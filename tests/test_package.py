@@ -45,19 +45,19 @@ def test_importing_the_api_does_not_import_the_tool() -> None:
 def test_a_foreground_run_loads_only_what_it_uses(tmp_path: Path) -> None:
     """Where users wait (issue 18): `git exp run` of one config records and runs it without
     dulwich (loose objects are written in process, gitexp/gitobjects.py), the queue's worker, a
-    target's runner or the sweep-file reader; and psutil is not needed before the experiment is
-    recorded (it loads meanwhile, in the preload thread)."""
+    target's runner or the sweep-file reader; and psutil is not loaded before the experiment is
+    recorded."""
     from conftest import make_repo
 
     repo = make_repo(tmp_path / "repo")
     (repo / "c.yaml").write_text(f'command: "{sys.executable} -c pass"\n')
     code = ("import sys, atexit\n"
-            "from gitexp.commands import common\n"
-            "preload = common.preload\n"
-            "def spy(*a, **k):  # just before the experiment is recorded\n"
+            "from gitexp import experiments\n"
+            "create = experiments.create\n"
+            "def spy(*a, **k):  # the experiment is recorded now\n"
             "    print('psutil-before-create', 'psutil' in sys.modules, file=sys.stderr)\n"
-            "    return preload(*a, **k)\n"
-            "common.preload = spy\n"
+            "    return create(*a, **k)\n"
+            "experiments.create = spy\n"
             "names = ('dulwich', 'gitexp.worker', 'gitexp.queue', 'gitexp.sweepfile', 'gitexp.runners.ssh')\n"
             "atexit.register(lambda: print('loaded', sorted(m for m in names if m in sys.modules), file=sys.stderr))\n"
             "sys.argv = ['git-exp', 'run', 'c.yaml']\n"

@@ -7,13 +7,11 @@ must not reach the terminal) and abbreviate long values. CSV and JSON keep value
 from __future__ import annotations
 
 import gc
-import importlib
 import json
 import math
-import threading
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, TypeVar
 
 import click
 
@@ -131,31 +129,6 @@ def no_cycle_collection() -> Iterator[None]:
 
 
 # -- starting runs (run, resume) ----------------------------------------------------------------
-# What a run in the foreground imports after its experiment is recorded: the executor and the
-# watchers it builds (gitexp.watchers.factories).
-EXECUTOR_MODULES = ("gitexp.runners.local", "gitexp.executor", "gitexp.notify", "gitexp.checkpoints",
-                    "gitexp.monitor", "gitexp.diagnostics", "gitexp.profiler")
-
-
-def preload(modules: Sequence[str] = EXECUTOR_MODULES) -> None:
-    """Import ``modules`` in a background thread, while this one waits on git processes.
-
-    Recording an experiment is mostly waiting (a dozen git processes), and importing what runs
-    it next is CPU work: done meanwhile, it leaves the wait that users see. Only the order
-    changes: whoever imports a module first runs it, the other waits for it (the import lock
-    of each module), and the package has no import cycle for two threads to cross on
-    (tests/test_package.py). A failure here is left for the real import to raise.
-    """
-    def load() -> None:
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - raised again, and reported, where it is really imported
-                return
-
-    threading.Thread(target=load, name="gitexp-preload", daemon=True).start()
-
-
 def print_submitted(submitted: "Submitted") -> None:
     """What a run target's runner took: its warnings, the ids, its closing line."""
     for warning in submitted.warnings:

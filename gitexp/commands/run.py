@@ -15,7 +15,7 @@ from ..paths import runs_root
 from ..repo import Repo
 from ..resources import check as check_requires
 from ..sweep import add_cli_sweeps, check_not_empty, expand, parse_spec
-from .common import fmt_value, open_store, preload, print_submitted, render_table, start_here
+from .common import fmt_value, open_store, print_submitted, render_table, start_here
 
 if TYPE_CHECKING:
     from ..runners.base import Runner
@@ -190,7 +190,5 @@ def _run_one(repo: Repo, store: Store, config: ExperimentConfig, detach: bool) -
     problems = check_requires(config.requires, runs_root(repo))
     if problems:
         raise NotReady("not started: " + "; ".join(problems), "free resources or lower 'requires'")
-    if not detach:
-        preload()  # the executor's modules load while the experiment is being recorded
     exp = experiments.create(repo, store, config)
     return start_here(store, exp, detach, f"started {exp.name}", f"experiment {exp.name} ({exp.sha[:10]})")
