@@ -9,6 +9,7 @@ import errno
 import importlib
 import os
 import sys
+from types import FrameType
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple, TypeVar
 
 import click
@@ -166,9 +167,25 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 def _is_the_program() -> bool:
     """Whether this process is ``git exp`` itself (the ``git-exp`` script or ``python -m gitexp``),
-    not a program that called :func:`main` (a notebook, a test): only then may it end at once."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    return getattr(spec, "name", None) == "gitexp.__main__" or os.path.basename(sys.argv[0]) == "git-exp"
+    not a program that called :func:`main` (a notebook, a test, ``%run -m gitexp``, a debugger):
+    only then may it end at once. Read from the stack: below main() there may be only the
+    script, gitexp's ``__main__`` and runpy, which starts ``python -m``."""
+    frame: Optional[FrameType] = sys._getframe(2)  # main()'s caller
+    while frame is not None:
+        if not _program_frame(frame.f_code.co_filename):
+            return False
+        frame = frame.f_back
+    return True
+
+
+def _program_frame(name: str) -> bool:
+    if os.path.basename(name) == "git-exp" or name == "<frozen runpy>":
+        return True
+    runpy = sys.modules.get("runpy")
+    if runpy is not None and name == getattr(runpy, "__file__", None):
+        return True
+    main = os.path.join(os.path.dirname(os.path.realpath(__file__)), "__main__.py")
+    return os.path.realpath(name) == main
 
 
 def _exit_now(code: int) -> NoReturn:

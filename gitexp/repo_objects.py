@@ -27,6 +27,7 @@ from .errors import DiskFull, GitFailed, MissingObjects
 from .gitobjects import GitObject
 
 STALE_LOCK_SECONDS = 10.0
+_OID = re.compile(rb"^[0-9a-f]{40}$")
 PACKED_BY_GIT = 8  # packed objects a process reads with git before it loads dulwich to read them
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -250,6 +251,8 @@ class ObjectWrites(RepoPart):
         """The object ``sha``: written in this batch, loose, or from a pack or an alternate."""
         if self._pending and sha in self._pending:
             return self._pending[sha]
+        if not _OID.match(sha):  # a full id, never a name git would resolve or a path
+            raise MissingObjects([sha.decode(errors="replace")])
         try:
             with open(self._loose_path(sha), "rb") as handle:
                 data = handle.read()
@@ -274,7 +277,8 @@ class ObjectWrites(RepoPart):
         that reads more (fsck, a walk of the commit graph) then reads them with dulwich."""
         if self._packed_asked < PACKED_BY_GIT and not _dulwich_loaded():
             self._packed_asked += 1
-            proc = self.run(["cat-file", "--batch"], input=sha + b"\n", check=False)
+            # --no-replace-objects: the object itself, as the loose read and dulwich give it
+            proc = self.run(["--no-replace-objects", "cat-file", "--batch"], input=sha + b"\n", check=False)
             header, _, rest = proc.stdout.partition(b"\n")
             fields = header.split()
             if proc.returncode != 0 or len(fields) != 3 or not fields[2].isdigit():

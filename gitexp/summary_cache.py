@@ -55,8 +55,9 @@ def _load(path: str) -> Tuple[str, Dict[str, str], Dict[str, Dict[str, Any]]]:
         if data.get("version") == VERSION and isinstance(data.get("tree"), str) \
                 and isinstance(data.get("index"), dict) and isinstance(data.get("summaries"), dict):
             lines = data.get("spark_lines")
+            _SPARK_LINES.clear()  # the lines of these summaries only: a long-lived `git exp ui` stays bounded
             if isinstance(lines, dict):
-                _SPARK_LINES.update(lines)
+                _SPARK_LINES.update((k, v) for k, v in lines.items() if k.__class__ is str and v.__class__ is str)
             return data["tree"], data["index"], data["summaries"]
     except (OSError, ValueError, EOFError, TypeError, AttributeError, RecursionError):
         pass
@@ -72,6 +73,7 @@ def _drawn(summaries: Dict[str, Dict[str, Any]]) -> Dict[str, str]:
             text = entry.get("spark") if entry.__class__ is dict else None
             if text.__class__ is str and text not in lines:
                 lines[text] = _SPARK_LINES.get(text) or spark_line(text)
+    _SPARK_LINES.clear()
     _SPARK_LINES.update(lines)
     return lines
 

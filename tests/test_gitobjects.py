@@ -73,7 +73,7 @@ def test_packed_objects_and_a_signed_commit_are_read(repo: Path, asked_of_git: i
     monkeypatch.setattr(repo_objects, "_dulwich_loaded", lambda: False)  # as in `git exp log`
     asked: List[str] = []
     run = Repo.run
-    monkeypatch.setattr(Repo, "run", lambda self, args, *a, **k: asked.append(args[0]) or run(self, args, *a, **k))
+    monkeypatch.setattr(Repo, "run", lambda self, args, *a, **k: asked.extend(args[:2]) or run(self, args, *a, **k))
     head = git(repo, "rev-parse", "HEAD").strip()
     tree = git(repo, "rev-parse", "HEAD^{tree}").strip()
     body = (f"tree {tree}\nparent {head}\nauthor A <a@x> 1700000000 +0100\ncommitter A <a@x> 1700000000 -0230\n"
@@ -125,3 +125,25 @@ def test_objects_follow_core_shared_repository(repo: Path) -> None:
     folder = stat.S_IMODE(path.parent.stat().st_mode)
     assert folder & 0o070 == 0o070 and folder & stat.S_ISGID
     assert git(repo, "cat-file", "-p", sha).startswith("a note for the team")
+
+
+@pytest.mark.parametrize("asked_of_git", [0, 100])
+def test_a_packed_read_gives_the_object_itself_never_a_replacement_or_a_name(
+        repo: Path, asked_of_git: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """git cat-file would follow refs/replace and resolve names (HEAD, short ids); the object
+    store gives the object the id names, whichever way it is read."""
+    from gitexp import repo_objects
+
+    monkeypatch.setattr(repo_objects, "PACKED_BY_GIT", asked_of_git)
+    monkeypatch.setattr(repo_objects, "_dulwich_loaded", lambda: False)
+    first = git(repo, "rev-parse", "HEAD").strip()
+    (repo / "train.py").write_text("print('second')\n")
+    git(repo, "commit", "-q", "-am", "second")
+    second = git(repo, "rev-parse", "HEAD").strip()
+    git(repo, "replace", second, first)
+    git(repo, "gc", "-q", "--prune=now")
+    made = Repo.discover(str(repo))
+    assert made.commit_object(second).message == b"second\n"
+    for name in ("HEAD", second[:12], f"{second}:train.py", "../../config"):
+        with pytest.raises(MissingObjects):
+            made.commit_object(name)

@@ -87,14 +87,26 @@ def test_the_program_ends_at_once_but_runs_its_exit_handlers_and_flushes(tmp_pat
     assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr
     assert mark.exists()
     # 200,000 lines to a pipe, then the end: every byte arrives (as `git-exp`, the script)
-    code = ("import sys, click\nfrom gitexp import cli\n"
-            "flood = click.Command('_flood', callback=lambda: click.echo('\\n'.join(f'line {i}' for i in range(200_000))))\n"
-            "cli.COMMANDS['_flood'] = ('', '')\n"
-            "cli.LazyGroup.get_command = lambda self, ctx, name: flood\n"
-            "sys.argv = ['git-exp', '_flood']\ncli.main()\n")
-    flood = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    script = tmp_path / "bin" / "git-exp"  # as the installed script: it calls main() itself
+    script.parent.mkdir()
+    script.write_text("import sys, click\nfrom gitexp import cli\n"
+                      "flood = click.Command('_flood', callback=lambda: click.echo("
+                      "'\\n'.join(f'line {i}' for i in range(200_000))))\n"
+                      "cli.COMMANDS['_flood'] = ('', '')\n"
+                      "cli.LazyGroup.get_command = lambda self, ctx, name: flood\n"
+                      "sys.argv = ['git-exp', '_flood']\n"
+                      "import atexit, os\natexit.register(lambda: print('exit-handler', file=sys.stderr))\n"
+                      "cli.main()\n")
+    flood = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert flood.returncode == 0, flood.stderr
     assert flood.stdout == "\n".join(f"line {i}" for i in range(200_000)) + "\n"
+    assert "exit-handler" in flood.stderr
+    # run as a module by another program (IPython's %run -m, a debugger): that program goes on
+    hosted = subprocess.run([sys.executable, "-c", "import runpy, sys\nsys.argv = ['gitexp', '--version']\n"
+                             "try:\n    runpy.run_module('gitexp', run_name='__main__', alter_sys=True)\n"
+                             "except SystemExit as e:\n    print('host goes on', e.code)\n"],
+                            capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert "host goes on 0" in hosted.stdout, hosted.stdout + hosted.stderr
     from gitexp.cli import main
 
     with pytest.raises(SystemExit) as ended:  # in-process: this test's process goes on

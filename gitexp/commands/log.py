@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from .. import live as live_mod
-from ..numbers import SPARK_ASCII, SPARK_CHARS, spark_line
+from ..numbers import SPARK_ASCII, SPARK_CHARS, parse_spark, spark_line
 from ..summary_cache import spark_lines
 from ..values import closest
 from ..errors import BadInput
@@ -200,8 +200,10 @@ def _sparks(exps: List[Experiment], metric: str) -> Optional[Dict[str, str]]:
     memo = spark_lines()
     for exp in exps:
         entry = (exp.summary.get("metrics") or {}).get(metric)
-        line = spark_line(entry.get("spark"), chars, memo) if isinstance(entry, dict) else ""
-        if line:
+        if not isinstance(entry, dict):
+            continue
+        line = spark_line(entry.get("spark"), chars, memo)
+        if line or parse_spark(entry.get("spark")):  # a curve of missing values: an empty cell, as before
             out[exp.sha] = line
     return out or None
 
