@@ -13,7 +13,7 @@ import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from .evidence import process_alive
-from .lifecycle import ACTIVE, Status
+from .lifecycle import ACTIVE, FINAL, Status
 from .notes import QUEUE_PREFIX, Experiment, Store
 from .repo import Repo
 from .runners import group
@@ -35,14 +35,31 @@ def live_statuses(repo: Repo, exps: Sequence[Experiment], reach: bool = False) -
     asked = [e for e in exps if e.status in ACTIVE or e.status == Status.CREATED]
     if not asked:
         return out
-    for runner, members in group(repo, Store(repo), asked):
+    store = Store(repo)
+    for runner, members in group(repo, store, asked):
         if runner.asks_another_host() and not reach:
             continue
         out.update(runner.states(members))
+    _read_again_when_lost(store, asked, out)
     from .endstate import settle_pending
 
     settle_pending(repo, asked, out)  # a lost run whose end is kept on disk (a full disk) is recorded now
     return out
+
+
+def _read_again_when_lost(store: Store, exps: Sequence[Experiment], out: Dict[str, Tuple[str, Optional[str]]]) -> None:
+    """A run found lost may have ended well a moment ago: its executor records the end, then
+    exits, and that can fall between this command's read of the notes and its look at the
+    process. Its note, read again now that the process is gone, says so: an end recorded there is
+    taken (the experiment's summary too), so the run is not shown lost for an instant."""
+    for exp in exps:
+        if out[exp.sha][0] != Status.LOST or exp.status == Status.LOST:
+            continue
+        fresh = store.summary(exp.sha)
+        if fresh and fresh.get("status") in FINAL:
+            exp.summary.clear()
+            exp.summary.update(fresh)
+            out[exp.sha] = (exp.status, None)
 
 
 def live_status(repo: Repo, exp: Experiment, reach: bool = False) -> Tuple[str, Optional[str]]:

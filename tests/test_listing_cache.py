@@ -105,3 +105,34 @@ def test_a_listing_of_ended_runs_loads_nothing_it_does_not_use(repo: Path) -> No
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     assert "loaded []" in proc.stderr and proc.stdout.count("finished") == 2
+
+
+def test_a_run_that_ended_between_the_read_and_the_look_is_not_shown_lost(repo: Path) -> None:
+    """The executor records the end, then exits at once; a listing that read the note just before
+    (running) and looks at the process just after (gone) reads the note again and shows the end."""
+    import json as json_mod
+    import socket
+
+    from gitexp.paths import run_paths
+    from gitexp.status import live_statuses
+
+    from gitexp.lifecycle import Status, transition
+
+    [exp] = recorded(repo, 1)
+    running = {**exp.summary, "status": "running", "host": socket.gethostname(), "ended": None}
+    git(repo, "notes", "--ref", SUMMARY_REF, "add", "-f", "-m", json_mod.dumps(running), exp.sha)
+    made = Repo.discover(str(repo))
+    store = Store(made)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that has ended: the executor after it exited
+    paths = run_paths(made, exp.sha)
+    Path(paths.root).mkdir(parents=True)
+    Path(paths.exec_info).write_text(json_mod.dumps({"pid": gone.pid, "pid_started": time.time(),
+                                                     "host": socket.gethostname()}))
+    [stale] = [e for e in store.experiments() if e.sha == exp.sha]  # read while it "runs"
+    assert stale.status == "running"
+    assert live_statuses(made, [stale])[exp.sha][0] == "lost"  # nothing recorded: lost it is
+    transition(store, exp.sha, Status.FINISHED, {"exit_code": 0, "ended": time.time()})  # the end, then exit
+    assert stale.status == "running"  # read a moment before the end was recorded
+    assert live_statuses(made, [stale])[exp.sha] == ("finished", None)
+    assert stale.summary["status"] == "finished" and stale.summary["exit_code"] == 0
