@@ -238,8 +238,9 @@ def test_slurm_time_limit_lets_a_program_without_handler_run_to_the_limit(tmp_pa
     git(repo, "add", ".gitexp.yaml")
     git(repo, "commit", "-q", "-m", "target")
     gitexp(repo, "run", "config.yaml", "--on", "triton")
-    row = wait_for(lambda: [r for r in log_json(repo) if r["status"] in ("timeout", "failed", "finished")],
-                   timeout=240, interval=1)[0]
+    # `log` says timeout as soon as Slurm does; the executor's own record (`ended`) comes after
+    row = wait_for(lambda: [r for r in log_json(repo) if r["status"] in ("timeout", "failed", "finished")
+                            and r.get("ended")], timeout=240, interval=1)[0]
     log = (run_dir(repo, row["id"]) / "output.log").read_text()
     assert row["status"] == "timeout", log
     assert row["exit_code"] != -signal.SIGUSR1, "the program died of the warning"
